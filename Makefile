@@ -1,0 +1,54 @@
+# Two commands: `make run` runs the demo pipeline end to end, `make test` runs every test.
+# Both create .venv and install the project from constraints.txt on first use.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/arrests.yaml
+SERVE ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: help install run compile test test-fast lint format lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "Python 3.11 or 3.12 is needed"'
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the project from the lock
+
+run: $(STAMP) ## Run the demo pipeline locally (kfp.local + Ray + KServe); SERVE=0 to exit after the run
+	$(BIN)/mlpipe demo-data --config $(CONFIG)
+	$(BIN)/mlpipe run --config $(CONFIG) $(if $(filter 0,$(SERVE)),--no-serve,)
+
+compile: $(STAMP) ## Re-compile pipelines/training_pipeline.yaml (the file to upload in the dashboard)
+	$(BIN)/mlpipe compile --output pipelines/training_pipeline.yaml
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) lint ## Run every test (the README's test command)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Tests without the end-to-end pipeline runs
+	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+format: $(STAMP) ## Apply ruff's formatter and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: ## Re-resolve constraints.txt from pyproject.toml in a scratch venv
+	rm -rf /tmp/mlpipe-lock && $(PYTHON) -m venv /tmp/mlpipe-lock
+	/tmp/mlpipe-lock/bin/pip install --quiet '.[test]'
+	{ echo "# The one lock for every install (make, docker/). Regenerate: make lock"; \
+	  /tmp/mlpipe-lock/bin/pip freeze --exclude-editable | grep -v '^kfp-mlpipe'; } > constraints.txt
+
+clean: ## Remove .venv and local outputs
+	rm -rf $(VENV) mlpipe-output

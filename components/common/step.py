@@ -1,0 +1,30 @@
+"""What every KFP component body shares: turning a user error into one line and an exit code."""
+
+import contextlib
+import os
+import sys
+
+from components.common.errors import PipelineInputError
+
+# The local runner sets this so that it can show the failing step's message as its last line.
+ERROR_FILE_ENV = "MLPIPE_ERROR_FILE"
+
+
+def report_step_error(step: str, message: str) -> None:
+    """Print the one-line error and hand it to the local runner, if one is listening."""
+    line = f"{step}: {message}"
+    print(f"ERROR {line}", file=sys.stderr, flush=True)
+    error_file = os.environ.get(ERROR_FILE_ENV)
+    if error_file:
+        with open(error_file, "w", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+@contextlib.contextmanager
+def user_errors(step: str):
+    """Inside a component body: a PipelineInputError ends the step with one line, exit code 1."""
+    try:
+        yield
+    except PipelineInputError as error:
+        report_step_error(step, str(error))
+        raise SystemExit(1) from None

@@ -1,0 +1,230 @@
+"""mlpipe: run the pipeline locally, compile it for Kubeflow, submit it, or serve a model.
+
+Errors are one line on stderr: exit code 2 for bad input (config, data, arguments), 1 for a
+failed step or anything unexpected. --debug shows the traceback instead.
+"""
+
+import argparse
+import socket
+import sys
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from components.common.errors import PipelineInputError
+
+# soft_wrap: paths and the curl line must stay copy-pasteable when the terminal is narrow.
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _load_checked_config(path: str, check_data: bool = True):
+    from pipelines.config import check_config, load_config
+
+    config = load_config(path)
+    check_config(config, path, check_data=check_data)
+    return config
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PipelineInputError(
+                f"cannot serve on {host}:{port}: {error.strerror} (set serving.port or --port)"
+            ) from None
+
+
+def _example_row(run) -> dict:
+    """The first held-out row's features, as a client would send them."""
+    from components.deploy.logic import to_json_rows
+
+    from components.common.io import read_frame, read_json
+    from components.prepare.logic import feature_names
+
+    metadata = read_json(Path(run.model_uri) / "metadata.json")
+    test = sorted(run.artifacts_dir.glob("*/prepare/test"))[-1]
+    features = read_frame(test)[feature_names(metadata["schema"])].head(1)
+    return to_json_rows(features)[0]
+
+
+def cmd_run(args) -> int:
+    from components.deploy.logic import curl_example
+
+    from pipelines.local_run import run_pipeline
+
+    config = _load_checked_config(args.config)
+    host = args.host or config.serving.host
+    port = args.port or config.serving.port
+    if not args.no_serve:
+        _check_port_free(host, port)
+    console.print(
+        f"[bold]mlpipe[/]: running [cyan]{config.model_name}[/] on kfp.local "
+        f"(data {config.data.source}, {config.tuning.num_trials} trials, "
+        f"{config.ray.num_cpus} CPUs for Ray)"
+    )
+    run = run_pipeline(config, verbose=args.verbose)
+    url = f"http://{host}:{port}"
+    console.print(f"\n[bold green]Run {run.run_id} finished[/] in {run.seconds:.0f} s")
+    console.print(f"  artifacts  {run.artifacts_dir}")
+    console.print(f"  report     {run.report}")
+    console.print(f"  log        {run.log}")
+    console.print(f"  pipeline   {run.pipeline_file}  (upload this file in the Kubeflow dashboard)")
+    console.print(f"  model      {config.model_name} {run.model_version}  ({run.model_uri})")
+    if args.no_serve:
+        console.print(f"  serve it   mlpipe serve --model-dir {run.model_uri}")
+        return 0
+    console.print(
+        f"  endpoint   {url}/v1/models/{config.model_name}:predict  (and V2: "
+        f"{url}/v2/models/{config.model_name}/infer)"
+    )
+    console.print("  try        " + escape(curl_example(url, config.model_name, _example_row(run))))
+    console.print("\nServing the new model until Ctrl-C.")
+    return _serve(run.model_uri, host, port)
+
+
+def _serve(model_dir: str, host: str, port: int) -> int:
+    from components.deploy.server import serve
+
+    serve(model_dir, host=host, port=port)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from components.register.logic import read_metadata
+
+    read_metadata(args.model_dir)  # a clear error before the server starts
+    _check_port_free(args.host, args.port)
+    console.print(f"Serving {args.model_dir} at http://{args.host}:{args.port} until Ctrl-C.")
+    return _serve(args.model_dir, args.host, args.port)
+
+
+def cmd_compile(args) -> int:
+    from pipelines.training_pipeline import compile_pipeline
+
+    output = compile_pipeline(args.output)
+    console.print(
+        f"Compiled the pipeline to {output}; upload it in the Kubeflow dashboard "
+        "(Pipelines > Upload pipeline) or submit it with `mlpipe submit`."
+    )
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from pipelines.submit import submit_run
+
+    config = _load_checked_config(args.config, check_data=False)
+    run_id = submit_run(
+        config,
+        args.host,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        enable_caching=args.enable_caching,
+        wait=args.wait,
+        timeout=args.timeout,
+    )
+    console.print(f"Created run {run_id} on {args.host}")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from pipelines.config import load_config
+    from pipelines.demo_data import write_arrests_lake
+
+    config = load_config(args.config)
+    lake, rows = write_arrests_lake(config.data.source)
+    console.print(f"Demo data: {rows} rows of Toronto arrests in the Parquet lake {lake}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlpipe",
+        description="Kubeflow training pipeline: run locally, compile, submit, serve.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local), then serve")
+    run.add_argument("--config", required=True, help="the run config YAML")
+    run.add_argument("--no-serve", action="store_true", help="exit after the run")
+    run.add_argument("--host", help="serve on this address (default: serving.host, 127.0.0.1)")
+    run.add_argument("--port", type=int, help="serve on this port (default: serving.port)")
+    run.add_argument("--verbose", action="store_true", help="show every line of every step's log")
+    run.set_defaults(handler=cmd_run)
+
+    compile_ = commands.add_parser("compile", help="write the pipeline's IR YAML for the dashboard")
+    compile_.add_argument("--output", default="training_pipeline.yaml", help="where to write it")
+    compile_.set_defaults(handler=cmd_compile)
+
+    submit = commands.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
+    submit.add_argument("--config", required=True, help="the run config YAML")
+    submit.add_argument(
+        "--host", required=True, help="the KFP API endpoint, e.g. http://localhost:8080"
+    )
+    submit.add_argument("--experiment", default="mlpipe")
+    submit.add_argument("--run-name")
+    submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user installs)")
+    submit.add_argument(
+        "--service-account", help="the Kubernetes service account the run's pods use"
+    )
+    submit.add_argument("--enable-caching", action="store_true")
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the run; exit 1 unless it succeeds"
+    )
+    submit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host")
+    submit.set_defaults(handler=cmd_submit)
+
+    serve = commands.add_parser("serve", help="serve a registered model version with KServe")
+    serve.add_argument(
+        "--model-dir", required=True, help="a version folder, e.g. .../models/NAME/v1"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(handler=cmd_serve)
+
+    demo = commands.add_parser("demo-data", help="write the demo data lake named by a run config")
+    demo.add_argument("--config", required=True)
+    demo.set_defaults(handler=cmd_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pipelines.local_run import StepFailed
+
+    try:
+        return args.handler(args)
+    except PipelineInputError as error:
+        if args.debug:
+            traceback.print_exc()
+        errors.print(f"[bold red]error[/]: {escape(str(error))}")
+        return EXIT_BAD_INPUT
+    except StepFailed as error:
+        if args.debug:
+            traceback.print_exc()
+        errors.print(f"[bold red]error[/]: pipeline step failed: {escape(str(error))}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+    except Exception as error:  # the last resort: one line, the traceback only with --debug
+        if args.debug:
+            traceback.print_exc()
+        errors.print(
+            f"[bold red]error[/]: {type(error).__name__}: {escape(str(error))} "
+            "(--debug shows the traceback)"
+        )
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

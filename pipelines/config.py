@@ -1,0 +1,166 @@
+"""The run config: one YAML file that names the data, the target, the search and the outputs.
+
+It is checked before anything runs: an unknown key, a wrong type, a data source that does not
+exist or a target that is not in the data is one line naming the problem, and nothing is written.
+The checked config becomes the pipeline's parameters (pipeline_arguments), which are the only way
+configuration reaches the components.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from components.common.errors import PipelineInputError
+from components.ingest.logic import resolve_source, source_columns
+from components.register.logic import check_model_name
+from components.tune.logic import check_metric
+from components.tune.search_space import check_families
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    source: str = Field(
+        description="A Parquet lake folder (Hive-partitioned), a Parquet or CSV file."
+    )
+    na_values: list[str] = Field(
+        default_factory=list, description="Extra missing-value markers in CSV."
+    )
+
+
+class SplitConfig(_Section):
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class TuningConfig(_Section):
+    families: list[str] = Field(
+        default_factory=lambda: ["logistic_regression", "random_forest", "hist_gradient_boosting"]
+    )
+    num_trials: int = Field(16, ge=1, le=10_000)
+    cv_folds: int = Field(3, ge=2, le=20)
+    metric: str = Field("", description="A scikit-learn scorer name; empty picks one for the task.")
+
+
+class RayConfig(_Section):
+    num_cpus: int = Field(2, ge=1, le=1024)
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    smoke_rows: int = Field(5, ge=1, le=10_000)
+
+
+class RunConfig(_Section):
+    model_name: str
+    data: DataConfig
+    target: str
+    task: Literal["classification", "regression"] = "classification"
+    positive_class: str = ""
+    sensitive_columns: list[str] = Field(default_factory=list)
+    columns: dict[str, Literal["numeric", "categorical"]] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    output_root: str = "mlpipe-output"
+    model_store: str = Field("", description="Model store root; empty means <output_root>/models.")
+
+    @property
+    def model_store_uri(self) -> str:
+        return self.model_store or str(Path(self.output_root) / "models")
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{key}'"
+    if first["type"] == "missing":
+        return f"{path}: missing key '{key}'"
+    return f"{path}: key '{key}': {first['msg']} (got {first.get('input')!r})"
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Parse and type-check a run config file.
+
+    Raises:
+        PipelineInputError: one line naming the file and the key.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineInputError(f"{path}: no such config file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise PipelineInputError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise PipelineInputError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineInputError(_describe(error, path)) from None
+
+
+def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -> None:
+    """The checks a schema cannot make: names, search space, and (locally) the data itself."""
+    prefix = f"{path}: "
+    try:
+        check_model_name(config.model_name)
+        check_families(config.tuning.families, config.task)
+        if config.tuning.metric:
+            check_metric(config.tuning.metric)
+        if not check_data:
+            return
+        columns = set(source_columns(resolve_source(config.data.source)))
+        named = [("target", config.target)]
+        named += [("sensitive_columns", c) for c in config.sensitive_columns]
+        named += [("columns", c) for c in config.columns]
+        for key, column in named:
+            if column not in columns:
+                raise PipelineInputError(
+                    f"key '{key}': column '{column}' is not in the data source "
+                    f"'{config.data.source}' (its columns: {', '.join(sorted(columns))})"
+                )
+    except PipelineInputError as error:
+        raise PipelineInputError(prefix + str(error)) from None
+
+
+def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
+    """The pipeline's parameters for this config.
+
+    Args:
+        resolve_paths: make local paths absolute (local runs); a cluster run passes URIs as given.
+    """
+
+    def local(uri: str) -> str:
+        if resolve_paths and "://" not in uri:
+            return str(Path(uri).expanduser().resolve())
+        return uri
+
+    return {
+        "source_uri": local(config.data.source),
+        "na_values": config.data.na_values,
+        "target": config.target,
+        "task": config.task,
+        "positive_class": config.positive_class,
+        "sensitive_columns": config.sensitive_columns,
+        "column_types": config.columns,
+        "test_size": config.split.test_size,
+        "seed": config.split.seed,
+        "model_families": config.tuning.families,
+        "num_trials": config.tuning.num_trials,
+        "cv_folds": config.tuning.cv_folds,
+        "metric": config.tuning.metric,
+        "ray_cpus": config.ray.num_cpus,
+        "model_name": config.model_name,
+        "model_store_uri": local(config.model_store_uri),
+        "smoke_rows": config.serving.smoke_rows,
+    }

@@ -1,0 +1,153 @@
+"""Run the compiled pipeline on this machine with Kubeflow's own local executor.
+
+kfp.local's SubprocessRunner runs each component as a subprocess of this Python, in this
+environment (use_venv=False: the project is already installed here, as it is in the image).
+The spec that runs is the compiled YAML file, loaded back: the file a user uploads to the
+dashboard is the file that ran.
+"""
+
+import contextlib
+import datetime as dt
+import io
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kfp import components, local
+
+from components.common.step import ERROR_FILE_ENV
+from pipelines.config import RunConfig, pipeline_arguments
+from pipelines.training_pipeline import compile_pipeline
+
+# The lines of a step's log that the console shows; the whole log goes to <run>/pipeline.log.
+STEP_SUMMARY = re.compile(
+    r"^\s*((ingest|validate|prepare|bias|tune|train|evaluate|register|deploy): |ERROR )"
+)
+
+
+class _StepLogFilter(io.TextIOBase):
+    """Stands in for stdout while kfp.local streams step logs: keeps all, echoes the summaries."""
+
+    def __init__(self, log_file, console, verbose: bool):
+        self._log, self._console, self._verbose = log_file, console, verbose
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            if self._verbose or STEP_SUMMARY.match(line):
+                self._console.write(line.strip() if not self._verbose else line)
+                self._console.write("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._console.flush()
+
+
+class StepFailed(Exception):
+    """A pipeline step failed; the message is that step's one-line error."""
+
+
+@dataclass
+class LocalRun:
+    run_id: str
+    run_dir: Path
+    artifacts_dir: Path
+    pipeline_file: Path
+    report: Path
+    log: Path
+    model_uri: str
+    model_version: str
+    seconds: float
+
+
+def new_run_dir(output_root: str | Path) -> tuple[str, Path]:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id = f"{stamp}-{secrets.token_hex(3)}"
+    return run_id, Path(output_root).resolve() / "runs" / run_id
+
+
+def _find_output(artifacts_dir: Path, task: str, name: str) -> Path | None:
+    matches = sorted(artifacts_dir.glob(f"*/{task}/{name}"))
+    return matches[-1] if matches else None
+
+
+def _write_report(run: LocalRun, config: RunConfig) -> None:
+    """One Markdown page for the run: the bias step's and the evaluate step's reports."""
+    parts = [
+        f"# Run {run.run_id}: {config.model_name} {run.model_version}\n",
+        f"Data: `{config.data.source}`; target `{config.target}` ({config.task}).\n",
+        f"Model: `{run.model_uri}`.\n",
+    ]
+    for task in ("evaluate", "bias"):
+        section = _find_output(run.artifacts_dir, task, "report")
+        if section is not None:
+            parts.append(section.read_text(encoding="utf-8"))
+    run.report.write_text("\n".join(parts), encoding="utf-8")
+
+
+def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
+    """Compile the pipeline into a new run folder and run that file under kfp.local.
+
+    Args:
+        config: the checked run config.
+        verbose: echo every line of every step's log, not only the steps' summaries.
+
+    Raises:
+        StepFailed: a step failed; its one-line error is the message.
+    """
+    started = time.monotonic()
+    run_id, run_dir = new_run_dir(config.output_root)
+    artifacts_dir = run_dir / "artifacts"
+    artifacts_dir.mkdir(parents=True)
+    pipeline_file = compile_pipeline(run_dir / "pipeline.yaml")
+    error_file = run_dir / "error.txt"
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(artifacts_dir),
+        workspace_root=str(run_dir / "workspace"),
+        raise_on_error=True,
+    )
+    pipeline = components.load_component_from_file(str(pipeline_file))
+    previous = os.environ.get(ERROR_FILE_ENV)
+    os.environ[ERROR_FILE_ENV] = str(error_file)
+    log_path = run_dir / "pipeline.log"
+    try:
+        with (
+            open(log_path, "w", encoding="utf-8") as log_file,
+            contextlib.redirect_stdout(_StepLogFilter(log_file, sys.stdout, verbose)),
+        ):
+            outputs = pipeline(**pipeline_arguments(config)).outputs
+    except RuntimeError as error:
+        if error_file.exists():
+            raise StepFailed(error_file.read_text(encoding="utf-8").strip()) from None
+        raise StepFailed(str(error).splitlines()[0]) from None
+    finally:
+        if previous is None:
+            os.environ.pop(ERROR_FILE_ENV, None)
+        else:
+            os.environ[ERROR_FILE_ENV] = previous
+        shutil.rmtree(run_dir / "workspace", ignore_errors=True)
+
+    run = LocalRun(
+        run_id=run_id,
+        run_dir=run_dir,
+        artifacts_dir=artifacts_dir,
+        pipeline_file=pipeline_file,
+        report=run_dir / "report.md",
+        log=log_path,
+        model_uri=outputs["model_uri"],
+        model_version=outputs["version"],
+        seconds=time.monotonic() - started,
+    )
+    _write_report(run, config)
+    return run

@@ -1,0 +1,74 @@
+"""Shared fixtures: small tables with known properties, and the demo data."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def arrests() -> pd.DataFrame:
+    from sklego.datasets import load_arrests
+
+    return load_arrests(as_frame=True)
+
+
+def make_loans(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A synthetic table whose label depends on income and a category, with some missing values."""
+    rng = np.random.default_rng(seed)
+    income = rng.normal(50, 15, rows)
+    region = rng.choice(["north", "south", "east"], rows)
+    group = rng.choice(["a", "b"], rows, p=[0.7, 0.3])
+    score = 0.08 * (income - 50) + np.where(region == "north", 1.0, -0.5) + rng.normal(0, 1, rows)
+    frame = pd.DataFrame(
+        {
+            "income": income,
+            "age": rng.integers(18, 80, rows),
+            "region": region,
+            "group": group,
+            "approved": np.where(score > 0, "yes", "no"),
+        }
+    )
+    frame.loc[rng.choice(rows, rows // 20, replace=False), "income"] = np.nan
+    frame.loc[rng.choice(rows, rows // 20, replace=False), "region"] = None
+    return frame
+
+
+@pytest.fixture
+def loans() -> pd.DataFrame:
+    return make_loans()
+
+
+@pytest.fixture
+def loans_schema(loans) -> dict:
+    from components.validate.logic import validate_table
+
+    return validate_table(loans, "approved", "classification", ["group"], {})
+
+
+def write_config(path: Path, **overrides) -> Path:
+    """A run config for the demo data, with keys replaced by `overrides` (None deletes a key)."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "arrests.yaml").read_text())
+    for key, value in overrides.items():
+        section = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        if value is None:
+            section.pop(leaf, None)
+        else:
+            section[leaf] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def demo_lake(tmp_path) -> Path:
+    from pipelines.demo_data import write_arrests_lake
+
+    lake, _ = write_arrests_lake(tmp_path / "data" / "arrests")
+    return lake
