@@ -15,6 +15,7 @@ import secrets
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,11 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
         pipeline_root=str(artifacts_dir),
         workspace_root=str(run_dir / "workspace"),
         raise_on_error=True,
+    )
+    # kfp.local warns when an image's name lacks "python": ours is this very environment, built
+    # from the same lock, so the warning would only be noise.
+    warnings.filterwarnings(
+        "ignore", message="You may be attemping to run a task", category=RuntimeWarning
     )
     pipeline = components.load_component_from_file(str(pipeline_file))
     previous = os.environ.get(ERROR_FILE_ENV)

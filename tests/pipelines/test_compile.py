@@ -1,0 +1,45 @@
+"""The compiled spec is the product: golden comparison, and the file itself runs (test_local_run)."""
+
+import yaml
+
+from components.common.image import COMPONENT_IMAGE
+from pipelines.training_pipeline import COMPILED_PIPELINE, PIPELINE_NAME, compile_pipeline
+
+# Which steps each step waits for: the order ingest -> validate -> prepare/bias -> tune -> train ->
+# evaluate -> register -> deploy, plus the data each one reads.
+DEPENDENCIES = {
+    "ingest": set(),
+    "validate": {"ingest"},
+    "prepare": {"ingest", "validate"},
+    "bias": {"ingest", "validate"},
+    "tune": {"bias", "prepare", "validate"},
+    "train": {"prepare", "tune", "validate"},
+    "evaluate": {"prepare", "train", "tune", "validate"},
+    "register": {"evaluate", "ingest", "train", "tune", "validate"},
+    "deploy": {"prepare", "register"},
+}
+
+
+def test_checked_in_spec_equals_a_fresh_compile(tmp_path):
+    fresh = compile_pipeline(tmp_path / "fresh.yaml").read_text()
+    assert fresh == COMPILED_PIPELINE.read_text(), (
+        "pipelines/training_pipeline.yaml is stale: run `make compile` and commit the diff"
+    )
+
+
+def test_spec_has_every_stage_in_order_on_the_project_image():
+    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()} == DEPENDENCIES
+    executors = spec["deploymentSpec"]["executors"].values()
+    assert {e["container"]["image"] for e in executors} == {COMPONENT_IMAGE}
+    # No component installs packages at run time: the image has them.
+    assert not any("pip install" in " ".join(e["container"]["command"]) for e in executors)
+
+
+def test_live_data_is_never_served_from_cache():
+    tasks = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["dag"]["tasks"]
+    assert tasks["ingest"]["cachingOptions"] == {}
+    assert tasks["deploy"]["cachingOptions"] == {}
+    assert tasks["tune"]["cachingOptions"] == {"enableCache": True}

@@ -1,0 +1,80 @@
+import pytest
+
+from components.common.errors import PipelineInputError
+from pipelines.config import check_config, load_config, pipeline_arguments
+from tests.conftest import write_config
+
+
+def _checked(path):
+    config = load_config(path)
+    check_config(config, path)
+    return config
+
+
+def test_the_shipped_config_becomes_pipeline_arguments(tmp_path, demo_lake):
+    path = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake)})
+    arguments = pipeline_arguments(_checked(path))
+    assert arguments["source_uri"] == str(demo_lake.resolve())
+    assert arguments["target"] == "released"
+    assert arguments["sensitive_columns"] == ["colour", "sex", "age"]
+    assert arguments["model_store_uri"].endswith("mlpipe-output/models")
+    assert arguments["num_trials"] == 16
+
+
+def test_cluster_arguments_keep_uris_as_written(tmp_path, demo_lake):
+    path = write_config(
+        tmp_path / "run.yaml", **{"data.source": "lake/arrests", "model_store": "models"}
+    )
+    arguments = pipeline_arguments(load_config(path), resolve_paths=False)
+    assert arguments["source_uri"] == "lake/arrests"
+    assert arguments["model_store_uri"] == "models"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tuning.bogus": 1}, "unknown key 'tuning.bogus'"),
+        ({"targte": "released"}, "unknown key 'targte'"),
+        ({"target": None}, "missing key 'target'"),
+        ({"tuning.num_trials": "many"}, "key 'tuning.num_trials': Input should be a valid integer"),
+        ({"split.test_size": 1.5}, "key 'split.test_size': Input should be less than 1"),
+        ({"task": "ranking"}, "key 'task': Input should be 'classification' or 'regression'"),
+        ({"columns": {"age": "text"}}, "key 'columns.age'"),
+    ],
+)
+def test_schema_errors_name_the_file_and_key(tmp_path, overrides, message):
+    path = write_config(tmp_path / "run.yaml", **overrides)
+    with pytest.raises(PipelineInputError, match=message) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"target": "outcome"}, "key 'target': column 'outcome' is not in the data source"),
+        ({"sensitive_columns": ["race"]}, "key 'sensitive_columns': column 'race'"),
+        ({"data.source": "/nonexistent/lake"}, "data source '/nonexistent/lake': no such file"),
+        ({"data.source": "ftp://host/lake"}, "scheme 'ftp://' is not supported"),
+        ({"model_name": "Arrests_Model"}, "model name 'Arrests_Model'"),
+        ({"tuning.families": ["xgboost"]}, "unknown family 'xgboost'"),
+        ({"tuning.metric": "auc"}, "tuning.metric: 'auc'"),
+    ],
+)
+def test_semantic_errors_name_the_problem(tmp_path, demo_lake, overrides, message):
+    path = write_config(tmp_path / "run.yaml", **({"data.source": str(demo_lake)} | overrides))
+    with pytest.raises(PipelineInputError, match=message):
+        _checked(path)
+
+
+def test_yaml_that_does_not_parse_names_the_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model_name: x\ndata: [unclosed\n")
+    with pytest.raises(PipelineInputError, match="not valid YAML at line"):
+        load_config(path)
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(PipelineInputError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
