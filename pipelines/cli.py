@@ -43,9 +43,8 @@ def _check_port_free(host: str, port: int) -> None:
 
 def _example_row(run) -> dict:
     """The first held-out row's features, as a client would send them."""
-    from components.deploy.logic import to_json_rows
-
     from components.common.io import read_frame, read_json
+    from components.deploy.logic import to_json_rows
     from components.prepare.logic import feature_names
 
     metadata = read_json(Path(run.model_uri) / "metadata.json")
@@ -56,7 +55,6 @@ def _example_row(run) -> dict:
 
 def cmd_run(args) -> int:
     from components.deploy.logic import curl_example
-
     from pipelines.local_run import run_pipeline
 
     config = _load_checked_config(args.config)

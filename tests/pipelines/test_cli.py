@@ -13,9 +13,7 @@ MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
 
 
 def mlpipe(*args, cwd, timeout=120):
-    return subprocess.run(
-        [MLPIPE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([MLPIPE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_one_line_error(result, code, *fragments):
@@ -68,7 +66,9 @@ def _unused_port() -> int:
 def test_submit_to_a_host_that_does_not_answer_fails_fast(tmp_path, demo_lake):
     config = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake)})
     host = f"http://127.0.0.1:{_unused_port()}"
-    result = mlpipe("submit", "--config", str(config), "--host", host, "--timeout", "2", cwd=tmp_path)
+    result = mlpipe(
+        "submit", "--config", str(config), "--host", host, "--timeout", "2", cwd=tmp_path
+    )
     assert_one_line_error(result, 2, f"host '{host}' does not answer")
 
 

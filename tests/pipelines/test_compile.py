@@ -31,7 +31,9 @@ def test_spec_has_every_stage_in_order_on_the_project_image():
     spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
     tasks = spec["root"]["dag"]["tasks"]
-    assert {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()} == DEPENDENCIES
+    assert {
+        name: set(task.get("dependentTasks", [])) for name, task in tasks.items()
+    } == DEPENDENCIES
     executors = spec["deploymentSpec"]["executors"].values()
     assert {e["container"]["image"] for e in executors} == {COMPONENT_IMAGE}
     # No component installs packages at run time: the image has them.
