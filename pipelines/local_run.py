@@ -10,7 +10,6 @@ import contextlib
 import datetime as dt
 import io
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -21,14 +20,9 @@ from pathlib import Path
 
 from kfp import components, local
 
-from components.common.step import ERROR_FILE_ENV
+from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
-
-# The lines of a step's log that the console shows; the whole log goes to <run>/pipeline.log.
-STEP_SUMMARY = re.compile(
-    r"^\s*((ingest|validate|prepare|bias|tune|train|evaluate|register|deploy): |ERROR )"
-)
 
 
 class _StepLogFilter(io.TextIOBase):
@@ -43,9 +37,10 @@ class _StepLogFilter(io.TextIOBase):
         self._pending += text
         *lines, self._pending = self._pending.split("\n")
         for line in lines:
-            if self._verbose or STEP_SUMMARY.match(line):
-                self._console.write(line.strip() if not self._verbose else line)
-                self._console.write("\n")
+            if self._verbose:
+                self._console.write(line + "\n")
+            elif SUMMARY_MARK in line:
+                self._console.write(line.split(SUMMARY_MARK, 1)[1] + "\n")
         return len(text)
 
     def flush(self) -> None:

@@ -25,7 +25,7 @@ def bias(
     """
     from components.bias.logic import data_bias, markdown_tables
     from components.common.io import read_frame, read_json
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
 
     table_schema = read_json(schema.path)
     frame = read_frame(dataset.path)
@@ -34,7 +34,8 @@ def bias(
     with open(report.path, "w", encoding="utf-8") as handle:
         handle.write(markdown_tables("Data: groups and base rates", tables))
     for column, table in tables.items():
-        print(
-            f"bias: {column}: {len(table)} groups, base rate {table['base_rate'].min():.3f}"
-            f"-{table['base_rate'].max():.3f}"
+        step_summary(
+            "bias",
+            f"{column}: {len(table)} groups, base rate {table['base_rate'].min():.3f}"
+            f"-{table['base_rate'].max():.3f}",
         )

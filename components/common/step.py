@@ -8,12 +8,19 @@ from components.common.errors import PipelineInputError
 
 # The local runner sets this so that it can show the failing step's message as its last line.
 ERROR_FILE_ENV = "MLPIPE_ERROR_FILE"
+# Marks a step's one-line summary in its log, so a console can show just those lines.
+SUMMARY_MARK = "[mlpipe] "
+
+
+def step_summary(step: str, message: str) -> None:
+    """Print the step's one-line summary (what it read, decided or wrote)."""
+    print(f"{SUMMARY_MARK}{step}: {message}", flush=True)
 
 
 def report_step_error(step: str, message: str) -> None:
     """Print the one-line error and hand it to the local runner, if one is listening."""
     line = f"{step}: {message}"
-    print(f"ERROR {line}", file=sys.stderr, flush=True)
+    print(f"{SUMMARY_MARK}ERROR {line}", file=sys.stderr, flush=True)
     error_file = os.environ.get(ERROR_FILE_ENV)
     if error_file:
         with open(error_file, "w", encoding="utf-8") as handle:

@@ -30,7 +30,7 @@ def deploy(
     from typing import NamedTuple
 
     from components.common.io import read_frame, write_frame
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
     from components.deploy.logic import smoke_test
 
     rows = read_frame(test.path).head(smoke_rows)
@@ -39,9 +39,10 @@ def deploy(
     write_frame(predictions.path, rows.assign(prediction=result["predictions"]))
     predictions.metadata.update({"rows": len(rows), "model_version": result["version"]})
     matches = bool(result["v1_matches"] and result["v2_matches"])
-    print(
-        f"deploy: {result['model_name']} {result['version']} answered {len(rows)} rows at "
-        f"{result['endpoint']} (V1 and V2 match the in-process model: {matches})"
+    step_summary(
+        "deploy",
+        f"{result['model_name']} {result['version']} answered {len(rows)} rows at "
+        f"{result['endpoint']} (V1 and V2 match the in-process model: {matches})",
     )
     outputs = NamedTuple("DeployOutputs", [("endpoint", str), ("matches", bool)])
     return outputs(result["endpoint"], matches)

@@ -16,7 +16,7 @@ def ingest(source_uri: str, na_values: list, dataset: Output[Dataset]):
         dataset: the table as Parquet; metadata holds rows, columns, source URI and content hash.
     """
     from components.common.io import write_frame
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
     from components.ingest.logic import content_hash, read_source, resolve_source
 
     with user_errors("ingest"):
@@ -31,4 +31,4 @@ def ingest(source_uri: str, na_values: list, dataset: Output[Dataset]):
             "content_hash": content_hash(frame),
         }
     )
-    print(f"ingest: {len(frame)} rows, {frame.shape[1]} columns from {source_uri}")
+    step_summary("ingest", f"{len(frame)} rows, {frame.shape[1]} columns from {source_uri}")

@@ -37,7 +37,7 @@ def prepare(
     import joblib
 
     from components.common.io import read_frame, read_json, write_frame
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
     from components.prepare.logic import fit_preprocessor, split_table
 
     table_schema = read_json(schema.path)
@@ -51,6 +51,6 @@ def prepare(
     joblib.dump(transform, preprocessor.path)
     train.metadata["rows"] = len(train_frame)
     test.metadata["rows"] = len(test_frame)
-    print(f"prepare: {len(train_frame)} training rows, {len(test_frame)} test rows")
+    step_summary("prepare", f"{len(train_frame)} training rows, {len(test_frame)} test rows")
     outputs = NamedTuple("PrepareOutputs", [("train_rows", int), ("test_rows", int)])
     return outputs(len(train_frame), len(test_frame))

@@ -41,7 +41,7 @@ def register(
     import joblib
 
     from components.common.io import read_json
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
     from components.register.logic import register_model
 
     lineage = {
@@ -58,6 +58,6 @@ def register(
     }
     with user_errors("register"):
         version_dir = register_model(joblib.load(model.path), model_store_uri, model_name, lineage)
-    print(f"register: {model_name} {version_dir.name} at {version_dir}")
+    step_summary("register", f"{model_name} {version_dir.name} at {version_dir}")
     outputs = NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)])
     return outputs(str(version_dir), version_dir.name)

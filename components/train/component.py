@@ -37,6 +37,7 @@ def train(
     import joblib
 
     from components.common.io import read_frame, read_json
+    from components.common.step import step_summary
     from components.train.logic import fit_model
 
     best_trial = read_json(best.path)
@@ -49,7 +50,7 @@ def train(
     )
     joblib.dump(fitted, model.path)
     model.metadata.update({"framework": "scikit-learn", "family": best_trial["family"]})
-    print(f"train: fitted {best_trial['family']}")
+    step_summary("train", f"fitted {best_trial['family']}")
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -81,7 +82,7 @@ def evaluate(
 
     from components.bias.logic import markdown_tables, model_bias
     from components.common.io import read_frame, read_json
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
     from components.train.logic import evaluate_model, metrics_markdown
 
     fitted = joblib.load(model.path)
@@ -107,4 +108,4 @@ def evaluate(
         handle.write(metrics_markdown(result["metrics"], read_json(best.path)))
         handle.write(markdown_tables("Model: held-out metrics by group", group_tables))
     summary = ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
-    print(f"evaluate: {summary}")
+    step_summary("evaluate", summary)

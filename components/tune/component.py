@@ -36,7 +36,7 @@ def tune(
         metrics: the best trial's CV score, for comparing runs in the dashboard.
     """
     from components.common.io import read_frame, read_json, write_json
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
     from components.tune.logic import tune_model
 
     with user_errors("tune"):
@@ -55,7 +55,8 @@ def tune(
     best.metadata.update({"family": best_trial["family"], "cv_score": best_trial["cv_score"]})
     metrics.log_metric(f"cv_{best_trial['metric']}", best_trial["cv_score"])
     metrics.log_metric(f"cv_{best_trial['metric']}_std", best_trial["cv_std"])
-    print(
-        f"tune: best {best_trial['family']} {best_trial['params']} "
-        f"cv {best_trial['metric']}={best_trial['cv_score']:.4f} over {best_trial['num_trials']} trials"
+    step_summary(
+        "tune",
+        f"best {best_trial['family']} {best_trial['params']} "
+        f"cv {best_trial['metric']}={best_trial['cv_score']:.4f} over {best_trial['num_trials']} trials",
     )

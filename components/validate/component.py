@@ -26,7 +26,7 @@ def validate(
         schema: JSON with target, task, classes and the features' names and kinds.
     """
     from components.common.io import read_frame, write_json
-    from components.common.step import user_errors
+    from components.common.step import step_summary, user_errors
     from components.validate.logic import validate_table
 
     frame = read_frame(dataset.path)
@@ -34,4 +34,6 @@ def validate(
         table_schema = validate_table(frame, target, task, sensitive_columns, column_types)
     write_json(schema.path, table_schema)
     schema.metadata.update({"features": len(table_schema["features"]), "target": target})
-    print(f"validate: {len(table_schema['features'])} features, target '{target}' ({task})")
+    step_summary(
+        "validate", f"{len(table_schema['features'])} features, target '{target}' ({task})"
+    )

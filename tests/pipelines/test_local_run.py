@@ -95,6 +95,9 @@ def test_mlpipe_run_prints_a_curl_that_the_served_model_answers(tmp_path, demo_l
         curl = next(line.split("try", 1)[1].strip() for line in printed if "  try " in line)
         assert f"http://127.0.0.1:{port}/v1/models/arrests-release:predict" in curl
         assert "report.md" in text and "arrests-release v1" in text
+        # The console shows each step's summary, not kfp's executor dumps (those go to the log).
+        assert "tune: best " in text and "deploy: arrests-release v1 answered" in text
+        assert "executor_input" not in text
 
         answer = None
         for _ in range(60):  # the server may still be binding its socket
