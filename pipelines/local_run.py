@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import io
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -23,6 +24,10 @@ from kfp import components, local
 from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
+
+# kfp.local's own line when a step starts, its colour codes removed.
+TASK_STARTED = re.compile(r"Executing task '([^']+)'")
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _StepLogFilter(io.TextIOBase):
@@ -41,6 +46,9 @@ class _StepLogFilter(io.TextIOBase):
                 self._console.write(line + "\n")
             elif SUMMARY_MARK in line:
                 self._console.write(line.split(SUMMARY_MARK, 1)[1] + "\n")
+            elif started := TASK_STARTED.search(ANSI_CODES.sub("", line)):
+                self._console.write(f"{started.group(1)}: started\n")
+            self._console.flush()
         return len(text)
 
     def flush(self) -> None:

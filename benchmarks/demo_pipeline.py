@@ -1,0 +1,102 @@
+"""How long the demo pipeline takes under kfp.local, against the same stages called in-process.
+
+    .venv/bin/python -m benchmarks.demo_pipeline --output benchmarks/results/demo_pipeline.json
+
+The peer is the identical stage logic called from one Python process (no KFP, no subprocess per
+step, no artifact files between steps): the difference is what Kubeflow's local executor costs.
+Both run in this one process, one after the other, on the same data and config. --smoke runs a
+tiny search for CI.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+
+from components.bias.logic import data_bias, model_bias
+from components.deploy.logic import smoke_test
+from components.ingest.logic import content_hash, read_source, resolve_source
+from components.prepare.logic import fit_preprocessor, split_table
+from components.register.logic import register_model
+from components.train.logic import evaluate_model, fit_model
+from components.tune.logic import tune_model
+from components.validate.logic import validate_table
+from pipelines.config import RunConfig, load_config
+from pipelines.demo_data import write_arrests_lake
+from pipelines.local_run import run_pipeline
+
+
+def run_in_process(config: RunConfig) -> str:
+    """The pipeline's stages as plain calls, in the pipeline's order; returns the model folder."""
+    frame = read_source(resolve_source(config.data.source), config.data.na_values)
+    schema = validate_table(
+        frame, config.target, config.task, config.sensitive_columns, config.columns
+    )
+    train, test = split_table(frame, schema, config.split.test_size, config.split.seed)
+    preprocessor = fit_preprocessor(train, schema)
+    data_bias(frame, schema, config.sensitive_columns, config.positive_class)
+    best, _ = tune_model(
+        train,
+        schema,
+        config.tuning.families,
+        config.tuning.num_trials,
+        config.tuning.cv_folds,
+        config.tuning.metric,
+        config.ray.num_cpus,
+        config.split.seed,
+    )
+    model = fit_model(train, schema, preprocessor, best, config.split.seed)
+    result = evaluate_model(model, test, schema)
+    model_bias(test, result["predictions"], schema, config.sensitive_columns, config.positive_class)
+    lineage = {"schema": schema, "data": {"content_hash": content_hash(frame)}, "tuning": best}
+    version_dir = register_model(model, config.model_store_uri, config.model_name, lineage)
+    smoke_test(version_dir, test.head(config.serving.smoke_rows))
+    return str(version_dir)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/arrests.yaml")
+    parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--smoke", action="store_true", help="2 trials, for CI")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-") as scratch:
+        config = load_config(args.config)
+        config.output_root = scratch
+        config.data.source = str(Path(scratch) / "data" / "arrests")
+        if args.smoke:
+            config.tuning.num_trials = 2
+        write_arrests_lake(config.data.source)
+
+        started = time.perf_counter()
+        run = run_pipeline(config)
+        kfp_local_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        run_in_process(config)
+        in_process_s = time.perf_counter() - started
+        joblib.load(Path(run.model_uri) / "model.joblib")  # the kfp.local run produced a model
+
+    results = {
+        "command": "python -m benchmarks.demo_pipeline " + " ".join(argv or sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "config": {"file": args.config, "num_trials": config.tuning.num_trials},
+        "kfp_local_seconds": round(kfp_local_s, 1),
+        "in_process_seconds": round(in_process_s, 1),
+        "kfp_local_over_in_process": round(kfp_local_s / in_process_s, 2),
+    }
+    print(json.dumps(results, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
