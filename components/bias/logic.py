@@ -103,7 +103,8 @@ def model_bias(
             y_pred=predictions,
             sensitive_features=sensitive_groups(frame, column),
         )
-        tables[column] = by_group.by_group.reset_index().rename(columns={column: "group"})
+        table = by_group.by_group.reset_index().rename(columns={column: "group"})
+        tables[column] = table.astype({"rows": int})
         ratio = by_group.ratio().drop(labels="rows")
         ratios[column] = {name: float(value) for name, value in ratio.items()}
     return tables, ratios

@@ -20,6 +20,7 @@ from components.common.errors import PipelineInputError
 from components.prepare.logic import as_model_input, build_preprocessor
 from components.tune.search_space import family_params, make_estimator, search_space
 
+LOOPBACK = "127.0.0.1"
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "roc_auc_ovr", "regression": "r2"}
 
 
@@ -41,13 +42,12 @@ def check_metric(metric: str) -> None:
 def local_ray(num_cpus: int):
     """Start an embedded Ray on 127.0.0.1 for the duration of the block, then shut it down.
 
-    On Linux Ray otherwise advertises the machine's network address and listens on every
-    interface; this variable keeps every Ray process on loopback.
+    Importing this package already set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see __init__), which
+    keeps Ray on loopback; if Ray was imported before that could happen, the node comes up on
+    another address, and this refuses to go on with it.
     """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     # Per-trial JSON/CSV/TensorBoard loggers cost more than a small trial; results are collected here.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
     ray.init(
@@ -58,6 +58,12 @@ def local_ray(num_cpus: int):
         logging_level="ERROR",
     )
     try:
+        addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
+        if addresses != {LOOPBACK}:
+            raise RuntimeError(
+                f"the embedded Ray came up on {', '.join(sorted(addresses))}, not {LOOPBACK}: "
+                "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is first imported"
+            )
         yield
     finally:
         ray.shutdown()

@@ -48,6 +48,7 @@ def test_model_bias_selection_rate_accuracy_and_ratio(table):
     assert result.loc["b", "selection_rate"] == pytest.approx(0.0)
     assert result.loc["b", "accuracy"] == pytest.approx(0.5)
     assert result.loc["a", "rows"] == 4
+    assert tables["group"]["rows"].dtype.kind == "i"
     assert ratios["group"]["accuracy"] == pytest.approx(0.5 / 0.75)
     assert ratios["group"]["selection_rate"] == pytest.approx(0.0)
 

@@ -1,9 +1,11 @@
+import ipaddress
+
 import psutil
 import pytest
 
 from components.common.errors import PipelineInputError
 from components.prepare.logic import split_table
-from components.tune.logic import default_metric, tune_model
+from components.tune.logic import default_metric, local_ray, tune_model
 from components.tune.search_space import family_params, make_estimator, search_space
 
 
@@ -77,3 +79,30 @@ def test_tuning_on_local_ray_finds_a_good_model_and_stops_ray(loans, loans_schem
     assert best["metric"] == "roc_auc" and best["num_trials"] == 4
     # The embedded Ray is shut down with the search: no raylet or GCS of ours is left.
     assert _ray_processes() <= before
+
+
+def _is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4 loopback
+    return (mapped or address).is_loopback
+
+
+@pytest.mark.ray
+def test_embedded_ray_listens_on_loopback_only():
+    me = psutil.Process()
+    already_running = {proc.pid for proc in me.children(recursive=True)}
+    with local_ray(num_cpus=1):
+        import ray
+
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+        ours = [p for p in me.children(recursive=True) if p.pid not in already_running]
+        listening = {
+            (proc.pid, conn.laddr.ip)
+            for proc in ours
+            # psutil 6 renamed connections() to net_connections().
+            for conn in getattr(proc, "net_connections", proc.connections)(kind="inet")
+            if conn.status == psutil.CONN_LISTEN
+        }
+    assert listening, "Ray started no listening processes under this one"
+    assert all(_is_loopback(ip) for _, ip in listening), listening
+    assert not any(proc.is_running() and proc.status() != "zombie" for proc in ours)
