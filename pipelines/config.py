@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.common.errors import PipelineInputError
+from components.deploy.cluster import version_storage_uri
 from components.ingest.logic import resolve_source, source_columns
 from components.register.logic import check_model_name
 from components.tune.logic import check_metric
@@ -56,6 +57,22 @@ class ServingConfig(_Section):
     smoke_rows: int = Field(5, ge=1, le=10_000)
 
 
+class DeployConfig(_Section):
+    target: Literal["local", "kserve", "gitops"] = Field(
+        "local",
+        description="local: smoke-test only; kserve: apply an InferenceService; gitops: commit it.",
+    )
+    namespace: str = "mlpipe"
+    storage_uri: str = Field(
+        "", description="The model store as KServe reads it: s3://…, gs://… or pvc://claim/…"
+    )
+    canary_traffic_percent: int = Field(0, ge=0, le=99)
+    gitops_repo: str = ""
+    gitops_path: str = "apps/mlpipe"
+    gitops_branch: str = "main"
+    timeout_seconds: int = Field(600, ge=1)
+
+
 class RunConfig(_Section):
     model_name: str
     data: DataConfig
@@ -68,6 +85,7 @@ class RunConfig(_Section):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     output_root: str = "mlpipe-output"
     model_store: str = Field("", description="Model store root; empty means <output_root>/models.")
 
@@ -117,6 +135,10 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
         check_families(config.tuning.families, config.task)
         if config.tuning.metric:
             check_metric(config.tuning.metric)
+        if config.deploy.target != "local":
+            version_storage_uri(config.deploy.storage_uri, config.model_name, "v1")
+        if config.deploy.target == "gitops" and not config.deploy.gitops_repo:
+            raise PipelineInputError("key 'deploy.gitops_repo': set it for deploy.target gitops")
         if not check_data:
             return
         columns = set(source_columns(resolve_source(config.data.source)))
@@ -163,4 +185,12 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "model_name": config.model_name,
         "model_store_uri": local(config.model_store_uri),
         "smoke_rows": config.serving.smoke_rows,
+        "deploy_target": config.deploy.target,
+        "deploy_namespace": config.deploy.namespace,
+        "deploy_storage_uri": config.deploy.storage_uri,
+        "canary_traffic_percent": config.deploy.canary_traffic_percent,
+        "gitops_repo": config.deploy.gitops_repo,
+        "gitops_path": config.deploy.gitops_path,
+        "gitops_branch": config.deploy.gitops_branch,
+        "deploy_timeout_seconds": config.deploy.timeout_seconds,
     }

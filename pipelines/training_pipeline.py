@@ -40,6 +40,14 @@ def training_pipeline(
     metric: str = "",
     ray_cpus: int = 2,
     smoke_rows: int = 5,
+    deploy_target: str = "local",
+    deploy_namespace: str = "mlpipe",
+    deploy_storage_uri: str = "",
+    canary_traffic_percent: int = 0,
+    gitops_repo: str = "",
+    gitops_path: str = "apps/mlpipe",
+    gitops_branch: str = "main",
+    deploy_timeout_seconds: int = 600,
 ) -> NamedTuple("TrainingOutputs", [("model_uri", str), ("version", str)]):
     """Trains, registers and deploys a tabular model.
 
@@ -61,6 +69,15 @@ def training_pipeline(
         metric: a scikit-learn scorer name; empty picks one for the task.
         ray_cpus: CPUs of the Ray that tuning starts.
         smoke_rows: held-out rows that deploy sends to the model server.
+        deploy_target: local (smoke test only), kserve (apply an InferenceService) or gitops
+            (commit it to a Git repository).
+        deploy_namespace: the InferenceService's namespace.
+        deploy_storage_uri: the model store as KServe reads it (s3://, gs://, pvc://).
+        canary_traffic_percent: 1-99 for a canary rollout; 0 sends all traffic to the new model.
+        gitops_repo: the GitOps repository URL (deploy_target gitops).
+        gitops_path: the folder in that repository for the InferenceService.
+        gitops_branch: the branch to push.
+        deploy_timeout_seconds: how long to wait for the InferenceService to be Ready.
 
     Returns:
         The registered version's folder and its version.
@@ -132,6 +149,14 @@ def training_pipeline(
         model_uri=register_task.outputs["model_uri"],
         test=prepare_task.outputs["test"],
         smoke_rows=smoke_rows,
+        target=deploy_target,
+        namespace=deploy_namespace,
+        storage_uri=deploy_storage_uri,
+        canary_traffic_percent=canary_traffic_percent,
+        gitops_repo=gitops_repo,
+        gitops_path=gitops_path,
+        gitops_branch=gitops_branch,
+        timeout_seconds=deploy_timeout_seconds,
     )
     deploy_task.set_caching_options(False)
 

@@ -9,3 +9,5 @@ IMAGE_REPOSITORY = "ghcr.io/kfp-mlpipe/mlpipe"
 IMAGE_TAG = version("kfp-mlpipe")
 
 COMPONENT_IMAGE = f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"
+# The KServe predictor image (docker/serving.Dockerfile): the same code, the model server as entry.
+SERVING_IMAGE = f"{IMAGE_REPOSITORY}-serving:{IMAGE_TAG}"

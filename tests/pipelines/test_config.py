@@ -40,6 +40,8 @@ def test_cluster_arguments_keep_uris_as_written(tmp_path, demo_lake):
         ({"split.test_size": 1.5}, "key 'split.test_size': Input should be less than 1"),
         ({"task": "ranking"}, "key 'task': Input should be 'classification' or 'regression'"),
         ({"columns": {"age": "text"}}, "key 'columns.age'"),
+        ({"deploy.target": "cloud"}, "key 'deploy.target': Input should be 'local', 'kserve' or"),
+        ({"deploy.canary_traffic_percent": 100}, "key 'deploy.canary_traffic_percent'"),
     ],
 )
 def test_schema_errors_name_the_file_and_key(tmp_path, overrides, message):
@@ -60,6 +62,11 @@ def test_schema_errors_name_the_file_and_key(tmp_path, overrides, message):
         ({"model_name": "Arrests_Model"}, "model name 'Arrests_Model'"),
         ({"tuning.families": ["xgboost"]}, "unknown family 'xgboost'"),
         ({"tuning.metric": "auc"}, "tuning.metric: 'auc'"),
+        ({"deploy.target": "kserve"}, "deploy.storage_uri '': expected a URI KServe can read"),
+        (
+            {"deploy.target": "gitops", "deploy.storage_uri": "s3://models"},
+            "key 'deploy.gitops_repo': set it for deploy.target gitops",
+        ),
     ],
 )
 def test_semantic_errors_name_the_problem(tmp_path, demo_lake, overrides, message):
