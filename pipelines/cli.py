@@ -115,21 +115,60 @@ def cmd_compile(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from pipelines.submit import submit_run
+    from pipelines.submit import SubmitFailed, submit_run
+
+    def show(made) -> None:  # once the run exists: where to find it, before --wait follows it
+        kind = "recurring run" if made.recurring_run_id else "run"
+        created = made.recurring_run_id or made.run_id
+        uploaded = "uploaded now" if made.version_uploaded else "already there"
+        console.print(f"Created {kind} {created} on {args.host}")
+        if made.recurring_run_id:
+            console.print(f"  recurring run  {created}  (cron '{args.schedule}')")
+        else:
+            console.print(f"  run            {created}")
+        console.print(
+            f"  version        {made.version_id}  ('{made.version_name}' of pipeline "
+            f"{made.pipeline_name}, {uploaded})"
+        )
+        console.print(f"  experiment     {made.experiment_id}  ({args.experiment})")
+        console.print(f"  details        {made.url}")
 
     config = _load_checked_config(args.config, check_data=False)
-    run_id = submit_run(
-        config,
-        args.host,
-        experiment=args.experiment,
-        run_name=args.run_name,
-        namespace=args.namespace,
-        service_account=args.service_account,
-        enable_caching=args.enable_caching,
-        wait=args.wait,
-        timeout=args.timeout,
+    try:
+        made = submit_run(
+            config,
+            args.host,
+            experiment=args.experiment,
+            run_name=args.run_name,
+            namespace=args.namespace,
+            service_account=args.service_account,
+            enable_caching=args.enable_caching,
+            wait=args.wait,
+            timeout=args.timeout,
+            run_timeout=args.run_timeout,
+            schedule=args.schedule,
+            pipeline_name=args.pipeline_name or None,
+            on_created=show,
+        )
+    except SubmitFailed as error:  # the server refused, or the followed run did not succeed
+        if args.debug:
+            traceback.print_exc()
+        errors.print(f"[bold red]error[/]: {escape(str(error))}")
+        return EXIT_FAILED
+    if made.state:
+        console.print(f"Run {made.run_id} {made.state}")
+    return 0
+
+
+def cmd_pipeline_resources(args) -> int:
+    from pipelines.kfp_resources import write_pipeline_resources
+
+    names = {"name": args.pipeline_name} if args.pipeline_name else {}
+    pipeline, version = write_pipeline_resources(args.output, namespace=args.namespace, **names)
+    console.print(
+        f"Wrote {pipeline['kind']} {pipeline['metadata']['name']} and {version['kind']} "
+        f"{version['metadata']['name']} (namespace {args.namespace}) to {args.output}"
     )
-    console.print(f"Created run {run_id} on {args.host}")
     return 0
 
 
@@ -179,7 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the run; exit 1 unless it succeeds"
     )
     submit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the host")
+    submit.add_argument(
+        "--run-timeout", type=float, default=3600.0, help="seconds that --wait follows the run"
+    )
+    submit.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="a recurring run instead: six cron fields, seconds first, e.g. '0 0 3 * * *'",
+    )
+    submit.add_argument(
+        "--pipeline-name", help="the pipeline to add a version to (default: mlpipe-training)"
+    )
     submit.set_defaults(handler=cmd_submit)
+
+    resources = commands.add_parser(
+        "pipeline-resources",
+        help="write the pipeline as KFP Kubernetes-native Pipeline/PipelineVersion resources",
+    )
+    resources.add_argument("--output", required=True, help="the multi-document YAML to write")
+    resources.add_argument("--namespace", default="mlpipe", help="the resources' namespace")
+    resources.add_argument("--pipeline-name", help="the Pipeline's name (default: mlpipe-training)")
+    resources.set_defaults(handler=cmd_pipeline_resources)
 
     serve = commands.add_parser("serve", help="serve a registered model version with KServe")
     serve.add_argument(
