@@ -8,7 +8,6 @@ import argparse
 import socket
 import sys
 import traceback
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -43,11 +42,11 @@ def _check_port_free(host: str, port: int) -> None:
 
 def _example_row(run) -> dict:
     """The first held-out row's features, as a client would send them."""
-    from components.common.io import read_frame, read_json
-    from components.deploy.logic import to_json_rows
+    from components.common.io import read_frame
+    from components.deploy.logic import read_model_metadata, to_json_rows
     from components.prepare.logic import feature_names
 
-    metadata = read_json(Path(run.model_uri) / "metadata.json")
+    metadata = read_model_metadata(run.model_uri)
     test = sorted(run.artifacts_dir.glob("*/prepare/test"))[-1]
     features = read_frame(test)[feature_names(metadata["schema"])].head(1)
     return to_json_rows(features)[0]
@@ -95,9 +94,9 @@ def _serve(model_dir: str, host: str, port: int) -> int:
 
 
 def cmd_serve(args) -> int:
-    from components.register.logic import read_metadata
+    from components.deploy.logic import read_model_metadata
 
-    read_metadata(args.model_dir)  # a clear error before the server starts
+    read_model_metadata(args.model_dir)  # a clear error before the server starts
     _check_port_free(args.host, args.port)
     console.print(f"Serving {args.model_dir} at http://{args.host}:{args.port} until Ctrl-C.")
     return _serve(args.model_dir, args.host, args.port)

@@ -18,7 +18,7 @@ from pathlib import Path
 import joblib
 
 from components.common.errors import PipelineInputError
-from components.common.io import read_json, write_json
+from components.common.io import write_json
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -108,10 +108,3 @@ def register_model(model, model_store_uri: str, name: str, metadata: dict) -> Pa
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-
-
-def read_metadata(version_dir: str | os.PathLike) -> dict:
-    path = Path(version_dir) / METADATA_FILE
-    if not path.is_file():
-        raise PipelineInputError(f"model folder '{version_dir}': {METADATA_FILE} is missing")
-    return read_json(path)

@@ -8,7 +8,6 @@ from components.common.errors import PipelineInputError
 from components.register.logic import (
     METADATA_FILE,
     MODEL_FILE,
-    read_metadata,
     register_model,
     sha256_file,
 )
@@ -22,7 +21,7 @@ def test_versions_count_up_and_record_lineage(tmp_path):
     first = register_model(_model(), str(tmp_path), "churn", {"metrics": {"accuracy": 0.5}})
     second = register_model(_model(), f"file://{tmp_path}", "churn", {})
     assert (first.name, second.name) == ("v1", "v2")
-    metadata = read_metadata(first)
+    metadata = json.loads((first / METADATA_FILE).read_text())
     assert metadata["version"] == "v1" and metadata["name"] == "churn"
     assert metadata["metrics"] == {"accuracy": 0.5}
     assert metadata["files"][MODEL_FILE] == sha256_file(first / MODEL_FILE)
@@ -57,8 +56,3 @@ def test_model_names_must_be_dns_labels(tmp_path, name):
     with pytest.raises(PipelineInputError, match="use lowercase letters"):
         register_model(_model(), str(tmp_path), name, {})
     assert not any(tmp_path.iterdir())
-
-
-def test_a_folder_without_metadata_is_named(tmp_path):
-    with pytest.raises(PipelineInputError, match="metadata.json is missing"):
-        read_metadata(tmp_path)

@@ -74,7 +74,7 @@ def test_submit_to_a_host_that_does_not_answer_fails_fast(tmp_path, demo_lake):
 
 def test_serve_a_folder_that_is_not_a_model(tmp_path):
     result = mlpipe("serve", "--model-dir", str(tmp_path), cwd=tmp_path)
-    assert_one_line_error(result, 2, "metadata.json is missing")
+    assert_one_line_error(result, 2, f"model folder '{tmp_path}': model.joblib is missing")
 
 
 def test_compile_writes_the_same_spec_as_the_checked_in_one(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kfp import components, local
 
-from components.register.logic import read_metadata
+from components.deploy.logic import read_model_metadata
 from pipelines.config import load_config, pipeline_arguments
 from pipelines.training_pipeline import COMPILED_PIPELINE
 from tests.conftest import write_config
@@ -46,7 +46,7 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     version_dir = Path(outputs["model_uri"])
     assert outputs["version"] == "v1"
     assert version_dir == tmp_path / "out" / "models" / "arrests-release" / "v1"
-    metadata = read_metadata(version_dir)
+    metadata = read_model_metadata(version_dir)
     assert metadata["data"]["rows"] == 5226
     assert metadata["data"]["content_hash"].startswith("sha256:")
     assert metadata["tuning"]["num_trials"] == 4
