@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from components.common.errors import PipelineInputError
+from components.common.io import write_text
 from pipelines.training_pipeline import PIPELINE_NAME, compile_pipeline
 
 API_VERSION = "pipelines.kubeflow.org/v2beta1"
@@ -165,14 +166,5 @@ def write_pipeline_resources(
         "spec gets a new PipelineVersion name.\n"
     )
     text = header + yaml.safe_dump_all(resources, sort_keys=False, explicit_start=True, width=100)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; this is a manifest for others to read
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(output, text)
     return resources

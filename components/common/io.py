@@ -9,19 +9,25 @@ from typing import Any
 import pandas as pd
 
 
-def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically (temporary file, then rename): a reader never sees half a
+    file, and a failed write leaves the previous one as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; these files are for others to read too
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON atomically (see write_text)."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

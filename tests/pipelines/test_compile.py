@@ -27,6 +27,16 @@ def test_checked_in_spec_equals_a_fresh_compile(tmp_path):
     )
 
 
+def test_checked_in_pipeline_resources_are_current(tmp_path):
+    from pipelines.kfp_resources import write_pipeline_resources
+
+    checked_in = COMPILED_PIPELINE.parents[1] / "manifests" / "base" / "pipeline" / "pipeline.yaml"
+    write_pipeline_resources(tmp_path / "pipeline.yaml")
+    assert (tmp_path / "pipeline.yaml").read_text() == checked_in.read_text(), (
+        "manifests/base/pipeline/pipeline.yaml is stale: run `make compile` and commit the diff"
+    )
+
+
 def test_spec_has_every_stage_in_order_on_the_project_image():
     spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME

@@ -1,0 +1,226 @@
+"""The two images, checked without Docker: each Dockerfile's structure, and (slow) the build
+stage's install, run as written in a fresh virtualenv.
+
+- docker/Dockerfile: the component image, every pipeline step runs in it;
+- docker/serving.Dockerfile: the serving image, the KServe predictor.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+DOCKERFILES = {
+    "component": (ROOT / "docker" / "Dockerfile", "pipelines.cli"),
+    "serving": (ROOT / "docker" / "serving.Dockerfile", "components.deploy.server"),
+}
+# What the image needs of the repository: the package's sources and its build metadata.
+CONTEXT = {"pyproject.toml", "constraints.txt", "README.md", "components", "pipelines"}
+BASE = re.compile(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?")
+BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake|python3-dev)\b")
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def args(self, instruction: str) -> list[str]:
+        return [args for name, args in self.instructions if name == instruction]
+
+
+def parse(path: Path) -> list[Stage]:
+    """A Dockerfile's stages and their instructions (comments dropped, continuations joined)."""
+    logical, pending = [], ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, f"{path}: a continuation runs off the end"
+    stages: list[Stage] = []
+    for line in logical:
+        instruction, _, args = line.strip().partition(" ")
+        instruction, args = instruction.upper(), " ".join(args.split())
+        if instruction == "FROM":
+            base, *rest = args.split()
+            name = rest[1] if len(rest) == 2 and rest[0].upper() == "AS" else None
+            stages.append(Stage(base, name))
+        else:
+            assert stages, f"{path}: {instruction} before FROM"
+            stages[-1].instructions.append((instruction, args))
+    return stages
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    env = {}
+    for args in stage.args("ENV"):
+        for pair in shlex.split(args):
+            key, _, value = pair.partition("=")
+            env[key] = value
+    return env
+
+
+@pytest.fixture(params=list(DOCKERFILES), ids=list(DOCKERFILES))
+def image(request):
+    path, module = DOCKERFILES[request.param]
+    return path, parse(path), module
+
+
+def test_multi_stage_on_one_pinned_base(image):
+    path, stages, _ = image
+    assert len(stages) >= 2, "a build stage and a runtime stage"
+    assert stages[0].name == "build"
+    for stage in stages:
+        assert BASE.fullmatch(stage.base), f"{path}: base {stage.base} is not an exact version"
+        assert not stage.base.split("@")[0].endswith(":latest")
+    bases = {stage.base for dockerfile, _ in DOCKERFILES.values() for stage in parse(dockerfile)}
+    assert len(bases) == 1, f"the images and stages share one base: {bases}"
+
+
+def test_build_stage_is_the_same_in_both_images():
+    build = [parse(path)[0] for path, _ in DOCKERFILES.values()]
+    assert build[0] == build[1]
+
+
+def test_dependencies_come_from_the_lock_and_the_project_as_a_wheel(image):
+    path, stages, _ = image
+    text = path.read_text()
+    assert "pip install -U" not in text and "--upgrade" not in text
+    assert ":latest" not in text
+    runs = " && ".join(stages[0].args("RUN"))
+    installs = [cmd for cmd in re.split(r"&&|;", runs) if " pip install " in cmd]
+    assert installs, "the build stage installs with pip"
+    for command in installs:
+        assert "-c constraints.txt" in command, command
+        assert "--no-deps" not in command, command
+        assert ".whl" in command, f"the project goes in as a wheel: {command}"
+    assert "pip wheel --no-deps" in runs
+    assert env_of(stages[0]).get("PIP_NO_CACHE_DIR") == "1"
+
+
+def test_copies_only_what_the_package_needs(image):
+    path, stages, _ = image
+    copied = set()
+    for stage in stages:
+        for args in stage.args("COPY") + stage.args("ADD"):
+            if args.startswith("--from"):
+                continue
+            *sources, _ = args.split()
+            copied |= set(sources)
+    assert copied == CONTEXT, f"{path}: copies {sorted(copied)}"
+    ignore = Path(f"{path}.dockerignore").read_text().split()
+    assert {line[1:] for line in ignore if line.startswith("!")} == CONTEXT
+
+
+def test_final_stage_has_no_build_tools_or_caches_and_runs_as_non_root(image):
+    path, stages, module = image
+    final = stages[-1]
+    assert not final.args("ADD")
+    for args in final.args("COPY"):
+        assert args == "--from=build /opt/venv /opt/venv", f"{path}: final stage copies {args}"
+    for args in final.args("RUN"):
+        assert "pip " not in args, f"{path}: no installs in the final stage: {args}"
+        assert not BUILD_TOOLS.search(args), f"{path}: build tools in the final stage: {args}"
+    users = final.args("USER")
+    assert users, f"{path}: the final stage sets USER"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) > 0, "a numeric, non-root user (Kubernetes can verify it)"
+    assert not gid or (gid.isdigit() and int(gid) > 0)
+    assert env_of(final)["PATH"].startswith("/opt/venv/bin:")
+
+
+def test_entrypoint_runs_a_module(image):
+    path, stages, module = image
+    (entrypoint,) = stages[-1].args("ENTRYPOINT")
+    assert json.loads(entrypoint) == ["python", "-m", module]
+    assert importlib.util.find_spec(module) is not None
+
+
+def test_serving_image_serves_on_all_interfaces_by_default():
+    """The serving image's default arguments are valid for the server and bind 0.0.0.0 (inside a
+    container; the server's own default stays 127.0.0.1)."""
+    from components.deploy.server import build_parser
+
+    path, _ = DOCKERFILES["serving"]
+    (cmd,) = parse(path)[-1].args("CMD")
+    args = build_parser().parse_args(json.loads(cmd))
+    assert (args.model_dir, args.http_port, args.host) == ("/mnt/models", 8080, "0.0.0.0")
+    assert build_parser().parse_args(["--model_dir", "x"]).host == "127.0.0.1"
+    assert "8080" in parse(path)[-1].args("EXPOSE")
+
+
+def _build_context(stage: Stage, into: Path) -> None:
+    """Copy what the build stage's COPY lines copy (less caches, as .dockerignore says)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for args in stage.args("COPY"):
+        *sources, destination = args.split()
+        for source in sources:
+            target = (
+                into / destination / source if destination.endswith("/") else into / destination
+            )
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=ignore)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / source, target)
+
+
+@pytest.mark.slow
+def test_build_stage_install_works_in_a_fresh_virtualenv(tmp_path):
+    """Run the build stage's RUN lines as written, with its ENV, in a copy of the build context:
+    the project installs as a wheel with every dependency from the lock, and imports."""
+    stage = parse(DOCKERFILES["component"][0])[0]
+    env = {**os.environ, **env_of(stage)}
+    venv, wheels, source = tmp_path / "venv", tmp_path / "wheels", tmp_path / "src"
+    env.update(VENV=str(venv), WHEELS=str(wheels))
+    # `python` is the interpreter running the tests (3.11 like the image's).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("VIRTUAL_ENV", None)
+    source.mkdir()
+    _build_context(stage, source)
+    for command in stage.args("RUN"):
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=source, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+
+    python = venv / "bin" / "python"
+    check = "import components, pipelines, importlib.util as u; "
+    check += "assert u.find_spec('pipelines.cli') and u.find_spec('components.deploy.server')"
+    subprocess.run([python, "-c", check], check=True, cwd=tmp_path, timeout=120)
+    subprocess.run([python, "-m", "pip", "check"], check=True, capture_output=True, timeout=120)
+
+    listed = subprocess.run(
+        [python, "-m", "pip", "list", "--format", "json"], check=True, capture_output=True
+    )
+    installed = {
+        p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed.stdout)
+    }
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert installed["kfp-mlpipe"] == version
+    for line in (ROOT / "constraints.txt").read_text().splitlines()[1:]:
+        name, _, pinned = line.partition("==")
+        name = name.lower().replace("_", "-")
+        if name in installed:
+            assert installed[name] == pinned, f"{name} {installed[name]} is not the lock's {pinned}"
+    # Installed from the wheel, not in place from the sources.
+    direct = next((venv / "lib").glob("python3.*/site-packages/kfp_mlpipe-*.dist-info"))
+    assert (
+        not (direct / "direct_url.json").exists()
+        or '"editable": true' not in (direct / "direct_url.json").read_text()
+    )
