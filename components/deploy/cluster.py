@@ -51,9 +51,12 @@ def inference_service(
     namespace: str,
     image: str,
     canary_traffic_percent: int | None = None,
-    service_account: str | None = None,
+    service_account: str = "mlpipe-serving",
 ) -> dict:
     """The InferenceService for one model version, served by the project's predictor image.
+
+    Its predictor is the one in manifests/base/inferenceservice.yaml (a test holds them equal),
+    so a version rolled out by the pipeline and one synced by GitOps run the same way.
 
     Args:
         name: the model's name (the InferenceService's name and the served model's name).
@@ -63,7 +66,8 @@ def inference_service(
         image: the serving image.
         canary_traffic_percent: with a percentage, the new revision takes that share of traffic
             and the previous one keeps the rest, until promoted.
-        service_account: the predictor's service account (for object-store credentials).
+        service_account: the predictor's service account, whose Secret holds the object-store
+            credentials that KServe's storage initializer uses (manifests/base has it).
 
     Returns:
         The manifest as a plain dict, ready for the Kubernetes API or a YAML file.
@@ -75,11 +79,10 @@ def inference_service(
     container = client.V1Container(
         name="kserve-container",
         image=image,
+        # The served model's name comes from the version's metadata.json, which is `name`.
         args=[
             "--model_dir",
             MODEL_MOUNT,
-            "--model_name",
-            name,
             "--http_port",
             str(SERVING_PORT),
             # Inside the pod the server must take traffic from the cluster network.
@@ -88,12 +91,15 @@ def inference_service(
         ],
         env=[client.V1EnvVar(name="STORAGE_URI", value=storage_uri)],
         ports=[client.V1ContainerPort(container_port=SERVING_PORT, protocol="TCP")],
+        # The server's own health routes over HTTP: a TCP probe would pass before the model loads.
         readiness_probe=client.V1Probe(
             http_get=client.V1HTTPGetAction(path="/v2/health/ready", **probe),
             period_seconds=5,
+            failure_threshold=3,
         ),
         liveness_probe=client.V1Probe(
             http_get=client.V1HTTPGetAction(path="/v2/health/live", **probe),
+            initial_delay_seconds=10,
             period_seconds=10,
             failure_threshold=3,
         ),
@@ -120,9 +126,12 @@ def inference_service(
         ),
         spec=kserve.V1beta1InferenceServiceSpec(
             predictor=kserve.V1beta1PredictorSpec(
+                service_account_name=service_account,
+                automount_service_account_token=False,
+                min_replicas=1,
+                max_replicas=2,
                 containers=[container],
                 canary_traffic_percent=canary_traffic_percent,
-                service_account_name=service_account,
             )
         ),
     )

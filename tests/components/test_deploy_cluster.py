@@ -3,9 +3,11 @@ checked in a contract test against a stub of the few custom-object routes it cal
 path runs for real against a local bare Git repository."""
 
 import json
+import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,6 +25,7 @@ from components.deploy.cluster import (
     version_storage_uri,
 )
 
+ROOT = Path(__file__).parents[2]
 ROUTE = "/apis/serving.kserve.io/v1beta1/namespaces/mlpipe/inferenceservices"
 
 
@@ -66,6 +69,29 @@ def test_unknown_fields_are_named(manifest, mutate, field):
     mutate(broken)
     with pytest.raises(PipelineInputError, match=field):
         check_inference_service(broken)
+
+
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed"
+)
+def test_the_pipelines_rollout_matches_the_gitops_base_manifest():
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "manifests" / "base")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    base = next(d for d in yaml.safe_load_all(rendered) if d["kind"] == "InferenceService")
+    storage = next(
+        e["value"]
+        for e in base["spec"]["predictor"]["containers"][0]["env"]
+        if e["name"] == "STORAGE_URI"
+    )
+    built = inference_service(
+        base["metadata"]["name"], "v1", storage, base["metadata"]["namespace"], SERVING_IMAGE
+    )
+    assert built["spec"] == base["spec"]
 
 
 def test_storage_prefix_must_be_a_uri():
