@@ -34,7 +34,7 @@ from pipelines.local_run import run_pipeline
 
 def run_in_process(config: RunConfig) -> str:
     """The pipeline's stages as plain calls, in the pipeline's order; returns the model folder."""
-    frame = read_source(resolve_source(config.data.source), config.data.na_values)
+    frame, _ = read_source(resolve_source(config.data.source), config.data.na_values)
     schema = validate_table(
         frame, config.target, config.task, config.sensitive_columns, config.columns
     )

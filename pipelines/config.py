@@ -6,8 +6,9 @@ The checked config becomes the pipeline's parameters (pipeline_arguments), which
 configuration reaches the components.
 """
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,10 +27,18 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     source: str = Field(
-        description="A Parquet lake folder (Hive-partitioned), a Parquet or CSV file."
+        description="A Parquet lake folder (Hive-partitioned), a Parquet or CSV file: a path, "
+        "file://, s3:// or gs:// URI."
     )
     na_values: list[str] = Field(
         default_factory=list, description="Extra missing-value markers in CSV."
+    )
+    columns: list[str] = Field(default_factory=list, description="Read only these columns.")
+    filters: list[tuple[str, Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in"], Any]] = (
+        Field(default_factory=list, description="Rows to keep: [column, operator, value].")
+    )
+    since_watermark: str = Field(
+        "", description="A watermark JSON file from an earlier run: read only what is new since."
     )
 
 
@@ -155,6 +164,23 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
         raise PipelineInputError(prefix + str(error)) from None
 
 
+def _watermark_text(path: str) -> str:
+    """The watermark file's JSON, checked, as the one-line string the pipeline parameter takes."""
+    if not path:
+        return ""
+    try:
+        watermark = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineInputError(f"data.since_watermark '{path}': no such file") from None
+    except json.JSONDecodeError as error:
+        raise PipelineInputError(f"data.since_watermark '{path}': not JSON ({error})") from None
+    if not isinstance(watermark, dict) or not isinstance(watermark.get("files"), dict):
+        raise PipelineInputError(
+            f"data.since_watermark '{path}': expected a watermark with a 'files' mapping"
+        )
+    return json.dumps(watermark, sort_keys=True)
+
+
 def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
     """The pipeline's parameters for this config.
 
@@ -170,6 +196,9 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
     return {
         "source_uri": local(config.data.source),
         "na_values": config.data.na_values,
+        "columns": config.data.columns,
+        "filters": [list(f) for f in config.data.filters],
+        "since_watermark": _watermark_text(config.data.since_watermark),
         "target": config.target,
         "task": config.task,
         "positive_class": config.positive_class,

@@ -29,6 +29,9 @@ def training_pipeline(
     model_store_uri: str,
     task: str = "classification",
     na_values: list = [],
+    columns: list = [],
+    filters: list = [],
+    since_watermark: str = "",
     positive_class: str = "",
     sensitive_columns: list = [],
     column_types: dict = {},
@@ -58,6 +61,9 @@ def training_pipeline(
         model_store_uri: the model store's root.
         task: classification or regression.
         na_values: extra missing-value markers in CSV files.
+        columns: read only these columns (empty: all).
+        filters: rows to keep, as [column, operator, value] triples (empty: all).
+        since_watermark: an earlier run's watermark (JSON): read only new or changed files.
         positive_class: the favourable class for selection rates.
         sensitive_columns: columns that bias analysis groups by.
         column_types: declared column kinds (numeric/categorical) that validation enforces.
@@ -82,7 +88,13 @@ def training_pipeline(
     Returns:
         The registered version's folder and its version.
     """
-    ingest_task = ingest(source_uri=source_uri, na_values=na_values).set_display_name("ingest")
+    ingest_task = ingest(
+        source_uri=source_uri,
+        na_values=na_values,
+        columns=columns,
+        filters=filters,
+        since_watermark=since_watermark,
+    )
     # A data lake grows between runs: reading it again is never a cache hit.
     ingest_task.set_caching_options(False)
     dataset = ingest_task.outputs["dataset"]

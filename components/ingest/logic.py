@@ -1,64 +1,138 @@
-"""Ingest: read the configured data source into one table, with its row count and content hash."""
+"""Ingest: read the configured data source into one table, with its row count and content hash.
+
+A source is a Hive-partitioned Parquet lake (a folder such as year=1997/...), a Parquet file or a
+CSV file, on any filesystem fsspec reaches: a local path or file://, s3:// (s3fs; credentials
+and endpoint from the environment or the pod's Secret, never from the run config), gs:// (with
+gcsfs installed). A lake can be read incrementally: the watermark records every file consumed
+(with its size and ETag or modification time), and a later read takes only what is new or changed.
+"""
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from components.common.errors import PipelineInputError
 
-SUPPORTED_SCHEMES = ("", "file")
 TABULAR_SUFFIXES = (".parquet", ".csv")
+# Object stores and local files; anything else (ftp://, http://) is refused before any connection.
+SUPPORTED_SCHEMES = ("file", "s3", "gs", "gcs")
 
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved data source: a local Parquet lake (folder), a Parquet file or a CSV file."""
+    """A resolved data source."""
 
     uri: str
-    path: Path
+    fs: fsspec.AbstractFileSystem
+    path: str  # in the filesystem's own form (no scheme)
     format: str  # "parquet" or "csv"
+    is_lake: bool  # a folder of Parquet files
+
+
+def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    scheme = urlparse(uri).scheme
+    if len(scheme) <= 1:  # a bare path (or a Windows drive letter)
+        return fsspec.filesystem("file"), str(Path(uri).expanduser().resolve())
+    if scheme not in SUPPORTED_SCHEMES:
+        raise PipelineInputError(
+            f"data source '{uri}': scheme '{scheme}://' is not supported "
+            "(use a local path, file://, s3:// or gs://)"
+        )
+    try:
+        # A fresh instance: credentials and endpoint are read from the environment as it is now.
+        fs, path = fsspec.core.url_to_fs(uri, skip_instance_cache=True)
+    except (ImportError, ValueError) as error:
+        raise PipelineInputError(
+            f"data source '{uri}': scheme '{scheme}://' is not supported here ({error})"
+        ) from None
+    return fs, path
+
+
+def _unreachable(uri: str, error: Exception) -> PipelineInputError:
+    return PipelineInputError(
+        f"data source '{uri}': cannot reach it ({type(error).__name__}: {error})"
+    )
 
 
 def resolve_source(uri: str) -> Source:
     """Check that `uri` names a readable source and say what it is, without reading it.
 
     Raises:
-        PipelineInputError: the scheme is not supported, the path does not exist,
-            or it is neither a Parquet/CSV file nor a folder of Parquet files.
+        PipelineInputError: the scheme is not supported, the location does not exist or cannot
+            be reached, or it is neither a Parquet/CSV file nor a folder of Parquet files.
     """
-    parsed = urlparse(uri)
-    # A bare path such as /data/x or ./data/x parses with an empty scheme; so does a Windows drive.
-    scheme = parsed.scheme if len(parsed.scheme) > 1 else ""
-    if scheme not in SUPPORTED_SCHEMES:
-        raise PipelineInputError(
-            f"data source '{uri}': scheme '{scheme}://' is not supported "
-            "(use a local path or file://)"
-        )
-    path = Path(parsed.path if scheme == "file" else uri).expanduser()
-    if not path.exists():
-        raise PipelineInputError(f"data source '{uri}': no such file or folder")
-    if path.is_dir():
-        if not any(path.rglob("*.parquet")):
+    fs, path = _filesystem(uri)
+    try:
+        fs.invalidate_cache()  # a live lake grows; never trust an earlier listing
+        if not fs.exists(path):
+            raise PipelineInputError(f"data source '{uri}': no such file or folder")
+        is_dir = fs.isdir(path)
+        if is_dir and not _parquet_files(fs, path):
             raise PipelineInputError(f"data source '{uri}': the folder holds no .parquet files")
-        return Source(uri=uri, path=path.resolve(), format="parquet")
-    suffix = path.suffix.lower()
+    except PipelineInputError:
+        raise
+    except Exception as error:  # each filesystem raises its own errors: report any in one line
+        raise _unreachable(uri, error) from None
+    if is_dir:
+        return Source(uri=uri, fs=fs, path=path, format="parquet", is_lake=True)
+    suffix = Path(path).suffix.lower()
     if suffix not in TABULAR_SUFFIXES:
         raise PipelineInputError(
             f"data source '{uri}': unsupported file type '{suffix}' (use .parquet or .csv)"
         )
-    return Source(uri=uri, path=path.resolve(), format=suffix.lstrip("."))
+    return Source(uri=uri, fs=fs, path=path, format=suffix.lstrip("."), is_lake=False)
 
 
-def _parquet_dataset(source: Source) -> ds.Dataset:
+def _parquet_files(fs, path: str) -> dict[str, dict]:
+    found = fs.find(path, detail=True)
+    return {
+        name: info
+        for name, info in found.items()
+        if name.endswith(".parquet") and not Path(name).name.startswith((".", "_"))
+    }
+
+
+def _fingerprint(info: dict) -> str:
+    """What changes when a file is rewritten: its size and its ETag or modification time."""
+    stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+    return f"{info.get('size')}:{stamp}"
+
+
+def lake_files(source: Source) -> dict[str, str]:
+    """Every Parquet file of the source, relative to it, with its fingerprint."""
+    if not source.is_lake:
+        info = source.fs.info(source.path)
+        return {Path(source.path).name: _fingerprint(info)}
+    base = source.path.rstrip("/") + "/"
+    return {
+        name.removeprefix(base): _fingerprint(info)
+        for name, info in sorted(_parquet_files(source.fs, source.path).items())
+    }
+
+
+def _parquet_dataset(source: Source, files: list[str] | None = None) -> ds.Dataset:
     try:
-        # Hive partitioning turns folders such as year=1997/ back into a column.
-        return ds.dataset(source.path, format="parquet", partitioning="hive")
-    except (pa.ArrowInvalid, OSError) as error:
+        if files is None:
+            # Hive partitioning turns folders such as year=1997/ back into a column.
+            return ds.dataset(
+                source.path, filesystem=source.fs, format="parquet", partitioning="hive"
+            )
+        base = source.path.rstrip("/")
+        return ds.dataset(
+            [f"{base}/{name}" for name in files],
+            filesystem=source.fs,
+            format="parquet",
+            partitioning="hive",
+            partition_base_dir=base,
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
         raise PipelineInputError(
             f"data source '{source.uri}': cannot read Parquet: {error}"
         ) from None
@@ -69,39 +143,97 @@ def source_columns(source: Source) -> list[str]:
     if source.format == "parquet":
         return list(_parquet_dataset(source).schema.names)
     try:
-        return list(pd.read_csv(source.path, nrows=0, skipinitialspace=True).columns)
+        with source.fs.open(source.path, "rb") as handle:
+            return list(pd.read_csv(handle, nrows=0, skipinitialspace=True).columns)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise PipelineInputError(f"data source '{source.uri}': cannot read CSV: {error}") from None
 
 
-def read_source(source: Source, na_values: list[str] | None = None) -> pd.DataFrame:
-    """Read the whole source into a DataFrame.
+def _filter_expression(filters: list, uri: str):
+    if not filters:
+        return None
+    try:
+        return pq.filters_to_expression([tuple(f) for f in filters])
+    except (TypeError, ValueError, pa.ArrowInvalid) as error:
+        raise PipelineInputError(
+            f"data.filters {filters!r}: expected [column, operator, value] triples ({error})"
+        ) from None
+
+
+def read_source(
+    source: Source,
+    na_values: list[str] | None = None,
+    columns: list[str] | None = None,
+    filters: list | None = None,
+    since: dict | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Read the source into a DataFrame, and say what was read.
 
     Args:
         source: what `resolve_source` returned.
         na_values: extra strings that mean "missing" in CSV files (for example "?").
+        columns: read only these columns (Parquet; pushed down to the scan).
+        filters: rows to keep, as [column, operator, value] triples, e.g. [["year", ">=", 2000]]
+            (Parquet; partition columns prune whole folders).
+        since: a watermark from an earlier read: only files that are new or changed since then
+            are read.
+
+    Returns:
+        The table, and the watermark of this read: every file of the source with its
+        fingerprint (a later read with it as `since` takes only what came after).
+
+    Raises:
+        PipelineInputError: the data cannot be read, nothing is left to read, or no rows remain.
     """
+    try:
+        files = lake_files(source) if source.format == "parquet" else {}
+    except Exception as error:
+        raise _unreachable(source.uri, error) from None
+    watermark = {"source_uri": source.uri, "files": files}
     if source.format == "parquet":
+        selected = None
+        if since:
+            seen = since.get("files", {})
+            selected = [name for name, mark in files.items() if seen.get(name) != mark]
+            if not selected:
+                raise PipelineInputError(
+                    f"data source '{source.uri}': nothing new since the given watermark "
+                    f"({len(files)} files, all read before)"
+                )
+        # A single file that changed is read whole; a lake reads just its new or changed files.
+        dataset = _parquet_dataset(source, selected if source.is_lake else None)
+        missing = [c for c in (columns or []) if c not in dataset.schema.names]
+        if missing:
+            raise PipelineInputError(f"data.columns: column '{missing[0]}' is not in the data")
         try:
-            frame = _parquet_dataset(source).to_table().to_pandas()
-        except (pa.ArrowInvalid, OSError) as error:
+            table = dataset.to_table(
+                columns=columns or None, filter=_filter_expression(filters, source.uri)
+            )
+            frame = table.to_pandas()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
             raise PipelineInputError(
                 f"data source '{source.uri}': cannot read Parquet: {error}"
             ) from None
     else:
         try:
-            frame = pd.read_csv(source.path, skipinitialspace=True, na_values=na_values or None)
+            with source.fs.open(source.path, "rb") as handle:
+                frame = pd.read_csv(handle, skipinitialspace=True, na_values=na_values or None)
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
             raise PipelineInputError(
                 f"data source '{source.uri}': cannot read CSV: {error}"
             ) from None
+        if columns:
+            missing = [c for c in columns if c not in frame.columns]
+            if missing:
+                raise PipelineInputError(f"data.columns: column '{missing[0]}' is not in the data")
+            frame = frame[columns]
     if frame.empty:
         raise PipelineInputError(f"data source '{source.uri}': it has no rows")
     # Partition columns come back as pandas categoricals; downstream steps want plain values.
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].astype(frame[column].cat.categories.dtype)
-    return frame
+    return frame, watermark
 
 
 def content_hash(frame: pd.DataFrame) -> str:

@@ -6,8 +6,9 @@ from components.ingest.logic import content_hash, read_source, resolve_source, s
 
 
 def test_reads_a_hive_partitioned_lake_with_the_partition_column(demo_lake, arrests):
-    frame = read_source(resolve_source(str(demo_lake)))
+    frame, watermark = read_source(resolve_source(str(demo_lake)))
     assert len(frame) == len(arrests)
+    assert sorted(watermark["files"]) == [f"year={y}/part-0.parquet" for y in range(1997, 2003)]
     assert set(frame.columns) == set(arrests.columns)
     # The year comes back from the folder names as plain integers, not a categorical.
     assert pd.api.types.is_integer_dtype(frame["year"])
@@ -16,14 +17,14 @@ def test_reads_a_hive_partitioned_lake_with_the_partition_column(demo_lake, arre
 
 def test_file_uri_and_bare_path_are_the_same_source(demo_lake):
     by_uri, by_path = resolve_source(f"file://{demo_lake}"), resolve_source(str(demo_lake))
-    assert by_uri.path == by_path.path == demo_lake.resolve()
-    assert by_uri.format == by_path.format == "parquet"
+    assert by_uri.path == by_path.path == str(demo_lake.resolve())
+    assert by_uri.format == by_path.format == "parquet" and by_uri.is_lake
 
 
 def test_reads_csv_with_extra_missing_markers(tmp_path):
     path = tmp_path / "adult.csv"
     path.write_text("age, workclass, income\n39, State-gov, <=50K\n50, ?, >50K\n")
-    frame = read_source(resolve_source(str(path)), na_values=["?"])
+    frame, _ = read_source(resolve_source(str(path)), na_values=["?"])
     assert list(frame.columns) == ["age", "workclass", "income"]
     assert frame["workclass"].tolist()[0] == "State-gov"
     assert pd.isna(frame["workclass"].tolist()[1])
@@ -37,7 +38,7 @@ def test_source_columns_reads_only_the_schema(demo_lake):
     ("make_uri", "message"),
     [
         (lambda tmp: str(tmp / "missing"), "no such file or folder"),
-        (lambda tmp: "s3://bucket/lake", "scheme 's3://' is not supported"),
+        (lambda tmp: "ftp://host/lake", "scheme 'ftp://' is not supported"),
         (lambda tmp: str((tmp / "x.json").resolve()), "unsupported file type '.json'"),
         (lambda tmp: str(tmp), "holds no .parquet files"),
     ],
@@ -72,3 +73,66 @@ def test_content_hash_follows_values_not_layout(arrests):
     assert content_hash(arrests) == content_hash(same)
     assert content_hash(arrests) != content_hash(changed)
     assert content_hash(arrests).startswith("sha256:")
+
+
+def test_columns_and_filters_are_pushed_down(demo_lake, arrests):
+    frame, _ = read_source(
+        resolve_source(str(demo_lake)),
+        columns=["released", "age", "year"],
+        filters=[["year", ">=", 2001], ["age", "<", 30]],
+    )
+    expected = arrests[(arrests["year"] >= 2001) & (arrests["age"] < 30)]
+    assert list(frame.columns) == ["released", "age", "year"]
+    assert len(frame) == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"columns": ["salary"]}, "data.columns: column 'salary' is not in the data"),
+        ({"filters": [["year", ">="]]}, "data.filters"),
+    ],
+)
+def test_bad_projection_or_filter_is_named(demo_lake, kwargs, message):
+    with pytest.raises(PipelineInputError, match=message):
+        read_source(resolve_source(str(demo_lake)), **kwargs)
+
+
+def _add_partition(lake, year, frame):
+    folder = lake / f"year={year}"
+    folder.mkdir()
+    frame.drop(columns="year").to_parquet(folder / "part-0.parquet", index=False)
+
+
+def test_incremental_read_takes_only_new_and_changed_files(demo_lake, arrests):
+    source = resolve_source(str(demo_lake))
+    _, first = read_source(source)
+    new_rows = arrests[arrests["year"] == 2002].assign(year=2003)
+    _add_partition(demo_lake, 2003, new_rows)
+
+    frame, second = read_source(resolve_source(str(demo_lake)), since=first)
+    assert len(frame) == len(new_rows)
+    assert set(frame["year"]) == {2003}
+    assert set(second["files"]) == set(first["files"]) | {"year=2003/part-0.parquet"}
+
+    # A rewritten file counts as changed; untouched files stay out.
+    rewritten = arrests[arrests["year"] == 1997].head(10).drop(columns="year")
+    rewritten.to_parquet(demo_lake / "year=1997" / "part-0.parquet", index=False)
+    frame, _ = read_source(resolve_source(str(demo_lake)), since=second)
+    assert len(frame) == 10 and set(frame["year"]) == {1997}
+
+
+def test_nothing_new_since_the_watermark_is_a_clear_error(demo_lake):
+    source = resolve_source(str(demo_lake))
+    _, watermark = read_source(source)
+    with pytest.raises(PipelineInputError, match="nothing new since the given watermark"):
+        read_source(source, since=watermark)
+
+
+def test_a_partition_with_a_different_schema_is_an_error(demo_lake, arrests):
+    odd = arrests[arrests["year"] == 2002].drop(columns="year").assign(age="forty")
+    folder = demo_lake / "year=2004"
+    folder.mkdir()
+    odd.to_parquet(folder / "part-0.parquet", index=False)
+    with pytest.raises(PipelineInputError, match="cannot read Parquet"):
+        read_source(resolve_source(str(demo_lake)))

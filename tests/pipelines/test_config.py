@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from components.common.errors import PipelineInputError
@@ -40,6 +42,7 @@ def test_cluster_arguments_keep_uris_as_written(tmp_path, demo_lake):
         ({"split.test_size": 1.5}, "key 'split.test_size': Input should be less than 1"),
         ({"task": "ranking"}, "key 'task': Input should be 'classification' or 'regression'"),
         ({"columns": {"age": "text"}}, "key 'columns.age'"),
+        ({"data.filters": [["year", "~", 2000]]}, "key 'data.filters.0.1'"),
         ({"deploy.target": "cloud"}, "key 'deploy.target': Input should be 'local', 'kserve' or"),
         ({"deploy.canary_traffic_percent": 100}, "key 'deploy.canary_traffic_percent'"),
     ],
@@ -85,3 +88,30 @@ def test_yaml_that_does_not_parse_names_the_line(tmp_path):
 def test_a_missing_config_file_is_named(tmp_path):
     with pytest.raises(PipelineInputError, match="no such config file"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_a_watermark_file_becomes_the_since_watermark_parameter(tmp_path, demo_lake):
+    watermark = tmp_path / "watermark.json"
+    watermark.write_text('{"source_uri": "x", "files": {"year=1997/part-0.parquet": "1:2"}}')
+    path = write_config(
+        tmp_path / "run.yaml",
+        **{"data.source": str(demo_lake), "data.since_watermark": str(watermark)},
+    )
+    arguments = pipeline_arguments(load_config(path))
+    assert json.loads(arguments["since_watermark"])["files"] == {"year=1997/part-0.parquet": "1:2"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), ("not json", "not JSON"), ('{"files": []}', "expected a watermark with a 'files' mapping")],
+)
+def test_a_bad_watermark_file_is_named(tmp_path, demo_lake, content, message):
+    watermark = tmp_path / "watermark.json"
+    if content is not None:
+        watermark.write_text(content)
+    path = write_config(
+        tmp_path / "run.yaml",
+        **{"data.source": str(demo_lake), "data.since_watermark": str(watermark)},
+    )
+    with pytest.raises(PipelineInputError, match=f"data.since_watermark '{watermark}': {message}"):
+        pipeline_arguments(load_config(path))
