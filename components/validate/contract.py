@@ -1,0 +1,268 @@
+"""The data contract: what the data looked like when a person last reviewed it.
+
+On a first run the contract is inferred from the data (column kinds, nullability, value ranges,
+category sets, a minimum row count) and saved as an artifact; a user reviews it, commits it and
+names it in the run config. Every later run checks the new data against it with pandera and lists
+each anomaly with the column, the expectation and what was observed. Whether an anomaly blocks
+the run or is only a warning is set per kind.
+"""
+
+import math
+
+import pandas as pd
+import pandera.pandas as pa
+
+from components.common.errors import PipelineInputError
+from components.validate.logic import CATEGORICAL, NUMERIC, column_kind
+
+CONTRACT_VERSION = 1
+# A categorical column with more distinct values than this keeps no category set (an ID, free text).
+MAX_CATEGORIES = 200
+BLOCK, WARN = "block", "warn"
+DEFAULT_SEVERITY = {
+    "missing_column": BLOCK,
+    "new_column": WARN,
+    "type_change": BLOCK,
+    "out_of_range": WARN,
+    "unseen_category": WARN,
+    "null_rate": BLOCK,
+    "too_few_rows": BLOCK,
+}
+# How many offending values an anomaly quotes.
+EXAMPLES = 5
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def infer_contract(frame: pd.DataFrame, row_floor: float = 0.5) -> dict:
+    """A contract that this data meets exactly.
+
+    Args:
+        frame: the data as ingested.
+        row_floor: the expected minimum row count, as a share of this data's rows.
+    """
+    columns = {}
+    for name in frame.columns:
+        values = frame[name]
+        entry: dict = {
+            "kind": column_kind(values),
+            "dtype": str(values.dtype),
+            "nullable": bool(values.isna().any()),
+            "max_null_rate": round(float(values.isna().mean()), 6),
+        }
+        present = values.dropna()
+        if entry["kind"] == NUMERIC and not present.empty:
+            entry["min"], entry["max"] = _plain(present.min()), _plain(present.max())
+        elif entry["kind"] == CATEGORICAL and present.nunique() <= MAX_CATEGORIES:
+            entry["categories"] = sorted(present.astype(str).unique().tolist())
+        columns[str(name)] = entry
+    return {
+        "version": CONTRACT_VERSION,
+        "rows": {"min": int(math.floor(len(frame) * row_floor))},
+        "columns": columns,
+    }
+
+
+def check_contract_format(contract, where: str) -> None:
+    """A contract file a person edited: fail early, naming the field, if it is malformed."""
+    if not isinstance(contract, dict) or contract.get("version") != CONTRACT_VERSION:
+        raise PipelineInputError(f"{where}: expected a contract with version: {CONTRACT_VERSION}")
+    if not isinstance(contract.get("columns"), dict) or not contract["columns"]:
+        raise PipelineInputError(f"{where}: 'columns' must map column names to expectations")
+    for name, entry in contract["columns"].items():
+        if not isinstance(entry, dict) or entry.get("kind") not in (NUMERIC, CATEGORICAL):
+            raise PipelineInputError(
+                f"{where}: columns.{name}.kind must be {NUMERIC} or {CATEGORICAL}"
+            )
+        if "min" in entry and "max" in entry and entry["min"] > entry["max"]:
+            raise PipelineInputError(
+                f"{where}: columns.{name}: min {entry['min']} > max {entry['max']}"
+            )
+
+
+def _anomaly(kind, column, expectation, observed, severity) -> dict:
+    return {
+        "kind": kind,
+        "column": column,
+        "expectation": expectation,
+        "observed": observed,
+        "severity": severity.get(kind, DEFAULT_SEVERITY[kind]),
+    }
+
+
+def _pandera_schema(contract: dict, frame: pd.DataFrame) -> pa.DataFrameSchema:
+    """Range and category-set checks for the columns that are present and of the expected kind
+    (missing columns and kind changes are reported on their own, before this)."""
+    columns = {}
+    for name, entry in contract["columns"].items():
+        if name not in frame.columns or column_kind(frame[name]) != entry["kind"]:
+            continue
+        if entry["kind"] == NUMERIC and "min" in entry and "max" in entry:
+            check = pa.Check.in_range(entry["min"], entry["max"])
+        elif entry["kind"] == CATEGORICAL and "categories" in entry:
+            check = pa.Check.isin(entry["categories"])
+        else:
+            continue
+        # Nulls are the null-rate check's business; pandera's checks skip them.
+        columns[name] = pa.Column(nullable=True, checks=[check])
+    return pa.DataFrameSchema(columns, strict=False)
+
+
+def check_contract(
+    frame: pd.DataFrame,
+    contract: dict,
+    severity: dict[str, str] | None = None,
+    unseen_category_rate: float = 0.0,
+    null_rate_margin: float = 0.0,
+) -> list[dict]:
+    """Every way `frame` departs from `contract`.
+
+    Args:
+        frame: the new data.
+        contract: from `infer_contract`, possibly edited by a person.
+        severity: "block" or "warn" per anomaly kind, over DEFAULT_SEVERITY.
+        unseen_category_rate: unseen categories are an anomaly only above this share of rows.
+        null_rate_margin: a null rate is an anomaly only above the contract's rate plus this.
+
+    Returns:
+        The anomalies: kind, column, expectation, observed, severity ("block" or "warn").
+    """
+    severity = severity or {}
+    anomalies = []
+    expected_rows = contract.get("rows", {}).get("min", 0)
+    if len(frame) < expected_rows:
+        anomalies.append(
+            _anomaly(
+                "too_few_rows",
+                None,
+                f"at least {expected_rows} rows",
+                f"{len(frame)} rows",
+                severity,
+            )
+        )
+    expected = contract["columns"]
+    for name in expected:
+        if name not in frame.columns:
+            anomalies.append(_anomaly("missing_column", name, "present", "missing", severity))
+    for name in frame.columns:
+        if name not in expected:
+            anomalies.append(
+                _anomaly(
+                    "new_column",
+                    str(name),
+                    "not in the contract",
+                    f"{frame[name].dtype} values",
+                    severity,
+                )
+            )
+    for name, entry in expected.items():
+        if name not in frame.columns:
+            continue
+        values = frame[name]
+        kind = column_kind(values)
+        if kind != entry["kind"]:
+            anomalies.append(
+                _anomaly(
+                    "type_change",
+                    name,
+                    f"{entry['kind']} values",
+                    f"{kind} ({values.dtype})",
+                    severity,
+                )
+            )
+            continue
+        null_rate = float(values.isna().mean())
+        allowed = float(entry.get("max_null_rate", 0.0)) + null_rate_margin
+        if not entry.get("nullable", True) and null_rate > 0 or null_rate > allowed + 1e-12:
+            anomalies.append(
+                _anomaly(
+                    "null_rate",
+                    name,
+                    f"null rate at most {allowed:.4f}",
+                    f"{null_rate:.4f} ({int(values.isna().sum())} rows)",
+                    severity,
+                )
+            )
+    anomalies += _range_and_category_anomalies(frame, contract, severity, unseen_category_rate)
+    return anomalies
+
+
+def _range_and_category_anomalies(frame, contract, severity, unseen_category_rate) -> list[dict]:
+    # Categories are compared as strings, as the model's encoder sees them.
+    checked = frame.copy()
+    for name, entry in contract["columns"].items():
+        if entry["kind"] == CATEGORICAL and name in checked.columns:
+            checked[name] = frame[name].astype(str).where(frame[name].notna())
+    try:
+        _pandera_schema(contract, checked).validate(checked, lazy=True)
+        return []
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+    anomalies = []
+    for (column, check), group in cases.groupby(["column", "check"], sort=True):
+        entry = contract["columns"][column]
+        values = group["failure_case"].dropna()
+        share = len(group) / max(len(frame), 1)
+        examples = ", ".join(map(repr, sorted(values.astype(str).unique())[:EXAMPLES]))
+        # pandera names a failed check by its call, e.g. "in_range(1997, 2000)".
+        if str(check).startswith("in_range"):
+            anomalies.append(
+                _anomaly(
+                    "out_of_range",
+                    column,
+                    f"values in [{entry['min']}, {entry['max']}]",
+                    f"{len(group)} rows outside (for example {examples})",
+                    severity,
+                )
+            )
+        elif str(check).startswith("isin") and share > unseen_category_rate:
+            anomalies.append(
+                _anomaly(
+                    "unseen_category",
+                    column,
+                    f"one of {len(entry['categories'])} known categories"
+                    + (
+                        f" (unseen in at most {unseen_category_rate:.2%} of rows)"
+                        if unseen_category_rate
+                        else ""
+                    ),
+                    f"{len(group)} rows ({share:.2%}) with {examples}",
+                    severity,
+                )
+            )
+    return anomalies
+
+
+def blocking(anomalies: list[dict]) -> list[dict]:
+    return [a for a in anomalies if a["severity"] == BLOCK]
+
+
+def describe(anomaly: dict) -> str:
+    """One line: the column, the expectation, what was observed."""
+    subject = f"column '{anomaly['column']}'" if anomaly["column"] else "the data"
+    return (
+        f"{subject}: {anomaly['kind'].replace('_', ' ')}: expected {anomaly['expectation']}, "
+        f"observed {anomaly['observed']}"
+    )
+
+
+def anomalies_markdown(anomalies: list[dict], inferred: bool) -> str:
+    lines = ["## Data contract\n"]
+    if inferred:
+        lines.append(
+            "No contract was given, so this run inferred one from its data (the `contract` "
+            "artifact). Review it, commit it, and name it in the run config (`contract.path`): "
+            "later runs are then checked against it.\n"
+        )
+    if not anomalies:
+        lines.append("No anomalies: the data meets the contract.\n")
+        return "\n".join(lines) + "\n"
+    lines += ["| severity | kind | column | expected | observed |", "|---|---|---|---|---|"]
+    for a in sorted(anomalies, key=lambda a: (a["severity"] != BLOCK, a["kind"], str(a["column"]))):
+        lines.append(
+            f"| {a['severity']} | {a['kind']} | {a['column'] or ''} | {a['expectation']} | "
+            f"{a['observed']} |"
+        )
+    return "\n".join(lines) + "\n\n"
