@@ -72,8 +72,22 @@ def cmd_run(args) -> int:
     console.print(f"  artifacts  {run.artifacts_dir}")
     console.print(f"  report     {run.report}")
     console.print(f"  log        {run.log}")
+    contract = sorted(run.artifacts_dir.glob("*/validate/contract"))
+    if contract and not config.contract.path:
+        console.print(
+            f"  contract   {contract[-1]}  (inferred: review it, commit it, set contract.path)"
+        )
     console.print(f"  pipeline   {run.pipeline_file}  (upload this file in the Kubeflow dashboard)")
     console.print(f"  model      {config.model_name} {run.model_version}  ({run.model_uri})")
+    fairness_page = f"  ({run.fairness_report})" if run.fairness_report else ""
+    if not run.fairness_passed:
+        console.print(f"  fairness   [bold red]{escape(run.fairness_reason)}[/]{fairness_page}")
+        errors.print(
+            f"[bold red]not deployed[/]: the fairness gate blocked {config.model_name} "
+            f"{run.model_version} (registered, marked not deployable; see bias.thresholds)"
+        )
+        return EXIT_FAILED
+    console.print(f"  fairness   {escape(run.fairness_reason)}{fairness_page}")
     if args.no_serve:
         console.print(f"  serve it   mlpipe serve --model-dir {run.model_uri}")
         return 0
@@ -171,6 +185,29 @@ def cmd_pipeline_resources(args) -> int:
     return 0
 
 
+def cmd_contract(args) -> int:
+    import yaml
+
+    from components.common.io import write_text
+    from components.ingest.logic import read_source, resolve_source
+    from components.validate.contract import infer_contract
+    from pipelines.config import load_config
+
+    config = load_config(args.config)
+    frame, _ = read_source(
+        resolve_source(config.data.source),
+        na_values=config.data.na_values,
+        columns=config.data.columns,
+        filters=[list(f) for f in config.data.filters],
+    )
+    write_text(args.output, yaml.safe_dump(infer_contract(frame), sort_keys=False))
+    console.print(
+        f"Inferred a data contract from {len(frame)} rows of {config.data.source} into "
+        f"{args.output}: review it, commit it, and set contract.path in the run config."
+    )
+    return 0
+
+
 def cmd_demo_data(args) -> int:
     from pipelines.config import load_config
     from pipelines.demo_data import write_arrests_lake
@@ -246,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(handler=cmd_serve)
+
+    contract = commands.add_parser(
+        "contract", help="infer a data contract from the config's data source, to review"
+    )
+    contract.add_argument("--config", required=True)
+    contract.add_argument("--output", required=True, help="the contract YAML to write")
+    contract.set_defaults(handler=cmd_contract)
 
     demo = commands.add_parser("demo-data", help="write the demo data lake named by a run config")
     demo.add_argument("--config", required=True)

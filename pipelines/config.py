@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from components.bias.gate import default_direction
+from components.bias.metrics import SUMMARY_METRICS
+from components.bias.mitigation import CONSTRAINTS, MITIGATIONS, THRESHOLD_CONSTRAINTS
 from components.common.errors import PipelineInputError
 from components.deploy.cluster import version_storage_uri
 from components.ingest.logic import resolve_source, source_columns
 from components.register.logic import check_model_name
 from components.tune.logic import check_metric
-from components.tune.search_space import check_families
+from components.tune.search_space import check_families, check_space_overrides
 
 
 class _Section(BaseModel):
@@ -42,6 +46,26 @@ class DataConfig(_Section):
     )
 
 
+class ContractConfig(_Section):
+    path: str = Field(
+        "", description="A reviewed contract (YAML or JSON); empty: infer one from this run's data."
+    )
+    severity: dict[
+        Literal[
+            "missing_column",
+            "new_column",
+            "type_change",
+            "out_of_range",
+            "unseen_category",
+            "null_rate",
+            "too_few_rows",
+        ],
+        Literal["block", "warn"],
+    ] = Field(default_factory=dict)
+    unseen_category_rate: float = Field(0.0, ge=0, le=1)
+    null_rate_margin: float = Field(0.0, ge=0, le=1)
+
+
 class SplitConfig(_Section):
     test_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
@@ -54,10 +78,41 @@ class TuningConfig(_Section):
     num_trials: int = Field(16, ge=1, le=10_000)
     cv_folds: int = Field(3, ge=2, le=20)
     metric: str = Field("", description="A scikit-learn scorer name; empty picks one for the task.")
+    search: Literal["random", "tpe"] = Field("random", description="tpe: Optuna's TPE.")
+    scheduler: Literal["fifo", "asha"] = Field(
+        "fifo", description="asha stops bad trials early, on boosting rounds or forest trees."
+    )
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per family, per hyperparameter: {uniform|loguniform|randint: [low, high]}, "
+        "{choice: [...]} or a fixed value; replaces that entry of the default space.",
+    )
+    max_failures: int = Field(2, ge=0, le=100, description="Retries of a trial whose worker died.")
+
+    @field_validator("space")
+    @classmethod
+    def _check_space(cls, space: dict) -> dict:
+        try:
+            check_space_overrides(space)
+        except PipelineInputError as error:
+            raise PydanticCustomError("search_space", str(error)) from None
+        return space
 
 
 class RayConfig(_Section):
     num_cpus: int = Field(2, ge=1, le=1024)
+    address: str = Field(
+        "",
+        description="An existing Ray cluster's GCS address (host:6379); empty: RAY_ADDRESS in the "
+        "tune step's environment, else an embedded Ray on 127.0.0.1.",
+    )
+    storage_path: str = Field(
+        "",
+        description="Where Tune keeps the experiment, shared by every node (s3://... on a "
+        "cluster); a rerun on the same inputs resumes it. Empty: MLPIPE_TUNE_STORAGE_PATH, else "
+        "a temporary folder.",
+    )
+    connect_timeout_seconds: int = Field(30, ge=1, le=3600)
 
 
 class ServingConfig(_Section):
@@ -82,9 +137,73 @@ class DeployConfig(_Section):
     timeout_seconds: int = Field(600, ge=1)
 
 
+class FairnessThreshold(_Section):
+    metric: Literal[SUMMARY_METRICS] = Field(description="A summary metric of the fairness step.")
+    threshold: float
+    direction: Literal["at_least", "at_most"] | None = Field(
+        None, description="at_least (value >= threshold) or at_most; default by the metric."
+    )
+    blocking: bool = Field(True, description="true: a breach stops deployment; false: a warning.")
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Sensitive columns or 'a_x_b' intersections; all if empty.",
+    )
+
+
+class BiasConfig(_Section):
+    """Bias analysis, the fairness gate and mitigation (components/bias)."""
+
+    bands: dict[str, list[float]] = Field(
+        default_factory=dict, description="Band edges of numeric sensitive columns, e.g. age."
+    )
+    intersections: list[tuple[str, str]] = Field(
+        default_factory=list, description="Pairs of sensitive columns to group by together."
+    )
+    min_group_size: int = Field(30, ge=1, description="Smaller groups are flagged.")
+    max_groups: int = Field(50, ge=2, le=10_000, description="More groups: not computable.")
+    bootstrap: int = Field(100, ge=0, le=10_000, description="Bootstrap samples for intervals.")
+    thresholds: list[FairnessThreshold] = Field(default_factory=list)
+    mitigation: Literal[MITIGATIONS] = "none"
+    constraint: Literal[CONSTRAINTS] = "demographic_parity"
+    mitigate_by: str = Field("", description="The column mitigation balances; empty: the first.")
+    on_not_computable: Literal["warn", "fail"] = "warn"
+
+    @field_validator("bands")
+    @classmethod
+    def _increasing(cls, bands: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, edges in bands.items():
+            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"bands of '{column}' must be two or more increasing numbers")
+        return bands
+
+    @field_validator("intersections")
+    @classmethod
+    def _pairs(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for first, second in pairs:
+            if first == second:
+                raise ValueError(f"an intersection needs two different columns, got {first} twice")
+        return pairs
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint_fits(cls, constraint: str, info: ValidationInfo) -> str:
+        if info.data.get("mitigation") == "threshold_optimizer":
+            if constraint not in THRESHOLD_CONSTRAINTS:
+                raise ValueError(f"threshold_optimizer takes {', '.join(THRESHOLD_CONSTRAINTS)}")
+        return constraint
+
+    def thresholds_as_dicts(self) -> list[dict]:
+        """The thresholds as pipeline arguments, each direction spelled out."""
+        return [
+            {**t.model_dump(), "direction": t.direction or default_direction(t.metric)}
+            for t in self.thresholds
+        ]
+
+
 class RunConfig(_Section):
     model_name: str
     data: DataConfig
+    contract: ContractConfig = Field(default_factory=ContractConfig)
     target: str
     task: Literal["classification", "regression"] = "classification"
     positive_class: str = ""
@@ -95,6 +214,7 @@ class RunConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    bias: BiasConfig = Field(default_factory=BiasConfig)
     output_root: str = "mlpipe-output"
     model_store: str = Field("", description="Model store root; empty means <output_root>/models.")
 
@@ -181,6 +301,22 @@ def _watermark_text(path: str) -> str:
     return json.dumps(watermark, sort_keys=True)
 
 
+def _contract_text(path: str) -> str:
+    """The reviewed contract file as the JSON string the pipeline parameter takes."""
+    from components.validate.contract import check_contract_format
+
+    if not path:
+        return ""
+    try:
+        contract = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineInputError(f"contract.path '{path}': no such file") from None
+    except yaml.YAMLError:
+        raise PipelineInputError(f"contract.path '{path}': not valid YAML or JSON") from None
+    check_contract_format(contract, f"contract.path '{path}'")
+    return json.dumps(contract, sort_keys=True, default=str)
+
+
 def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
     """The pipeline's parameters for this config.
 
@@ -199,6 +335,10 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "columns": config.data.columns,
         "filters": [list(f) for f in config.data.filters],
         "since_watermark": _watermark_text(config.data.since_watermark),
+        "reviewed_contract": _contract_text(config.contract.path),
+        "contract_severity": dict(config.contract.severity),
+        "unseen_category_rate": config.contract.unseen_category_rate,
+        "null_rate_margin": config.contract.null_rate_margin,
         "target": config.target,
         "task": config.task,
         "positive_class": config.positive_class,
@@ -210,7 +350,14 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "num_trials": config.tuning.num_trials,
         "cv_folds": config.tuning.cv_folds,
         "metric": config.tuning.metric,
+        "search": config.tuning.search,
+        "scheduler": config.tuning.scheduler,
+        "search_space": config.tuning.space,
+        "max_failures": config.tuning.max_failures,
         "ray_cpus": config.ray.num_cpus,
+        "ray_address": config.ray.address,
+        "ray_storage_path": local(config.ray.storage_path) if config.ray.storage_path else "",
+        "ray_connect_timeout": config.ray.connect_timeout_seconds,
         "model_name": config.model_name,
         "model_store_uri": local(config.model_store_uri),
         "smoke_rows": config.serving.smoke_rows,
@@ -222,4 +369,14 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "gitops_path": config.deploy.gitops_path,
         "gitops_branch": config.deploy.gitops_branch,
         "deploy_timeout_seconds": config.deploy.timeout_seconds,
+        "bias_bands": config.bias.bands,
+        "bias_intersections": [list(pair) for pair in config.bias.intersections],
+        "bias_min_group_size": config.bias.min_group_size,
+        "bias_max_groups": config.bias.max_groups,
+        "bias_bootstrap": config.bias.bootstrap,
+        "bias_thresholds": config.bias.thresholds_as_dicts(),
+        "bias_mitigation": config.bias.mitigation,
+        "bias_constraint": config.bias.constraint,
+        "bias_mitigate_by": config.bias.mitigate_by or next(iter(config.sensitive_columns), ""),
+        "bias_on_not_computable": config.bias.on_not_computable,
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from kfp import components, local
 
+from components.common.io import read_json
 from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
@@ -71,6 +72,11 @@ class LocalRun:
     model_uri: str
     model_version: str
     seconds: float
+    # The fairness gate: when it blocked, the model is registered (not deployable) but the
+    # deploy step was skipped, and `mlpipe run` exits 1 without serving.
+    fairness_passed: bool = True
+    fairness_reason: str = ""
+    fairness_report: Path | None = None
 
 
 def new_run_dir(output_root: str | Path) -> tuple[str, Path]:
@@ -85,16 +91,22 @@ def _find_output(artifacts_dir: Path, task: str, name: str) -> Path | None:
 
 
 def _write_report(run: LocalRun, config: RunConfig) -> None:
-    """One Markdown page for the run: the bias step's and the evaluate step's reports."""
+    """One Markdown page for the run: the steps' own reports, in the pipeline's order."""
     parts = [
         f"# Run {run.run_id}: {config.model_name} {run.model_version}\n",
         f"Data: `{config.data.source}`; target `{config.target}` ({config.task}).\n",
         f"Model: `{run.model_uri}`.\n",
+        f"Fairness gate: {run.fairness_reason or 'not run'}.\n",
     ]
-    for task in ("evaluate", "bias"):
+    for task in ("validate", "bias", "tune", "evaluate"):
         section = _find_output(run.artifacts_dir, task, "report")
         if section is not None:
             parts.append(section.read_text(encoding="utf-8"))
+    fairness_tables = _find_output(run.artifacts_dir, "fairness", "tables")
+    if fairness_tables is not None:
+        parts.append(fairness_tables.read_text(encoding="utf-8"))
+        if run.fairness_report is not None:
+            parts.append(f"Charts: `{run.fairness_report.name}` beside this report.\n")
     run.report.write_text("\n".join(parts), encoding="utf-8")
 
 
@@ -104,6 +116,10 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
     Args:
         config: the checked run config.
         verbose: echo every line of every step's log, not only the steps' summaries.
+
+    Returns:
+        The run; a model that the fairness gate blocked is no error here (its steps all
+        succeeded, deploy was skipped): `fairness_passed` is False and `fairness_reason` says why.
 
     Raises:
         StepFailed: a step failed; its one-line error is the message.
@@ -157,6 +173,20 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
         model_uri=outputs["model_uri"],
         model_version=outputs["version"],
         seconds=time.monotonic() - started,
+        fairness_passed=bool(outputs["fairness_passed"]),
     )
+    fairness_summary = _find_output(artifacts_dir, "fairness", "summary")
+    if fairness_summary is not None:
+        run.fairness_reason = read_json(fairness_summary)["gate"]["reason"]
+    if (
+        run.fairness_passed
+        and _find_output(artifacts_dir, "deploy", "executor_output.json") is None
+    ):
+        # kfp.local takes a dsl.If branch as false when it cannot resolve the condition's value.
+        raise StepFailed("deploy: did not run although the fairness gate passed")
+    fairness_html = _find_output(artifacts_dir, "fairness", "report")
+    if fairness_html is not None:
+        run.fairness_report = run_dir / "fairness.html"
+        shutil.copyfile(fairness_html, run.fairness_report)
     _write_report(run, config)
     return run

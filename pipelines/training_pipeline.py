@@ -1,13 +1,14 @@
 """The training pipeline: ingest -> validate -> prepare -> bias -> tune -> train -> evaluate ->
-register -> deploy. Compiled once into pipelines/training_pipeline.yaml, which is the file that
-runs locally (kfp.local), is uploaded in the Kubeflow dashboard, and is submitted by the SDK."""
+fairness -> register -> deploy (deploy only when the fairness gate passed). Compiled once into
+pipelines/training_pipeline.yaml, which is the file that runs locally (kfp.local), is uploaded
+in the Kubeflow dashboard, and is submitted by the SDK."""
 
 from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl
 
-from components.bias.component import bias
+from components.bias.component import bias, fairness
 from components.deploy.component import deploy
 from components.ingest.component import ingest
 from components.prepare.component import prepare
@@ -32,6 +33,10 @@ def training_pipeline(
     columns: list = [],
     filters: list = [],
     since_watermark: str = "",
+    reviewed_contract: str = "",
+    contract_severity: dict = {},
+    unseen_category_rate: float = 0.0,
+    null_rate_margin: float = 0.0,
     positive_class: str = "",
     sensitive_columns: list = [],
     column_types: dict = {},
@@ -41,7 +46,14 @@ def training_pipeline(
     num_trials: int = 16,
     cv_folds: int = 3,
     metric: str = "",
+    search: str = "random",
+    scheduler: str = "fifo",
+    search_space: dict = {},
+    max_failures: int = 2,
     ray_cpus: int = 2,
+    ray_address: str = "",
+    ray_storage_path: str = "",
+    ray_connect_timeout: int = 30,
     smoke_rows: int = 5,
     deploy_target: str = "local",
     deploy_namespace: str = "mlpipe",
@@ -51,7 +63,19 @@ def training_pipeline(
     gitops_path: str = "apps/mlpipe",
     gitops_branch: str = "main",
     deploy_timeout_seconds: int = 600,
-) -> NamedTuple("TrainingOutputs", [("model_uri", str), ("version", str)]):
+    bias_bands: dict = {},
+    bias_intersections: list = [],
+    bias_min_group_size: int = 30,
+    bias_max_groups: int = 50,
+    bias_bootstrap: int = 100,
+    bias_thresholds: list = [],
+    bias_mitigation: str = "none",
+    bias_constraint: str = "demographic_parity",
+    bias_mitigate_by: str = "",
+    bias_on_not_computable: str = "warn",
+) -> NamedTuple(
+    "TrainingOutputs", [("model_uri", str), ("version", str), ("fairness_passed", bool)]
+):
     """Trains, registers and deploys a tabular model.
 
     Args:
@@ -64,6 +88,10 @@ def training_pipeline(
         columns: read only these columns (empty: all).
         filters: rows to keep, as [column, operator, value] triples (empty: all).
         since_watermark: an earlier run's watermark (JSON): read only new or changed files.
+        reviewed_contract: a reviewed data contract (JSON); empty infers one from the data.
+        contract_severity: "block" or "warn" per anomaly kind, over the defaults.
+        unseen_category_rate: unseen categories are an anomaly only above this share of rows.
+        null_rate_margin: a null rate is an anomaly only above the contract's plus this.
         positive_class: the favourable class for selection rates.
         sensitive_columns: columns that bias analysis groups by.
         column_types: declared column kinds (numeric/categorical) that validation enforces.
@@ -73,7 +101,16 @@ def training_pipeline(
         num_trials: how many configurations tuning tries.
         cv_folds: folds of the cross-validation that scores each trial.
         metric: a scikit-learn scorer name; empty picks one for the task.
-        ray_cpus: CPUs of the Ray that tuning starts.
+        search: random, or tpe (Optuna's TPE).
+        scheduler: fifo, or asha (stops bad trials early).
+        search_space: per-family overrides of the default search space.
+        max_failures: retries of a trial whose worker died.
+        ray_cpus: CPUs of the embedded Ray that tuning starts.
+        ray_address: an existing Ray cluster's GCS address (host:6379); empty: RAY_ADDRESS in
+            the tune step's environment, else an embedded Ray on 127.0.0.1.
+        ray_storage_path: where Tune keeps the experiment (s3://... on a cluster); a rerun on the
+            same inputs resumes it.
+        ray_connect_timeout: seconds a Ray cluster address may take to answer.
         smoke_rows: held-out rows that deploy sends to the model server.
         deploy_target: local (smoke test only), kserve (apply an InferenceService) or gitops
             (commit it to a Git repository).
@@ -84,9 +121,20 @@ def training_pipeline(
         gitops_path: the folder in that repository for the InferenceService.
         gitops_branch: the branch to push.
         deploy_timeout_seconds: how long to wait for the InferenceService to be Ready.
+        bias_bands: band edges of numeric sensitive columns, e.g. {"age": [0, 18, 25, 120]}.
+        bias_intersections: pairs of sensitive columns to group by together.
+        bias_min_group_size: smaller groups are flagged and left out of the summary metrics.
+        bias_max_groups: a sensitive column with more groups is not computable.
+        bias_bootstrap: bootstrap samples for the fairness metrics' 95% intervals.
+        bias_thresholds: the fairness gate, [{metric, threshold, direction, blocking, columns}].
+        bias_mitigation: none, reweighing, exponentiated_gradient or threshold_optimizer.
+        bias_constraint: the fairness constraint of the last two.
+        bias_mitigate_by: the sensitive column that mitigation balances.
+        bias_on_not_computable: warn (go on, the metric marked not computable) or fail.
 
     Returns:
-        The registered version's folder and its version.
+        The registered version's folder and its version, and whether the fairness gate passed:
+        a model that breaks a blocking threshold is registered (not deployable), not deployed.
     """
     ingest_task = ingest(
         source_uri=source_uri,
@@ -105,6 +153,10 @@ def training_pipeline(
         task=task,
         sensitive_columns=sensitive_columns,
         column_types=column_types,
+        reviewed_contract=reviewed_contract,
+        contract_severity=contract_severity,
+        unseen_category_rate=unseen_category_rate,
+        null_rate_margin=null_rate_margin,
     )
     schema = validate_task.outputs["schema"]
 
@@ -115,6 +167,11 @@ def training_pipeline(
         schema=schema,
         sensitive_columns=sensitive_columns,
         positive_class=positive_class,
+        bands=bias_bands,
+        intersections=bias_intersections,
+        min_group_size=bias_min_group_size,
+        max_groups=bias_max_groups,
+        on_not_computable=bias_on_not_computable,
     )
 
     tune_task = tune(
@@ -126,6 +183,13 @@ def training_pipeline(
         metric=metric,
         ray_cpus=ray_cpus,
         seed=seed,
+        search=search,
+        scheduler=scheduler,
+        search_space=search_space,
+        max_failures=max_failures,
+        ray_address=ray_address,
+        ray_storage_path=ray_storage_path,
+        ray_connect_timeout=ray_connect_timeout,
     ).after(bias_task)
 
     train_task = train(
@@ -134,6 +198,11 @@ def training_pipeline(
         preprocessor=prepare_task.outputs["preprocessor"],
         best=tune_task.outputs["best"],
         seed=seed,
+        positive_class=positive_class,
+        mitigation=bias_mitigation,
+        constraint=bias_constraint,
+        mitigate_by=bias_mitigate_by,
+        bands=bias_bands,
     )
 
     evaluate_task = evaluate(
@@ -141,39 +210,65 @@ def training_pipeline(
         test=prepare_task.outputs["test"],
         schema=schema,
         best=tune_task.outputs["best"],
-        sensitive_columns=sensitive_columns,
-        positive_class=positive_class,
     )
 
+    fairness_task = fairness(
+        model=train_task.outputs["model"],
+        baseline=train_task.outputs["baseline"],
+        test=prepare_task.outputs["test"],
+        schema=schema,
+        sensitive_columns=sensitive_columns,
+        positive_class=positive_class,
+        bands=bias_bands,
+        intersections=bias_intersections,
+        min_group_size=bias_min_group_size,
+        max_groups=bias_max_groups,
+        bootstrap=bias_bootstrap,
+        thresholds=bias_thresholds,
+        mitigation=bias_mitigation,
+        on_not_computable=bias_on_not_computable,
+        seed=seed,
+    ).after(evaluate_task)
+
+    # Registered either way, with the gate's result in its metadata ("deployable").
     register_task = register(
         model=train_task.outputs["model"],
         dataset=dataset,
         schema=schema,
         best=tune_task.outputs["best"],
         metrics=evaluate_task.outputs["metrics"],
+        fairness=fairness_task.outputs["summary"],
         model_store_uri=model_store_uri,
         model_name=model_name,
         test_size=test_size,
         seed=seed,
     )
 
-    deploy_task = deploy(
-        model_uri=register_task.outputs["model_uri"],
-        test=prepare_task.outputs["test"],
-        smoke_rows=smoke_rows,
-        target=deploy_target,
-        namespace=deploy_namespace,
-        storage_uri=deploy_storage_uri,
-        canary_traffic_percent=canary_traffic_percent,
-        gitops_repo=gitops_repo,
-        gitops_path=gitops_path,
-        gitops_branch=gitops_branch,
-        timeout_seconds=deploy_timeout_seconds,
-    )
-    deploy_task.set_caching_options(False)
+    # Deployed only when the fairness gate passed (no blocking threshold broken).
+    with dsl.If(fairness_task.outputs["Output"] == True, name="fairness-passed"):  # noqa: E712
+        deploy_task = deploy(
+            model_uri=register_task.outputs["model_uri"],
+            test=prepare_task.outputs["test"],
+            smoke_rows=smoke_rows,
+            target=deploy_target,
+            namespace=deploy_namespace,
+            storage_uri=deploy_storage_uri,
+            canary_traffic_percent=canary_traffic_percent,
+            gitops_repo=gitops_repo,
+            gitops_path=gitops_path,
+            gitops_branch=gitops_branch,
+            timeout_seconds=deploy_timeout_seconds,
+        )
+        deploy_task.set_caching_options(False)
 
-    outputs = NamedTuple("TrainingOutputs", [("model_uri", str), ("version", str)])
-    return outputs(register_task.outputs["model_uri"], register_task.outputs["version"])
+    outputs = NamedTuple(
+        "TrainingOutputs", [("model_uri", str), ("version", str), ("fairness_passed", bool)]
+    )
+    return outputs(
+        register_task.outputs["model_uri"],
+        register_task.outputs["version"],
+        fairness_task.outputs["Output"],
+    )
 
 
 def compile_pipeline(output: str | Path = COMPILED_PIPELINE) -> Path:

@@ -62,6 +62,10 @@ def write_config(path: Path, **overrides) -> Path:
             section.pop(leaf, None)
         else:
             section[leaf] = value
+    # The shipped config names its reviewed contract relative to the repository.
+    contract = config.get("contract", {}).get("path")
+    if contract and not Path(contract).is_absolute():
+        config["contract"]["path"] = str(Path(__file__).parents[1] / contract)
     path.write_text(yaml.safe_dump(config))
     return path
 

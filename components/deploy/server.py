@@ -8,6 +8,10 @@ Inference Protocol, `/v2/models/NAME/infer`), with one worker and no gRPC, bound
 
 Every request is validated before the model sees it: a client's mistake is an HTTP 400 naming
 the field and the row, never a 500.
+
+Every feature of the schema is required, sensitive columns included: a model with fairness
+post-processing (bias.mitigation threshold_optimizer) reads each row's group from its sensitive
+column, and refuses a group it was not fitted with, also with a 400.
 """
 
 import argparse
@@ -350,7 +354,12 @@ class TabularModel(kserve.Model):
             columns = columns_from_tensors(payload, self.schema)
         else:
             columns = columns_from_instances(payload, self.schema)
-        predictions = np.asarray(self.model.predict(frame_from_columns(columns, self.schema)))
+        try:
+            predictions = np.asarray(self.model.predict(frame_from_columns(columns, self.schema)))
+        except PipelineInputError as error:
+            # A model with fairness post-processing decides by the sensitive column's group:
+            # a group it was not fitted with is the client's to fix (components.bias.mitigation).
+            raise InvalidInput(str(error)) from None
         if isinstance(payload, kserve.InferRequest):
             return self._infer_response(payload, predictions)
         return {"predictions": predictions.tolist(), "model_version": self.version}

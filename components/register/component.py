@@ -15,6 +15,7 @@ def register(
     schema: Input[Artifact],
     best: Input[Artifact],
     metrics: Input[Metrics],
+    fairness: Input[Artifact],
     model_store_uri: str,
     model_name: str,
     test_size: float,
@@ -28,6 +29,9 @@ def register(
         schema: the schema that validate wrote (the server checks requests against it).
         best: the tuning result.
         metrics: the held-out metrics.
+        fairness: the fairness step's summary (JSON): the gate's findings and the summary
+            metrics. It is recorded, and `deployable` says whether the gate passed; a model
+            that broke a blocking threshold is registered, for the record, but not deployed.
         model_store_uri: the model store's root folder.
         model_name: the model's name in the store.
         test_size: recorded with the split seed.
@@ -44,6 +48,7 @@ def register(
     from components.common.step import step_summary, user_errors
     from components.register.logic import register_model
 
+    fairness_summary = read_json(fairness.path)
     lineage = {
         "schema": read_json(schema.path),
         "data": {
@@ -55,9 +60,12 @@ def register(
         },
         "tuning": read_json(best.path),
         "metrics": dict(metrics.metadata),
+        "fairness": fairness_summary,
+        "deployable": bool(fairness_summary["gate"]["passed"]),
     }
     with user_errors("register"):
         version_dir = register_model(joblib.load(model.path), model_store_uri, model_name, lineage)
-    step_summary("register", f"{model_name} {version_dir.name} at {version_dir}")
+    deployable = "" if lineage["deployable"] else " (not deployable: the fairness gate blocked it)"
+    step_summary("register", f"{model_name} {version_dir.name} at {version_dir}{deployable}")
     outputs = NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)])
     return outputs(str(version_dir), version_dir.name)

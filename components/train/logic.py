@@ -17,6 +17,14 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
+from components.bias.logic import make_grouping, positive_label
+from components.bias.mitigation import (
+    ExponentiatedGradientModel,
+    ThresholdOptimizedModel,
+    check_mitigation,
+    reweighing_weights,
+)
+from components.common.errors import PipelineInputError
 from components.prepare.logic import as_model_input
 from components.tune.search_space import make_estimator
 
@@ -25,14 +33,78 @@ MAX_ROC_POINTS = 200
 
 
 def fit_model(
-    train: pd.DataFrame, schema: dict, preprocessor: ColumnTransformer, best: dict, seed: int
+    train: pd.DataFrame,
+    schema: dict,
+    preprocessor: ColumnTransformer,
+    best: dict,
+    seed: int,
+    sample_weight: np.ndarray | None = None,
 ) -> Pipeline:
     """The served model: the fitted preprocessor from prepare, then the best estimator fitted on
-    the preprocessor's output, as one scikit-learn Pipeline."""
+    the preprocessor's output, as one scikit-learn Pipeline.
+
+    Args:
+        sample_weight: per training row, for example reweighing's (see components.bias);
+            None weighs every row the same.
+    """
     features = as_model_input(train, schema)
     estimator = make_estimator(best["family"], best["params"], schema["task"], seed)
-    estimator.fit(preprocessor.transform(features), train[schema["target"]])
+    fit_params = {} if sample_weight is None else {"sample_weight": sample_weight}
+    estimator.fit(preprocessor.transform(features), train[schema["target"]], **fit_params)
     return Pipeline([("prep", preprocessor), ("model", estimator)])
+
+
+def fit_mitigated(
+    train: pd.DataFrame,
+    schema: dict,
+    preprocessor: ColumnTransformer,
+    best: dict,
+    seed: int,
+    mitigation: str,
+    constraint: str,
+    mitigate_by: str,
+    bands: dict,
+    positive_class: str,
+) -> tuple[object, Pipeline]:
+    """Fit the served model with the configured bias mitigation, and the unmitigated model.
+
+    Args:
+        mitigation: none, reweighing, exponentiated_gradient or threshold_optimizer.
+        constraint: the fairness constraint of the last two.
+        mitigate_by: the sensitive column whose groups mitigation balances.
+        bands: band edges of numeric sensitive columns (bias.bands).
+        positive_class: the favourable class; empty means the second of two sorted classes.
+
+    Returns:
+        (served model, unmitigated Pipeline); the same object when mitigation is none.
+    """
+    check_mitigation(mitigation, constraint)
+    if mitigation == "none":
+        baseline = fit_model(train, schema, preprocessor, best, seed)
+        return baseline, baseline
+    positive = positive_label(schema, positive_class)
+    if schema["task"] != "classification" or positive is None:
+        raise PipelineInputError(
+            f"bias.mitigation {mitigation}: needs classification with a favourable class "
+            f"(task {schema['task']}; set positive_class when there are several classes)"
+        )
+    if not mitigate_by:
+        raise PipelineInputError(f"bias.mitigation {mitigation}: name bias.mitigate_by")
+    grouping = make_grouping(train, mitigate_by, bands)
+    baseline = fit_model(train, schema, preprocessor, best, seed)
+    groups = grouping.labels(train)
+    labels = train[schema["target"]].to_numpy()
+    if mitigation == "reweighing":
+        weights = reweighing_weights(groups, labels == positive)
+        return fit_model(train, schema, preprocessor, best, seed, sample_weight=weights), baseline
+    features = as_model_input(train, schema)
+    if mitigation == "exponentiated_gradient":
+        estimator = make_estimator(best["family"], best["params"], schema["task"], seed)
+        model = ExponentiatedGradientModel(estimator, constraint, positive)
+        model.fit(preprocessor.transform(features), labels, sensitive_features=groups)
+        return Pipeline([("prep", preprocessor), ("model", model)]), baseline
+    model = ThresholdOptimizedModel(baseline, grouping, constraint, positive)
+    return model.fit(features, labels), baseline
 
 
 def evaluate_model(model: Pipeline, test: pd.DataFrame, schema: dict) -> dict:

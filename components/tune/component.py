@@ -1,7 +1,7 @@
-"""KFP component: hyperparameter search with Ray Tune on an embedded local Ray."""
+"""KFP component: hyperparameter search with Ray Tune, on an embedded Ray or a Ray cluster."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from components.common.image import COMPONENT_IMAGE
 
@@ -16,9 +16,17 @@ def tune(
     metric: str,
     ray_cpus: int,
     seed: int,
+    search_space: dict,
     best: Output[Artifact],
     trials: Output[Dataset],
     metrics: Output[Metrics],
+    report: Output[Markdown],
+    search: str = "random",
+    scheduler: str = "fifo",
+    max_failures: int = 2,
+    ray_address: str = "",
+    ray_storage_path: str = "",
+    ray_connect_timeout: int = 30,
 ):
     """Searches model families and hyperparameters by k-fold cross-validation on the training split.
 
@@ -31,13 +39,23 @@ def tune(
         metric: a scikit-learn scorer name; empty picks roc_auc (binary), roc_auc_ovr or r2.
         ray_cpus: CPUs for the embedded Ray (one trial per CPU at a time).
         seed: seeds the search and the estimators.
+        search_space: per-family overrides of the default space, {family: {param: spec}}.
         best: JSON with the best family, its parameters and its CV score and spread.
-        trials: every trial as CSV.
-        metrics: the best trial's CV score, for comparing runs in the dashboard.
+        trials: every trial as CSV (score, status, budget, node, error).
+        metrics: the best trial's CV score and spread, for comparing runs in the dashboard.
+        report: Markdown with the best configuration and a plot of score against time.
+        search: random, or tpe (Optuna's TPE).
+        scheduler: fifo, or asha (stops bad trials early).
+        max_failures: retries of a trial whose worker died.
+        ray_address: an existing Ray cluster (host:port of its GCS); empty: RAY_ADDRESS, else an
+            embedded Ray on 127.0.0.1.
+        ray_storage_path: where Tune keeps the experiment (s3://... on a cluster); a rerun on the
+            same inputs resumes from it. Empty: MLPIPE_TUNE_STORAGE_PATH, else a temporary folder.
+        ray_connect_timeout: seconds a cluster address may take to answer.
     """
     from components.common.io import read_frame, read_json, write_json
     from components.common.step import step_summary, user_errors
-    from components.tune.logic import tune_model
+    from components.tune.logic import tune_model, tune_report
 
     with user_errors("tune"):
         best_trial, trial_table = tune_model(
@@ -49,14 +67,28 @@ def tune(
             metric,
             ray_cpus,
             seed,
+            search=search,
+            scheduler=scheduler,
+            space=search_space,
+            max_failures=max_failures,
+            address=ray_address,
+            storage_path=ray_storage_path,
+            connect_timeout_s=ray_connect_timeout,
         )
     write_json(best.path, best_trial)
     trial_table.to_csv(trials.path, index=False)
+    with open(report.path, "w", encoding="utf-8") as handle:
+        handle.write(tune_report(best_trial, trial_table))
     best.metadata.update({"family": best_trial["family"], "cv_score": best_trial["cv_score"]})
     metrics.log_metric(f"cv_{best_trial['metric']}", best_trial["cv_score"])
     metrics.log_metric(f"cv_{best_trial['metric']}_std", best_trial["cv_std"])
+    metrics.log_metric("trials", best_trial["num_trials"])
+    metrics.log_metric("failed_trials", best_trial["failed_trials"])
+    metrics.log_metric("stopped_trials", best_trial["stopped_trials"])
     step_summary(
         "tune",
         f"best {best_trial['family']} {best_trial['params']} "
-        f"cv {best_trial['metric']}={best_trial['cv_score']:.4f} over {best_trial['num_trials']} trials",
+        f"cv {best_trial['metric']}={best_trial['cv_score']:.4f} over {best_trial['num_trials']} "
+        f"trials ({best_trial['scheduler']}: {best_trial['stopped_trials']} stopped early, "
+        f"{best_trial['failed_trials']} failed) on {best_trial['ray']}",
     )

@@ -1,27 +1,56 @@
 """Tune: Ray Tune over model families and their hyperparameters, scored by cross-validation.
 
-Only the training split is seen here. The data goes into Ray's object store once
-(tune.with_parameters) and trial actors are reused, which keeps Ray's per-trial overhead small.
+Only the training split is seen here. Everything the user wrote (families, space, metric, search,
+scheduler) is checked before Ray starts. The folds go into Ray's object store once
+(tune.with_parameters), trial actors are reused, and Tune's per-trial loggers are off, which keeps
+Ray's per-trial overhead small.
+
+With a storage path (`ray.storage_path`, or MLPIPE_TUNE_STORAGE_PATH) the experiment lives at
+`<storage>/tune-<digest of data and search>`: a step that runs again on the same inputs after its
+driver died resumes it with `Tuner.restore`, and finished trials are not run again.
 """
 
-import contextlib
+import base64
+import hashlib
+import io
+import json
+import logging
 import math
 import os
 import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
+from ray import tune
 from sklearn.metrics import get_scorer_names
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-from sklearn.pipeline import Pipeline
 
 from components.common.errors import PipelineInputError
-from components.prepare.logic import as_model_input, build_preprocessor
-from components.tune.search_space import family_params, make_estimator, search_space
+from components.prepare.logic import as_model_input
+from components.tune.cluster import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    LOOPBACK,
+    cluster_address,
+    local_ray,
+    ray_session,
+)
+from components.tune.search_space import family_params, resource_tops, search_space
+from components.tune.trainable import (
+    ASHA_GRACE,
+    ASHA_MILESTONES,
+    ASHA_REDUCTION,
+    MAX_BUDGET,
+    cross_validate,
+    make_folds,
+)
 
-LOOPBACK = "127.0.0.1"
+__all__ = ["LOOPBACK", "default_metric", "check_metric", "local_ray", "tune_model", "tune_report"]
+
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "roc_auc_ovr", "regression": "r2"}
+SEARCHES = ("random", "tpe")
+SCHEDULERS = ("fifo", "asha")
+STORAGE_ENV = "MLPIPE_TUNE_STORAGE_PATH"
 
 
 def default_metric(schema: dict) -> str:
@@ -38,55 +67,72 @@ def check_metric(metric: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def local_ray(num_cpus: int):
-    """Start an embedded Ray on 127.0.0.1 for the duration of the block, then shut it down.
-
-    Importing this package already set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see __init__), which
-    keeps Ray on loopback; if Ray was imported before that could happen, the node comes up on
-    another address, and this refuses to go on with it.
-    """
-    # Per-trial JSON/CSV/TensorBoard loggers cost more than a small trial; results are collected here.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-    )
-    try:
-        addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
-        if addresses != {LOOPBACK}:
-            raise RuntimeError(
-                f"the embedded Ray came up on {', '.join(sorted(addresses))}, not {LOOPBACK}: "
-                "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is first imported"
-            )
-        yield
-    finally:
-        ray.shutdown()
+def check_search(search: str, scheduler: str, num_trials: int, cv_folds: int, max_failures: int):
+    if search not in SEARCHES:
+        raise PipelineInputError(
+            f"tuning.search: '{search}', expected one of {', '.join(SEARCHES)}"
+        )
+    if scheduler not in SCHEDULERS:
+        raise PipelineInputError(
+            f"tuning.scheduler: '{scheduler}', expected one of {', '.join(SCHEDULERS)}"
+        )
+    if num_trials < 1:
+        raise PipelineInputError(f"tuning.num_trials: {num_trials}, expected at least 1")
+    if cv_folds < 2:
+        raise PipelineInputError(f"tuning.cv_folds: {cv_folds}, expected at least 2")
+    if max_failures < 0:
+        raise PipelineInputError(f"tuning.max_failures: {max_failures}, expected 0 or more")
 
 
-def _cross_validate(config, features, labels, schema, metric, cv_folds, seed):
-    """One trial: the configured estimator behind an unfitted copy of the preprocessor."""
-    from ray import tune
+class _TrialLog(tune.Callback):
+    """One line per finished or failed trial in the step's log (and a cluster driver's)."""
 
-    family, params = family_params(config)
-    model = Pipeline(
-        [
-            ("prep", clone(build_preprocessor(schema))),
-            ("model", make_estimator(family, params, schema["task"], seed)),
-        ]
-    )
-    splitter = (
-        StratifiedKFold(cv_folds, shuffle=True, random_state=seed)
-        if schema["task"] == "classification"
-        else KFold(cv_folds, shuffle=True, random_state=seed)
-    )
-    scores = cross_val_score(model, features, labels, cv=splitter, scoring=metric, n_jobs=1)
-    tune.report({"score": float(np.mean(scores)), "score_std": float(np.std(scores))})
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        state = "done" if result.get("complete") else f"stopped at budget {result.get('budget')}"
+        family = trial.config.get("family")
+        print(
+            f"[tune] trial {trial.trial_id} {family}: score {result.get('score', math.nan):.4f} "
+            f"({state}) on node {result.get('node')}",
+            flush=True,
+        )
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = _error_line(getattr(trial, "error_file", None))
+        print(f"[tune] trial {trial.trial_id} failed: {error}", flush=True)
+
+
+def _experiment_name(train: pd.DataFrame, settings: dict) -> str:
+    digest = hashlib.sha256(pd.util.hash_pandas_object(train, index=True).to_numpy().tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return f"tune-{digest.hexdigest()[:16]}"
+
+
+def _searcher(search: str, seed: int):
+    if search == "tpe":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed)
+
+
+def _scheduler(scheduler: str):
+    if scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(
+            time_attr="budget",
+            max_t=MAX_BUDGET,
+            grace_period=ASHA_GRACE,
+            reduction_factor=ASHA_REDUCTION,
+        )
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
 
 
 def tune_model(
@@ -98,53 +144,109 @@ def tune_model(
     metric: str,
     num_cpus: int,
     seed: int,
+    *,
+    search: str = "random",
+    scheduler: str = "fifo",
+    space: dict | None = None,
+    max_failures: int = 2,
+    address: str = "",
+    storage_path: str = "",
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> tuple[dict, pd.DataFrame]:
-    """Search the families' spaces with Ray Tune on an embedded local Ray.
+    """Search the families' spaces with Ray Tune, on an embedded Ray or an existing cluster.
+
+    Args:
+        search: random, or tpe (Optuna's TPE).
+        scheduler: fifo (every trial runs to the end) or asha (bad trials stop early).
+        space: per-family overrides of the default space (see search_space).
+        max_failures: retries of a trial whose run failed (a killed worker, a lost node).
+        address: an existing Ray cluster's address; empty: RAY_ADDRESS, else an embedded Ray.
+        storage_path: where the experiment lives (a path, or s3://... on a cluster); empty:
+            MLPIPE_TUNE_STORAGE_PATH, else a temporary folder (no resume).
+        connect_timeout_s: how long a cluster address may take to answer.
 
     Returns:
-        The best trial (family, params, metric, cv score and spread) and the table of all trials.
+        The best trial (family, params, metric, CV score and spread, counts) and the table of all
+        trials.
     """
-    space = search_space(families, schema["task"])
+    # Everything the user wrote is checked before Ray starts.
+    param_space = search_space(families, schema["task"], space)
     metric = metric or default_metric(schema)
     check_metric(metric)
-    if num_trials < 1:
-        raise PipelineInputError(f"tuning.num_trials: {num_trials}, expected at least 1")
+    check_search(search, scheduler, num_trials, cv_folds, max_failures)
+    address = cluster_address(address)
+
     features = as_model_input(train, schema)
     labels = train[schema["target"]]
+    folds = make_folds(features, labels, schema, cv_folds, seed)
+    settings = {
+        "families": sorted(families),
+        "space": space or {},
+        "num_trials": num_trials,
+        "cv_folds": cv_folds,
+        "metric": metric,
+        "seed": seed,
+        "search": search,
+        "scheduler": scheduler,
+    }
+    name = _experiment_name(train, settings)
+    storage = storage_path or os.environ.get(STORAGE_ENV, "")
+    if storage and "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
 
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    with local_ray(num_cpus), tempfile.TemporaryDirectory(prefix="mlpipe-tune-") as storage:
-        trainable = tune.with_parameters(
-            _cross_validate,
-            features=features,
-            labels=labels,
-            schema=schema,
-            metric=metric,
-            cv_folds=cv_folds,
-            seed=seed,
-        )
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 1}),
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                metric="score",
-                mode="max",
-                num_samples=num_trials,
-                reuse_actors=True,
-                search_alg=BasicVariantGenerator(random_state=seed),
+    started = time.time()
+    with ray_session(num_cpus, address, connect_timeout_s), _storage(storage) as root:
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                cross_validate,
+                folds=folds,
+                task=schema["task"],
+                metric=metric,
+                seed=seed,
+                tops=resource_tops(families, space),
+                milestones=ASHA_MILESTONES if scheduler == "asha" else (),
             ),
-            run_config=tune.RunConfig(storage_path=storage, name="tune", verbose=0),
+            {"cpu": 1},
         )
-        results = tuner.fit()
-        trials = _trial_table(results)
-    ok = trials[trials["error"].isna() & trials["score"].notna()]
-    if ok.empty:
+        experiment = f"{root.rstrip('/')}/{name}"
+        resumed = bool(storage) and tune.Tuner.can_restore(experiment)
+        if resumed:
+            print(f"[tune] resuming {experiment}", flush=True)
+            tuner = tune.Tuner.restore(
+                experiment, trainable, resume_unfinished=True, resume_errored=False
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    metric="score",
+                    mode="max",
+                    num_samples=num_trials,
+                    reuse_actors=True,
+                    search_alg=_searcher(search, seed),
+                    scheduler=_scheduler(scheduler),
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=root,
+                    name=name,
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                    callbacks=[_TrialLog()],
+                ),
+            )
+        # With the per-trial loggers off, ResultGrid warns that it finds no result.json; the
+        # results come from the trials' last reports instead.
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+        trials = _trial_table(tuner.fit(), started)
+    done = trials[trials["status"] == "done"]
+    if done.empty:
+        first_error = trials["error"].dropna()
         raise PipelineInputError(
-            f"tuning: all {len(trials)} trials failed; first error: {trials['error'].iloc[0]}"
+            f"tuning: none of {len(trials)} trials finished; first error: "
+            f"{first_error.iloc[0] if len(first_error) else 'none recorded'}"
         )
-    best_row = ok.sort_values("score", ascending=False, kind="stable").iloc[0]
+    best_row = done.sort_values(["score", "trial"], ascending=[False, True], kind="stable").iloc[0]
     best = {
         "family": best_row["family"],
         "params": best_row["params"],
@@ -153,24 +255,85 @@ def tune_model(
         "cv_std": float(best_row["score_std"]),
         "cv_folds": cv_folds,
         "num_trials": int(len(trials)),
-        "failed_trials": int(len(trials) - len(ok)),
+        "failed_trials": int((trials["status"] == "failed").sum()),
+        "stopped_trials": int((trials["status"] == "stopped").sum()),
+        "search": search,
+        "scheduler": scheduler,
+        "ray": address or f"embedded ({num_cpus} CPUs on {LOOPBACK})",
+        "nodes": int(trials["node"].dropna().nunique()),
+        "experiment": experiment if storage else "",
+        "resumed": resumed,
+        "seconds": round(time.time() - started, 1),
     }
-    return best, trials.assign(params=trials["params"].map(str))
+    return best, trials.assign(params=trials["params"].map(json.dumps))
 
 
-def _trial_table(results) -> pd.DataFrame:
+class _storage:
+    """The given storage path, or a temporary folder removed afterwards."""
+
+    def __init__(self, storage: str):
+        self.storage = storage
+        self.scratch = None
+
+    def __enter__(self) -> str:
+        if self.storage:
+            return self.storage
+        self.scratch = tempfile.TemporaryDirectory(prefix="mlpipe-tune-")
+        return self.scratch.name
+
+    def __exit__(self, *exc):
+        if self.scratch is not None:
+            self.scratch.cleanup()
+
+
+def _error_line(error) -> str:
+    """The original exception of a trial's error, as one line."""
+    if error is None:
+        return ""
+    if isinstance(error, str):  # a path to Ray's error file
+        try:
+            text = Path(error).read_text(encoding="utf-8").strip().splitlines()
+            return text[-1] if text else error
+        except OSError:
+            return error
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        cause = getattr(error, "cause", None) or error.__cause__
+        if cause is None or not isinstance(cause, BaseException):
+            break
+        error = cause
+    lines = str(error).strip().splitlines()
+    message = next((line for line in reversed(lines) if line.strip()), "")
+    return f"{type(error).__name__}: {message}"[:500]
+
+
+def _trial_table(results, started: float) -> pd.DataFrame:
     rows = []
     for index, result in enumerate(results):
         family, params = family_params(result.config)
         metrics = result.metrics or {}
+        if result.error is not None:
+            status = "failed"
+        elif metrics.get("complete"):
+            status = "done"
+        else:
+            status = "stopped"
+        finished = metrics.get("finished_at")
         rows.append(
             {
                 "trial": index,
+                "trial_id": metrics.get("trial_id", ""),
                 "family": family,
                 "params": {k: _plain(v) for k, v in params.items()},
                 "score": metrics.get("score", math.nan),
                 "score_std": metrics.get("score_std", math.nan),
-                "error": None if result.error is None else str(result.error).splitlines()[0],
+                "budget": metrics.get("budget", math.nan),
+                "status": status,
+                "seconds": round(finished - started, 2) if finished else math.nan,
+                "node": metrics.get("node"),
+                "pid": metrics.get("pid"),
+                "error": _error_line(result.error) if result.error is not None else None,
             }
         )
     return pd.DataFrame(rows)
@@ -179,3 +342,61 @@ def _trial_table(results) -> pd.DataFrame:
 def _plain(value):
     """numpy scalars to Python numbers, so the params serialize as JSON."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def trials_plot_png(trials: pd.DataFrame, best: dict) -> bytes:
+    """Score against time since the start, per family; stopped trials hollow, best line drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
+    scored = trials[trials["score"].notna()].sort_values("seconds")
+    for family, rows in scored.groupby("family"):
+        full = rows[rows["status"] == "done"]
+        part = rows[rows["status"] != "done"]
+        points = axes.scatter(full["seconds"], full["score"], s=18, label=family)
+        axes.scatter(
+            part["seconds"], part["score"], s=18, facecolors="none", edgecolors=points.get_fc()
+        )
+    done = scored[scored["status"] == "done"]
+    if not done.empty:
+        axes.step(done["seconds"], done["score"].cummax(), where="post", color="black", lw=1)
+    axes.set_xlabel("seconds since tuning started")
+    axes.set_ylabel(f"CV {best['metric']}")
+    axes.set_title("trials (hollow: stopped early by ASHA; line: best so far)", fontsize=9)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def tune_report(best: dict, trials: pd.DataFrame) -> str:
+    """Markdown for the run report: the best configuration, the counts, the plot, the top trials."""
+    png = base64.b64encode(trials_plot_png(trials, best)).decode()
+    counts = trials["status"].value_counts()
+    lines = [
+        "## Tuning\n",
+        f"{best['num_trials']} trials ({best['search']} search, {best['scheduler']} scheduler) on "
+        f"{best['ray']}, {best['nodes']} node(s), {best['seconds']} s: "
+        f"{counts.get('done', 0)} finished, {counts.get('stopped', 0)} stopped early, "
+        f"{counts.get('failed', 0)} failed.\n",
+        f"Best: `{best['family']}` `{json.dumps(best['params'])}`, CV {best['metric']} "
+        f"{best['cv_score']:.4f} ± {best['cv_std']:.4f} ({best['cv_folds']} folds).\n",
+        f"![score against time](data:image/png;base64,{png})\n",
+        "| trial | family | score | status | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    top = trials.sort_values("score", ascending=False, na_position="last").head(10)
+    for _, row in top.iterrows():
+        lines.append(
+            f"| {row['trial']} | {row['family']} | {row['score']:.4f} | {row['status']} | "
+            f"{row['seconds']} |"
+        )
+    failed = trials[trials["status"] == "failed"]
+    for _, row in failed.head(5).iterrows():
+        lines.append(f"\nTrial {row['trial']} failed: `{row['error']}`")
+    return "\n".join(lines) + "\n\n"

@@ -433,3 +433,59 @@ def test_cli_refuses_a_missing_model_dir_in_one_line():
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert "/nonexistent" in lines[0] and "Traceback" not in done.stderr
+
+
+# --- A model with fairness post-processing needs the sensitive column ---------------------------
+
+
+@pytest.fixture(scope="module")
+def fair_model_folder(tmp_path_factory, model_folder) -> Path:
+    """The same data, served through ThresholdOptimizedModel: predictions depend on 'sex'."""
+    from components.bias.logic import Grouping
+    from components.bias.mitigation import ThresholdOptimizedModel
+
+    frame = _table()
+    model = ThresholdOptimizedModel(
+        model_folder.pipeline, Grouping("sex"), "demographic_parity", "Yes"
+    ).fit(as_model_input(frame, SCHEMA), frame["released"])
+    folder = tmp_path_factory.mktemp("fair-store") / NAME / VERSION
+    folder.mkdir(parents=True)
+    joblib.dump(model, folder / MODEL_FILE)
+    metadata = {"name": NAME, "version": VERSION, "schema": SCHEMA, "metrics": {}}
+    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    return folder
+
+
+def test_a_fair_model_refuses_a_request_without_its_sensitive_column(fair_model_folder):
+    model = TabularModel(NAME, fair_model_folder)
+    model.load()
+    rows = to_json_rows(_table().loc[:2, FEATURES])
+    assert len(model.predict({"instances": rows})["predictions"]) == 3
+    without = [{k: v for k, v in row.items() if k != "sex"} for row in rows]
+    with pytest.raises(InvalidInput, match=r"instances\[0\]: feature 'sex' is missing"):
+        model.predict({"instances": without})
+    unknown = [{**row, "sex": "X"} for row in rows]
+    with pytest.raises(InvalidInput, match="feature 'sex': group 'X' was not in the training"):
+        model.predict({"instances": unknown})
+
+
+@pytest.mark.server
+def test_a_served_fair_model_answers_as_in_process_and_gives_400_without_the_column(
+    fair_model_folder,
+):
+    rows = _table().head(20)
+    result = smoke_test(fair_model_folder, rows)
+    assert result["v1_matches"] and result["v2_matches"]
+    with LocalModelServer(fair_model_folder) as server, _http() as http:
+        body = [
+            {k: v for k, v in row.items() if k != "sex"} for row in to_json_rows(rows[FEATURES])
+        ]
+        response = http.post(
+            f"{server.url}/v1/models/{NAME}:predict", json={"instances": body}, timeout=30
+        )
+        assert response.status_code == 400 and "'sex' is missing" in response.json()["error"]
+        unknown = [{**row, "sex": "X"} for row in to_json_rows(rows[FEATURES])]
+        response = http.post(
+            f"{server.url}/v1/models/{NAME}:predict", json={"instances": unknown}, timeout=30
+        )
+        assert response.status_code == 400 and "group 'X'" in response.json()["error"]

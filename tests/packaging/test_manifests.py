@@ -360,14 +360,14 @@ def test_canary_only_in_prod(rendered):
 
 def test_ray_cluster_is_the_projects_ray(rendered):
     ray_version = _pinned("ray")
-    python = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["target-version"]
     cluster = _one(rendered, "RayCluster", "mlpipe-tune")
     spec = cluster["spec"]
     assert spec["rayVersion"] == ray_version
     assert spec["enableInTreeAutoscaling"] is True
+    # The trials import our code: the Ray pods run the project's image, with its Ray.
     for where, container in containers_of(cluster):
         if "image" in container:
-            assert container["image"] == f"rayproject/ray:{ray_version}-{python}", where
+            assert container["image"] == COMPONENT_IMAGE, where
     (workers,) = spec["workerGroupSpecs"]
     assert 0 <= workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
     assert workers["maxReplicas"] >= 1

@@ -1,11 +1,13 @@
 """The CLI as a user meets it: one-line errors with the right exit codes, nothing half-written."""
 
+import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import write_config
 
@@ -55,6 +57,38 @@ def test_a_failing_step_is_one_line_naming_the_step_and_column(tmp_path, demo_la
         result, 1, "pipeline step failed: validate: column 'sex': declared numeric but holds"
     )
     assert not (tmp_path / "out" / "models").exists()
+
+
+def test_a_blocking_contract_anomaly_stops_the_run_naming_column_and_values(tmp_path, demo_lake):
+    # The shipped contract was reviewed on 1997-2000; the lake now holds 2001-2002 too.
+    config = write_config(
+        tmp_path / "run.yaml",
+        **{
+            "data.source": str(demo_lake),
+            "output_root": "out",
+            "contract.severity": {"out_of_range": "block"},
+        },
+    )
+    result = mlpipe("run", "--config", str(config), "--no-serve", cwd=tmp_path)
+    assert_one_line_error(
+        result,
+        1,
+        "validate: column 'year': out of range: expected values in [1997, 2000], observed",
+        "'2001', '2002'",
+    )
+    anomalies = json.loads(
+        next((tmp_path / "out").glob("runs/*/artifacts/*/validate/anomalies")).read_text()
+    )
+    assert [a["kind"] for a in anomalies] == ["out_of_range"]
+
+
+def test_contract_command_infers_a_contract_that_the_run_then_accepts(tmp_path, demo_lake):
+    config = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake)})
+    result = mlpipe("contract", "--config", str(config), "--output", "contract.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    contract = yaml.safe_load((tmp_path / "contract.yaml").read_text())
+    assert contract["columns"]["year"]["max"] == 2002
+    assert contract["columns"]["colour"]["categories"] == ["Black", "White"]
 
 
 def _unused_port() -> int:

@@ -15,8 +15,10 @@ DEPENDENCIES = {
     "tune": {"bias", "prepare", "validate"},
     "train": {"prepare", "tune", "validate"},
     "evaluate": {"prepare", "train", "tune", "validate"},
-    "register": {"evaluate", "ingest", "train", "tune", "validate"},
-    "deploy": {"prepare", "register"},
+    "fairness": {"evaluate", "prepare", "train", "validate"},
+    "register": {"evaluate", "fairness", "ingest", "train", "tune", "validate"},
+    # deploy runs inside dsl.If(fairness passed): the condition's sub-DAG.
+    "condition-1": {"fairness", "prepare", "register"},
 }
 
 
@@ -53,5 +55,8 @@ def test_spec_has_every_stage_in_order_on_the_project_image():
 def test_live_data_is_never_served_from_cache():
     tasks = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["dag"]["tasks"]
     assert tasks["ingest"]["cachingOptions"] == {}
-    assert tasks["deploy"]["cachingOptions"] == {}
+    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    deploy = spec["components"]["comp-condition-1"]["dag"]["tasks"]["deploy"]
+    assert deploy["cachingOptions"] == {}
+    assert "fairness-Output" in tasks["condition-1"]["triggerPolicy"]["condition"]
     assert tasks["tune"]["cachingOptions"] == {"enableCache": True}

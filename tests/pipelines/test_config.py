@@ -103,7 +103,11 @@ def test_a_watermark_file_becomes_the_since_watermark_parameter(tmp_path, demo_l
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), ("not json", "not JSON"), ('{"files": []}', "expected a watermark with a 'files' mapping")],
+    [
+        (None, "no such file"),
+        ("not json", "not JSON"),
+        ('{"files": []}', "expected a watermark with a 'files' mapping"),
+    ],
 )
 def test_a_bad_watermark_file_is_named(tmp_path, demo_lake, content, message):
     watermark = tmp_path / "watermark.json"
@@ -115,3 +119,62 @@ def test_a_bad_watermark_file_is_named(tmp_path, demo_lake, content, message):
     )
     with pytest.raises(PipelineInputError, match=f"data.since_watermark '{watermark}': {message}"):
         pipeline_arguments(load_config(path))
+
+
+def test_the_bias_section_becomes_pipeline_arguments(tmp_path, demo_lake):
+    path = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake)})
+    arguments = pipeline_arguments(_checked(path))
+    assert arguments["bias_bands"] == {"age": [0, 18, 25, 35, 50, 120]}
+    assert arguments["bias_intersections"] == [["colour", "sex"]]
+    gate = arguments["bias_thresholds"][0]
+    assert gate == {
+        "metric": "demographic_parity_ratio",
+        "threshold": 0.8,
+        "direction": "at_least",
+        "blocking": True,
+        "columns": [],
+    }
+    assert arguments["bias_thresholds"][1]["direction"] == "at_most"
+    assert arguments["bias_mitigation"] == "none" and arguments["bias_mitigate_by"] == "colour"
+
+
+def test_without_a_bias_section_mitigation_is_off_and_there_is_no_gate(tmp_path, demo_lake):
+    path = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake), "bias": None})
+    arguments = pipeline_arguments(_checked(path))
+    assert arguments["bias_thresholds"] == [] and arguments["bias_mitigation"] == "none"
+    assert arguments["bias_mitigate_by"] == "colour"  # the first sensitive column
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"bias.bogus": 1}, "unknown key 'bias.bogus'"),
+        (
+            {"bias.mitigation": "magic"},
+            "key 'bias.mitigation': Input should be 'none', 'reweighing'",
+        ),
+        ({"bias.on_not_computable": "ignore"}, "key 'bias.on_not_computable'"),
+        ({"bias.bands": {"age": [30, 18]}}, "key 'bias.bands': Value error, bands of 'age' must"),
+        ({"bias.intersections": [["sex", "sex"]]}, "key 'bias.intersections': Value error"),
+        ({"bias.intersections": [["sex"]]}, "key 'bias.intersections.0.1'"),
+        ({"bias.min_group_size": 0}, "key 'bias.min_group_size'"),
+        ({"bias.thresholds": [{"metric": "parity", "threshold": 0.8}]}, "bias.thresholds.0.metric"),
+        (
+            {"bias.thresholds": [{"metric": "demographic_parity_ratio"}]},
+            "bias.thresholds.0.threshold",
+        ),
+        (
+            {"bias.thresholds": [{"metric": "mae_ratio", "threshold": 1, "direction": "up"}]},
+            "key 'bias.thresholds.0.direction'",
+        ),
+        (
+            {"bias.mitigation": "threshold_optimizer", "bias.constraint": "error_rate_parity"},
+            "key 'bias.constraint': Value error, threshold_optimizer takes demographic_parity",
+        ),
+    ],
+)
+def test_bias_errors_name_the_key(tmp_path, overrides, message):
+    path = write_config(tmp_path / "run.yaml", **overrides)
+    with pytest.raises(PipelineInputError, match=message) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)

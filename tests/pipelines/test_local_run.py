@@ -52,7 +52,12 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     assert metadata["tuning"]["num_trials"] == 4
     # The arrests data is hard to predict; a working model still beats chance clearly.
     assert metadata["metrics"]["roc_auc"] > 0.65
-    assert {"selection_rate_ratio_colour", "accuracy_ratio_sex"} <= set(metadata["metrics"])
+    # The fairness step measured the model, its gate passed, and register recorded both.
+    assert outputs["fairness_passed"] is True
+    assert metadata["deployable"] is True and metadata["fairness"]["gate"]["passed"] is True
+    summaries = metadata["fairness"]["summaries"]
+    assert set(summaries) == {"colour", "sex", "age", "colour_x_sex"}
+    assert 0 < summaries["colour"]["demographic_parity_ratio"]["value"] <= 1
 
     deploy_outputs = json.loads(
         next((tmp_path / "root").glob("*/deploy/executor_output.json")).read_text()
@@ -61,6 +66,10 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     assert deploy_outputs["parameterValues"]["endpoint"].startswith("http://127.0.0.1:")
     bias_report = next((tmp_path / "root").glob("*/bias/report")).read_text()
     assert "### colour" in bias_report and "### age" in bias_report
+    assert "[18, 25)" in bias_report and "### colour_x_sex" in bias_report
+    fairness_page = next((tmp_path / "root").glob("*/fairness/report")).read_text()
+    assert fairness_page.count("data:image/png;base64,") == 4
+    assert "<h2>colour</h2>" in fairness_page and "[50, 120)" in fairness_page
 
 
 def _free_port() -> int:
@@ -118,3 +127,31 @@ def test_mlpipe_run_prints_a_curl_that_the_served_model_answers(tmp_path, demo_l
     assert process.returncode == 0
     report = next((tmp_path / "out" / "runs").glob("*/report.md")).read_text()
     assert "Held-out metrics" in report and "Data: groups and base rates" in report
+    assert "Fairness on the held-out rows" in report
+    assert next((tmp_path / "out" / "runs").glob("*/fairness.html")).is_file()
+
+
+def test_a_blocking_fairness_threshold_registers_but_does_not_deploy_and_exits_1(
+    tmp_path, demo_lake
+):
+    # Parity this strict no model of the arrests data meets: the gate must block it.
+    strict = [{"metric": "demographic_parity_ratio", "threshold": 0.999, "columns": ["colour"]}]
+    config = _small_config(tmp_path, demo_lake, **{"bias.thresholds": strict})
+    done = subprocess.run(
+        [MLPIPE, "run", "--config", str(config), "--no-serve"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "fairness: blocked: demographic_parity_ratio for 'colour' = 0." in done.stdout
+    assert "in group 'Black' vs" in done.stdout
+    assert "not deployed" in done.stderr and "arrests-release v1" in done.stderr
+    assert "deploy:" not in done.stdout  # the step never started
+    run_dir = next((tmp_path / "out" / "runs").glob("*"))
+    assert not list(run_dir.glob("artifacts/*/deploy"))
+    metadata = read_model_metadata(tmp_path / "out" / "models" / "arrests-release" / "v1")
+    assert metadata["deployable"] is False
+    assert metadata["fairness"]["gate"]["reason"].startswith("blocked: demographic_parity_ratio")
+    assert "Fairness gate: blocked" in (run_dir / "report.md").read_text()

@@ -1,0 +1,108 @@
+"""Tuning on an existing Ray cluster: two real nodes on 127.0.0.1, and addresses that do not answer.
+
+The two nodes are Ray's own test utility (`ray.cluster_utils.Cluster`): a head and one worker
+node, each a raylet of its own, both bound to loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, set
+by importing components.tune). The test starts them and stops them, by handle, even on failure.
+"""
+
+import socket
+
+import psutil
+import pytest
+
+import components.tune  # noqa: F401  (keeps Ray on loopback: imported before ray)
+from components.common.errors import PipelineInputError
+from components.tune.cluster import probe_cluster
+from components.tune.logic import tune_model
+
+
+def _our_ray_processes() -> set[int]:
+    me = psutil.Process()
+    return {p.pid for p in me.children(recursive=True)}
+
+
+@pytest.mark.ray
+def test_tuning_on_a_two_node_cluster_runs_trials_on_both_nodes(loans, loans_schema, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    before = _our_ray_processes()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    address = cluster.address
+    try:
+        cluster.add_node(num_cpus=1)
+        best, trials = tune_model(
+            loans,
+            loans_schema,
+            ["random_forest"],
+            num_trials=6,
+            cv_folds=2,
+            metric="roc_auc",
+            num_cpus=1,
+            seed=0,
+            # Trials long enough (about a second) that the worker node's actor is up before
+            # the head's actor, reused, could have taken every trial.
+            space={"random_forest": {"n_estimators": 300}},
+            address=address,
+            storage_path=str(tmp_path / "tune"),
+        )
+        node_ids = {node["NodeID"][:12] for node in cluster.global_state.node_table()}
+        addresses = {node["NodeManagerAddress"] for node in cluster.global_state.node_table()}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert len(node_ids) == 2 and addresses == {"127.0.0.1"}
+    assert (trials["status"] == "done").all() and len(trials) == 6
+    # Trials ran on both nodes, and the driver only disconnected: the test stopped the cluster.
+    assert set(trials["node"]) == node_ids
+    assert best["nodes"] == 2 and best["ray"] == address
+    assert best["experiment"].startswith(str(tmp_path / "tune"))
+    leftover = [p for p in _our_ray_processes() - before if psutil.Process(p).status() != "zombie"]
+    assert not leftover
+
+
+def test_an_address_where_nothing_listens_fails_with_a_clear_message():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(
+        PipelineInputError, match=rf"ray.address: cannot reach the Ray cluster at 127.0.0.1:{port}"
+    ):
+        probe_cluster(f"127.0.0.1:{port}", timeout_s=2)
+
+
+def test_an_address_that_accepts_but_never_answers_fails_within_the_timeout(loans, loans_schema):
+    # A socket that listens but never speaks: ray.init alone would retry here for minutes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(PipelineInputError, match="no Ray GCS answered within 3 s"):
+            tune_model(
+                loans,
+                loans_schema,
+                ["logistic_regression"],
+                2,
+                2,
+                "roc_auc",
+                1,
+                0,
+                address=address,
+                connect_timeout_s=3,
+            )
+
+
+@pytest.mark.parametrize("address", ["mlpipe-tune-head-svc", "ray://head:port"])
+def test_a_malformed_address_is_named(address):
+    with pytest.raises(PipelineInputError, match=f"ray.address: '{address}' is not host:port"):
+        probe_cluster(address)
+
+
+def test_ray_address_from_the_environment_is_used(monkeypatch):
+    from components.tune.cluster import cluster_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert cluster_address("") == "10.0.0.5:6379"
+    assert cluster_address("head:6379") == "head:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address("") == ""
