@@ -19,28 +19,44 @@ from pathlib import Path
 
 import joblib
 
-from components.bias.logic import data_bias, model_bias
+from components.bias.assess import BiasSettings, assess_data, assess_model
 from components.deploy.logic import smoke_test
 from components.ingest.logic import content_hash, read_source, resolve_source
 from components.prepare.logic import fit_preprocessor, split_table
 from components.register.logic import register_model
 from components.train.logic import evaluate_model, fit_model
 from components.tune.logic import tune_model
+from components.validate.contract import check_contract
 from components.validate.logic import validate_table
-from pipelines.config import RunConfig, load_config
+from pipelines.config import RunConfig, load_config, reviewed_contract_text
 from pipelines.demo_data import write_arrests_lake
 from pipelines.local_run import run_pipeline
 
 
 def run_in_process(config: RunConfig) -> str:
-    """The pipeline's stages as plain calls, in the pipeline's order; returns the model folder."""
+    """The pipeline's stages as plain calls, in the pipeline's order, with the same settings;
+    returns the model folder."""
     frame, _ = read_source(resolve_source(config.data.source), config.data.na_values)
     schema = validate_table(
         frame, config.target, config.task, config.sensitive_columns, config.columns
     )
+    reviewed = json.loads(reviewed_contract_text(config.contract.path) or "null")
+    if reviewed:
+        check_contract(frame, reviewed, config.contract.severity)
     train, test = split_table(frame, schema, config.split.test_size, config.split.seed)
     preprocessor = fit_preprocessor(train, schema)
-    data_bias(frame, schema, config.sensitive_columns, config.positive_class)
+    bias = config.bias
+    settings = BiasSettings(
+        bands=bias.bands,
+        intersections=[list(pair) for pair in bias.intersections],
+        min_group_size=bias.min_group_size,
+        max_groups=bias.max_groups,
+        bootstrap=bias.bootstrap,
+        thresholds=bias.thresholds_as_dicts(),
+        mitigation=bias.mitigation,
+        on_not_computable=bias.on_not_computable,
+    )
+    assess_data(frame, schema, config.sensitive_columns, config.positive_class, settings)
     best, _ = tune_model(
         train,
         schema,
@@ -50,10 +66,22 @@ def run_in_process(config: RunConfig) -> str:
         config.tuning.metric,
         config.ray.num_cpus,
         config.split.seed,
+        search=config.tuning.search,
+        scheduler=config.tuning.scheduler,
+        space=config.tuning.space,
+        max_failures=config.tuning.max_failures,
     )
     model = fit_model(train, schema, preprocessor, best, config.split.seed)
-    result = evaluate_model(model, test, schema)
-    model_bias(test, result["predictions"], schema, config.sensitive_columns, config.positive_class)
+    evaluate_model(model, test, schema)
+    assess_model(
+        model,
+        test,
+        schema,
+        config.sensitive_columns,
+        config.positive_class,
+        settings,
+        config.split.seed,
+    )
     lineage = {"schema": schema, "data": {"content_hash": content_hash(frame)}, "tuning": best}
     version_dir = register_model(model, config.model_store_uri, config.model_name, lineage)
     smoke_test(version_dir, test.head(config.serving.smoke_rows))

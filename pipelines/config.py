@@ -301,7 +301,7 @@ def _watermark_text(path: str) -> str:
     return json.dumps(watermark, sort_keys=True)
 
 
-def _contract_text(path: str) -> str:
+def reviewed_contract_text(path: str) -> str:
     """The reviewed contract file as the JSON string the pipeline parameter takes."""
     from components.validate.contract import check_contract_format
 
@@ -335,7 +335,7 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "columns": config.data.columns,
         "filters": [list(f) for f in config.data.filters],
         "since_watermark": _watermark_text(config.data.since_watermark),
-        "reviewed_contract": _contract_text(config.contract.path),
+        "reviewed_contract": reviewed_contract_text(config.contract.path),
         "contract_severity": dict(config.contract.severity),
         "unseen_category_rate": config.contract.unseen_category_rate,
         "null_rate_margin": config.contract.null_rate_margin,
