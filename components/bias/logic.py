@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.bias.metrics import data_metrics, model_metrics
 from components.common.errors import PipelineInputError
 
 # A numeric column with more distinct values than this, and no declared bands, is compared in
@@ -199,27 +198,3 @@ def checked_group_sets(
             continue
         sets[name] = labels
     return sets
-
-
-def data_bias(
-    frame: pd.DataFrame, schema: dict, sensitive_columns: list[str], positive_class: str
-) -> dict[str, pd.DataFrame]:
-    """Per sensitive column: group size, share, base rate and missing-value rate (default
-    settings; the pipeline's step is components.bias.assess.assess_data)."""
-    sets = group_sets(frame, sensitive_columns)
-    return data_metrics(frame, schema, sets, positive_label(schema, positive_class), 1)
-
-
-def model_bias(
-    frame: pd.DataFrame,
-    predictions: np.ndarray,
-    schema: dict,
-    sensitive_columns: list[str],
-    positive_class: str,
-) -> dict:
-    """Per sensitive column, the model's per-group table and summary metrics on held-out rows,
-    without bootstrap (the pipeline's step is components.bias.assess.assess_model)."""
-    sets = group_sets(frame, sensitive_columns)
-    positive = positive_label(schema, positive_class)
-    y_true = frame[schema["target"]].to_numpy()
-    return model_metrics(y_true, predictions, schema, positive, sets, 1, 0, 0)
