@@ -9,7 +9,7 @@ CONFIG ?= configs/arrests.yaml
 SERVE ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help install kubectl run compile test test-fast lint format lock clean
+.PHONY: help install kubectl chromium run compile test test-fast lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ kubectl:
 	@command -v kubectl >/dev/null || { apt-get update && apt-get install -y kubectl; } \
 		|| echo "warning: no kubectl; the manifest rendering tests skip (and fail under CI=true)"
 
+# The run report is checked as a person sees it: rendered in Debian's Chromium (through Playwright).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
+		|| echo "warning: no chromium; the report rendering test skips (and fails under CI=true)"
+
 run: $(STAMP) ## Run the demo pipeline locally (kfp.local + Ray + KServe); SERVE=0 to exit after the run
 	$(BIN)/mlpipe demo-data --config $(CONFIG)
 	$(BIN)/mlpipe run --config $(CONFIG) $(if $(filter 0,$(SERVE)),--no-serve,)
@@ -41,10 +46,10 @@ lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) kubectl lint ## Run every test (the README's test command)
+test: $(STAMP) kubectl chromium lint ## Run every test (the README's test command)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) kubectl ## Tests without the end-to-end pipeline runs
+test-fast: $(STAMP) kubectl chromium ## Tests without the end-to-end pipeline runs
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 format: $(STAMP) ## Apply ruff's formatter and fixes
