@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from components.common.errors import PipelineInputError
+from pipelines.models_cli import add_models_parser
 
 # soft_wrap: paths and the curl line must stay copy-pasteable when the terminal is narrow.
 console = Console(highlight=False, soft_wrap=True)
@@ -22,10 +23,10 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
-def _load_checked_config(path: str, check_data: bool = True):
+def _load_checked_config(path: str, check_data: bool = True, overrides: list | None = None):
     from pipelines.config import check_config, load_config
 
-    config = load_config(path)
+    config = load_config(path, overrides)
     check_config(config, path, check_data=check_data)
     return config
 
@@ -56,7 +57,7 @@ def cmd_run(args) -> int:
     from components.deploy.logic import curl_example
     from pipelines.local_run import run_pipeline
 
-    config = _load_checked_config(args.config)
+    config = _load_checked_config(args.config, overrides=args.set)
     host = args.host or config.serving.host
     port = args.port or config.serving.port
     if not args.no_serve:
@@ -79,25 +80,46 @@ def cmd_run(args) -> int:
         )
     console.print(f"  pipeline   {run.pipeline_file}  (upload this file in the Kubeflow dashboard)")
     console.print(f"  model      {config.model_name} {run.model_version}  ({run.model_uri})")
+    if run.html_report is not None:
+        console.print(f"  page       {run.html_report}  (the run report: open it in a browser)")
     fairness_page = f"  ({run.fairness_report})" if run.fairness_report else ""
-    if not run.fairness_passed:
-        console.print(f"  fairness   [bold red]{escape(run.fairness_reason)}[/]{fairness_page}")
-        errors.print(
-            f"[bold red]not deployed[/]: the fairness gate blocked {config.model_name} "
-            f"{run.model_version} (registered, marked not deployable; see bias.thresholds)"
-        )
-        return EXIT_FAILED
     console.print(f"  fairness   {escape(run.fairness_reason)}{fairness_page}")
+    champion = run.champion or "none"
+    if run.blessed:
+        console.print(f"  gate       [bold green]{escape(run.reason)}[/]")
+        console.print(f"  champion   {champion}  (deployed and promoted)")
+    else:
+        console.print(f"  gate       [bold red]{escape(run.reason)}[/]")
+        console.print(
+            f"  champion   {champion}  (unchanged; {run.model_version} is the candidate: "
+            f"mlpipe models promote {run.model_version} --config {args.config} to override)"
+        )
+        if args.require_blessed:
+            errors.print(
+                f"[bold red]not blessed[/]: {config.model_name} {run.model_version} was "
+                "registered as the candidate, not deployed"
+            )
+            return EXIT_FAILED
+    if not run.champion:
+        return 0 if args.no_serve else EXIT_FAILED
+    served = run.model_uri if run.blessed else _champion_uri(config, run.champion)
     if args.no_serve:
-        console.print(f"  serve it   mlpipe serve --model-dir {run.model_uri}")
+        console.print(f"  serve it   mlpipe serve --model-dir {served}")
         return 0
     console.print(
         f"  endpoint   {url}/v1/models/{config.model_name}:predict  (and V2: "
         f"{url}/v2/models/{config.model_name}/infer)"
     )
     console.print("  try        " + escape(curl_example(url, config.model_name, _example_row(run))))
-    console.print("\nServing the new model until Ctrl-C.")
-    return _serve(run.model_uri, host, port)
+    which = "the new model" if run.blessed else f"the champion {run.champion}"
+    console.print(f"\nServing {which} until Ctrl-C.")
+    return _serve(served, host, port)
+
+
+def _champion_uri(config, version: str) -> str:
+    from components.register.registry import ModelRegistry
+
+    return ModelRegistry(config.model_store_uri, config.model_name).uri(version)
 
 
 def _serve(model_dir: str, host: str, port: int) -> int:
@@ -146,7 +168,7 @@ def cmd_submit(args) -> int:
         console.print(f"  experiment     {made.experiment_id}  ({args.experiment})")
         console.print(f"  details        {made.url}")
 
-    config = _load_checked_config(args.config, check_data=False)
+    config = _load_checked_config(args.config, check_data=False, overrides=args.set)
     try:
         made = submit_run(
             config,
@@ -229,9 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local), then serve")
     run.add_argument("--config", required=True, help="the run config YAML")
     run.add_argument("--no-serve", action="store_true", help="exit after the run")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set tuning.num_trials=4 (the value is YAML)",
+    )
     run.add_argument("--host", help="serve on this address (default: serving.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="serve on this port (default: serving.port)")
     run.add_argument("--verbose", action="store_true", help="show every line of every step's log")
+    run.add_argument(
+        "--require-blessed", action="store_true", help="exit 1 when the gate does not bless it"
+    )
     run.set_defaults(handler=cmd_run)
 
     compile_ = commands.add_parser("compile", help="write the pipeline's IR YAML for the dashboard")
@@ -242,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--config", required=True, help="the run config YAML")
     submit.add_argument(
         "--host", required=True, help="the KFP API endpoint, e.g. http://localhost:8080"
+    )
+    submit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set tuning.num_trials=4 (the value is YAML)",
     )
     submit.add_argument("--experiment", default="mlpipe")
     submit.add_argument("--run-name")
@@ -294,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-data", help="write the demo data lake named by a run config")
     demo.add_argument("--config", required=True)
     demo.set_defaults(handler=cmd_demo_data)
+    add_models_parser(commands)
     return parser
 
 

@@ -19,6 +19,7 @@ from components.bias.metrics import SUMMARY_METRICS
 from components.bias.mitigation import CONSTRAINTS, MITIGATIONS, THRESHOLD_CONSTRAINTS
 from components.common.errors import PipelineInputError
 from components.deploy.cluster import version_storage_uri
+from components.evaluate.metrics import THRESHOLD_RULES
 from components.ingest.logic import resolve_source, source_columns
 from components.register.logic import check_model_name
 from components.tune.logic import check_metric
@@ -113,6 +114,30 @@ class RayConfig(_Section):
         "a temporary folder.",
     )
     connect_timeout_seconds: int = Field(30, ge=1, le=3600)
+
+
+class EvaluationConfig(_Section):
+    """Evaluation and the champion/challenger gate (components/evaluate)."""
+
+    threshold_rule: Literal[THRESHOLD_RULES] = Field(
+        "fixed",
+        description="Binary tasks: fixed (`threshold`), max_f1 or target_precision, chosen on "
+        "the training split's out-of-fold probabilities.",
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="The fixed rule's threshold.")
+    target_precision: float = Field(0.9, gt=0, le=1)
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute bounds a model must meet to be deployed, e.g. {roc_auc: 0.85}; "
+        "at least the bound, at most for losses (log_loss, brier, mse, rmse, mae).",
+    )
+    compare_metrics: list[str] = Field(
+        default_factory=list,
+        description="Metrics compared with the champion; empty: roc_auc, roc_auc_ovr or r2.",
+    )
+    margin: float = Field(
+        0.01, ge=0, description="How much worse than the champion a new model may be."
+    )
 
 
 class ServingConfig(_Section):
@@ -215,6 +240,7 @@ class RunConfig(_Section):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     bias: BiasConfig = Field(default_factory=BiasConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output_root: str = "mlpipe-output"
     model_store: str = Field("", description="Model store root; empty means <output_root>/models.")
 
@@ -233,8 +259,37 @@ def _describe(error: ValidationError, path: Path) -> str:
     return f"{path}: key '{key}': {first['msg']} (got {first.get('input')!r})"
 
 
-def load_config(path: str | Path) -> RunConfig:
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Lay `key.path=value` overrides (values in YAML) over a parsed config, as --set gives them.
+
+    Raises:
+        PipelineInputError: an override without '=', or a key path through a non-mapping.
+    """
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise PipelineInputError(f"--set '{override}': expected key.path=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise PipelineInputError(f"--set '{override}': the value is not valid YAML") from None
+        *parents, leaf = key.split(".")
+        node = raw
+        for depth, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[: depth + 1])
+                raise PipelineInputError(f"--set '{override}': '{where}' is not a mapping")
+        node[leaf] = value
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Parse and type-check a run config file.
+
+    Args:
+        path: the YAML file.
+        overrides: `key.path=value` settings laid over the file (the CLI's --set).
 
     Raises:
         PipelineInputError: one line naming the file and the key.
@@ -250,6 +305,7 @@ def load_config(path: str | Path) -> RunConfig:
         raise PipelineInputError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise PipelineInputError(f"{path}: expected a mapping of keys at the top level")
+    raw = apply_overrides(raw, overrides or [])
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
@@ -264,6 +320,7 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
         check_families(config.tuning.families, config.task)
         if config.tuning.metric:
             check_metric(config.tuning.metric)
+        check_evaluation(config)
         if config.deploy.target != "local":
             version_storage_uri(config.deploy.storage_uri, config.model_name, "v1")
         if config.deploy.target == "gitops" and not config.deploy.gitops_repo:
@@ -282,6 +339,46 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
                 )
     except PipelineInputError as error:
         raise PipelineInputError(prefix + str(error)) from None
+
+
+CLASSIFICATION_METRICS = {
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "roc_auc_ovr",
+    "pr_auc",
+    "log_loss",
+    "brier",
+}
+REGRESSION_METRICS = {"mse", "rmse", "mae", "r2"}
+
+
+def check_evaluation(config: RunConfig) -> None:
+    """Gate metrics must be metrics of the task; thresholds need binary classification."""
+    known = REGRESSION_METRICS if config.task == "regression" else CLASSIFICATION_METRICS
+    for key, names in (
+        ("evaluation.thresholds", list(config.evaluation.thresholds)),
+        ("evaluation.compare_metrics", config.evaluation.compare_metrics),
+    ):
+        for name in names:
+            if name not in known:
+                raise PipelineInputError(
+                    f"key '{key}': '{name}' is not a {config.task} metric "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+    rule = config.evaluation.threshold_rule
+    if config.task == "regression" and rule != "fixed":
+        raise PipelineInputError(
+            f"key 'evaluation.threshold_rule': {rule} needs binary classification"
+        )
+    if rule != "fixed" and config.bias.mitigation not in ("none", "reweighing"):
+        raise PipelineInputError(
+            f"key 'evaluation.threshold_rule': {rule} cannot be combined with bias.mitigation "
+            f"{config.bias.mitigation}, which sets its own thresholds"
+        )
 
 
 def _watermark_text(path: str) -> str:
@@ -352,7 +449,9 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "metric": config.tuning.metric,
         "search": config.tuning.search,
         "scheduler": config.tuning.scheduler,
-        "search_space": config.tuning.space,
+        # JSON text, not a dict: a KFP dict parameter turns every number into a float, and
+        # max_depth: 2 would reach scikit-learn as 2.0.
+        "search_space": json.dumps(config.tuning.space, sort_keys=True),
         "max_failures": config.tuning.max_failures,
         "ray_cpus": config.ray.num_cpus,
         "ray_address": config.ray.address,
@@ -379,4 +478,13 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "bias_constraint": config.bias.constraint,
         "bias_mitigate_by": config.bias.mitigate_by or next(iter(config.sensitive_columns), ""),
         "bias_on_not_computable": config.bias.on_not_computable,
+        "threshold_rule": config.evaluation.threshold_rule,
+        "threshold": config.evaluation.threshold,
+        "target_precision": config.evaluation.target_precision,
+        "gate_thresholds": config.evaluation.thresholds,
+        "compare_metrics": config.evaluation.compare_metrics,
+        "gate_margin": config.evaluation.margin,
+        # Recorded in each model version's metadata as this run's configuration.
+        # JSON text, not a dict: KFP parameters cannot carry the config's nulls.
+        "run_config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
     }

@@ -23,6 +23,7 @@ from kfp import components, local
 
 from components.common.io import read_json
 from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
+from components.register.registry import ModelRegistry
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
 
@@ -72,11 +73,14 @@ class LocalRun:
     model_uri: str
     model_version: str
     seconds: float
-    # The fairness gate: when it blocked, the model is registered (not deployable) but the
-    # deploy step was skipped, and `mlpipe run` exits 1 without serving.
-    fairness_passed: bool = True
+    # The gate: a model that is not blessed is registered (the candidate) but neither deployed
+    # nor promoted; `reason` says why, and `champion` is the version serving stays on.
+    blessed: bool = True
+    reason: str = ""
+    champion: str = ""
     fairness_reason: str = ""
     fairness_report: Path | None = None
+    html_report: Path | None = None
 
 
 def new_run_dir(output_root: str | Path) -> tuple[str, Path]:
@@ -96,6 +100,7 @@ def _write_report(run: LocalRun, config: RunConfig) -> None:
         f"# Run {run.run_id}: {config.model_name} {run.model_version}\n",
         f"Data: `{config.data.source}`; target `{config.target}` ({config.task}).\n",
         f"Model: `{run.model_uri}`.\n",
+        f"Gate: {run.reason or 'not run'}.\n",
         f"Fairness gate: {run.fairness_reason or 'not run'}.\n",
     ]
     for task in ("validate", "bias", "tune", "evaluate"):
@@ -118,8 +123,8 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
         verbose: echo every line of every step's log, not only the steps' summaries.
 
     Returns:
-        The run; a model that the fairness gate blocked is no error here (its steps all
-        succeeded, deploy was skipped): `fairness_passed` is False and `fairness_reason` says why.
+        The run; a model that the gate did not bless is no error here (its steps all succeeded,
+        deploy and promote were skipped): `blessed` is False and `reason` says why.
 
     Raises:
         StepFailed: a step failed; its one-line error is the message.
@@ -173,20 +178,27 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
         model_uri=outputs["model_uri"],
         model_version=outputs["version"],
         seconds=time.monotonic() - started,
-        fairness_passed=bool(outputs["fairness_passed"]),
+        blessed=bool(outputs["blessed"]),
     )
+    decision = _find_output(artifacts_dir, "gate", "decision")
+    if decision is not None:
+        run.reason = read_json(decision)["reason"]
     fairness_summary = _find_output(artifacts_dir, "fairness", "summary")
     if fairness_summary is not None:
         run.fairness_reason = read_json(fairness_summary)["gate"]["reason"]
-    if (
-        run.fairness_passed
-        and _find_output(artifacts_dir, "deploy", "executor_output.json") is None
-    ):
+    if run.blessed and _find_output(artifacts_dir, "promote", "executor_output.json") is None:
         # kfp.local takes a dsl.If branch as false when it cannot resolve the condition's value.
-        raise StepFailed("deploy: did not run although the fairness gate passed")
+        raise StepFailed("deploy: did not run although the gate blessed the model")
+    run.champion = (
+        ModelRegistry(config.model_store_uri, config.model_name).aliases().get("champion", "")
+    )
     fairness_html = _find_output(artifacts_dir, "fairness", "report")
     if fairness_html is not None:
         run.fairness_report = run_dir / "fairness.html"
         shutil.copyfile(fairness_html, run.fairness_report)
+    run_html = _find_output(artifacts_dir, "run-report", "report")
+    if run_html is not None:
+        run.html_report = run_dir / "report.html"
+        shutil.copyfile(run_html, run.html_report)
     _write_report(run, config)
     return run

@@ -1,5 +1,6 @@
 """The training pipeline: ingest -> validate -> prepare -> bias -> tune -> train -> evaluate ->
-fairness -> register -> deploy (deploy only when the fairness gate passed). Compiled once into
+fairness -> gate -> register, then deploy -> promote only when the gate blessed the model (it meets
+the thresholds, is not worse than the champion, and passed the fairness gate). Compiled once into
 pipelines/training_pipeline.yaml, which is the file that runs locally (kfp.local), is uploaded
 in the Kubeflow dashboard, and is submitted by the SDK."""
 
@@ -10,10 +11,12 @@ from kfp import compiler, dsl
 
 from components.bias.component import bias, fairness
 from components.deploy.component import deploy
+from components.evaluate.component import evaluate, gate
 from components.ingest.component import ingest
 from components.prepare.component import prepare
-from components.register.component import register
-from components.train.component import evaluate, train
+from components.register.component import promote, register
+from components.report.component import run_report
+from components.train.component import train
 from components.tune.component import tune
 from components.validate.component import validate
 
@@ -48,7 +51,7 @@ def training_pipeline(
     metric: str = "",
     search: str = "random",
     scheduler: str = "fifo",
-    search_space: dict = {},
+    search_space: str = "{}",
     max_failures: int = 2,
     ray_cpus: int = 2,
     ray_address: str = "",
@@ -73,9 +76,14 @@ def training_pipeline(
     bias_constraint: str = "demographic_parity",
     bias_mitigate_by: str = "",
     bias_on_not_computable: str = "warn",
-) -> NamedTuple(
-    "TrainingOutputs", [("model_uri", str), ("version", str), ("fairness_passed", bool)]
-):
+    threshold_rule: str = "fixed",
+    threshold: float = 0.5,
+    target_precision: float = 0.9,
+    gate_thresholds: dict = {},
+    compare_metrics: list = [],
+    gate_margin: float = 0.01,
+    run_config: str = "",
+) -> NamedTuple("TrainingOutputs", [("model_uri", str), ("version", str), ("blessed", bool)]):
     """Trains, registers and deploys a tabular model.
 
     Args:
@@ -103,7 +111,7 @@ def training_pipeline(
         metric: a scikit-learn scorer name; empty picks one for the task.
         search: random, or tpe (Optuna's TPE).
         scheduler: fifo, or asha (stops bad trials early).
-        search_space: per-family overrides of the default search space.
+        search_space: per-family overrides of the default search space (JSON).
         max_failures: retries of a trial whose worker died.
         ray_cpus: CPUs of the embedded Ray that tuning starts.
         ray_address: an existing Ray cluster's GCS address (host:6379); empty: RAY_ADDRESS in
@@ -131,10 +139,17 @@ def training_pipeline(
         bias_constraint: the fairness constraint of the last two.
         bias_mitigate_by: the sensitive column that mitigation balances.
         bias_on_not_computable: warn (go on, the metric marked not computable) or fail.
+        threshold_rule: binary tasks: fixed, max_f1 or target_precision (the decision threshold).
+        threshold: the fixed rule's threshold.
+        target_precision: the precision the target_precision rule must reach.
+        gate_thresholds: {metric: bound} a model must meet to be deployed.
+        compare_metrics: metrics compared with the champion; empty: the task's primary metric.
+        gate_margin: how much worse than the champion a new model may be.
+        run_config: the run's configuration (JSON), recorded in the model version's metadata.
 
     Returns:
-        The registered version's folder and its version, and whether the fairness gate passed:
-        a model that breaks a blocking threshold is registered (not deployable), not deployed.
+        The registered version's folder and its version, and whether the gate blessed it: every
+        model is registered (as the candidate); only a blessed one is deployed and promoted.
     """
     ingest_task = ingest(
         source_uri=source_uri,
@@ -203,13 +218,19 @@ def training_pipeline(
         constraint=bias_constraint,
         mitigate_by=bias_mitigate_by,
         bands=bias_bands,
+        cv_folds=cv_folds,
+        threshold_rule=threshold_rule,
+        threshold=threshold,
+        target_precision=target_precision,
     )
 
     evaluate_task = evaluate(
         model=train_task.outputs["model"],
         test=prepare_task.outputs["test"],
         schema=schema,
+        cv=train_task.outputs["cv"],
         best=tune_task.outputs["best"],
+        positive_class=positive_class,
     )
 
     fairness_task = fairness(
@@ -230,22 +251,59 @@ def training_pipeline(
         seed=seed,
     ).after(evaluate_task)
 
-    # Registered either way, with the gate's result in its metadata ("deployable").
+    # The champion is re-scored on this run's test split; reading the registry's alias is
+    # never a cache hit.
+    gate_task = gate(
+        test=prepare_task.outputs["test"],
+        schema=schema,
+        evaluation=evaluate_task.outputs["evaluation"],
+        fairness=fairness_task.outputs["summary"],
+        model_store_uri=model_store_uri,
+        model_name=model_name,
+        positive_class=positive_class,
+        thresholds=gate_thresholds,
+        compare_metrics=compare_metrics,
+        margin=gate_margin,
+    )
+    gate_task.set_caching_options(False)
+
+    # Registered either way, as the candidate, with the gate's decision and reason.
     register_task = register(
         model=train_task.outputs["model"],
         dataset=dataset,
         schema=schema,
         best=tune_task.outputs["best"],
-        metrics=evaluate_task.outputs["metrics"],
+        evaluation=evaluate_task.outputs["evaluation"],
         fairness=fairness_task.outputs["summary"],
+        decision=gate_task.outputs["decision"],
         model_store_uri=model_store_uri,
         model_name=model_name,
-        test_size=test_size,
-        seed=seed,
+        run_config=run_config,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
+    register_task.set_caching_options(False)
 
-    # Deployed only when the fairness gate passed (no blocking threshold broken).
-    with dsl.If(fairness_task.outputs["Output"] == True, name="fairness-passed"):  # noqa: E712
+    # One self-contained HTML page for the run: data, fairness, tuning, metrics, curves and the
+    # champion comparison with the gate's decision.
+    run_report(
+        dataset=dataset,
+        schema=schema,
+        contract=validate_task.outputs["contract"],
+        anomalies=validate_task.outputs["anomalies"],
+        data_bias=bias_task.outputs["report"],
+        fairness_report=fairness_task.outputs["report"],
+        fairness_summary=fairness_task.outputs["summary"],
+        best=tune_task.outputs["best"],
+        trials=tune_task.outputs["trials"],
+        evaluation=evaluate_task.outputs["evaluation"],
+        gate=gate_task.outputs["decision"],
+        model_name=model_name,
+        version=register_task.outputs["version"],
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ).set_caching_options(False)
+
+    # Deployed, then made the champion, only when the gate blessed the model.
+    with dsl.If(gate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
         deploy_task = deploy(
             model_uri=register_task.outputs["model_uri"],
             test=prepare_task.outputs["test"],
@@ -260,14 +318,21 @@ def training_pipeline(
             timeout_seconds=deploy_timeout_seconds,
         )
         deploy_task.set_caching_options(False)
+        promote_task = promote(
+            model_store_uri=model_store_uri,
+            model_name=model_name,
+            version=register_task.outputs["version"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).after(deploy_task)
+        promote_task.set_caching_options(False)
 
     outputs = NamedTuple(
-        "TrainingOutputs", [("model_uri", str), ("version", str), ("fairness_passed", bool)]
+        "TrainingOutputs", [("model_uri", str), ("version", str), ("blessed", bool)]
     )
     return outputs(
         register_task.outputs["model_uri"],
         register_task.outputs["version"],
-        fairness_task.outputs["Output"],
+        gate_task.outputs["Output"],
     )
 
 

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import joblib
 import numpy as np
 import pandas as pd
 import requests
@@ -28,7 +27,13 @@ import components
 from components.common.errors import PipelineInputError
 from components.common.io import read_json
 from components.prepare.logic import as_model_input, feature_names
-from components.register.logic import METADATA_FILE, MODEL_FILE
+from components.register.registry import (
+    METADATA_FILE,
+    MODEL_FILE,
+    read_verified,
+    registry_for_version_uri,
+    unpickle_model,
+)
 from components.validate.logic import FEATURE_KINDS, TASKS
 
 LOOPBACK = "127.0.0.1"
@@ -54,6 +59,15 @@ class ModelServerError(RuntimeError):
 def model_folder(model_dir: str | os.PathLike) -> Path:
     """A model folder given as a path or a file:// URI (as the register step reports it)."""
     return Path(str(model_dir).removeprefix("file://"))
+
+
+def local_model_folder(model_uri: str | os.PathLike) -> Path:
+    """A local folder holding the version: the folder itself, or a verified copy of a version in
+    an object store (s3://, gs://), downloaded into a new temporary folder."""
+    if "://" not in str(model_uri) or str(model_uri).startswith("file://"):
+        return model_folder(model_uri)
+    registry, version = registry_for_version_uri(str(model_uri))
+    return registry.download(version, tempfile.mkdtemp(prefix=f"mlpipe-{version}-"))
 
 
 def read_model_metadata(model_dir: str | os.PathLike) -> dict:
@@ -112,24 +126,18 @@ def _check_metadata(metadata, where: str) -> None:
 
 
 def load_model_folder(model_dir: str | os.PathLike) -> tuple:
-    """The fitted scikit-learn Pipeline and the metadata of a registered model folder.
+    """The fitted model and the metadata of a registered model folder.
+
+    The model file's SHA-256 is checked against metadata.json before it is unpickled.
 
     Raises:
-        PipelineInputError: the folder is incomplete, or model.joblib cannot be loaded.
+        PipelineInputError: the folder is incomplete, a checksum differs (ModelIntegrityError),
+            or model.joblib cannot be loaded.
     """
     metadata = read_model_metadata(model_dir)
-    try:
-        model = joblib.load(model_folder(model_dir) / MODEL_FILE)
-    except Exception as error:  # unpickling can raise almost anything: report it in one line
-        raise PipelineInputError(
-            f"model folder '{model_dir}': {MODEL_FILE} could not be loaded "
-            f"({type(error).__name__}: {error})"
-        ) from None
-    if not hasattr(model, "predict"):
-        raise PipelineInputError(
-            f"model folder '{model_dir}': {MODEL_FILE} holds a {type(model).__name__}, "
-            "not a fitted model with predict()"
-        )
+    folder = model_folder(model_dir)
+    files = read_verified(str(folder), metadata, only=(MODEL_FILE,))
+    model = unpickle_model(files[MODEL_FILE], f"model folder '{model_dir}': {MODEL_FILE}")
     return model, metadata
 
 
@@ -419,7 +427,7 @@ def smoke_test(model_dir: str | os.PathLike, rows: pd.DataFrame) -> dict:
     """Serve the model locally, send `rows` by V1 and V2, and compare with in-process predictions.
 
     Args:
-        model_dir: a registered model folder.
+        model_dir: a registered model folder, local or in an object store.
         rows: a table holding at least the model's feature columns (others are ignored).
 
     Returns:
@@ -431,6 +439,7 @@ def smoke_test(model_dir: str | os.PathLike, rows: pd.DataFrame) -> dict:
     """
     if rows.empty:
         raise PipelineInputError("smoke test rows: the table is empty; send at least one row")
+    model_dir = local_model_folder(model_dir)
     model, metadata = load_model_folder(model_dir)
     schema = metadata["schema"]
     expected = np.asarray(model.predict(as_model_input(rows, schema)))

@@ -1,9 +1,9 @@
-"""KFP component: register the evaluated model as a new version in the model store."""
+"""KFP components: register the model as a version in the model store, and promote it."""
 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model
+from kfp.dsl import Artifact, Dataset, Input, Model
 
 from components.common.image import COMPONENT_IMAGE
 
@@ -14,58 +14,89 @@ def register(
     dataset: Input[Dataset],
     schema: Input[Artifact],
     best: Input[Artifact],
-    metrics: Input[Metrics],
+    evaluation: Input[Artifact],
     fairness: Input[Artifact],
+    decision: Input[Artifact],
     model_store_uri: str,
     model_name: str,
-    test_size: float,
-    seed: int,
+    run_config: str,
+    run_id: str,
 ) -> NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)]):
-    """Writes model.joblib and metadata.json (lineage) as the next version of the model.
+    """Writes model.joblib and metadata.json (lineage) as the next version, the candidate.
+
+    Every run's model is registered, blessed or not, with the gate's decision and reason in its
+    metadata; it becomes the `candidate`. Only a blessed model that passed deployment becomes
+    the `champion` (the promote step).
 
     Args:
-        model: the fitted Pipeline.
-        dataset: the ingested table (its source URI, row count and content hash are recorded).
+        model: the served model.
+        dataset: the ingested table (its source URI, content hash, rows and watermark).
         schema: the schema that validate wrote (the server checks requests against it).
         best: the tuning result.
-        metrics: the held-out metrics.
-        fairness: the fairness step's summary (JSON): the gate's findings and the summary
-            metrics. It is recorded, and `deployable` says whether the gate passed; a model
-            that broke a blocking threshold is registered, for the record, but not deployed.
-        model_store_uri: the model store's root folder.
+        evaluation: the held-out metrics, CV scores and threshold.
+        fairness: the fairness step's summary.
+        decision: the gate's decision.
+        model_store_uri: the model store's root (a path, file://, s3:// or gs://).
         model_name: the model's name in the store.
-        test_size: recorded with the split seed.
-        seed: recorded.
+        run_config: the run's configuration (JSON text), recorded as given.
+        run_id: the KFP run id.
 
     Returns:
         The version folder's URI and the version, for example v3.
     """
+    import json
     from typing import NamedTuple
 
     import joblib
 
     from components.common.io import read_json
     from components.common.step import step_summary, user_errors
-    from components.register.logic import register_model
+    from components.register.logic import lineage
+    from components.register.registry import ModelRegistry
 
-    fairness_summary = read_json(fairness.path)
-    lineage = {
-        "schema": read_json(schema.path),
-        "data": {
-            "source_uri": dataset.metadata.get("source_uri"),
-            "content_hash": dataset.metadata.get("content_hash"),
-            "rows": dataset.metadata.get("rows"),
-            "test_size": test_size,
-            "seed": seed,
-        },
-        "tuning": read_json(best.path),
-        "metrics": dict(metrics.metadata),
-        "fairness": fairness_summary,
-        "deployable": bool(fairness_summary["gate"]["passed"]),
-    }
+    gate_decision = read_json(decision.path)
+    metadata = lineage(
+        read_json(schema.path),
+        dict(dataset.metadata),
+        read_json(best.path),
+        read_json(evaluation.path),
+        read_json(fairness.path),
+        gate_decision,
+        json.loads(run_config) if run_config else {},
+        run_id,
+    )
     with user_errors("register"):
-        version_dir = register_model(joblib.load(model.path), model_store_uri, model_name, lineage)
-    deployable = "" if lineage["deployable"] else " (not deployable: the fairness gate blocked it)"
-    step_summary("register", f"{model_name} {version_dir.name} at {version_dir}{deployable}")
+        registry = ModelRegistry(model_store_uri, model_name)
+        registered = registry.register(joblib.load(model.path), metadata)
+        registry.set_alias("candidate", registered.version, gate_decision["reason"])
+    blessed = "blessed" if gate_decision["blessed"] else "not blessed, not deployed"
+    step_summary(
+        "register", f"{model_name} {registered.version} at {registered.uri} (candidate; {blessed})"
+    )
     outputs = NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)])
-    return outputs(str(version_dir), version_dir.name)
+    return outputs(registered.uri, registered.version)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def promote(model_store_uri: str, model_name: str, version: str, run_id: str) -> str:
+    """Makes a blessed, deployed version the champion (the alias moves atomically).
+
+    Args:
+        model_store_uri: the model store's root.
+        model_name: the model's name in the store.
+        version: the version to promote.
+        run_id: the KFP run id, recorded as the reason.
+
+    Returns:
+        The version that was champion before ("" when there was none).
+    """
+    from components.common.step import step_summary, user_errors
+    from components.register.registry import ModelRegistry
+
+    with user_errors("promote"):
+        registry = ModelRegistry(model_store_uri, model_name)
+        previous = registry.aliases().get("champion", "")
+        registry.promote(version, f"blessed and deployed by run {run_id}".strip())
+    was = f" (was {previous})" if previous else " (the first champion)"
+    step_summary("promote", f"{model_name} champion is now {version}{was}")
+    return previous

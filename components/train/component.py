@@ -1,16 +1,7 @@
-"""KFP components: fit the best configuration, then evaluate it on the held-out split."""
+"""KFP component: fit the best configuration, with bias mitigation and the decision threshold."""
 
 from kfp import dsl
-from kfp.dsl import (
-    Artifact,
-    ClassificationMetrics,
-    Dataset,
-    Input,
-    Markdown,
-    Metrics,
-    Model,
-    Output,
-)
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.common.image import COMPONENT_IMAGE
 
@@ -29,6 +20,11 @@ def train(
     bands: dict,
     model: Output[Model],
     baseline: Output[Model],
+    cv: Output[Artifact],
+    cv_folds: int = 3,
+    threshold_rule: str = "fixed",
+    threshold: float = 0.5,
+    target_precision: float = 0.9,
 ):
     """Fits the best estimator behind the fitted preprocessor, with the configured bias
     mitigation, as the model the server loads.
@@ -49,19 +45,28 @@ def train(
         model: the served model (joblib): a scikit-learn Pipeline, or with threshold_optimizer
             a ThresholdOptimizedModel around one.
         baseline: the same fit without mitigation, for the fairness step's before/after table.
+        cv: JSON: k-fold scores of the recipe on the training split (mean and spread of every
+            metric) and the decision threshold with its rule.
+        cv_folds: folds of that cross-validation.
+        threshold_rule: binary tasks: fixed (`threshold`), max_f1 or target_precision, chosen on
+            the folds' out-of-fold probabilities; the served model applies it in predict().
+        threshold: the fixed rule's threshold.
+        target_precision: the precision the target_precision rule must reach.
     """
     import joblib
 
-    from components.common.io import read_frame, read_json
+    from components.common.io import read_frame, read_json, write_json
     from components.common.step import step_summary, user_errors
-    from components.train.logic import fit_mitigated
+    from components.train.logic import fit_mitigated, fit_with_threshold
 
     best_trial = read_json(best.path)
+    train_frame, table_schema = read_frame(train.path), read_json(schema.path)
+    fitted_preprocessor = joblib.load(preprocessor.path)
     with user_errors("train"):
         fitted, unmitigated = fit_mitigated(
-            read_frame(train.path),
-            read_json(schema.path),
-            joblib.load(preprocessor.path),
+            train_frame,
+            table_schema,
+            fitted_preprocessor,
             best_trial,
             seed,
             mitigation,
@@ -70,6 +75,21 @@ def train(
             bands,
             positive_class,
         )
+        fitted, cv_summary = fit_with_threshold(
+            fitted,
+            train_frame,
+            table_schema,
+            fitted_preprocessor,
+            best_trial,
+            seed,
+            cv_folds,
+            positive_class,
+            threshold_rule,
+            threshold,
+            target_precision,
+            mitigation,
+        )
+    write_json(cv.path, cv_summary)
     joblib.dump(fitted, model.path)
     joblib.dump(unmitigated, baseline.path)
     model.metadata.update(
@@ -77,49 +97,6 @@ def train(
     )
     baseline.metadata.update({"framework": "scikit-learn", "family": best_trial["family"]})
     how = "" if mitigation == "none" else f" with {mitigation} by '{mitigate_by}'"
-    step_summary("train", f"fitted {best_trial['family']}{how}")
-
-
-@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def evaluate(
-    model: Input[Model],
-    test: Input[Dataset],
-    schema: Input[Artifact],
-    best: Input[Artifact],
-    metrics: Output[Metrics],
-    classification_metrics: Output[ClassificationMetrics],
-    report: Output[Markdown],
-):
-    """Scores the model on the held-out rows (per-group metrics: the fairness step).
-
-    Args:
-        model: the fitted Pipeline.
-        test: the held-out rows.
-        schema: the schema that validate wrote.
-        best: the best trial from tune (its CV score goes into the report).
-        metrics: held-out scalar metrics.
-        classification_metrics: confusion matrix and ROC curve (classification only).
-        report: Markdown with the model and its held-out metrics.
-    """
-    import joblib
-
-    from components.common.io import read_frame, read_json
-    from components.common.step import step_summary
-    from components.train.logic import evaluate_model, metrics_markdown
-
-    fitted = joblib.load(model.path)
-    table_schema = read_json(schema.path)
-    test_frame = read_frame(test.path)
-    result = evaluate_model(fitted, test_frame, table_schema)
-    for name, value in result["metrics"].items():
-        metrics.log_metric(name, value)
-    if "confusion_matrix" in result:
-        matrix = result["confusion_matrix"]
-        classification_metrics.log_confusion_matrix(matrix["labels"], matrix["matrix"])
-    if "roc" in result:
-        roc = result["roc"]
-        classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
-    with open(report.path, "w", encoding="utf-8") as handle:
-        handle.write(metrics_markdown(result["metrics"], read_json(best.path)))
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
-    step_summary("evaluate", summary)
+    chosen = cv_summary["threshold"]
+    at = f", threshold {chosen['value']:.3f} ({chosen['rule']})" if chosen else ""
+    step_summary("train", f"fitted {best_trial['family']}{how}{at}")

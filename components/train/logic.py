@@ -2,19 +2,8 @@
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    mean_absolute_error,
-    mean_squared_error,
-    precision_score,
-    r2_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
 from sklearn.pipeline import Pipeline
 
 from components.bias.logic import make_grouping, positive_label
@@ -25,11 +14,14 @@ from components.bias.mitigation import (
     reweighing_weights,
 )
 from components.common.errors import PipelineInputError
+from components.evaluate.metrics import (
+    choose_threshold,
+    out_of_fold,
+    positive_class_of,
+    with_threshold,
+)
 from components.prepare.logic import as_model_input
 from components.tune.search_space import make_estimator
-
-# The ROC curve is stored in the run's metadata; a few hundred points draw it well enough.
-MAX_ROC_POINTS = 200
 
 
 def fit_model(
@@ -107,75 +99,55 @@ def fit_mitigated(
     return model.fit(features, labels), baseline
 
 
-def evaluate_model(model: Pipeline, test: pd.DataFrame, schema: dict) -> dict:
-    """Held-out metrics, plus the confusion matrix and ROC curve for classification.
+def fit_with_threshold(
+    model,
+    train: pd.DataFrame,
+    schema: dict,
+    preprocessor: ColumnTransformer,
+    best: dict,
+    seed: int,
+    cv_folds: int,
+    positive_class: str,
+    threshold_rule: str,
+    threshold: float,
+    target_precision: float,
+    mitigation: str,
+) -> tuple[object, dict]:
+    """Cross-validate the training recipe, and set the decision threshold by the rule.
+
+    The folds refit the preprocessor (a clone of prepare's) and the best estimator on each
+    fold's rows, without mitigation; their out-of-fold probabilities choose the threshold, so
+    it is never tuned on rows the model was fitted on, nor on the test split.
 
     Returns:
-        {"metrics": {name: value}, "predictions": array, and for classification
-        "confusion_matrix": {"labels", "matrix"}, and for binary tasks "roc": {"fpr", "tpr", "thresholds"}}.
+        (the served model, wrapped in a FixedThresholdClassifier when the threshold is not 0.5;
+        the CV summary {"folds", "scores", "threshold"}).
     """
-    features = as_model_input(test, schema)
-    y_true = test[schema["target"]].to_numpy()
-    y_pred = model.predict(features)
-    result: dict = {"predictions": y_pred}
-    if schema["task"] == "regression":
-        mse = mean_squared_error(y_true, y_pred)
-        result["metrics"] = {
-            "mse": float(mse),
-            "rmse": float(np.sqrt(mse)),
-            "mae": float(mean_absolute_error(y_true, y_pred)),
-            "r2": float(r2_score(y_true, y_pred)),
-        }
-        return result
 
-    classes = list(model.classes_)
-    binary = len(classes) == 2
-    average = "binary" if binary else "macro"
-    pos_label = classes[1] if binary else 1
-    metrics = {
-        "accuracy": accuracy_score(y_true, y_pred),
-        "precision": precision_score(
-            y_true, y_pred, average=average, pos_label=pos_label, zero_division=0
-        ),
-        "recall": recall_score(
-            y_true, y_pred, average=average, pos_label=pos_label, zero_division=0
-        ),
-        "f1": f1_score(y_true, y_pred, average=average, pos_label=pos_label, zero_division=0),
-    }
-    probabilities = model.predict_proba(features)
-    if binary:
-        metrics["roc_auc"] = roc_auc_score(y_true == classes[1], probabilities[:, 1])
-        fpr, tpr, thresholds = roc_curve(y_true == classes[1], probabilities[:, 1])
-        # roc_curve starts at threshold +inf, which JSON cannot carry; 1.0 draws the same point.
-        thresholds = np.minimum(thresholds, 1.0)
-        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), MAX_ROC_POINTS)).astype(int))
-        result["roc"] = {
-            "fpr": fpr[keep].tolist(),
-            "tpr": tpr[keep].tolist(),
-            "thresholds": thresholds[keep].tolist(),
-        }
-    else:
-        metrics["roc_auc_ovr"] = roc_auc_score(
-            y_true, probabilities, multi_class="ovr", labels=classes
+    def fit_fold(rows: pd.DataFrame):
+        fold_preprocessor = clone(preprocessor).fit(as_model_input(rows, schema))
+        return fit_model(rows, schema, fold_preprocessor, best, seed)
+
+    folds = out_of_fold(fit_fold, train, schema, cv_folds, seed, positive_class)
+    if folds.scores is None:  # regression or multiclass: no threshold to choose
+        if threshold_rule != "fixed" or threshold != 0.5:
+            raise PipelineInputError(
+                f"evaluation.threshold_rule {threshold_rule}: thresholds apply to binary "
+                "classification only"
+            )
+        return model, {**folds.summary(), "threshold": None}
+    if threshold_rule != "fixed" and mitigation not in ("none", "reweighing"):
+        raise PipelineInputError(
+            f"evaluation.threshold_rule {threshold_rule}: bias.mitigation {mitigation} sets its "
+            "own thresholds; use the fixed rule"
         )
-    result["metrics"] = {name: float(value) for name, value in metrics.items()}
-    result["confusion_matrix"] = {
-        "labels": [str(c) for c in classes],
-        "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-    }
-    return result
-
-
-def metrics_markdown(metrics: dict, best: dict) -> str:
-    lines = [
-        "## Model\n",
-        f"Family `{best['family']}`, parameters `{best['params']}`.\n",
-        f"Cross-validated {best['metric']} on the training split: "
-        f"{best['cv_score']:.4f} ± {best['cv_std']:.4f} ({best['cv_folds']} folds, "
-        f"{best['num_trials']} trials).\n",
-        "## Held-out metrics\n",
-        "| metric | value |",
-        "|---|---|",
-    ]
-    lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
-    return "\n".join(lines) + "\n\n"
+    chosen = choose_threshold(
+        folds.is_positive, folds.scores, threshold_rule, threshold, target_precision
+    )
+    summary = {**folds.summary(chosen), "threshold": {"rule": threshold_rule, "value": chosen}}
+    if chosen == 0.5 or mitigation not in ("none", "reweighing"):
+        return model, summary
+    positive = positive_class_of(list(model.classes_), positive_class)
+    features = as_model_input(train, schema)
+    wrapped = with_threshold(model, chosen, positive, features, train[schema["target"]])
+    return wrapped, summary

@@ -16,7 +16,7 @@ def tune(
     metric: str,
     ray_cpus: int,
     seed: int,
-    search_space: dict,
+    search_space: str,
     best: Output[Artifact],
     trials: Output[Dataset],
     metrics: Output[Metrics],
@@ -39,7 +39,8 @@ def tune(
         metric: a scikit-learn scorer name; empty picks roc_auc (binary), roc_auc_ovr or r2.
         ray_cpus: CPUs for the embedded Ray (one trial per CPU at a time).
         seed: seeds the search and the estimators.
-        search_space: per-family overrides of the default space, {family: {param: spec}}.
+        search_space: per-family overrides of the default space, {family: {param: spec}}, as
+            JSON text (a KFP dict parameter would turn integers into floats).
         best: JSON with the best family, its parameters and its CV score and spread.
         trials: every trial as CSV (score, status, budget, node, error).
         metrics: the best trial's CV score and spread, for comparing runs in the dashboard.
@@ -53,6 +54,8 @@ def tune(
             same inputs resumes from it. Empty: MLPIPE_TUNE_STORAGE_PATH, else a temporary folder.
         ray_connect_timeout: seconds a cluster address may take to answer.
     """
+    import json
+
     from components.common.io import read_frame, read_json, write_json
     from components.common.step import step_summary, user_errors
     from components.tune.logic import tune_model, tune_report
@@ -69,7 +72,7 @@ def tune(
             seed,
             search=search,
             scheduler=scheduler,
-            space=search_space,
+            space=json.loads(search_space or "{}"),
             max_failures=max_failures,
             address=ray_address,
             storage_path=ray_storage_path,

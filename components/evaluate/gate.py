@@ -1,0 +1,150 @@
+"""The champion/challenger gate (TFX's "blessing"): may this run's model be deployed?
+
+Three checks, all of which must pass: the absolute thresholds of the run config, the comparison
+with the registry's champion re-scored on this run's test split, and the fairness gate.
+"""
+
+import math
+
+from components.common.errors import PipelineInputError
+from components.evaluate.metrics import higher_is_better
+
+
+def check_thresholds_config(thresholds: dict, known_metrics: set[str] | None = None) -> None:
+    """A threshold naming an unknown metric or a non-number: one line naming the key."""
+    for metric, value in thresholds.items():
+        if known_metrics is not None and metric not in known_metrics:
+            raise PipelineInputError(
+                f"evaluation.thresholds.{metric}: not a metric of this task "
+                f"(known: {', '.join(sorted(known_metrics))})"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise PipelineInputError(f"evaluation.thresholds.{metric}: expected a number")
+
+
+def _meets(value: float, bound: float, metric: str) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    return value >= bound if higher_is_better(metric) else value <= bound
+
+
+def threshold_checks(metrics: dict, thresholds: dict) -> list[dict]:
+    """One check per configured absolute threshold ({metric: bound})."""
+    checks = []
+    for metric, bound in sorted(thresholds.items()):
+        if metric not in metrics:
+            raise PipelineInputError(
+                f"evaluation.thresholds.{metric}: this run has no such metric "
+                f"(it has: {', '.join(sorted(metrics))})"
+            )
+        sign = ">=" if higher_is_better(metric) else "<="
+        value = metrics[metric]
+        checks.append(
+            {
+                "kind": "threshold",
+                "name": f"{metric} {sign} {bound:g}",
+                "passed": _meets(value, bound, metric),
+                "detail": f"{value:.4f} {sign} {bound:g}"
+                if _meets(value, bound, metric)
+                else f"{value:.4f} does not reach {bound:g}",
+            }
+        )
+    return checks
+
+
+def champion_checks(
+    candidate: dict, champion: dict, compare: list[str], margin: float, version: str
+) -> list[dict]:
+    """The candidate may be worse than the champion by at most `margin` on each compared metric.
+
+    Both metric dicts come from scoring on the same rows (this run's test split).
+    """
+    checks = []
+    for metric in compare:
+        if metric not in candidate or metric not in champion:
+            raise PipelineInputError(
+                f"evaluation.compare_metrics: '{metric}' is not a metric of both the candidate "
+                f"and champion {version}"
+            )
+        ours, theirs = candidate[metric], champion[metric]
+        loss = (theirs - ours) if higher_is_better(metric) else (ours - theirs)
+        passed = not math.isnan(ours) and (math.isnan(theirs) or loss <= margin)
+        verdict = "not worse than" if passed else "worse than"
+        checks.append(
+            {
+                "kind": "champion",
+                "name": f"{metric} vs champion {version}",
+                "passed": passed,
+                "detail": f"{metric} {ours:.4f} is {verdict} champion {version} ({theirs:.4f}) "
+                f"by more than the margin {margin:g}"
+                if not passed
+                else f"{metric} {ours:.4f} against champion {version} {theirs:.4f} "
+                f"(margin {margin:g})",
+            }
+        )
+    return checks
+
+
+def decide(
+    metrics: dict,
+    thresholds: dict,
+    compare: list[str],
+    margin: float,
+    champion: dict | None,
+    fairness: dict | None,
+) -> dict:
+    """The gate's decision, as the gate JSON.
+
+    Args:
+        metrics: the candidate's held-out metrics.
+        thresholds: {metric: bound}: at least the bound (at most, for losses).
+        compare: the metrics compared with the champion.
+        margin: how much worse than the champion the candidate may be on each.
+        champion: None when the registry has no champion; else {"version", "metrics"} scored
+            on this run's test split, or {"version", "error"} when it could not be scored.
+        fairness: the fairness step's gate ({"passed", "reason"}); None when it did not run.
+
+    Returns:
+        {"blessed", "reason", "margin", "checks": [{kind, name, passed, detail}], "champion"}.
+    """
+    checks = threshold_checks(metrics, thresholds)
+    if champion is not None:
+        if champion.get("error"):
+            checks.append(
+                {
+                    "kind": "champion",
+                    "name": f"champion {champion['version']} scored on this test split",
+                    "passed": False,
+                    "detail": f"champion {champion['version']} could not be scored on this run's "
+                    f"test split ({champion['error']}); promote by hand if that is intended",
+                }
+            )
+        else:
+            checks += champion_checks(
+                metrics, champion["metrics"], compare, margin, champion["version"]
+            )
+    if fairness is not None:
+        checks.append(
+            {
+                "kind": "fairness",
+                "name": "fairness gate",
+                "passed": bool(fairness["passed"]),
+                "detail": fairness.get("reason", ""),
+            }
+        )
+    failed = [check for check in checks if not check["passed"]]
+    if failed:
+        reason = "not blessed: " + "; ".join(check["detail"] for check in failed)
+    elif champion is None:
+        reason = "blessed: meets every threshold and there is no champion yet"
+    else:
+        reason = (
+            f"blessed: meets every threshold and is not worse than champion {champion['version']}"
+        )
+    return {
+        "blessed": not failed,
+        "reason": reason,
+        "margin": margin,
+        "checks": checks,
+        "champion": champion,
+    }

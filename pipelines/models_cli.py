@@ -1,0 +1,134 @@
+"""`mlpipe models`: the registry from the command line (list, show, diff, promote, rollback)."""
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from components.common.errors import PipelineInputError
+from components.register.registry import ModelRegistry
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def _registry(args) -> ModelRegistry:
+    store, name = args.store, args.name
+    if args.config:
+        from pipelines.config import load_config
+
+        config = load_config(args.config)
+        store = store or config.model_store_uri
+        name = name or config.model_name
+    if not store or not name:
+        raise PipelineInputError("mlpipe models: give --config, or both --store and --name")
+    return ModelRegistry(store, name)
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else escape(str(value))
+
+
+def cmd_list(args) -> int:
+    registry = _registry(args)
+    versions = registry.versions()
+    if not versions:
+        console.print(f"No versions of {registry.name} in {registry.store_uri}.")
+        return 0
+    aliases = registry.aliases()
+    table = Table(title=f"{registry.name} in {registry.store_uri}")
+    for column in ("version", "aliases", "created", "blessed", "metrics"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=70)
+    for version in versions:
+        meta = registry.metadata(version)
+        gate = meta.get("gate") or {}
+        metrics = meta.get("metrics") or {}
+        compared = [
+            c["name"].split(" ")[0] for c in gate.get("checks", []) if c["kind"] != "fairness"
+        ]
+        names = [n for n in dict.fromkeys(compared) if n in metrics] or list(metrics)[:2]
+        shown = ", ".join(f"{n}={metrics[n]:.4f}" for n in names)
+        table.add_row(
+            version,
+            ", ".join(a for a, v in aliases.items() if v == version),
+            meta.get("created", "").replace("T", " ").removesuffix("+00:00"),
+            {True: "yes", False: "no"}.get(gate.get("blessed"), ""),
+            shown,
+            escape(gate.get("reason", "")),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_show(args) -> int:
+    registry = _registry(args)
+    metadata = registry.metadata(args.version)
+    console.print_json(json.dumps(metadata, default=str))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    registry = _registry(args)
+    first, second = registry.resolve(args.first), registry.resolve(args.second)
+    differences = registry.diff(first, second)
+    for section, rows in differences.items():
+        if not rows:
+            continue
+        table = Table(title=section)
+        for column in ("key", first, second):
+            table.add_column(column)
+        for key, (left, right) in rows.items():
+            table.add_row(escape(key), _number(left), _number(right))
+        console.print(table)
+    if not any(differences.values()):
+        console.print(f"{first} and {second} have the same metrics, config and data.")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    registry = _registry(args)
+    before = registry.aliases().get("champion", "none")
+    record = registry.promote(args.version, args.reason)
+    console.print(f"{registry.name}: champion {before} -> {record['version']}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    registry = _registry(args)
+    before = registry.aliases().get(args.alias, "none")
+    record = registry.rollback(args.alias, args.reason)
+    console.print(f"{registry.name}: {args.alias} {before} -> {record['version']}")
+    return 0
+
+
+def add_models_parser(commands) -> None:
+    models = commands.add_parser("models", help="list, show, diff, promote or roll back versions")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--config", help="a run config: its model_store and model_name")
+    where.add_argument("--store", help="the model store (path, file://, s3://, gs://)")
+    where.add_argument("--name", help="the model's name")
+
+    listing = actions.add_parser("list", parents=[where], help="every version, with its aliases")
+    listing.set_defaults(handler=cmd_list)
+    show = actions.add_parser("show", parents=[where], help="one version's metadata")
+    show.add_argument("version", help="v3, champion or candidate")
+    show.set_defaults(handler=cmd_show)
+    diff = actions.add_parser("diff", parents=[where], help="two versions side by side")
+    diff.add_argument("first")
+    diff.add_argument("second")
+    diff.set_defaults(handler=cmd_diff)
+    promote = actions.add_parser("promote", parents=[where], help="make a version the champion")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="promoted by hand")
+    promote.set_defaults(handler=cmd_promote)
+    rollback = actions.add_parser(
+        "rollback", parents=[where], help="point an alias back to its previous version"
+    )
+    rollback.add_argument("--alias", default="champion", choices=("champion", "candidate"))
+    rollback.add_argument("--reason", default="rolled back by hand")
+    rollback.set_defaults(handler=cmd_rollback)
