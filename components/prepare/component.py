@@ -17,17 +17,29 @@ def prepare(
     train: Output[Dataset],
     test: Output[Dataset],
     preprocessor: Output[Model],
+    # A literal default is how KFP declares an optional dict parameter.
+    options: dict = {},  # noqa: B006
+    split_strategy: str = "stratified",
+    group_column: str = "",
+    time_column: str = "",
 ) -> NamedTuple("PrepareOutputs", [("train_rows", int), ("test_rows", int)]):
-    """Splits the table (stratified for classification) and fits the ColumnTransformer.
+    """Splits the table and fits the preprocessing transform on the training rows only.
 
     Args:
         dataset: the validated table.
         schema: the schema that validate wrote.
-        test_size: the share of rows held out for evaluation.
+        test_size: the share of rows held out for evaluation (of groups, for split_strategy
+            group).
         seed: the random seed of the split.
-        train: the training rows.
+        train: the training rows (less the outlier rows that options drop).
         test: the held-out rows.
-        preprocessor: the fitted ColumnTransformer (joblib), fitted on `train` only.
+        preprocessor: the fitted transform (joblib), fitted on `train` only: a ColumnTransformer,
+            or with derived features a Pipeline of DerivedFeatures and a ColumnTransformer.
+        options: the run config's `prepare:` section (components.prepare.options.PrepareOptions);
+            empty: median imputation and standard scaling, one-hot encoding.
+        split_strategy: stratified (by the label for classification), random, group or time.
+        group_column: the column of split_strategy group: no value of it on both sides.
+        time_column: the column of split_strategy time: the newest rows are the test rows.
 
     Returns:
         The number of rows in each split.
@@ -38,19 +50,41 @@ def prepare(
 
     from components.common.io import read_frame, read_json, write_frame
     from components.common.step import step_summary, user_errors
-    from components.prepare.logic import fit_preprocessor, split_table
+    from components.prepare.logic import (
+        check_options,
+        describe_split,
+        drop_outlier_rows,
+        fit_preprocessor,
+        split_table,
+    )
 
     table_schema = read_json(schema.path)
     with user_errors("prepare"):
+        # Options are checked against the schema before any work.
+        prepare_options = check_options(options, table_schema)
         train_frame, test_frame = split_table(
-            read_frame(dataset.path), table_schema, test_size, seed
+            read_frame(dataset.path),
+            table_schema,
+            test_size,
+            seed,
+            split_strategy,
+            group_column,
+            time_column,
         )
-        transform = fit_preprocessor(train_frame, table_schema)
+        train_frame, dropped = drop_outlier_rows(train_frame, table_schema, prepare_options)
+        transform = fit_preprocessor(train_frame, table_schema, prepare_options)
     write_frame(train.path, train_frame)
     write_frame(test.path, test_frame)
     joblib.dump(transform, preprocessor.path)
     train.metadata["rows"] = len(train_frame)
+    train.metadata["outlier_rows_dropped"] = dropped
+    train.metadata["split_strategy"] = split_strategy
     test.metadata["rows"] = len(test_frame)
-    step_summary("prepare", f"{len(train_frame)} training rows, {len(test_frame)} test rows")
+    summary = f"{len(train_frame)} training rows, {len(test_frame)} test rows"
+    if split_strategy != "stratified":
+        summary += f" ({describe_split(train_frame, test_frame, split_strategy, group_column, time_column)})"
+    if dropped:
+        summary += f"; {dropped} training rows dropped as outliers"
+    step_summary("prepare", summary)
     outputs = NamedTuple("PrepareOutputs", [("train_rows", int), ("test_rows", int)])
     return outputs(len(train_frame), len(test_frame))
