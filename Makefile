@@ -34,9 +34,15 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
 		|| echo "warning: no chromium; the report rendering test skips (and fails under CI=true)"
 
-run: $(STAMP) ## Run the demo pipeline locally (kfp.local + Ray + KServe); SERVE=0 to exit after the run
+# The demo's second run is a deliberately weak challenger (one shallow five-tree forest): the gate
+# registers it as the candidate but does not bless it, and the champion from the first run stays.
+CHALLENGER := --set tuning.families=[random_forest] --set tuning.num_trials=1 \
+	--set 'tuning.space.random_forest={n_estimators: 5, max_depth: 2}'
+
+run: $(STAMP) ## Run the demo: a model, then a weaker challenger the gate refuses; SERVE=0 to exit
 	$(BIN)/mlpipe demo-data --config $(CONFIG)
-	$(BIN)/mlpipe run --config $(CONFIG) $(if $(filter 0,$(SERVE)),--no-serve,)
+	$(BIN)/mlpipe run --config $(CONFIG) --no-serve
+	$(BIN)/mlpipe run --config $(CONFIG) $(CHALLENGER) $(if $(filter 0,$(SERVE)),--no-serve,)
 
 compile: $(STAMP) ## Re-compile the pipeline: the dashboard's YAML and the KFP resources in manifests/
 	$(BIN)/mlpipe compile --output pipelines/training_pipeline.yaml

@@ -21,10 +21,13 @@ import joblib
 
 from components.bias.assess import BiasSettings, assess_data, assess_model
 from components.deploy.logic import smoke_test
+from components.evaluate.gate import decide
+from components.evaluate.metrics import evaluate_model
 from components.ingest.logic import content_hash, read_source, resolve_source
 from components.prepare.logic import fit_preprocessor, split_table
-from components.register.logic import register_model
-from components.train.logic import evaluate_model, fit_model
+from components.register.registry import ModelRegistry
+from components.report.logic import render_run_report
+from components.train.logic import fit_model, fit_with_threshold
 from components.tune.logic import tune_model
 from components.validate.contract import check_contract
 from components.validate.logic import validate_table
@@ -72,8 +75,23 @@ def run_in_process(config: RunConfig) -> str:
         max_failures=config.tuning.max_failures,
     )
     model = fit_model(train, schema, preprocessor, best, config.split.seed)
-    evaluate_model(model, test, schema)
-    assess_model(
+    evaluation = config.evaluation
+    model, cv = fit_with_threshold(
+        model,
+        train,
+        schema,
+        preprocessor,
+        best,
+        config.split.seed,
+        config.tuning.cv_folds,
+        config.positive_class,
+        evaluation.threshold_rule,
+        evaluation.threshold,
+        evaluation.target_precision,
+        config.bias.mitigation,
+    )
+    scores = evaluate_model(model, test, schema, config.positive_class)
+    fairness = assess_model(
         model,
         test,
         schema,
@@ -82,10 +100,34 @@ def run_in_process(config: RunConfig) -> str:
         settings,
         config.split.seed,
     )
+    registry = ModelRegistry(config.model_store_uri, config.model_name)
+    champion = None
+    if (version := registry.aliases().get("champion")) is not None:
+        champion_model, _ = registry.load(version)
+        champion = {
+            "version": version,
+            "metrics": evaluate_model(champion_model, test, schema, config.positive_class)[
+                "metrics"
+            ],
+        }
+    decision = decide(
+        scores["metrics"],
+        evaluation.thresholds,
+        evaluation.compare_metrics or ["roc_auc"],
+        evaluation.margin,
+        champion,
+        fairness.gate.as_dict(),
+    )
     lineage = {"schema": schema, "data": {"content_hash": content_hash(frame)}, "tuning": best}
-    version_dir = register_model(model, config.model_store_uri, config.model_name, lineage)
-    smoke_test(version_dir, test.head(config.serving.smoke_rows))
-    return str(version_dir)
+    registered = registry.register(model, {**lineage, "metrics": scores["metrics"], "cv": cv})
+    registry.set_alias("candidate", registered.version, decision["reason"])
+    render_run_report(
+        config.model_name, registered.version, schema=schema, evaluation=scores, gate=decision
+    )
+    if decision["blessed"]:
+        smoke_test(registered.uri, test.head(config.serving.smoke_rows))
+        registry.promote(registered.version)
+    return registered.uri
 
 
 def main(argv=None) -> int:

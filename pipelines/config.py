@@ -21,6 +21,7 @@ from components.common.errors import PipelineInputError
 from components.deploy.cluster import version_storage_uri
 from components.evaluate.metrics import THRESHOLD_RULES
 from components.ingest.logic import resolve_source, source_columns
+from components.prepare.options import PrepareOptions, SplitOptions
 from components.register.logic import check_model_name
 from components.tune.logic import check_metric
 from components.tune.search_space import check_families, check_space_overrides
@@ -65,11 +66,6 @@ class ContractConfig(_Section):
     ] = Field(default_factory=dict)
     unseen_category_rate: float = Field(0.0, ge=0, le=1)
     null_rate_margin: float = Field(0.0, ge=0, le=1)
-
-
-class SplitConfig(_Section):
-    test_size: float = Field(0.2, gt=0, lt=1)
-    seed: int = 42
 
 
 class TuningConfig(_Section):
@@ -234,7 +230,8 @@ class RunConfig(_Section):
     positive_class: str = ""
     sensitive_columns: list[str] = Field(default_factory=list)
     columns: dict[str, Literal["numeric", "categorical"]] = Field(default_factory=dict)
-    split: SplitConfig = Field(default_factory=SplitConfig)
+    prepare: PrepareOptions = Field(default_factory=PrepareOptions)
+    split: SplitOptions = Field(default_factory=SplitOptions)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
@@ -331,6 +328,11 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
         named = [("target", config.target)]
         named += [("sensitive_columns", c) for c in config.sensitive_columns]
         named += [("columns", c) for c in config.columns]
+        named += [
+            (f"split.{key}", column)
+            for key in ("group_column", "time_column")
+            if (column := getattr(config.split, key))
+        ]
         for key, column in named:
             if column not in columns:
                 raise PipelineInputError(
@@ -443,6 +445,10 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "column_types": config.columns,
         "test_size": config.split.test_size,
         "seed": config.split.seed,
+        "prepare_options": config.prepare.model_dump(mode="json", exclude_defaults=True),
+        "split_strategy": config.split.strategy,
+        "group_column": config.split.group_column,
+        "time_column": config.split.time_column,
         "model_families": config.tuning.families,
         "num_trials": config.tuning.num_trials,
         "cv_folds": config.tuning.cv_folds,

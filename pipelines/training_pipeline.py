@@ -45,6 +45,10 @@ def training_pipeline(
     column_types: dict = {},
     test_size: float = 0.2,
     seed: int = 42,
+    prepare_options: dict = {},
+    split_strategy: str = "stratified",
+    group_column: str = "",
+    time_column: str = "",
     model_families: list = ["logistic_regression", "random_forest", "hist_gradient_boosting"],
     num_trials: int = 16,
     cv_folds: int = 3,
@@ -105,6 +109,11 @@ def training_pipeline(
         column_types: declared column kinds (numeric/categorical) that validation enforces.
         test_size: the share of rows held out.
         seed: seeds the split, the search and the estimators.
+        prepare_options: imputation, outliers, encoding, scaling, log transform and derived
+            features (the run config's `prepare` section); empty: the defaults.
+        split_strategy: stratified, random, group or time.
+        group_column: the group split's column (no group on both sides).
+        time_column: the time split's column (the newest rows are the test split).
         model_families: the families that tuning searches.
         num_trials: how many configurations tuning tries.
         cv_folds: folds of the cross-validation that scores each trial.
@@ -175,7 +184,16 @@ def training_pipeline(
     )
     schema = validate_task.outputs["schema"]
 
-    prepare_task = prepare(dataset=dataset, schema=schema, test_size=test_size, seed=seed)
+    prepare_task = prepare(
+        dataset=dataset,
+        schema=schema,
+        test_size=test_size,
+        seed=seed,
+        options=prepare_options,
+        split_strategy=split_strategy,
+        group_column=group_column,
+        time_column=time_column,
+    )
 
     bias_task = bias(
         dataset=dataset,
@@ -192,6 +210,7 @@ def training_pipeline(
     tune_task = tune(
         train=prepare_task.outputs["train"],
         schema=schema,
+        preprocessor=prepare_task.outputs["preprocessor"],
         model_families=model_families,
         num_trials=num_trials,
         cv_folds=cv_folds,

@@ -1,7 +1,7 @@
 """KFP component: hyperparameter search with Ray Tune, on an embedded Ray or a Ray cluster."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.common.image import COMPONENT_IMAGE
 
@@ -10,6 +10,7 @@ from components.common.image import COMPONENT_IMAGE
 def tune(
     train: Input[Dataset],
     schema: Input[Artifact],
+    preprocessor: Input[Model],
     model_families: list,
     num_trials: int,
     cv_folds: int,
@@ -33,6 +34,7 @@ def tune(
     Args:
         train: the training rows.
         schema: the schema that validate wrote.
+        preprocessor: the prepare step's transform; each fold refits a clone of it.
         model_families: families to search, for example logistic_regression, random_forest.
         num_trials: how many configurations to try.
         cv_folds: folds of the cross-validation that scores each trial.
@@ -56,6 +58,8 @@ def tune(
     """
     import json
 
+    import joblib
+
     from components.common.io import read_frame, read_json, write_json
     from components.common.step import step_summary, user_errors
     from components.tune.logic import tune_model, tune_report
@@ -77,6 +81,7 @@ def tune(
             address=ray_address,
             storage_path=ray_storage_path,
             connect_timeout_s=ray_connect_timeout,
+            preprocessor=joblib.load(preprocessor.path),
         )
     write_json(best.path, best_trial)
     trial_table.to_csv(trials.path, index=False)

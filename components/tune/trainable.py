@@ -33,9 +33,20 @@ ASHA_MILESTONES = (3, 9)
 
 
 def make_folds(
-    features: pd.DataFrame, labels: pd.Series, schema: dict, cv_folds: int, seed: int
+    features: pd.DataFrame,
+    labels: pd.Series,
+    schema: dict,
+    cv_folds: int,
+    seed: int,
+    preprocessor=None,
 ) -> list[tuple]:
-    """(train X, train y, validation X, validation y) per fold, each X already preprocessed."""
+    """(train X, train y, validation X, validation y) per fold, each X already preprocessed.
+
+    Args:
+        preprocessor: the prepare step's transform (its settings are cloned and refitted per
+            fold, so the folds score the transform that is served); None: the default one.
+    """
+    template = build_preprocessor(schema) if preprocessor is None else preprocessor
     splitter = (
         StratifiedKFold(cv_folds, shuffle=True, random_state=seed)
         if schema["task"] == "classification"
@@ -44,14 +55,12 @@ def make_folds(
     folds = []
     y = labels.to_numpy()
     for train_rows, valid_rows in splitter.split(features, y):
-        preprocessor = clone(build_preprocessor(schema)).fit(
-            features.iloc[train_rows], y[train_rows]
-        )
+        fold_preprocessor = clone(template).fit(features.iloc[train_rows], y[train_rows])
         folds.append(
             (
-                preprocessor.transform(features.iloc[train_rows]),
+                fold_preprocessor.transform(features.iloc[train_rows]),
                 y[train_rows],
-                preprocessor.transform(features.iloc[valid_rows]),
+                fold_preprocessor.transform(features.iloc[valid_rows]),
                 y[valid_rows],
             )
         )

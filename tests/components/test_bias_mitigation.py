@@ -18,7 +18,8 @@ from components.bias.mitigation import (
 )
 from components.common.errors import PipelineInputError
 from components.prepare.logic import as_model_input, fit_preprocessor, split_table
-from components.train.logic import evaluate_model, fit_mitigated
+from components.evaluate.metrics import evaluate_model
+from components.train.logic import fit_mitigated
 from components.validate.logic import validate_table
 
 BEST = {"family": "logistic_regression", "params": {"C": 1.0}}

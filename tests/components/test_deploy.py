@@ -28,7 +28,7 @@ from components.deploy.logic import (
 )
 from components.deploy.server import InvalidInput, TabularModel
 from components.prepare.logic import as_model_input, build_preprocessor
-from components.register.logic import METADATA_FILE, MODEL_FILE
+from components.register.logic import METADATA_FILE, MODEL_FILE, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME = "parole"
@@ -79,6 +79,13 @@ def _table(rows: int = 200, seed: int = 7) -> pd.DataFrame:
     return frame
 
 
+def _write_metadata(folder: Path) -> None:
+    """metadata.json as register writes it: the model file's SHA-256 is what loading checks."""
+    files = {MODEL_FILE: sha256_file(folder / MODEL_FILE)}
+    metadata = {"name": NAME, "version": VERSION, "schema": SCHEMA, "metrics": {}, "files": files}
+    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+
+
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> ModelFolder:
     frame = _table()
@@ -87,8 +94,7 @@ def model_folder(tmp_path_factory) -> ModelFolder:
     folder = tmp_path_factory.mktemp("store") / NAME / VERSION
     folder.mkdir(parents=True)
     joblib.dump(pipeline, folder / MODEL_FILE)
-    metadata = {"name": NAME, "version": VERSION, "schema": SCHEMA, "metrics": {}}
-    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    _write_metadata(folder)
     sample = frame.loc[:24, FEATURES]
     result = ModelFolder(folder, pipeline, sample)
     # Both labels among the expected answers, so that "matches" cannot pass by a constant model.
@@ -416,7 +422,13 @@ def test_server_that_cannot_load_the_model_reports_why(model_folder, tmp_path):
     shutil.copytree(model_folder.path, folder)
     (folder / MODEL_FILE).write_bytes(b"not a pickle")
     server = LocalModelServer(folder, ready_timeout=30)
-    with pytest.raises(RuntimeError, match=r"exited with code 2(.|\n)*model\.joblib could not"):
+    # The file no longer matches its checksum: the server refuses it before unpickling.
+    with pytest.raises(RuntimeError, match=r"exited with code 2(.|\n)*SHA-256 .* does not match"):
+        server.start()
+    assert server.process.poll() == 2
+    _write_metadata(folder)  # now registered as is: it is checked, then fails to unpickle
+    server = LocalModelServer(folder, ready_timeout=30)
+    with pytest.raises(RuntimeError, match=r"exited with code 2(.|\n)*model\.joblib: could not"):
         server.start()
     assert server.process.poll() == 2
 
@@ -451,8 +463,7 @@ def fair_model_folder(tmp_path_factory, model_folder) -> Path:
     folder = tmp_path_factory.mktemp("fair-store") / NAME / VERSION
     folder.mkdir(parents=True)
     joblib.dump(model, folder / MODEL_FILE)
-    metadata = {"name": NAME, "version": VERSION, "schema": SCHEMA, "metrics": {}}
-    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    _write_metadata(folder)
     return folder
 
 

@@ -1,37 +1,78 @@
+"""The model registry: versions, lineage, checksums, aliases under concurrency, and the CLI."""
+
 import json
 import multiprocessing
+from pathlib import Path
 
 import pytest
 from sklearn.dummy import DummyClassifier
 
 from components.common.errors import PipelineInputError
-from components.register.logic import (
+from components.deploy.logic import load_model_folder
+from components.register.logic import lineage, register_model
+from components.register.registry import (
     METADATA_FILE,
     MODEL_FILE,
-    register_model,
+    ModelIntegrityError,
+    ModelRegistry,
+    registry_for_version_uri,
     sha256_file,
 )
+from pipelines.cli import main
 
 
-def _model():
-    return DummyClassifier().fit([[0], [1]], ["no", "yes"])
+SCHEMA = {"target": "y", "task": "classification", "features": [{"name": "x", "kind": "numeric"}]}
+
+
+def _model(answer: str = "yes"):
+    return DummyClassifier(strategy="constant", constant=answer).fit([[0], [1]], ["no", "yes"])
 
 
 def test_versions_count_up_and_record_lineage(tmp_path):
     first = register_model(_model(), str(tmp_path), "churn", {"metrics": {"accuracy": 0.5}})
     second = register_model(_model(), f"file://{tmp_path}", "churn", {})
-    assert (first.name, second.name) == ("v1", "v2")
-    metadata = json.loads((first / METADATA_FILE).read_text())
+    assert (first.version, second.version) == ("v1", "v2")
+    folder = Path(first.uri)
+    metadata = json.loads((folder / METADATA_FILE).read_text())
     assert metadata["version"] == "v1" and metadata["name"] == "churn"
     assert metadata["metrics"] == {"accuracy": 0.5}
-    assert metadata["files"][MODEL_FILE] == sha256_file(first / MODEL_FILE)
-    assert metadata["packages"]["scikit-learn"]
+    assert metadata["files"][MODEL_FILE] == sha256_file(folder / MODEL_FILE)
+    assert metadata["packages"]["scikit-learn"] and "git_commit" in metadata
     # Nothing but the version folders is left in the store.
     assert sorted(p.name for p in (tmp_path / "churn").iterdir()) == ["v1", "v2"]
 
 
+def test_lineage_records_data_config_metrics_and_the_gate():
+    gate = {
+        "blessed": False,
+        "reason": "not blessed: x",
+        "checks": [],
+        "champion": {"version": "v1"},
+    }
+    record = lineage(
+        {"target": "y"},
+        {"source_uri": "s3://lake/t", "content_hash": "sha256:ab", "rows": 10, "watermark": "{}"},
+        {"family": "random_forest"},
+        {"metrics": {"roc_auc": 0.8}, "cv": {"folds": 3}, "threshold": {"rule": "fixed"}},
+        {"gate": {"passed": True}},
+        gate,
+        {"model_name": "m"},
+        "run-123",
+    )
+    assert record["data"] == {
+        "source_uri": "s3://lake/t",
+        "content_hash": "sha256:ab",
+        "rows": 10,
+        "watermark": "{}",
+    }
+    assert record["metrics"] == {"roc_auc": 0.8} and record["cv"] == {"folds": 3}
+    assert record["deployable"] is False and record["gate"]["reason"] == "not blessed: x"
+    assert record["champion_at_registration"] == "v1" and record["kfp_run_id"] == "run-123"
+    assert record["config"] == {"model_name": "m"}
+
+
 def _register_in_child(store: str, queue) -> None:
-    queue.put(register_model(_model(), store, "race", {}).name)
+    queue.put(register_model(_model(), store, "race", {}).version)
 
 
 def test_concurrent_registrations_get_distinct_versions(tmp_path):
@@ -56,3 +97,142 @@ def test_model_names_must_be_dns_labels(tmp_path, name):
     with pytest.raises(PipelineInputError, match="use lowercase letters"):
         register_model(_model(), str(tmp_path), name, {})
     assert not any(tmp_path.iterdir())
+
+
+def test_promote_and_rollback_move_the_champion_and_keep_history(tmp_path):
+    registry = ModelRegistry(str(tmp_path), "churn")
+    for answer in ("no", "yes", "no"):
+        registry.register(_model(answer), {})
+    assert registry.aliases() == {}
+    registry.promote("v1", "first")
+    registry.promote("v3", "better")
+    assert registry.alias("champion")["version"] == "v3"
+    assert [h["version"] for h in registry.alias("champion")["history"]] == ["v1"]
+    model, metadata = registry.load("champion")
+    assert metadata["version"] == "v3" and model.predict([[0]])[0] == "no"
+    rolled = registry.rollback()
+    assert rolled["version"] == "v1" and "from v3" in rolled["reason"]
+    assert registry.resolve("champion") == "v1"
+    with pytest.raises(PipelineInputError, match="no earlier version to roll back to"):
+        registry.rollback()
+    with pytest.raises(PipelineInputError, match="no version v9"):
+        registry.promote("v9")
+    with pytest.raises(PipelineInputError, match="alias 'production'"):
+        registry.set_alias("production", "v1", "")
+
+
+def _promote_many(store: str, version: str, times: int) -> None:
+    registry = ModelRegistry(store, "race")
+    for _ in range(times):
+        registry.promote(version, f"by {version}")
+
+
+def _read_many(store: str, times: int, queue) -> None:
+    registry = ModelRegistry(store, "race")
+    seen = set()
+    for _ in range(times):
+        seen.add(registry.resolve("champion"))  # raises on a half-written alias
+    queue.put(sorted(seen))
+
+
+def test_two_processes_promoting_at_once_never_leave_a_broken_alias(tmp_path):
+    registry = ModelRegistry(str(tmp_path), "race")
+    registry.register(_model("no"), {})
+    registry.register(_model("yes"), {})
+    registry.promote("v1", "start")
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    times = 60
+    workers = [
+        context.Process(target=_promote_many, args=(str(tmp_path), "v1", times)),
+        context.Process(target=_promote_many, args=(str(tmp_path), "v2", times)),
+        context.Process(target=_read_many, args=(str(tmp_path), 300, queue)),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    assert set(queue.get(timeout=5)) <= {"v1", "v2"}
+    record = registry.alias("champion")
+    # The lock serialises read-modify-write: every one of the 120 moves is in the history.
+    assert len(record["history"]) == 2 * times
+    assert record["version"] in {"v1", "v2"}
+    assert not list((tmp_path / "race" / "aliases").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "replace"])
+def test_a_tampered_model_file_is_refused_before_unpickling(tmp_path, damage):
+    registry = ModelRegistry(str(tmp_path), "churn")
+    version = registry.register(_model(), {"schema": SCHEMA})
+    path = Path(version.uri) / MODEL_FILE
+    data = path.read_bytes()
+    if damage == "flip":
+        path.write_bytes(data[:-20] + bytes([data[-20] ^ 1]) + data[-19:])
+    elif damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # a different, perfectly valid pickle in its place
+        other = ModelRegistry(str(tmp_path / "other"), "churn").register(_model("no"), {})
+        path.write_bytes((Path(other.uri) / MODEL_FILE).read_bytes())
+    with pytest.raises(ModelIntegrityError, match=r"model.joblib: SHA-256 .* does not match"):
+        registry.load("v1")
+    with pytest.raises(ModelIntegrityError, match="refusing to load it"):
+        load_model_folder(version.uri)
+
+
+def test_a_metadata_without_checksums_is_refused(tmp_path):
+    registry = ModelRegistry(str(tmp_path), "churn")
+    version = registry.register(_model(), {})
+    meta_path = Path(version.uri) / METADATA_FILE
+    metadata = json.loads(meta_path.read_text())
+    del metadata["files"]
+    meta_path.write_text(json.dumps(metadata))
+    with pytest.raises(ModelIntegrityError, match="does not list model.joblib"):
+        registry.load("v1")
+
+
+def test_diff_shows_metrics_side_by_side_and_changed_config(tmp_path):
+    registry = ModelRegistry(str(tmp_path), "churn")
+    registry.register(_model(), {"metrics": {"f1": 0.5}, "config": {"tuning": {"trials": 4}}})
+    registry.register(_model(), {"metrics": {"f1": 0.6}, "config": {"tuning": {"trials": 8}}})
+    diff = registry.diff("v1", "v2")
+    assert diff["metrics"] == {"f1": (0.5, 0.6)}
+    assert diff["config"] == {"tuning.trials": (4, 8)}
+
+
+def test_version_uri_gives_back_its_registry(tmp_path):
+    version = ModelRegistry(str(tmp_path), "churn").register(_model(), {})
+    registry, name = registry_for_version_uri(version.uri)
+    assert (registry.name, name) == ("churn", "v1")
+    with pytest.raises(PipelineInputError, match="unsupported scheme 'ftp'"):
+        ModelRegistry("ftp://host/store", "churn")
+
+
+def test_models_cli_lists_promotes_rolls_back_and_diffs(tmp_path, capsys):
+    store = str(tmp_path)
+    registry = ModelRegistry(store, "churn")
+    registry.register(_model(), {"metrics": {"roc_auc": 0.7}, "gate": {"blessed": True}})
+    registry.register(_model(), {"metrics": {"roc_auc": 0.8}, "gate": {"blessed": False}})
+    where = ["--store", store, "--name", "churn"]
+    assert main(["models", "promote", "v1", *where]) == 0
+    assert main(["models", "promote", "v2", *where]) == 0
+    assert "champion v1 -> v2" in capsys.readouterr().out
+    assert main(["models", "list", *where]) == 0
+    listing = capsys.readouterr().out
+    assert "v1" in listing and "champion" in listing and "roc_auc=0.8000" in listing
+    assert main(["models", "rollback", *where]) == 0
+    assert "champion v2 -> v1" in capsys.readouterr().out
+    assert main(["models", "diff", "v1", "v2", *where]) == 0
+    diff = capsys.readouterr().out
+    assert "0.7000" in diff and "0.8000" in diff
+    assert main(["models", "show", "champion", *where]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v1"
+
+
+def test_models_cli_errors_are_one_line(tmp_path, capsys):
+    where = ["--store", str(tmp_path), "--name", "churn"]
+    assert main(["models", "promote", "v3", *where]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no version v3" in err and "\n" not in err
+    assert main(["models", "list"]) == 2
+    assert "give --config, or both --store and --name" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 import ipaddress
+import json
 
 import psutil
 import pytest
@@ -220,7 +221,7 @@ def test_the_demo_config_tunes_with_asha_and_passes_the_space_on():
     config = load_config(Path(__file__).parents[2] / "configs" / "arrests.yaml")
     arguments = pipeline_arguments(config)
     assert arguments["scheduler"] == "asha"
-    assert arguments["search_space"] == config.tuning.space
+    assert json.loads(arguments["search_space"]) == config.tuning.space
     assert arguments["ray_address"] == "" and arguments["ray_storage_path"] == ""
 
 

@@ -6,7 +6,8 @@ from components.common.image import COMPONENT_IMAGE
 from pipelines.training_pipeline import COMPILED_PIPELINE, PIPELINE_NAME, compile_pipeline
 
 # Which steps each step waits for: the order ingest -> validate -> prepare/bias -> tune -> train ->
-# evaluate -> register -> deploy, plus the data each one reads.
+# evaluate -> fairness -> gate -> register -> run-report, deploy -> promote, plus the data each
+# one reads.
 DEPENDENCIES = {
     "ingest": set(),
     "validate": {"ingest"},
@@ -16,9 +17,20 @@ DEPENDENCIES = {
     "train": {"prepare", "tune", "validate"},
     "evaluate": {"prepare", "train", "tune", "validate"},
     "fairness": {"evaluate", "prepare", "train", "validate"},
-    "register": {"evaluate", "fairness", "ingest", "train", "tune", "validate"},
-    # deploy runs inside dsl.If(fairness passed): the condition's sub-DAG.
-    "condition-1": {"fairness", "prepare", "register"},
+    "gate": {"evaluate", "fairness", "prepare", "validate"},
+    "register": {"evaluate", "fairness", "gate", "ingest", "train", "tune", "validate"},
+    "run-report": {
+        "bias",
+        "evaluate",
+        "fairness",
+        "gate",
+        "ingest",
+        "register",
+        "tune",
+        "validate",
+    },
+    # deploy, then promote, run inside dsl.If(gate blessed): the condition's sub-DAG.
+    "condition-1": {"gate", "prepare", "register"},
 }
 
 
@@ -56,7 +68,12 @@ def test_live_data_is_never_served_from_cache():
     tasks = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["dag"]["tasks"]
     assert tasks["ingest"]["cachingOptions"] == {}
     spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
-    deploy = spec["components"]["comp-condition-1"]["dag"]["tasks"]["deploy"]
-    assert deploy["cachingOptions"] == {}
-    assert "fairness-Output" in tasks["condition-1"]["triggerPolicy"]["condition"]
+    blessed = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert list(blessed) == ["deploy", "promote"]
+    assert blessed["deploy"]["cachingOptions"] == {} and blessed["promote"]["cachingOptions"] == {}
+    assert blessed["promote"]["dependentTasks"] == ["deploy"]
+    assert "gate-Output" in tasks["condition-1"]["triggerPolicy"]["condition"]
+    # The registry is read and written: the gate, register and the report never come from cache.
+    for name in ("gate", "register", "run-report"):
+        assert tasks[name]["cachingOptions"] == {}
     assert tasks["tune"]["cachingOptions"] == {"enableCache": True}

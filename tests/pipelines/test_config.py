@@ -45,6 +45,10 @@ def test_cluster_arguments_keep_uris_as_written(tmp_path, demo_lake):
         ({"data.filters": [["year", "~", 2000]]}, "key 'data.filters.0.1'"),
         ({"deploy.target": "cloud"}, "key 'deploy.target': Input should be 'local', 'kserve' or"),
         ({"deploy.canary_traffic_percent": 100}, "key 'deploy.canary_traffic_percent'"),
+        ({"evaluation.threshold_rule": "best"}, "key 'evaluation.threshold_rule'"),
+        ({"evaluation.margin": -0.1}, "key 'evaluation.margin'"),
+        ({"prepare.numeric": {"scale": "zscore"}}, "key 'prepare.numeric.scale'"),
+        ({"split.strategy": "shuffle"}, "key 'split.strategy'"),
     ],
 )
 def test_schema_errors_name_the_file_and_key(tmp_path, overrides, message):
@@ -70,6 +74,16 @@ def test_schema_errors_name_the_file_and_key(tmp_path, overrides, message):
             {"deploy.target": "gitops", "deploy.storage_uri": "s3://models"},
             "key 'deploy.gitops_repo': set it for deploy.target gitops",
         ),
+        (
+            {"evaluation.thresholds": {"r2": 0.5}},
+            "key 'evaluation.thresholds': 'r2' is not a classification metric",
+        ),
+        ({"evaluation.compare_metrics": ["auc"]}, "key 'evaluation.compare_metrics': 'auc'"),
+        (
+            {"evaluation.threshold_rule": "max_f1", "bias.mitigation": "threshold_optimizer"},
+            "cannot be combined with bias.mitigation threshold_optimizer",
+        ),
+        ({"split.group_column": "household"}, "key 'split.group_column': column 'household'"),
     ],
 )
 def test_semantic_errors_name_the_problem(tmp_path, demo_lake, overrides, message):
@@ -178,3 +192,40 @@ def test_bias_errors_name_the_key(tmp_path, overrides, message):
     with pytest.raises(PipelineInputError, match=message) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+
+
+def test_set_overrides_lay_yaml_values_over_the_file(tmp_path, demo_lake):
+    path = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake)})
+    config = load_config(
+        path,
+        [
+            "tuning.num_trials=2",
+            "tuning.families=[random_forest]",
+            "tuning.space.random_forest={n_estimators: 5, max_depth: 2}",
+            "evaluation.thresholds.roc_auc=0.9",
+        ],
+    )
+    assert config.tuning.num_trials == 2 and config.tuning.families == ["random_forest"]
+    assert config.evaluation.thresholds == {"roc_auc": 0.9}
+    arguments = pipeline_arguments(config)
+    # Integers stay integers: the space travels as JSON text, not as a KFP struct of floats.
+    space = json.loads(arguments["search_space"])
+    assert space["random_forest"] == {"n_estimators": 5, "max_depth": 2}
+    assert isinstance(space["random_forest"]["max_depth"], int)
+    assert json.loads(arguments["run_config"])["tuning"]["num_trials"] == 2
+    assert arguments["gate_thresholds"] == {"roc_auc": 0.9}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tuning.num_trials", "expected key.path=value"),
+        ("tuning.num_trials=[1", "the value is not valid YAML"),
+        ("model_name.x=1", "'model_name' is not a mapping"),
+        ("tuning.bogus=1", "unknown key 'tuning.bogus'"),
+    ],
+)
+def test_bad_overrides_are_named(tmp_path, override, message):
+    path = write_config(tmp_path / "run.yaml")
+    with pytest.raises(PipelineInputError, match=message):
+        load_config(path, [override])

@@ -14,6 +14,7 @@ import pytest
 from kfp import components, local
 
 from components.deploy.logic import read_model_metadata
+from components.register.registry import ModelRegistry
 from pipelines.config import load_config, pipeline_arguments
 from pipelines.training_pipeline import COMPILED_PIPELINE
 from tests.conftest import write_config
@@ -31,6 +32,8 @@ def _small_config(tmp_path, demo_lake, **overrides):
             "output_root": str(tmp_path / "out"),
             "tuning.num_trials": 4,
             "tuning.families": ["logistic_regression", "hist_gradient_boosting"],
+            # The demo's models score 0.72-0.74; the bar stays clear of that in tests.
+            "evaluation.thresholds": {"roc_auc": 0.65},
             **overrides,
         },
     )
@@ -52,9 +55,19 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     assert metadata["tuning"]["num_trials"] == 4
     # The arrests data is hard to predict; a working model still beats chance clearly.
     assert metadata["metrics"]["roc_auc"] > 0.65
-    # The fairness step measured the model, its gate passed, and register recorded both.
-    assert outputs["fairness_passed"] is True
+    # The fairness step measured the model, the gate blessed it, and register recorded both.
+    assert outputs["blessed"] is True
     assert metadata["deployable"] is True and metadata["fairness"]["gate"]["passed"] is True
+    assert (
+        metadata["gate"]["reason"] == "blessed: meets every threshold and there is no champion yet"
+    )
+    assert metadata["cv"]["folds"] == 3 and "roc_auc" in metadata["cv"]["scores"]
+    assert metadata["config"]["model_name"] == "arrests-release" and metadata["kfp_run_id"]
+    # Deployed, then promoted: the first blessed model is the champion.
+    registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
+    assert registry.aliases() == {"champion": "v1", "candidate": "v1"}
+    page = next((tmp_path / "root").glob("*/run-report/report")).read_text()
+    assert '<section id="champion"' in page and "no champion yet" in page.lower()
     summaries = metadata["fairness"]["summaries"]
     assert set(summaries) == {"colour", "sex", "age", "colour_x_sex"}
     assert 0 < summaries["colour"]["demographic_parity_ratio"]["value"] <= 1
@@ -131,27 +144,66 @@ def test_mlpipe_run_prints_a_curl_that_the_served_model_answers(tmp_path, demo_l
     assert next((tmp_path / "out" / "runs").glob("*/fairness.html")).is_file()
 
 
-def test_a_blocking_fairness_threshold_registers_but_does_not_deploy_and_exits_1(
-    tmp_path, demo_lake
-):
-    # Parity this strict no model of the arrests data meets: the gate must block it.
-    strict = [{"metric": "demographic_parity_ratio", "threshold": 0.999, "columns": ["colour"]}]
-    config = _small_config(tmp_path, demo_lake, **{"bias.thresholds": strict})
-    done = subprocess.run(
-        [MLPIPE, "run", "--config", str(config), "--no-serve"],
+def _mlpipe_run(tmp_path, config, *extra):
+    return subprocess.run(
+        [MLPIPE, "run", "--config", str(config), "--no-serve", *extra],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_a_blocking_fairness_threshold_registers_but_does_not_deploy(tmp_path, demo_lake):
+    # Parity this strict no model of the arrests data meets: the gate must block it.
+    strict = [{"metric": "demographic_parity_ratio", "threshold": 0.999, "columns": ["colour"]}]
+    config = _small_config(tmp_path, demo_lake, **{"bias.thresholds": strict})
+    done = _mlpipe_run(tmp_path, config, "--require-blessed")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "fairness: blocked: demographic_parity_ratio for 'colour' = 0." in done.stdout
     assert "in group 'Black' vs" in done.stdout
-    assert "not deployed" in done.stderr and "arrests-release v1" in done.stderr
-    assert "deploy:" not in done.stdout  # the step never started
+    assert "gate: not blessed: blocked: demographic_parity_ratio" in done.stdout
+    assert "not blessed" in done.stderr and "arrests-release v1" in done.stderr
+    assert "deploy:" not in done.stdout and "promote:" not in done.stdout  # never started
     run_dir = next((tmp_path / "out" / "runs").glob("*"))
     assert not list(run_dir.glob("artifacts/*/deploy"))
     metadata = read_model_metadata(tmp_path / "out" / "models" / "arrests-release" / "v1")
     assert metadata["deployable"] is False
     assert metadata["fairness"]["gate"]["reason"].startswith("blocked: demographic_parity_ratio")
     assert "Fairness gate: blocked" in (run_dir / "report.md").read_text()
+    registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
+    assert registry.aliases() == {"candidate": "v1"}  # no champion: nothing was deployed
+
+
+def test_a_weaker_challenger_is_registered_but_the_champion_stays(tmp_path, demo_lake):
+    config = _small_config(tmp_path, demo_lake)
+    first = _mlpipe_run(tmp_path, config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "gate: blessed" in first.stdout and "promote: arrests-release champion is now v1" in (
+        first.stdout
+    )
+    # A deliberately weak search: one shallow, five-tree forest.
+    weak = [
+        "--set",
+        "tuning.families=[random_forest]",
+        "--set",
+        "tuning.num_trials=1",
+        "--set",
+        "tuning.space.random_forest={n_estimators: 5, max_depth: 2}",
+    ]
+    second = _mlpipe_run(tmp_path, config, *weak)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "roc_auc 0.7" in second.stdout and "is worse than champion v1" in second.stdout
+    assert "promote:" not in second.stdout
+    assert "champion   v1  (unchanged; v2 is the candidate" in second.stdout
+    registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
+    assert registry.aliases() == {"champion": "v1", "candidate": "v2"}
+    second_meta = registry.metadata("v2")
+    assert second_meta["gate"]["blessed"] is False
+    assert second_meta["tuning"]["params"]["max_depth"] == 2  # an int, as configured
+    champion_check = next(c for c in second_meta["gate"]["checks"] if c["kind"] == "champion")
+    assert champion_check["passed"] is False
+    # The run's page says so, with the champion re-scored on the same test rows.
+    page = sorted((tmp_path / "out" / "runs").glob("*/report.html"))[-1].read_text()
+    assert "is worse than champion v1" in page and '<section id="champion"' in page
+    assert f"{registry.metadata('v1')['metrics']['roc_auc']:.4f}" in page
