@@ -1,0 +1,563 @@
+"""Edge export: the whole fitted pipeline (preprocessing and model) as one ONNX graph, run with
+onnxruntime, checked row by row against scikit-learn on the held-out split.
+
+The graph has one input per feature, named after the column (unless an output has the name):
+numeric features are float64 (DoubleTensorType, shape [N, 1]; NaN means missing) and
+categorical ones strings (StringTensorType, shape [N, 1]; a missing value is MISSING_CATEGORY,
+as in training). A classifier's outputs are `label` [N] and `probabilities` [N, classes]
+(classes in sorted order, no ZipMap); a regressor's output is `variable` [N, 1].
+
+Why float64, and where float32: scikit-learn preprocesses in float64, so the graph does too
+(skl2onnx's own SimpleImputer converter is float32-only in onnxruntime, hence the converter
+below), and the values reaching the model are scikit-learn's to the bit. Tree ensembles then get
+a cast to float32 in front: scikit-learn's forests compare in float32 themselves, and
+onnxruntime's tree classifiers take and give float32 only. Measured on the loans table of the
+tests, a random forest fed float32 all the way (skl2onnx's usual setup) flipped 0.4 % of the
+labels and moved probabilities by up to 0.05; fed float64 into float64 trees, it flipped as many.
+Histogram gradient boosting compares float64 values in scikit-learn, so for it the cast can in
+principle move a value that lies within float32 rounding of a threshold: check_parity is what
+vouches for every export.
+
+Not everything converts (bias-mitigated models with their per-row random draws, custom
+transformers, a log transform in a FunctionTransformer, ...): export_onnx raises NotConvertible
+naming the step and its class, and the pipeline reports the export as skipped.
+"""
+
+import json
+import os
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.common.errors import PipelineInputError
+from components.prepare.logic import MISSING_CATEGORY, as_model_input
+from components.validate.logic import CATEGORICAL, NUMERIC
+
+# Opset 17 (onnxruntime >= 1.12, 2022) and ai.onnx.ml 3: every operator these pipelines need,
+# and old enough that an edge device's onnxruntime can load the file.
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+DEFAULT_ATOL = 1e-5
+MAX_DIFFERING_ROWS = 20
+
+# Models the bias step can serve, and why ONNX cannot express them.
+MITIGATED_MODELS = {
+    "ThresholdOptimizedModel": (
+        "bias mitigation threshold_optimizer: per-group thresholds and a random draw per row "
+        "(a hash of the row), which no ONNX operator computes"
+    ),
+    "ExponentiatedGradientModel": (
+        "bias mitigation exponentiated_gradient: a randomized mixture of classifiers with a "
+        "draw per row (a hash of the row), which no ONNX operator computes"
+    ),
+}
+
+
+class NotConvertible(PipelineInputError):
+    """The fitted model has a step that ONNX (skl2onnx, onnxruntime) cannot reproduce.
+
+    Attributes:
+        step: where in the model, e.g. "prep/numeric/log" ("" for the model itself).
+        class_name: the class of that step.
+        why: the converter's (or our) explanation.
+    """
+
+    def __init__(self, class_name: str, why: str, step: str = ""):
+        self.step = step
+        self.class_name = class_name
+        self.why = why
+        where = f" at step '{step}'" if step else ""
+        super().__init__(f"not convertible: {class_name}{where}: {why}")
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's first line, without skl2onnx's "You may raise an issue at ..." footer."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    line = line.split(" You may raise an issue")[0]
+    return line[:300]
+
+
+def _step_paths(model) -> dict[int, tuple[str, object]]:
+    """id(step) -> (its path such as "prep/numeric/impute", the step) for every fitted step."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    paths: dict[int, tuple[str, object]] = {}
+
+    def walk(obj, path: str) -> None:
+        if obj is None or isinstance(obj, str):  # "drop", "passthrough"
+            return
+        paths[id(obj)] = (path, obj)
+        if isinstance(obj, Pipeline):
+            children = [(name, step) for name, step in obj.steps]
+        elif isinstance(obj, ColumnTransformer):
+            fitted = getattr(obj, "transformers_", obj.transformers)
+            children = [(name, transformer) for name, transformer, _ in fitted]
+        elif isinstance(obj, FeatureUnion):
+            children = list(obj.transformer_list)
+        else:
+            return
+        for name, child in children:
+            walk(child, f"{path}/{name}" if path else name)
+
+    walk(model, "")
+    return paths
+
+
+def _check_steps(model) -> None:
+    """Refuse what has no converter, or converts to a graph that would answer differently."""
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    name = type(model).__name__
+    if name in MITIGATED_MODELS:
+        raise NotConvertible(name, MITIGATED_MODELS[name])
+    if not isinstance(model, Pipeline):
+        raise NotConvertible(name, "the served model is not a scikit-learn Pipeline")
+    for path, step in _step_paths(model).values():
+        step_class = type(step).__name__
+        if step_class in MITIGATED_MODELS:
+            raise NotConvertible(step_class, MITIGATED_MODELS[step_class], path)
+        if type(step) not in sklearn_operator_name_map:
+            raise NotConvertible(step_class, "skl2onnx has no converter for this class", path)
+        if (
+            isinstance(step, OneHotEncoder)
+            and step.handle_unknown == "infrequent_if_exist"
+            and getattr(step, "_infrequent_enabled", False)
+        ):
+            # Checked: the converted graph fails on an unseen category (onnxruntime: "Unknown
+            # Category and zeros = 0"), whether or not any category was infrequent, where
+            # scikit-learn maps it to the infrequent column or to zeros.
+            raise NotConvertible(
+                step_class,
+                "handle_unknown='infrequent_if_exist' with min_frequency or max_categories: the "
+                "ONNX encoder fails on a category unseen in training instead of encoding it",
+                path,
+            )
+
+
+def _in_float32(estimator) -> bool:
+    """Tree ensembles: scikit-learn's forests compare in float32, onnxruntime's trees too."""
+    return type(estimator).__module__.startswith(("sklearn.ensemble", "sklearn.tree"))
+
+
+def _imputer_shape(operator) -> None:
+    """Output shape of the float64-capable SimpleImputer converter below."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
+
+    input_type = type(operator.inputs[0].type)
+    if input_type not in (DoubleTensorType, FloatTensorType):
+        calculate_sklearn_imputer_output_shapes(operator)
+        return
+    imputer = operator.raw_operator
+    columns = int(np.sum(~np.isnan(imputer.statistics_.astype(float))))
+    if imputer.add_indicator:
+        columns += len(imputer.indicator_.features_)
+    operator.outputs[0].type = input_type([operator.inputs[0].get_first_dimension(), columns])
+
+
+def _imputer_converter(scope, operator, container) -> None:
+    """SimpleImputer on numbers in float64, with add_indicator.
+
+    skl2onnx's own converter uses the ai.onnx.ml Imputer operator, which onnxruntime runs in
+    float32 only, and it leaves out the missing-value indicator. This one writes
+    Where(IsNaN(x), statistics, x) in the input's own type, drops the columns that were empty at
+    fit time (as scikit-learn does) and appends the indicator columns.
+    """
+    from onnx import TensorProto
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    from skl2onnx.operator_converters.common import concatenate_variables
+    from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
+
+    input_type = type(operator.inputs[0].type)
+    if input_type not in (DoubleTensorType, FloatTensorType):
+        convert_sklearn_imputer(scope, operator, container)  # strings: skl2onnx's own
+        return
+    imputer = operator.raw_operator
+    missing = imputer.missing_values
+    if not (isinstance(missing, float) and np.isnan(missing)):
+        raise NotImplementedError(
+            f"SimpleImputer with missing_values={missing!r} on numbers (only NaN converts)"
+        )
+    double = input_type is DoubleTensorType
+    dtype, proto = (np.float64, TensorProto.DOUBLE) if double else (np.float32, TensorProto.FLOAT)
+
+    def name(seed: str) -> str:
+        return scope.get_unique_variable_name(seed)
+
+    def node(op_type: str, inputs: list[str], output: str, **attrs) -> None:
+        container.add_node(
+            op_type, inputs, [output], name=scope.get_unique_operator_name(op_type), **attrs
+        )
+
+    def columns(source: str, indices) -> str:
+        index = name("columns")
+        container.add_initializer(index, TensorProto.INT64, [len(indices)], list(map(int, indices)))
+        selected = name("selected")
+        node("Gather", [source, index], selected, axis=1)
+        return selected
+
+    features = concatenate_variables(scope, operator.inputs, container)
+    statistics = imputer.statistics_.astype(float)
+    kept = np.flatnonzero(~np.isnan(statistics))
+    source = features if len(kept) == len(statistics) else columns(features, kept)
+    fill = name("fill")
+    container.add_initializer(fill, proto, [1, len(kept)], statistics[kept].astype(dtype).tolist())
+    is_missing = name("is_missing")
+    node("IsNaN", [source], is_missing)
+    output = operator.outputs[0].full_name
+    if not imputer.add_indicator:
+        node("Where", [is_missing, fill, source], output)
+        return
+    imputed = name("imputed")
+    node("Where", [is_missing, fill, source], imputed)
+    flags = name("flags")
+    node("IsNaN", [columns(features, imputer.indicator_.features_)], flags)
+    indicator = name("indicator")
+    node("Cast", [flags], indicator, to=proto)
+    node("Concat", [imputed, indicator], output, axis=1)
+
+
+def _graph_inputs(schema: dict) -> list[tuple[str, object]]:
+    from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+
+    inputs = []
+    for feature in schema["features"]:
+        if feature["kind"] == NUMERIC:
+            inputs.append((feature["name"], DoubleTensorType([None, 1])))
+        elif feature["kind"] == CATEGORICAL:
+            inputs.append((feature["name"], StringTensorType([None, 1])))
+        else:
+            raise PipelineInputError(
+                f"schema feature '{feature['name']}': kind '{feature['kind']}' is neither "
+                f"{NUMERIC} nor {CATEGORICAL}"
+            )
+    return inputs
+
+
+def load_session(onnx_bytes: bytes, threads: int = 0):
+    """An onnxruntime session on the CPU; threads 0 lets onnxruntime choose."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(model, schema: dict) -> bytes:
+    """The fitted model (a Pipeline of preprocessor and estimator) as a serialized ONNX graph.
+
+    Args:
+        model: the served model from train.
+        schema: the schema from validate (feature names and kinds, task, target).
+
+    Returns:
+        The ONNX model's bytes; onnxruntime has loaded them once.
+
+    Raises:
+        NotConvertible: naming the step and its class that skl2onnx or onnxruntime cannot
+            handle (a bias-mitigated model is one).
+    """
+    import onnx
+    from skl2onnx import convert_sklearn
+    from skl2onnx.sklapi import CastTransformer
+    from sklearn.base import is_classifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    _check_steps(model)
+    estimator = model.steps[-1][1]
+    steps = list(model.steps)
+    if _in_float32(estimator):
+        steps.insert(len(steps) - 1, ("float32", CastTransformer(dtype=np.float32)))
+    graph_model = Pipeline(steps)
+    options = {id(estimator): {"zipmap": False}} if is_classifier(estimator) else None
+    try:
+        proto = convert_sklearn(
+            graph_model,
+            initial_types=_graph_inputs(schema),
+            target_opset=TARGET_OPSET,
+            options=options,
+            custom_conversion_functions={SimpleImputer: _imputer_converter},
+            custom_shape_calculators={SimpleImputer: _imputer_shape},
+        )
+    except Exception as error:  # any converter failure: say which step
+        path, step = _failing_step(error, model)
+        raise NotConvertible(type(step).__name__, _first_line(error), path) from error
+    inputs = _restore_input_names(proto.graph, [f["name"] for f in schema["features"]])
+    onnx.helper.set_model_props(
+        proto,
+        {
+            "inputs": json.dumps(inputs),
+            "task": schema["task"],
+            "target": str(schema["target"]),
+            "features": json.dumps(schema["features"]),
+            "missing_category": MISSING_CATEGORY,
+            "classes": json.dumps([str(c) for c in getattr(model, "classes_", [])]),
+        },
+    )
+    data = proto.SerializeToString()
+    try:
+        load_session(data)
+    except Exception as error:  # an operator onnxruntime lacks
+        raise NotConvertible(
+            "ONNX graph", f"onnxruntime cannot load it: {_first_line(error)}"
+        ) from error
+    return data
+
+
+def _restore_input_names(graph, features: list[str]) -> dict[str, str]:
+    """Name each graph input after its column again; returns feature -> graph input name.
+
+    skl2onnx makes input names identifiers ("education-num" becomes "education_num") and moves
+    aside names its outputs use ("label" becomes "label1"). A client feeds columns by name, so
+    the column's own name comes back wherever no other tensor in the graph has it.
+    """
+    if len(graph.input) != len(features):  # skl2onnx keeps every declared input, unused too
+        raise NotConvertible(
+            "ONNX graph", f"{len(graph.input)} graph inputs for {len(features)} features"
+        )
+    taken = {name for node in graph.node for name in (*node.input, *node.output)}
+    taken |= {t.name for t in (*graph.initializer, *graph.output, *graph.value_info, *graph.input)}
+    names = {}
+    for graph_input, feature in zip(graph.input, features, strict=True):
+        old = graph_input.name
+        if old != feature and feature not in taken:
+            for node in graph.node:
+                node.input[:] = [feature if name == old else name for name in node.input]
+            graph_input.name = feature
+            taken.discard(old)
+            taken.add(feature)
+        names[feature] = graph_input.name
+    return names
+
+
+def _failing_step(error: BaseException, model) -> tuple[str, object]:
+    """The innermost step whose converter was running when `error` was raised, else the model.
+
+    skl2onnx passes each step to its converter as `operator.raw_operator`; the traceback's
+    frames still hold it.
+    """
+    paths = _step_paths(model)
+    found: tuple[str, object] = ("", model)
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        raw = getattr(frame.f_locals.get("operator"), "raw_operator", None)
+        if raw is not None and id(raw) in paths:
+            found = paths[id(raw)]
+    return found
+
+
+def onnx_inputs(frame: pd.DataFrame, schema: dict) -> dict[str, np.ndarray]:
+    """The graph's feed for a DataFrame: per feature a [N, 1] array, float64 for numbers (NaN
+    when missing), strings for categories (MISSING_CATEGORY when missing), as in training."""
+    features = as_model_input(frame, schema)
+    feed = {}
+    for feature in schema["features"]:
+        name = feature["name"]
+        column = features[name]
+        if feature["kind"] == NUMERIC:
+            try:
+                values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                raise PipelineInputError(
+                    f"column '{name}' (numeric feature): holds values that are not numbers"
+                ) from None
+        else:
+            values = column.to_numpy(dtype=object)
+        feed[name] = values.reshape(-1, 1)
+    return feed
+
+
+def predict_onnx(session, frame: pd.DataFrame, schema: dict):
+    """Run the exported graph on a DataFrame.
+
+    Returns:
+        (labels, probabilities) for classification, (values, None) for regression; labels and
+        values as 1-d arrays, probabilities as [N, classes].
+    """
+    names = json.loads(session.get_modelmeta().custom_metadata_map.get("inputs", "{}"))
+    wanted = {graph_input.name for graph_input in session.get_inputs()}
+    feed = {}
+    for feature, values in onnx_inputs(frame, schema).items():
+        name = names.get(feature, feature)
+        if name in wanted:  # skl2onnx may leave out an input that no step reads
+            feed[name] = values
+    outputs = session.run(None, feed)
+    first = np.asarray(outputs[0]).reshape(len(frame), -1)[:, 0]
+    if schema["task"] == "classification":
+        probabilities = np.asarray(outputs[1]) if len(outputs) > 1 else None
+        return first, probabilities
+    return first, None
+
+
+def _plain(value):
+    """A JSON-friendly Python value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_parity(
+    model, onnx_bytes: bytes, test_frame: pd.DataFrame, schema: dict, atol: float = DEFAULT_ATOL
+) -> dict:
+    """Compare the ONNX graph with scikit-learn on every row of `test_frame`.
+
+    Classification: labels must be identical and every probability within `atol`. Regression:
+    |onnx - sklearn| <= atol * max(1, |sklearn|), an absolute tolerance for values up to 1 and a
+    relative one above (tree ensembles compute in float32, whose relative error is about 6e-8).
+
+    Returns:
+        {"converted": True, "passed", "rows", "task", "atol", "tolerance", "label_mismatches"
+        (None for regression), "max_abs_diff", "differing_rows": the first 20 rows that differ,
+        each with its position in `test_frame` and the scikit-learn and ONNX values}.
+
+    Raises:
+        NotConvertible: onnxruntime failed on the rows (an operator that cannot handle them).
+        PipelineInputError: the test split is empty.
+    """
+    if len(test_frame) == 0:
+        raise PipelineInputError("test dataset: no rows, so parity cannot be checked")
+    session = load_session(onnx_bytes)
+    features = as_model_input(test_frame, schema)
+    try:
+        onnx_first, onnx_proba = predict_onnx(session, test_frame, schema)
+    except PipelineInputError:
+        raise
+    except Exception as error:  # onnxruntime raises its own classes
+        raise NotConvertible(
+            "ONNX graph", f"onnxruntime failed on the test rows: {_first_line(error)}"
+        ) from error
+    result: dict = {"converted": True, "rows": len(test_frame), "task": schema["task"]}
+    result["atol"] = atol
+    differing: list[dict] = []
+    if schema["task"] == "classification":
+        sk_labels = model.predict(features)
+        label_ok = np.array(
+            [a == b for a, b in zip(sk_labels.tolist(), onnx_first.tolist(), strict=True)]
+        )
+        proba_diff = np.zeros(len(test_frame))
+        sk_proba = None
+        if onnx_proba is not None and hasattr(model, "predict_proba"):
+            sk_proba = model.predict_proba(features)
+            if sk_proba.shape != onnx_proba.shape:
+                proba_diff[:] = np.inf
+            else:
+                proba_diff = np.abs(sk_proba - onnx_proba.astype(np.float64)).max(axis=1)
+        bad = ~label_ok | ~(proba_diff <= atol)  # NaN differences count as differing
+        for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
+            entry = {
+                "row": int(row),
+                "sklearn_label": _plain(sk_labels[row]),
+                "onnx_label": _plain(onnx_first[row]),
+                "max_abs_diff": float(proba_diff[row]),
+            }
+            if sk_proba is not None:
+                entry["sklearn_probabilities"] = sk_proba[row].tolist()
+                entry["onnx_probabilities"] = np.asarray(onnx_proba[row], dtype=float).tolist()
+            differing.append(entry)
+        result["label_mismatches"] = int((~label_ok).sum())
+        result["max_abs_diff"] = float(proba_diff.max())
+        result["tolerance"] = f"identical labels; probabilities within {atol:g}"
+    else:
+        sk_values = np.asarray(model.predict(features), dtype=np.float64).ravel()
+        values_diff = np.abs(sk_values - onnx_first.astype(np.float64))
+        bad = ~(values_diff <= atol * np.maximum(1.0, np.abs(sk_values)))
+        for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
+            differing.append(
+                {
+                    "row": int(row),
+                    "sklearn": float(sk_values[row]),
+                    "onnx": float(onnx_first[row]),
+                    "abs_diff": float(values_diff[row]),
+                }
+            )
+        result["label_mismatches"] = None
+        result["max_abs_diff"] = float(values_diff.max())
+        result["tolerance"] = f"|onnx - sklearn| <= {atol:g} * max(1, |sklearn|)"
+    result["differing"] = int(bad.sum())
+    result["differing_rows"] = differing
+    result["passed"] = not bool(bad.any())
+    return result
+
+
+def parity_failure_message(result: dict) -> str:
+    """One line for a failed parity check, naming the first row that differs."""
+    first = result["differing_rows"][0]
+    if "sklearn_label" in first:
+        detail = (
+            f"scikit-learn says {first['sklearn_label']!r}, ONNX {first['onnx_label']!r}, "
+            f"probabilities differ by up to {first['max_abs_diff']:.3g}"
+        )
+    else:
+        detail = f"scikit-learn {first['sklearn']:.6g}, ONNX {first['onnx']:.6g}"
+    return (
+        f"ONNX parity failed on {result['differing']} of {result['rows']} test rows "
+        f"({result['tolerance']}); first: test row {first['row']}: {detail}"
+    )
+
+
+def export_report_markdown(result: dict) -> str:
+    """The export's section for the dashboard: skipped with its reason, or the parity check."""
+    lines = ["## Edge export (ONNX)\n"]
+    if not result.get("converted"):
+        lines.append(f"Skipped: {result['reason']}.\n")
+        lines.append("The scikit-learn model is served as usual; there is no ONNX file.\n")
+        return "\n".join(lines) + "\n"
+    verdict = "passed" if result["passed"] else "**failed**"
+    lines += [
+        f"Parity with scikit-learn on {result['rows']} held-out rows: {verdict} "
+        f"({result['tolerance']}).\n",
+        "| check | value |",
+        "|---|---|",
+        f"| rows compared | {result['rows']} |",
+        f"| rows that differ | {result['differing']} |",
+    ]
+    if result["label_mismatches"] is not None:
+        lines.append(f"| label mismatches | {result['label_mismatches']} |")
+    lines.append(f"| largest difference | {result['max_abs_diff']:.3g} |")
+    if "opset" in result:
+        lines.append(f"| opset | {result['opset']} |")
+    if "bytes" in result:
+        lines.append(f"| file size | {result['bytes']:,} bytes |")
+    lines.append("")
+    if result["differing_rows"]:
+        lines += [
+            "First rows that differ:\n",
+            "| test row | scikit-learn | ONNX |",
+            "|---|---|---|",
+        ]
+        for row in result["differing_rows"]:
+            if "sklearn_label" in row:
+                sk = f"{row['sklearn_label']} {_probabilities(row.get('sklearn_probabilities'))}"
+                ox = f"{row['onnx_label']} {_probabilities(row.get('onnx_probabilities'))}"
+            else:
+                sk, ox = f"{row['sklearn']:.6g}", f"{row['onnx']:.6g}"
+            lines.append(f"| {row['row']} | {sk.strip()} | {ox.strip()} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _probabilities(values) -> str:
+    return "" if values is None else "[" + ", ".join(f"{v:.6f}" for v in values) + "]"
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a binary file atomically (temporary file, then rename), like io.write_text."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
