@@ -14,8 +14,15 @@ def ingest(
     filters: list,
     since_watermark: str,
     dataset: Output[Dataset],
+    etl_spec: str = "",
+    snapshot_root: str = "",
 ):
-    """Reads the data source into one Parquet file.
+    """Reads the data source into one Parquet file: a live data lake, or an ETL snapshot.
+
+    With `etl_spec`, the source is extracted (a CSV or Parquet file or folder, or a SQL
+    database), the declared transforms are applied, and the result is loaded into an immutable,
+    content-addressed snapshot under `snapshot_root` (the same input and spec give the same
+    snapshot, which is then reused); the snapshot's table is this step's dataset.
 
     Args:
         source_uri: a Parquet lake (Hive-partitioned folder), a Parquet file or a CSV file, as a
@@ -26,13 +33,31 @@ def ingest(
         since_watermark: JSON of an earlier run's watermark: read only files new or changed
             since (empty: read everything).
         dataset: the table as Parquet; metadata holds rows, columns, source URI, content hash
-            and the watermark of this read.
+            and the watermark of this read (for a snapshot: its id, origin, schema and bytes).
+        etl_spec: JSON of an ETL spec (components.ingest.snapshot.EtlSpec); empty: read
+            `source_uri` as it is, live.
+        snapshot_root: where snapshots are kept (a local folder).
     """
     import json
 
     from components.common.io import write_frame
     from components.common.step import step_summary, user_errors
     from components.ingest.logic import content_hash, read_source, resolve_source
+    from components.ingest.snapshot import export_snapshot, run_etl, snapshot_metadata
+
+    if etl_spec:
+        spec = json.loads(etl_spec)
+        with user_errors("ingest"):
+            result = run_etl(spec, snapshot_root)
+        export_snapshot(result, dataset.path)
+        dataset.metadata.update(snapshot_metadata(result, spec))
+        step_summary(
+            "ingest",
+            f"ETL snapshot {result.snapshot_id} ({'created' if result.created else 'reused'}): "
+            f"{result.rows} rows, {len(result.schema)} columns from "
+            f"{dataset.metadata['origin']}",
+        )
+        return
 
     with user_errors("ingest"):
         source = resolve_source(source_uri)
