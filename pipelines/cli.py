@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
         _check_port_free(host, port)
     console.print(
         f"[bold]mlpipe[/]: running [cyan]{config.model_name}[/] on kfp.local "
-        f"(data {config.data.source}, {config.tuning.num_trials} trials, "
+        f"(data {config.data.source or 'an ETL snapshot'}, {config.tuning.num_trials} trials, "
         f"{config.ray.num_cpus} CPUs for Ray)"
     )
     run = run_pipeline(config, verbose=args.verbose)
@@ -82,6 +82,11 @@ def cmd_run(args) -> int:
     console.print(f"  model      {config.model_name} {run.model_version}  ({run.model_uri})")
     if run.html_report is not None:
         console.print(f"  page       {run.html_report}  (the run report: open it in a browser)")
+    if run.onnx_model is not None:
+        console.print(
+            f"  edge       {run.onnx_model}  (ONNX; examples/onnx_client.py predicts with "
+            "onnxruntime alone)"
+        )
     fairness_page = f"  ({run.fairness_report})" if run.fairness_report else ""
     console.print(f"  fairness   {escape(run.fairness_reason)}{fairness_page}")
     champion = run.champion or "none"
@@ -216,6 +221,11 @@ def cmd_contract(args) -> int:
     from pipelines.config import load_config
 
     config = load_config(args.config)
+    if not config.data.source:
+        raise PipelineInputError(
+            f"{args.config}: mlpipe contract reads data.source; with data.etl, infer the "
+            "contract from the snapshot's data.parquet (its path is in the run's ingest metadata)"
+        )
     frame, _ = read_source(
         resolve_source(config.data.source),
         na_values=config.data.na_values,

@@ -21,6 +21,7 @@ from components.common.errors import PipelineInputError
 from components.deploy.cluster import version_storage_uri
 from components.evaluate.metrics import THRESHOLD_RULES
 from components.ingest.logic import resolve_source, source_columns
+from components.ingest.snapshot import EtlSpec
 from components.prepare.options import PrepareOptions, SplitOptions
 from components.register.logic import check_model_name
 from components.tune.logic import check_metric
@@ -33,8 +34,18 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     source: str = Field(
+        "",
         description="A Parquet lake folder (Hive-partitioned), a Parquet or CSV file: a path, "
-        "file://, s3:// or gs:// URI."
+        "file://, s3:// or gs:// URI. Leave empty when `etl` names the source.",
+    )
+    etl: EtlSpec | None = Field(
+        None,
+        description="An ETL snapshot instead of a live source: extract (file or SQL), declared "
+        "transforms, an immutable content-addressed Parquet snapshot.",
+    )
+    snapshot_root: str = Field(
+        "",
+        description="Where ETL snapshots are kept (a local folder); empty: <output_root>/snapshots.",
     )
     na_values: list[str] = Field(
         default_factory=list, description="Extra missing-value markers in CSV."
@@ -322,8 +333,10 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
             version_storage_uri(config.deploy.storage_uri, config.model_name, "v1")
         if config.deploy.target == "gitops" and not config.deploy.gitops_repo:
             raise PipelineInputError("key 'deploy.gitops_repo': set it for deploy.target gitops")
-        if not check_data:
-            return
+        if bool(config.data.source) == (config.data.etl is not None):
+            raise PipelineInputError("key 'data': give exactly one of 'source' or 'etl'")
+        if not check_data or config.data.etl is not None:
+            return  # an ETL's columns exist once it ran: the validate step checks them then
         columns = set(source_columns(resolve_source(config.data.source)))
         named = [("target", config.target)]
         named += [("sensitive_columns", c) for c in config.sensitive_columns]
@@ -428,8 +441,17 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
             return str(Path(uri).expanduser().resolve())
         return uri
 
+    etl_spec = ""
+    if config.data.etl is not None:
+        spec = config.data.etl.model_dump(mode="json", exclude_none=True)
+        if spec["source"].get("uri"):
+            spec["source"]["uri"] = local(spec["source"]["uri"])
+        etl_spec = json.dumps(spec, sort_keys=True)
+    snapshot_root = config.data.snapshot_root or str(Path(config.output_root) / "snapshots")
     return {
-        "source_uri": local(config.data.source),
+        "source_uri": local(config.data.source) if config.data.source else "",
+        "etl_spec": etl_spec,
+        "snapshot_root": local(snapshot_root),
         "na_values": config.data.na_values,
         "columns": config.data.columns,
         "filters": [list(f) for f in config.data.filters],

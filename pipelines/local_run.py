@@ -23,7 +23,7 @@ from kfp import components, local
 
 from components.common.io import read_json
 from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
-from components.register.registry import ModelRegistry
+from components.register.registry import ONNX_FILE, ModelRegistry
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
 
@@ -81,6 +81,7 @@ class LocalRun:
     fairness_reason: str = ""
     fairness_report: Path | None = None
     html_report: Path | None = None
+    onnx_model: Path | None = None
 
 
 def new_run_dir(output_root: str | Path) -> tuple[str, Path]:
@@ -98,7 +99,7 @@ def _write_report(run: LocalRun, config: RunConfig) -> None:
     """One Markdown page for the run: the steps' own reports, in the pipeline's order."""
     parts = [
         f"# Run {run.run_id}: {config.model_name} {run.model_version}\n",
-        f"Data: `{config.data.source}`; target `{config.target}` ({config.task}).\n",
+        f"Data: `{config.data.source or 'ETL snapshot'}`; target `{config.target}` ({config.task}).\n",
         f"Model: `{run.model_uri}`.\n",
         f"Gate: {run.reason or 'not run'}.\n",
         f"Fairness gate: {run.fairness_reason or 'not run'}.\n",
@@ -196,6 +197,9 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
     if fairness_html is not None:
         run.fairness_report = run_dir / "fairness.html"
         shutil.copyfile(fairness_html, run.fairness_report)
+    edge = Path(run.model_uri) / ONNX_FILE
+    if "://" not in run.model_uri and edge.is_file():
+        run.onnx_model = edge
     run_html = _find_output(artifacts_dir, "run-report", "report")
     if run_html is not None:
         run.html_report = run_dir / "report.html"

@@ -12,6 +12,7 @@ from kfp import compiler, dsl
 from components.bias.component import bias, fairness
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate, gate
+from components.export.component import export_onnx_model
 from components.ingest.component import ingest
 from components.prepare.component import prepare
 from components.register.component import promote, register
@@ -36,6 +37,8 @@ def training_pipeline(
     columns: list = [],
     filters: list = [],
     since_watermark: str = "",
+    etl_spec: str = "",
+    snapshot_root: str = "",
     reviewed_contract: str = "",
     contract_severity: dict = {},
     unseen_category_rate: float = 0.0,
@@ -100,6 +103,9 @@ def training_pipeline(
         columns: read only these columns (empty: all).
         filters: rows to keep, as [column, operator, value] triples (empty: all).
         since_watermark: an earlier run's watermark (JSON): read only new or changed files.
+        etl_spec: an ETL spec (JSON): extract, transform and load an immutable snapshot, and use
+            it instead of `source_uri`.
+        snapshot_root: where ETL snapshots are kept.
         reviewed_contract: a reviewed data contract (JSON); empty infers one from the data.
         contract_severity: "block" or "warn" per anomaly kind, over the defaults.
         unseen_category_rate: unseen categories are an anomaly only above this share of rows.
@@ -166,6 +172,8 @@ def training_pipeline(
         columns=columns,
         filters=filters,
         since_watermark=since_watermark,
+        etl_spec=etl_spec,
+        snapshot_root=snapshot_root,
     )
     # A data lake grows between runs: reading it again is never a cache hit.
     ingest_task.set_caching_options(False)
@@ -252,6 +260,13 @@ def training_pipeline(
         positive_class=positive_class,
     )
 
+    # The edge model: the whole fitted pipeline as ONNX, checked row by row on the test split.
+    export_task = export_onnx_model(
+        model=train_task.outputs["model"],
+        test=prepare_task.outputs["test"],
+        schema=schema,
+    )
+
     fairness_task = fairness(
         model=train_task.outputs["model"],
         baseline=train_task.outputs["baseline"],
@@ -295,6 +310,7 @@ def training_pipeline(
         evaluation=evaluate_task.outputs["evaluation"],
         fairness=fairness_task.outputs["summary"],
         decision=gate_task.outputs["decision"],
+        onnx_model=export_task.outputs["onnx_model"],
         model_store_uri=model_store_uri,
         model_name=model_name,
         run_config=run_config,

@@ -17,6 +17,7 @@ def register(
     evaluation: Input[Artifact],
     fairness: Input[Artifact],
     decision: Input[Artifact],
+    onnx_model: Input[Model],
     model_store_uri: str,
     model_name: str,
     run_config: str,
@@ -36,6 +37,8 @@ def register(
         evaluation: the held-out metrics, CV scores and threshold.
         fairness: the fairness step's summary.
         decision: the gate's decision.
+        onnx_model: the edge export; stored in the version as model.onnx (checksummed like the
+            model) when the model could be converted.
         model_store_uri: the model store's root (a path, file://, s3:// or gs://).
         model_name: the model's name in the store.
         run_config: the run's configuration (JSON text), recorded as given.
@@ -52,7 +55,7 @@ def register(
     from components.common.io import read_json
     from components.common.step import step_summary, user_errors
     from components.register.logic import lineage
-    from components.register.registry import ModelRegistry
+    from components.register.registry import ONNX_FILE, ModelRegistry
 
     gate_decision = read_json(decision.path)
     metadata = lineage(
@@ -67,7 +70,16 @@ def register(
     )
     with user_errors("register"):
         registry = ModelRegistry(model_store_uri, model_name)
-        registered = registry.register(joblib.load(model.path), metadata)
+        edge = {}
+        if onnx_model.metadata.get("converted"):
+            with open(onnx_model.path, "rb") as handle:
+                edge = {ONNX_FILE: handle.read()}
+        metadata["onnx"] = {
+            key: onnx_model.metadata.get(key)
+            for key in ("converted", "reason", "opset", "parity_passed", "max_abs_diff")
+            if key in onnx_model.metadata
+        }
+        registered = registry.register(joblib.load(model.path), metadata, extra_files=edge)
         registry.set_alias("candidate", registered.version, gate_decision["reason"])
     blessed = "blessed" if gate_decision["blessed"] else "not blessed, not deployed"
     step_summary(

@@ -4,6 +4,7 @@ A store is any fsspec URI: a local folder (the default), file://, s3:// or gs://
 storageUri points on a cluster). Layout:
 
     <store>/<name>/v<N>/model.joblib     the model, as KServe's scikit-learn runtime loads it
+    <store>/<name>/v<N>/model.onnx       the same model for edge clients (when convertible)
     <store>/<name>/v<N>/metadata.json    lineage, and the SHA-256 of every other file
     <store>/<name>/aliases/<alias>.json  {"version", "updated", "reason", "history": [...]}
 
@@ -40,6 +41,8 @@ import joblib
 from components.common.errors import PipelineInputError
 
 MODEL_FILE = "model.joblib"
+# The edge export of the same model, when it could be converted (components/export).
+ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 ALIASES_DIR = "aliases"
 ALIASES = ("champion", "candidate")

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -83,7 +84,10 @@ def test_schema_errors_name_the_file_and_key(tmp_path, overrides, message):
             {"evaluation.threshold_rule": "max_f1", "bias.mitigation": "threshold_optimizer"},
             "cannot be combined with bias.mitigation threshold_optimizer",
         ),
-        ({"split.group_column": "household"}, "key 'split.group_column': column 'household'"),
+        (
+            {"split.strategy": "group", "split.group_column": "household"},
+            "key 'split.group_column': column 'household'",
+        ),
     ],
 )
 def test_semantic_errors_name_the_problem(tmp_path, demo_lake, overrides, message):
@@ -229,3 +233,44 @@ def test_bad_overrides_are_named(tmp_path, override, message):
     path = write_config(tmp_path / "run.yaml")
     with pytest.raises(PipelineInputError, match=message):
         load_config(path, [override])
+
+
+def test_an_etl_source_becomes_the_ingest_steps_spec(tmp_path, demo_lake):
+    csv = tmp_path / "people.csv"
+    csv.write_text("name,age\nann,31\nbob,45\n")
+    etl = {
+        "source": {"uri": "people.csv"},
+        "transforms": [{"rename": {"age": "years"}}, {"filter": ["years", ">=", 40]}],
+    }
+    path = write_config(tmp_path / "run.yaml", **{"data.source": None, "data.etl": etl})
+    config = load_config(path)
+    check_config(config, path)
+    here = os.getcwd()
+    os.chdir(tmp_path)  # relative paths are relative to where mlpipe runs
+    try:
+        arguments = pipeline_arguments(config)
+    finally:
+        os.chdir(here)
+    spec = json.loads(arguments["etl_spec"])
+    assert spec["source"]["uri"] == str(csv.resolve()) and arguments["source_uri"] == ""
+    assert spec["transforms"][1] == {"filter": ["years", ">=", 40]}
+    assert arguments["snapshot_root"].endswith("mlpipe-output/snapshots")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data.etl": {"source": {"uri": "a.csv"}}}, "give exactly one of 'source' or 'etl'"),
+        (
+            {
+                "data.source": None,
+                "data.etl": {"source": {"uri": "a.csv"}, "transforms": [{"x": 1}]},
+            },
+            "key 'data.etl.transforms.0",
+        ),
+    ],
+)
+def test_etl_config_errors_are_named(tmp_path, demo_lake, overrides, message):
+    path = write_config(tmp_path / "run.yaml", **({"data.source": str(demo_lake)} | overrides))
+    with pytest.raises(PipelineInputError, match=message):
+        _checked(path)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import onnx
 import pytest
 from kfp import components, local
 
@@ -66,8 +67,14 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     # Deployed, then promoted: the first blessed model is the champion.
     registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
     assert registry.aliases() == {"champion": "v1", "candidate": "v1"}
+    # The edge model is part of the version, checksummed like the joblib file.
+    assert metadata["onnx"]["converted"] is True and metadata["onnx"]["parity_passed"] is True
+    assert set(metadata["files"]) == {"model.joblib", "model.onnx"}
+    edge = onnx.load_from_string(registry.verified_files("v1")["model.onnx"])
+    features = {f["name"] for f in metadata["schema"]["features"]}
+    assert {graph_input.name for graph_input in edge.graph.input} == features
     page = next((tmp_path / "root").glob("*/run-report/report")).read_text()
-    assert '<section id="champion"' in page and "no champion yet" in page.lower()
+    assert "<section id='champion'>" in page and "no champion yet" in page.lower()
     summaries = metadata["fairness"]["summaries"]
     assert set(summaries) == {"colour", "sex", "age", "colour_x_sex"}
     assert 0 < summaries["colour"]["demographic_parity_ratio"]["value"] <= 1
@@ -205,5 +212,5 @@ def test_a_weaker_challenger_is_registered_but_the_champion_stays(tmp_path, demo
     assert champion_check["passed"] is False
     # The run's page says so, with the champion re-scored on the same test rows.
     page = sorted((tmp_path / "out" / "runs").glob("*/report.html"))[-1].read_text()
-    assert "is worse than champion v1" in page and '<section id="champion"' in page
+    assert "is worse than champion v1" in page and "<section id='champion'>" in page
     assert f"{registry.metadata('v1')['metrics']['roc_auc']:.4f}" in page
