@@ -89,19 +89,60 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def _deploy_settings(args):
+    """The config's deploy section for --deploy, checked before any alias moves."""
+    from pipelines.config import load_config
+
+    if not args.config:
+        raise PipelineInputError("--deploy: give --config, whose deploy section says where")
+    deploy = load_config(args.config).deploy
+    if deploy.target == "local":
+        raise PipelineInputError(
+            f"--deploy: deploy.target is local in {args.config}; set kserve or gitops"
+        )
+    return deploy
+
+
+def _redeploy(deploy, registry: ModelRegistry, version: str) -> None:
+    """Roll the new champion out as the run config's deploy section says (kserve or gitops)."""
+    from components.common.image import SERVING_IMAGE
+    from components.deploy.cluster import rollout
+    from components.deploy.logic import local_model_folder
+
+    rolled_out = rollout(
+        str(local_model_folder(registry.uri(version))),
+        deploy.target,
+        deploy.namespace,
+        deploy.storage_uri,
+        SERVING_IMAGE,
+        canary_traffic_percent=deploy.canary_traffic_percent,
+        gitops_repo=deploy.gitops_repo,
+        gitops_path=deploy.gitops_path,
+        gitops_branch=deploy.gitops_branch,
+        timeout=deploy.timeout_seconds,
+    )
+    console.print(f"  rolled out {version} by {deploy.target}: {rolled_out}")
+
+
 def cmd_promote(args) -> int:
     registry = _registry(args)
+    deploy = _deploy_settings(args) if args.deploy else None
     before = registry.aliases().get("champion", "none")
     record = registry.promote(args.version, args.reason)
     console.print(f"{registry.name}: champion {before} -> {record['version']}")
+    if deploy is not None:
+        _redeploy(deploy, registry, record["version"])
     return 0
 
 
 def cmd_rollback(args) -> int:
     registry = _registry(args)
+    deploy = _deploy_settings(args) if args.deploy else None
     before = registry.aliases().get(args.alias, "none")
     record = registry.rollback(args.alias, args.reason)
     console.print(f"{registry.name}: {args.alias} {before} -> {record['version']}")
+    if deploy is not None:
+        _redeploy(deploy, registry, record["version"])
     return 0
 
 
@@ -125,10 +166,16 @@ def add_models_parser(commands) -> None:
     promote = actions.add_parser("promote", parents=[where], help="make a version the champion")
     promote.add_argument("version")
     promote.add_argument("--reason", default="promoted by hand")
+    promote.add_argument(
+        "--deploy", action="store_true", help="then roll it out by the config's deploy section"
+    )
     promote.set_defaults(handler=cmd_promote)
     rollback = actions.add_parser(
         "rollback", parents=[where], help="point an alias back to its previous version"
     )
     rollback.add_argument("--alias", default="champion", choices=("champion", "candidate"))
     rollback.add_argument("--reason", default="rolled back by hand")
+    rollback.add_argument(
+        "--deploy", action="store_true", help="then roll the champion out by the config's deploy"
+    )
     rollback.set_defaults(handler=cmd_rollback)

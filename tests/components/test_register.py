@@ -20,7 +20,6 @@ from components.register.registry import (
 )
 from pipelines.cli import main
 
-
 SCHEMA = {"target": "y", "task": "classification", "features": [{"name": "x", "kind": "numeric"}]}
 
 
@@ -236,3 +235,52 @@ def test_models_cli_errors_are_one_line(tmp_path, capsys):
     assert "no version v3" in err and "\n" not in err
     assert main(["models", "list"]) == 2
     assert "give --config, or both --store and --name" in capsys.readouterr().err
+
+
+def test_rollback_with_deploy_commits_the_previous_champion_by_gitops(tmp_path, capsys):
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import write_config
+
+    def git(*args, cwd):
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    bare = tmp_path / "gitops.git"
+    git("init", "--quiet", "--bare", "--initial-branch=main", str(bare), cwd=tmp_path)
+    seed = tmp_path / "seed"
+    git("clone", "--quiet", str(bare), str(seed), cwd=tmp_path)
+    (seed / "README.md").write_text("apps\n")
+    git("add", "README.md", cwd=seed)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "seed", cwd=seed)
+    git("push", "--quiet", "origin", "HEAD:main", cwd=seed)
+
+    store = tmp_path / "models"
+    registry = ModelRegistry(str(store), "arrests-release")
+    registry.register(_model("no"), {"schema": SCHEMA})
+    registry.register(_model("yes"), {"schema": SCHEMA})
+    config = write_config(
+        tmp_path / "run.yaml",
+        model_store=str(store),
+        **{
+            "deploy.target": "gitops",
+            "deploy.storage_uri": "s3://mlpipe-models",
+            "deploy.gitops_repo": f"file://{bare}",
+        },
+    )
+    assert main(["models", "promote", "v1", "--config", str(config), "--deploy"]) == 0
+    assert main(["models", "promote", "v2", "--config", str(config), "--deploy"]) == 0
+    assert main(["models", "rollback", "--config", str(config), "--deploy"]) == 0
+    out = capsys.readouterr().out
+    assert "champion v2 -> v1" in out and "rolled out v1 by gitops: git:" in out
+    pushed = yaml.safe_load(git("show", "main:apps/mlpipe/arrests-release.yaml", cwd=bare))
+    (container,) = pushed["spec"]["predictor"]["containers"]
+    storage = {env["name"]: env["value"] for env in container["env"]}["STORAGE_URI"]
+    assert storage == "s3://mlpipe-models/arrests-release/v1"
+    # Without a cluster target there is nothing to roll out: one line, exit 2.
+    local = write_config(tmp_path / "local.yaml", model_store=str(store))
+    assert main(["models", "rollback", "--config", str(local), "--deploy"]) == 2
+    assert "deploy.target is local" in capsys.readouterr().err
+    assert registry.resolve("champion") == "v1"  # checked before the alias moved
