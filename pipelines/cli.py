@@ -107,9 +107,11 @@ def cmd_run(args) -> int:
             return EXIT_FAILED
     if not run.champion:
         return 0 if args.no_serve else EXIT_FAILED
-    served = run.model_uri if run.blessed else _champion_uri(config, run.champion)
     if args.no_serve:
-        console.print(f"  serve it   mlpipe serve --model-dir {served}")
+        console.print(
+            f"  serve it   mlpipe serve --model-store {config.model_store_uri} "
+            f"--name {config.model_name}  (the champion; SIGHUP re-reads the alias)"
+        )
         return 0
     console.print(
         f"  endpoint   {url}/v1/models/{config.model_name}:predict  (and V2: "
@@ -117,30 +119,40 @@ def cmd_run(args) -> int:
     )
     console.print("  try        " + escape(curl_example(url, config.model_name, _example_row(run))))
     which = "the new model" if run.blessed else f"the champion {run.champion}"
-    console.print(f"\nServing {which} until Ctrl-C.")
-    return _serve(served, host, port)
+    console.print(
+        f"\nServing {which} until Ctrl-C (the champion alias: after `mlpipe models promote`, "
+        "send SIGHUP or POST /admin/reload from this machine to switch)."
+    )
+    return _serve(host, port, model_store=config.model_store_uri, name=config.model_name)
 
 
-def _champion_uri(config, version: str) -> str:
-    from components.register.registry import ModelRegistry
-
-    return ModelRegistry(config.model_store_uri, config.model_name).uri(version)
-
-
-def _serve(model_dir: str, host: str, port: int) -> int:
+def _serve(host: str, port: int, **where) -> int:
     from components.deploy.server import serve
 
-    serve(model_dir, host=host, port=port)
+    serve(host=host, port=port, **where)
     return 0
 
 
 def cmd_serve(args) -> int:
     from components.deploy.logic import read_model_metadata
 
-    read_model_metadata(args.model_dir)  # a clear error before the server starts
+    if bool(args.model_dir) == bool(args.model_store):
+        raise PipelineInputError("mlpipe serve: give --model-dir, or --model-store with --name")
     _check_port_free(args.host, args.port)
-    console.print(f"Serving {args.model_dir} at http://{args.host}:{args.port} until Ctrl-C.")
-    return _serve(args.model_dir, args.host, args.port)
+    if args.model_dir:
+        if "://" not in args.model_dir:
+            read_model_metadata(args.model_dir)  # a clear error before the server starts
+        console.print(f"Serving {args.model_dir} at http://{args.host}:{args.port} until Ctrl-C.")
+        return _serve(args.host, args.port, model_dir=args.model_dir)
+    if not args.name:
+        raise PipelineInputError("mlpipe serve: --model-store needs --name")
+    console.print(
+        f"Serving {args.name} {args.alias} from {args.model_store} at "
+        f"http://{args.host}:{args.port} until Ctrl-C (SIGHUP re-reads the alias)."
+    )
+    return _serve(
+        args.host, args.port, model_store=args.model_store, name=args.name, alias=args.alias
+    )
 
 
 def cmd_compile(args) -> int:
@@ -326,9 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     resources.set_defaults(handler=cmd_pipeline_resources)
 
     serve = commands.add_parser("serve", help="serve a registered model version with KServe")
-    serve.add_argument(
-        "--model-dir", required=True, help="a version folder, e.g. .../models/NAME/v1"
-    )
+    serve.add_argument("--model-dir", help="a version folder, e.g. .../models/NAME/v1 (or s3://…)")
+    serve.add_argument("--model-store", help="or: a model store, serving the alias's version")
+    serve.add_argument("--name", help="the model's name in the store")
+    serve.add_argument("--alias", default="champion", help="champion, candidate or a version")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(handler=cmd_serve)
