@@ -72,7 +72,7 @@ from components.deploy.logic import (
     model_folder,
     read_model_metadata,
 )
-from components.prepare.logic import as_model_input, feature_names
+from components.prepare.logic import MISSING_CATEGORY, feature_names
 from components.validate.logic import NUMERIC
 
 
@@ -393,15 +393,24 @@ def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
     reaches the imputer and scaler as the numbers they expect.
     """
     numeric = set(feature_names(schema, NUMERIC))
+    names = feature_names(schema)
     data = {}
-    for name in feature_names(schema):
+    for name in names:
         values = columns[name]
         if name in numeric:
             data[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
         else:
-            # NaN among them is a missing value too: as_model_input gives it the missing token.
-            data[name] = pd.Series(values, dtype=object)
-    return as_model_input(pd.DataFrame(data), schema)
+            # What as_model_input does with pandas (str of each value, the missing token for
+            # null and NaN), in plain Python: for a few rows, pandas' per-column overhead is most
+            # of a request's cost (about 2 ms against 0.1 ms for one row here).
+            data[name] = np.array(
+                [MISSING_CATEGORY if _is_missing(v) else str(v) for v in values], dtype=object
+            )
+    return pd.DataFrame(data, columns=names)
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _flag(value, field: str) -> bool:

@@ -972,3 +972,31 @@ def test_a_tampered_version_is_refused_and_the_old_one_keeps_serving(registry, m
     assert after.json() == {"predictions": models.expected(models.second), "model_version": "v2"}
     refused = [line for line in log.splitlines() if line.startswith("reload refused:")]
     assert len(refused) == 1 and "SHA-256" in refused[0]
+
+
+def test_the_served_frame_equals_what_training_builds():
+    """frame_from_columns builds the model input without pandas per column; it must equal
+    as_model_input's result value for value, missing tokens and dtypes included."""
+    from components.deploy.server import frame_from_columns
+    from components.prepare.logic import as_model_input
+
+    schema = {
+        "target": "y",
+        "task": "classification",
+        "features": [
+            {"name": "age", "kind": "numeric"},
+            {"name": "colour", "kind": "categorical"},
+            {"name": "checks", "kind": "categorical"},
+        ],
+    }
+    columns = {
+        "age": [31, None, 2.5, float("nan")],
+        "colour": ["red", None, float("nan"), "blue"],
+        "checks": [3, 4.0, True, None],
+    }
+    expected = as_model_input(
+        pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items()}), schema
+    )
+    expected["age"] = expected["age"].astype(float)
+    served = frame_from_columns(columns, schema)
+    pd.testing.assert_frame_equal(served, expected)
