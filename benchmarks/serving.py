@@ -1,0 +1,1164 @@
+"""Serving speed: our KServe model server against raw `model.predict`, a minimal FastAPI app and
+Seldon's MLServer, side by side in one run, plus a sustained-load soak of ours.
+
+    .venv/bin/python -m benchmarks.serving --output benchmarks/results/serving.json
+
+Two models, each fitted behind the project's preprocessor on the Adult data's 80 % training
+split (stratified, seed 42) and registered with the project's registry, so that every server
+loads the very same `model.joblib`: a logistic regression (cheap: the servers' own overhead
+dominates) and a 100-tree random forest of depth 10 (the model dominates). For each model:
+
+a. raw in-process `model.predict` of a one-row DataFrame (the limit): p50/p99;
+b. our server (`python -m components.deploy.server`, KServe, one worker), V1 single-row
+   requests: p50/p99 over one sequential connection, and throughput over 8 connections;
+c. the FastAPI peer (benchmarks/serving_peers/fastapi_app.py, one uvicorn worker, the same V1
+   row format): the same;
+d. MLServer 1.7.1 with its scikit-learn runtime, one process (`parallel_workers: 0`), V2
+   requests with the pandas codec, from its own scratch venv (`--venv`): the same;
+e. 1,000-row batches: rows/s of raw `predict` against each server (one request, 1,000 rows);
+
+and f. a soak of ours: 50 connections for `--soak-seconds` (60), every error counted, p50/p99,
+and the server's RSS every second (start, end, max, slope).
+
+Load comes from a second process on 127.0.0.1 (benchmarks/serving_peers/load.py: fixed
+keep-alive connections, bounded by requests and seconds). Each server first answers the
+1,000-row batch, checked against in-process predictions; then every measurement is repeated
+`--reps` times, the servers in a rotated order each time, and the median is reported, because
+this machine's two cores are shared with other work. Where a target is missed, the results say
+where the time goes, from an in-process profile of our request path (JSON decoding, validation,
+DataFrame construction, predict, encoding) beside the server's measured latency.
+
+The ONNX target (single-row latency at most 0.2x scikit-learn's) is measured by
+benchmarks/onnx_latency.py, not here. Without ../shared/data/adult.csv the demo arrests data
+stands in, and the results say so. --smoke runs a tiny version (the arrests data, the logistic
+regression, a few requests, a 3 s soak, no MLServer) for CI.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "adult.csv"
+DEFAULT_VENV = Path(tempfile.gettempdir()) / "mlpipe-bench-venv"
+SEED = 42
+FAMILIES = {
+    "logistic_regression": {"C": 1.0},
+    "random_forest": {"n_estimators": 100, "max_depth": 10},
+}
+SMOKE_FAMILIES = {"logistic_regression": {"C": 1.0}}
+SERVERS = ("ours", "fastapi", "mlserver")
+TARGETS = {
+    "single_row_p50_over_raw_ms_at_most": 1.0,
+    "throughput_over_peer_at_least": 1.0,
+    "batch_rows_per_s_over_raw_at_least": 0.7,
+    "soak_errors": 0,
+    "soak_rss_growth_after_warmup_mb_at_most": 5.0,
+}
+BATCH_ROWS = 1000
+# Differences of latency smaller than this are not told apart on this shared 2-core machine
+# (a server's sequential p50 moves by about this much from one repetition to the next).
+NOISE_MS = 0.75
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Settings:
+    """How much of everything to run: the full run, or --smoke."""
+
+    reps: int = 5
+    raw_calls: int = 1000
+    raw_batch_calls: int = 30
+    distinct_rows: int = 200
+    sequential_requests: int = 1000
+    sequential_seconds: float = 3.0
+    throughput_connections: int = 8
+    throughput_seconds: float = 4.0
+    batch_requests: int = 30
+    batch_seconds: float = 6.0
+    warmup: int = 50
+    soak_connections: int = 50
+    soak_seconds: float = 60.0
+    profile_calls: int = 200
+
+    @classmethod
+    def smoke(cls) -> "Settings":
+        return cls(
+            reps=1,
+            raw_calls=50,
+            raw_batch_calls=3,
+            distinct_rows=20,
+            sequential_requests=20,
+            sequential_seconds=2.0,
+            throughput_connections=4,
+            throughput_seconds=1.0,
+            batch_requests=2,
+            batch_seconds=5.0,
+            warmup=5,
+            soak_seconds=3.0,
+            profile_calls=5,
+        )
+
+
+# --- Data and models ---------------------------------------------------------------------------
+
+
+def load_data(path: Path, demo: bool):
+    """(schema, train, test, description): the Adult data, else the demo arrests data."""
+    import pandas as pd
+
+    from components.prepare.logic import split_table
+    from components.validate.logic import validate_table
+
+    if not demo and path.exists():
+        frame = pd.read_csv(path, skipinitialspace=True, na_values=["?"])
+        target, sensitive = "Salary", ["sex", "race", "age"]
+        data = {"file": path.name}
+    else:
+        from sklego.datasets import load_arrests
+
+        frame = load_arrests(as_frame=True)
+        target, sensitive = "released", ["colour", "sex", "age"]
+        why = "--smoke" if demo else f"{path} is absent"
+        data = {"file": None, "note": f"{why}: the demo arrests data (scikit-lego)"}
+    schema = validate_table(frame, target, "classification", sensitive, {})
+    train, test = split_table(frame, schema, 0.2, seed=SEED)
+    data.update(rows=len(frame), train_rows=len(train), test_rows=len(test))
+    return schema, train, test, data
+
+
+def register_model(train, schema, family: str, params: dict, store: Path) -> tuple[Path, dict]:
+    """Fit `family` behind the project's preprocessor and register it; return its folder."""
+    from components.prepare.logic import fit_preprocessor
+    from components.register.registry import ModelRegistry
+    from components.train.logic import fit_model
+
+    started = time.perf_counter()
+    model = fit_model(
+        train, schema, fit_preprocessor(train, schema), {"family": family, "params": params}, SEED
+    )
+    fit_seconds = time.perf_counter() - started
+    name = "bench-" + family.replace("_", "-")
+    version = ModelRegistry(str(store), name).register(model, {"schema": schema})
+    folder = Path(version.uri)
+    return folder, {
+        "params": params,
+        "fit_seconds": round(fit_seconds, 2),
+        "model_file_bytes": (folder / "model.joblib").stat().st_size,
+    }
+
+
+# --- Timing helpers ----------------------------------------------------------------------------
+
+
+def _ms(seconds: list[float]) -> dict:
+    values = np.asarray(seconds) * 1000
+    return {q: round(float(np.percentile(values, int(q[1:]))), 4) for q in ("p50", "p99")}
+
+
+def time_calls(function, arguments: list, calls: int, warmup: int) -> list[float]:
+    """Seconds per call of function(argument), cycling through `arguments`, after a warm-up."""
+    clock = time.perf_counter
+    took = []
+    for i in range(calls + warmup):
+        argument = arguments[i % len(arguments)]
+        started = clock()
+        function(argument)
+        if i >= warmup:
+            took.append(clock() - started)
+    return took
+
+
+def raw_predict(model, rows, batch, settings: Settings) -> dict:
+    """The limit: in-process `model.predict` on ready DataFrames (one row; the batch)."""
+    singles = [rows.iloc[[i]] for i in range(len(rows))]
+    single = _ms(time_calls(model.predict, singles, settings.raw_calls, settings.warmup))
+    batch_took = time_calls(model.predict, [batch], settings.raw_batch_calls, 2)
+    batch_p50 = float(np.median(batch_took)) * 1000
+    return {
+        "single_row_ms": single,
+        "batch": {
+            "rows": len(batch),
+            "ms_p50": round(batch_p50, 3),
+            "rows_per_s": round(len(batch) / batch_p50 * 1000),
+        },
+    }
+
+
+def _median_ms(function, argument, calls: int) -> float:
+    return round(float(np.median(time_calls(function, [argument], calls, 2))) * 1000, 4)
+
+
+def direct_frame(columns: dict[str, list], schema: dict):
+    """The frame our server builds (`frame_from_columns`), built straight from numpy arrays:
+    numbers as float64 with NaN for null, categoricals as str objects with the missing token.
+
+    Not used by any server: the profile times it beside `frame_from_columns`, to show how much
+    of that cost is pandas' per-column conversions in `as_model_input`.
+    """
+    import pandas as pd
+
+    from components.prepare.logic import feature_names
+    from components.prepare.transformers import MISSING_CATEGORY
+    from components.validate.logic import NUMERIC
+
+    numeric = set(feature_names(schema, NUMERIC))
+    data = {}
+    for name in feature_names(schema):
+        values = columns[name]
+        if name in numeric:
+            data[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        else:
+            data[name] = np.array(
+                [MISSING_CATEGORY if v is None else str(v) for v in values], dtype=object
+            )
+    return pd.DataFrame(data, copy=False)
+
+
+def profile_request_path(model, metadata: dict, rows: list[dict], calls: int) -> dict:
+    """Where our server's time goes, in-process: each stage of a V1 request, median ms.
+
+    The stages are the ones our server runs for a V1 body (KServe decodes it with orjson, then
+    `TabularModel.predict` validates it, builds the DataFrame and predicts; KServe encodes the
+    answer with orjson), and the FastAPI peer's (which validates nothing). What a server's
+    measured latency adds on top is HTTP over loopback, uvicorn, the web framework, KServe's
+    dataplane, and the client's share of the machine.
+    """
+    import orjson
+    import pandas as pd
+
+    from components.deploy.server import columns_from_instances, frame_from_columns
+    from components.prepare.logic import as_model_input, feature_names
+
+    schema, version = metadata["schema"], metadata["version"]
+    body = orjson.dumps({"instances": rows})
+    payload = orjson.loads(body)
+    columns = columns_from_instances(payload, schema)
+    frame = frame_from_columns(columns, schema)
+    predictions = model.predict(frame)
+    answer = {"predictions": predictions.tolist(), "model_version": version}
+    names = feature_names(schema)
+    ours = {
+        "json_decode": _median_ms(orjson.loads, body, calls),
+        "validate": _median_ms(lambda p: columns_from_instances(p, schema), payload, calls),
+        "dataframe": _median_ms(lambda c: frame_from_columns(c, schema), columns, calls),
+        "predict": _median_ms(model.predict, frame, calls),
+        "json_encode": _median_ms(orjson.dumps, answer, calls),
+    }
+    direct = direct_frame(columns, schema)
+    # The same frame, built without pandas' per-column conversions: what it could cost.
+    pd.testing.assert_frame_equal(direct, frame)
+    ours_direct = _median_ms(lambda c: direct_frame(c, schema), columns, calls)
+    fastapi_frame = _median_ms(
+        lambda p: as_model_input(pd.DataFrame.from_records(p["instances"], columns=names), schema),
+        payload,
+        calls,
+    )
+    return {
+        "rows": len(rows),
+        "ours_ms": ours,
+        "ours_besides_predict_ms": round(sum(ours.values()) - ours["predict"], 4),
+        "dataframe_built_directly_ms": ours_direct,
+        "fastapi_peer_ms": {
+            "json_decode": ours["json_decode"],
+            "dataframe": fastapi_frame,
+            "predict": ours["predict"],
+            "json_encode": ours["json_encode"],
+        },
+        "fastapi_peer_besides_predict_ms": round(
+            ours["json_decode"] + fastapi_frame + ours["json_encode"], 4
+        ),
+    }
+
+
+# --- Server processes ------------------------------------------------------------------------
+
+
+def _loopback_session():
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # a proxy from the environment must never see a loopback call
+    return session
+
+
+class ServerProcess:
+    """A server started as a subprocess in its own session, stopped by its handle.
+
+    Attributes mirror components.deploy.logic.LocalModelServer's: process, url, output_tail(),
+    stop().
+    """
+
+    def __init__(self, command, port: int, ready_paths, env=None, cwd=None):
+        self.command = [str(part) for part in command]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ready_paths = ready_paths
+        self.env = env
+        self.cwd = cwd
+        self.process = None
+        self._output = None
+
+    def start(self) -> None:
+        self._output = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with _loopback_session() as session:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.command[0]} exited with code {self.process.returncode} before "
+                        f"it was ready; its output:\n{self.output_tail()}"
+                    )
+                if all(_answers_ok(session, self.url + path) for path in self.ready_paths):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"not ready at {self.url} after {READY_TIMEOUT_S:g} s; its output:\n"
+                        f"{self.output_tail()}"
+                    )
+                time.sleep(0.2)
+
+    def output_tail(self, lines: int = 15) -> str:
+        if self._output is None or self._output.closed:
+            return ""
+        self._output.flush()
+        self._output.seek(0)
+        text = self._output.read().decode("utf-8", errors="replace")
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._output is not None and not self._output.closed:
+            self._output.close()
+
+
+def _answers_ok(session, url: str) -> bool:
+    import requests
+
+    try:
+        return session.get(url, timeout=2.0).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class Server:
+    """A started server under test and how to talk to it."""
+
+    name: str
+    handle: object  # LocalModelServer or ServerProcess: .process, .url, .stop()
+    predict_path: str
+    body_of: Callable  # prepared DataFrame -> request body (a dict)
+    predictions_of: Callable  # response body -> list of predictions
+    expect: str  # a substring of every good response
+    records: list = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.handle.url.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        return self.handle.process.pid
+
+
+def _process_record(role: str, pid: int) -> dict:
+    import psutil
+
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        created = None
+    return {"role": role, "pid": pid, "create_time": created}
+
+
+def _listening_addresses(pid: int) -> list[str]:
+    """The addresses the process and its children listen on."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    found = []
+    for process in [parent, *parent.children(recursive=True)]:
+        connections = getattr(process, "net_connections", process.connections)
+        for connection in connections(kind="inet"):
+            if connection.status == psutil.CONN_LISTEN:
+                found.append(f"{connection.laddr.ip}:{connection.laddr.port}")
+    return found
+
+
+def _check_loopback_only(server: Server) -> None:
+    import ipaddress
+
+    for address in _listening_addresses(server.pid):
+        host = ipaddress.ip_address(address.rsplit(":", 1)[0])
+        # gRPC binds 127.0.0.1 on a dual-stack socket: ::ffff:127.0.0.1, loopback all the same.
+        host = getattr(host, "ipv4_mapped", None) or host
+        if not host.is_loopback:
+            raise RuntimeError(f"{server.name} listens on {address}, not only on loopback")
+
+
+def stop_server(server: Server, processes: list[dict]) -> None:
+    """Stop a server by its handle, then any child it left, by PID; record them all."""
+    import psutil
+
+    children = []
+    if server.handle.process is not None:
+        processes.append(_process_record(server.name, server.pid))
+        try:
+            children = psutil.Process(server.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        for child in children:
+            processes.append(_process_record(f"{server.name} child", child.pid))
+    server.handle.stop()
+    for child in children:
+        try:
+            child.terminate()
+            child.wait(timeout=STOP_TIMEOUT_S)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            child.kill()
+
+
+def _v1_body(frame) -> dict:
+    from components.deploy.logic import to_json_rows
+
+    return {"instances": to_json_rows(frame)}
+
+
+def start_ours(model_dir: Path) -> Server:
+    from components.deploy.logic import LocalModelServer
+
+    handle = LocalModelServer(model_dir, ready_timeout=READY_TIMEOUT_S)
+    handle.start()
+    return Server(
+        "ours",
+        handle,
+        f"/v1/models/{handle.model_name}:predict",
+        _v1_body,
+        lambda body: body["predictions"],
+        '"predictions"',
+    )
+
+
+def start_fastapi(model_dir: Path, name: str) -> Server:
+    from components.deploy.logic import _child_env, free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.serving_peers.fastapi_app"]
+    command += ["--model_dir", model_dir, "--port", port]
+    handle = ServerProcess(command, port, ["/ready"], env=_child_env(), cwd=ROOT)
+    handle.start()
+    return Server(
+        "fastapi",
+        handle,
+        f"/v1/models/{name}:predict",
+        _v1_body,
+        lambda body: body["predictions"],
+        '"predictions"',
+    )
+
+
+def start_mlserver(venv: Path, model_dir: Path, name: str, version: str, repo: Path) -> Server:
+    from benchmarks.serving_peers.mlserver_peer import (
+        v2_pandas_body,
+        v2_predictions,
+        write_repository,
+    )
+    from components.deploy.logic import free_port
+
+    http_port, grpc_port = free_port(), free_port()
+    write_repository(repo, name, model_dir / "model.joblib", version, http_port, grpc_port)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    command = [venv / "bin" / "mlserver", "start", repo]
+    ready = ["/v2/health/ready", f"/v2/models/{name}/ready"]
+    handle = ServerProcess(command, http_port, ready, env=env, cwd=repo)
+    handle.start()
+    return Server(
+        "mlserver",
+        handle,
+        f"/v2/models/{name}/infer",
+        v2_pandas_body,
+        v2_predictions,
+        '"outputs"',
+    )
+
+
+def check_parity(server: Server, batch, expected: np.ndarray) -> dict:
+    """Send the batch once and compare the answers with in-process predictions."""
+    with _loopback_session() as session:
+        response = session.post(
+            server.handle.url + server.predict_path, json=server.body_of(batch), timeout=60
+        )
+    if response.status_code != 200:
+        raise RuntimeError(f"{server.name}: HTTP {response.status_code}: {response.text[:300]}")
+    served = server.predictions_of(response.json())
+    matches = len(served) == len(expected) and list(served) == expected.tolist()
+    return {"rows": len(expected), "matches": bool(matches)}
+
+
+# --- The load client -------------------------------------------------------------------------
+
+
+def write_bodies(path: Path, bodies: list[dict]) -> Path:
+    path.write_text(
+        "".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies), encoding="utf-8"
+    )
+    return path
+
+
+def run_load(
+    server: Server,
+    bodies: Path,
+    workdir: Path,
+    *,
+    connections: int,
+    requests: int | None = None,
+    seconds: float | None = None,
+    warmup: int = 0,
+    window_seconds: float | None = None,
+) -> dict:
+    """Run the load client in its own process against `server`; return its summary."""
+    from components.deploy.logic import _child_env
+
+    output = workdir / f"load-{uuid.uuid4().hex}.json"
+    command = [sys.executable, "-m", "benchmarks.serving_peers.load"]
+    command += ["--port", str(server.port), "--path", server.predict_path]
+    command += ["--bodies", str(bodies), "--connections", str(connections)]
+    command += ["--warmup", str(warmup), "--expect", server.expect, "--output", str(output)]
+    if requests is not None:
+        command += ["--requests", str(requests)]
+    if seconds is not None:
+        command += ["--seconds", str(seconds)]
+    if window_seconds is not None:
+        command += ["--window-seconds", str(window_seconds)]
+    # A bound on top of the client's own (a request count or a duration, and a 30 s timeout
+    # per request): generous, so that it only ever ends a client that hangs.
+    limit = seconds + 120 if seconds is not None else 600
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=_child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = process.communicate(timeout=limit)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"load client failed ({process.returncode}): {err.strip()[-500:]}")
+    return json.loads(output.read_text(encoding="utf-8"))
+
+
+def _pick(values: list, key: str):
+    return [v[key] for v in values if v.get(key) is not None]
+
+
+def measure_servers(servers: dict, bodies: dict, workdir: Path, settings: Settings) -> dict:
+    """Sequential latency, throughput and batch rate of every server, interleaved over reps."""
+    runs = {name: {"sequential": [], "throughput": [], "batch": []} for name in servers}
+    names = list(servers)
+    for rep in range(settings.reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            print(f"  rep {rep + 1}: {name} sequential ...", file=sys.stderr, flush=True)
+            runs[name]["sequential"].append(
+                run_load(
+                    servers[name],
+                    bodies[name]["single"],
+                    workdir,
+                    connections=1,
+                    requests=settings.sequential_requests,
+                    seconds=settings.sequential_seconds,
+                    warmup=settings.warmup,
+                )
+            )
+        for name in order:
+            print(f"  rep {rep + 1}: {name} throughput ...", file=sys.stderr, flush=True)
+            runs[name]["throughput"].append(
+                run_load(
+                    servers[name],
+                    bodies[name]["single"],
+                    workdir,
+                    connections=settings.throughput_connections,
+                    seconds=settings.throughput_seconds,
+                    warmup=settings.warmup,
+                )
+            )
+        for name in order:
+            print(f"  rep {rep + 1}: {name} batch ...", file=sys.stderr, flush=True)
+            runs[name]["batch"].append(
+                run_load(
+                    servers[name],
+                    bodies[name]["batch"],
+                    workdir,
+                    connections=1,
+                    requests=settings.batch_requests,
+                    seconds=settings.batch_seconds,
+                    warmup=2,
+                )
+            )
+    results = {}
+    for name, measured in runs.items():
+        sequential = [r["latency_ms"] for r in measured["sequential"]]
+        throughput = measured["throughput"]
+        batch_p50 = [r["latency_ms"]["p50"] for r in measured["batch"]]
+        every = measured["sequential"] + measured["throughput"] + measured["batch"]
+        batch_ms = float(np.median(batch_p50))
+        results[name] = {
+            "single_row_sequential_ms": {
+                "p50": round(float(np.median(_pick(sequential, "p50"))), 4),
+                "p99": round(float(np.median(_pick(sequential, "p99"))), 4),
+                "reps_p50": _pick(sequential, "p50"),
+                "requests_per_rep": [r["requests"] for r in measured["sequential"]],
+            },
+            "throughput_rps": {
+                "median": round(float(np.median(_pick(throughput, "throughput_rps"))), 1),
+                "reps": _pick(throughput, "throughput_rps"),
+                "connections": settings.throughput_connections,
+                "seconds_per_rep": settings.throughput_seconds,
+                "latency_ms_p50": round(
+                    float(np.median([r["latency_ms"]["p50"] for r in throughput])), 4
+                ),
+            },
+            "batch": {
+                "rows": BATCH_ROWS,
+                "ms_p50": round(batch_ms, 3),
+                "rows_per_s": round(BATCH_ROWS / batch_ms * 1000),
+                "reps_ms_p50": batch_p50,
+            },
+            "errors": sum(r["errors"] for r in every),
+            "error_samples": [s for r in every for s in r["error_samples"]][:5],
+        }
+    return results
+
+
+# --- The soak ----------------------------------------------------------------------------------
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    parent = psutil.Process(pid)
+    total = parent.memory_info().rss
+    for child in parent.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def soak(server: Server, bodies: Path, workdir: Path, settings: Settings) -> dict:
+    """50 connections for soak_seconds against our server, its RSS sampled every second."""
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    started = time.perf_counter()
+
+    def sample() -> None:
+        while True:
+            try:
+                samples.append((time.perf_counter() - started, _rss_mb(server.pid)))
+            except Exception:  # the process is gone: the load run will say why
+                return
+            if stop.wait(1.0):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = run_load(
+            server,
+            bodies,
+            workdir,
+            connections=settings.soak_connections,
+            seconds=settings.soak_seconds,
+            window_seconds=max(1.0, settings.soak_seconds / 6),
+        )
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+    samples.append((time.perf_counter() - started, _rss_mb(server.pid)))
+    times = np.array([t for t, _ in samples])
+    rss = np.array([m for _, m in samples])
+    warmup_s = min(10.0, settings.soak_seconds / 4)
+    after = times >= warmup_s
+    at_warmup = float(rss[after][0]) if after.any() else float(rss[0])
+    slope = float(np.polyfit(times[after], rss[after], 1)[0]) * 60 if after.sum() >= 3 else None
+    return {
+        "connections": settings.soak_connections,
+        "seconds": settings.soak_seconds,
+        "requests": result["requests"],
+        "errors": result["errors"],
+        "error_samples": result["error_samples"],
+        "throughput_rps": result["throughput_rps"],
+        "latency_ms": result["latency_ms"],
+        "windows": result["windows"],
+        "rss_mb": {
+            "start": round(float(rss[0]), 1),
+            "after_warmup": round(at_warmup, 1),
+            "end": round(float(rss[-1]), 1),
+            "max": round(float(rss.max()), 1),
+            "warmup_seconds": warmup_s,
+            "growth_after_warmup": round(float(rss[-1]) - at_warmup, 1),
+            "slope_after_warmup_mb_per_min": None if slope is None else round(slope, 2),
+            "samples": [[round(t, 1), round(m, 1)] for t, m in samples],
+        },
+    }
+
+
+# --- Targets -----------------------------------------------------------------------------------
+
+
+def _p50_why(family: str, entry: dict) -> str:
+    raw = entry["raw"]["single_row_ms"]["p50"]
+    ours = entry["servers"]["ours"]["single_row_sequential_ms"]["p50"]
+    profile = entry.get("profile", {}).get("single_row", {})
+    text = f"{family}: our p50 {ours:.3f} ms = raw predict {raw:.3f} ms + {ours - raw:.3f} ms."
+    if "ours_ms" in profile:
+        stages = profile["ours_ms"]
+        besides = profile["ours_besides_predict_ms"]
+        text += (
+            f" In-process, our request path besides predict costs {besides:.3f} ms (JSON decode "
+            f"{stages['json_decode']:.3f}, validation {stages['validate']:.3f}, DataFrame "
+            f"{stages['dataframe']:.3f}, JSON encode {stages['json_encode']:.3f}; the same "
+            f"DataFrame built directly from numpy arrays takes "
+            f"{profile['dataframe_built_directly_ms']:.3f} ms); the other "
+            f"{ours - raw - besides:.3f} ms is HTTP over loopback, uvicorn, FastAPI and KServe's "
+            "dataplane, and the load client's share of the same cores."
+        )
+        peer = entry["servers"].get("fastapi", {}).get("single_row_sequential_ms")
+        if peer:
+            layers = ours - peer["p50"] - (besides - profile["fastapi_peer_besides_predict_ms"])
+            text += f" The FastAPI peer, on the same HTTP stack, has p50 {peer['p50']:.3f} ms: "
+            if abs(layers) < NOISE_MS:
+                text += (
+                    "beyond what our request path costs more in-process, KServe's own layers "
+                    f"add nothing measurable here (estimate {layers:.3f} ms, within this "
+                    "machine's noise)."
+                )
+            else:
+                text += (
+                    "beyond what our request path costs more in-process, KServe's own layers "
+                    f"(its dataplane, against a bare FastAPI route) come to about {layers:.3f} ms."
+                )
+    return text
+
+
+def _throughput_why(family: str, entry: dict, peer: str) -> str:
+    servers = entry["servers"]
+    ours, theirs = (
+        servers["ours"]["throughput_rps"]["median"],
+        servers[peer]["throughput_rps"]["median"],
+    )
+    text = (
+        f"{family}: ours {ours:.0f} req/s, {peer} {theirs:.0f} req/s ({ours / theirs:.2f}x; "
+        f"medians of reps {servers['ours']['throughput_rps']['reps']} and "
+        f"{servers[peer]['throughput_rps']['reps']})."
+    )
+    profile = entry.get("profile", {}).get("single_row", {})
+    if "ours_ms" in profile:
+        text += (
+            f" Per request, in-process, our path besides predict costs "
+            f"{profile['ours_besides_predict_ms']:.3f} ms (of it validation "
+            f"{profile['ours_ms']['validate']:.3f} ms and DataFrame construction "
+            f"{profile['ours_ms']['dataframe']:.3f} ms), the FastAPI peer's "
+            f"{profile['fastapi_peer_besides_predict_ms']:.3f} ms (it validates nothing); the "
+            "rest is each framework's own layers per request (KServe's dataplane and its "
+            "response handling against a bare route). Our DataFrame built directly from numpy "
+            f"arrays would take {profile['dataframe_built_directly_ms']:.3f} ms."
+        )
+    return text
+
+
+def _batch_why(family: str, entry: dict) -> str:
+    raw = entry["raw"]["batch"]
+    ours = entry["servers"]["ours"]["batch"]
+    text = (
+        f"{family}: ours {ours['rows_per_s']} rows/s ({ours['ms_p50']:.1f} ms per 1,000 rows) "
+        f"against raw {raw['rows_per_s']} rows/s ({raw['ms_p50']:.1f} ms)."
+    )
+    profile = entry.get("profile", {}).get("batch", {})
+    if "ours_ms" in profile:
+        stages = profile["ours_ms"]
+        text += (
+            f" In-process per 1,000-row request: JSON decode {stages['json_decode']:.1f} ms, "
+            f"validation {stages['validate']:.1f} ms, DataFrame {stages['dataframe']:.1f} ms, "
+            f"predict {stages['predict']:.1f} ms, JSON encode {stages['json_encode']:.1f} ms "
+            f"(the DataFrame built directly: {profile['dataframe_built_directly_ms']:.1f} ms)."
+        )
+    return text
+
+
+def evaluate_targets(
+    models: dict, soak_result: dict | None, mlserver_error: str | None, connections: int
+) -> dict:
+    """Each target of the issue: what was measured, whether it is met, and why not."""
+    limit = TARGETS["single_row_p50_over_raw_ms_at_most"]
+    targets: dict = {}
+
+    by_model, whys = {}, []
+    for family, entry in models.items():
+        raw = entry["raw"]["single_row_ms"]["p50"]
+        ours = entry["servers"]["ours"]["single_row_sequential_ms"]["p50"]
+        met = ours <= raw + limit
+        by_model[family] = {
+            "raw_p50_ms": raw,
+            "ours_p50_ms": ours,
+            "over_raw_ms": round(ours - raw, 4),
+            "met": met,
+        }
+        if not met:
+            whys.append(_p50_why(family, entry))
+    targets["single_row_p50_within_1ms_of_raw"] = _target(
+        f"our single-row p50 <= raw predict p50 + {limit:g} ms", by_model, whys
+    )
+
+    for peer in ("fastapi", "mlserver"):
+        by_model, whys = {}, []
+        for family, entry in models.items():
+            servers = entry["servers"]
+            if "throughput_rps" not in servers.get(peer, {}):
+                why = servers.get(peer, {}).get("error") or mlserver_error or "not run"
+                by_model[family] = {"met": None, "why": f"{peer} was not measured: {why}"}
+                continue
+            ours = servers["ours"]["throughput_rps"]["median"]
+            theirs = servers[peer]["throughput_rps"]["median"]
+            ratio = ours / theirs
+            met = ratio >= TARGETS["throughput_over_peer_at_least"]
+            by_model[family] = {
+                "ours_rps": ours,
+                f"{peer}_rps": theirs,
+                "ours_over_peer": round(ratio, 3),
+                "met": met,
+            }
+            if not met:
+                whys.append(_throughput_why(family, entry, peer))
+        targets[f"single_row_throughput_at_least_{peer}"] = _target(
+            f"our single-row throughput over {connections} connections >= {peer}'s",
+            by_model,
+            whys,
+        )
+
+    by_model, whys = {}, []
+    for family, entry in models.items():
+        raw = entry["raw"]["batch"]["rows_per_s"]
+        ours = entry["servers"]["ours"]["batch"]["rows_per_s"]
+        ratio = ours / raw
+        met = ratio >= TARGETS["batch_rows_per_s_over_raw_at_least"]
+        by_model[family] = {
+            "raw_rows_per_s": raw,
+            "ours_rows_per_s": ours,
+            "ours_over_raw": round(ratio, 3),
+            "met": met,
+        }
+        if not met:
+            whys.append(_batch_why(family, entry))
+    targets["batch_1000_rows_per_s_at_least_70pct_of_raw"] = _target(
+        "our rows/s on 1,000-row requests >= 70 % of raw predict's on the same batch",
+        by_model,
+        whys,
+    )
+
+    if soak_result is not None:
+        errors = soak_result["errors"]
+        targets["soak_zero_errors"] = {
+            "target": f"{soak_result['connections']} connections for "
+            f"{soak_result['seconds']:g} s: zero errors, p99 reported",
+            "requests": soak_result["requests"],
+            "errors": errors,
+            "p99_ms": soak_result["latency_ms"]["p99"],
+            "met": errors == 0 and soak_result["requests"] > 0,
+        }
+        if errors:
+            targets["soak_zero_errors"]["why"] = "; ".join(soak_result["error_samples"])
+        rss = soak_result["rss_mb"]
+        growth_limit = TARGETS["soak_rss_growth_after_warmup_mb_at_most"]
+        flat = rss["growth_after_warmup"] <= growth_limit
+        targets["soak_memory_flat"] = {
+            "target": f"RSS at the end within {growth_limit:g} MB of the RSS after the first "
+            f"{rss['warmup_seconds']:g} s of load",
+            "growth_after_warmup_mb": rss["growth_after_warmup"],
+            "slope_after_warmup_mb_per_min": rss["slope_after_warmup_mb_per_min"],
+            "met": flat,
+        }
+        if not flat:
+            targets["soak_memory_flat"]["why"] = (
+                f"RSS grew {rss['growth_after_warmup']} MB after warm-up "
+                f"({rss['after_warmup']} -> {rss['end']} MB)"
+            )
+    return targets
+
+
+def _target(text: str, by_model: dict, whys: list[str]) -> dict:
+    values = [m["met"] for m in by_model.values()]
+    met = None if any(v is None for v in values) else all(values)
+    entry = {"target": text, "by_model": by_model, "met": met}
+    if met is None:
+        entry["why"] = next(m["why"] for m in by_model.values() if m["met"] is None)
+    elif whys:
+        entry["why"] = " ".join(whys)
+    return entry
+
+
+# --- The run -----------------------------------------------------------------------------------
+
+
+def measure_family(
+    family: str,
+    folder: Path,
+    test,
+    schema: dict,
+    settings: Settings,
+    workdir: Path,
+    mlserver_venv: Path | None,
+    mlserver_error: str | None,
+    processes: list[dict],
+) -> dict:
+    """Everything measured for one model: raw, every server, the profile."""
+    from components.deploy.logic import load_model_folder, to_json_rows
+    from components.prepare.logic import as_model_input
+
+    model, metadata = load_model_folder(folder)
+    prepared = as_model_input(test, schema).reset_index(drop=True)
+    rows = prepared.sample(
+        min(settings.distinct_rows, len(prepared)), random_state=SEED
+    ).reset_index(drop=True)
+    batch = prepared.iloc[:BATCH_ROWS]
+    expected = np.asarray(model.predict(batch))
+    entry: dict = {"raw": raw_predict(model, rows, batch, settings), "servers": {}}
+
+    servers: dict[str, Server] = {}
+    try:
+        starters = {
+            "ours": lambda: start_ours(folder),
+            "fastapi": lambda: start_fastapi(folder, metadata["name"]),
+        }
+        if mlserver_venv is not None:
+            starters["mlserver"] = lambda: start_mlserver(
+                mlserver_venv, folder, metadata["name"], metadata["version"], workdir / family
+            )
+        for name, start in starters.items():
+            print(f"{family}: starting {name} ...", file=sys.stderr, flush=True)
+            try:
+                server = start()
+            except Exception as error:  # a peer that cannot start is reported, not faked
+                if name == "ours":
+                    raise
+                entry["servers"][name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+                continue
+            servers[name] = server
+            try:
+                _check_loopback_only(server)
+                parity = check_parity(server, batch, expected)
+                if not parity["matches"]:  # a fast wrong answer is no answer: not measured
+                    raise RuntimeError(
+                        f"its predictions for the {len(batch)}-row batch differ from "
+                        "in-process model.predict"
+                    )
+            except Exception as error:
+                stop_server(servers.pop(name), processes)
+                if name == "ours":
+                    raise
+                entry["servers"][name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+                continue
+            entry["servers"][name] = {"pid": server.pid, "parity": parity}
+        bodies = {}
+        for name, server in servers.items():
+            single = [server.body_of(rows.iloc[[i]]) for i in range(len(rows))]
+            bodies[name] = {
+                "single": write_bodies(workdir / f"{family}-{name}-single.jsonl", single),
+                "batch": write_bodies(
+                    workdir / f"{family}-{name}-batch.jsonl", [server.body_of(batch)]
+                ),
+            }
+        for name, measured in measure_servers(servers, bodies, workdir, settings).items():
+            entry["servers"][name].update(measured)
+    finally:
+        for server in servers.values():
+            stop_server(server, processes)
+
+    if "mlserver" not in entry["servers"]:
+        entry["servers"]["mlserver"] = {"error": mlserver_error or "not run"}
+    try:
+        entry["profile"] = {
+            "single_row": profile_request_path(
+                model, metadata, to_json_rows(rows.iloc[[0]]), settings.profile_calls
+            ),
+            "batch": profile_request_path(
+                model, metadata, to_json_rows(batch), max(3, settings.profile_calls // 20)
+            ),
+        }
+    except Exception as error:  # the profile explains; it must not sink the measurements
+        entry["profile"] = {"error": f"{type(error).__name__}: {error}"}
+    return entry
+
+
+def _versions() -> dict:
+    import importlib.metadata
+
+    names = ["kserve", "fastapi", "uvicorn", "scikit-learn", "pandas", "numpy"]
+    return {name: importlib.metadata.version(name) for name in names}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--venv", default=str(DEFAULT_VENV), help="MLServer's scratch venv")
+    parser.add_argument("--no-mlserver", action="store_true", help="leave MLServer out")
+    parser.add_argument("--soak-seconds", type=float, help="the soak's length (default 60)")
+    parser.add_argument("--reps", type=int, help="repetitions of each measurement (default 5)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="demo data, a few requests, 3 s soak, no MLServer"
+    )
+    args = parser.parse_args(argv)
+    settings = Settings.smoke() if args.smoke else Settings()
+    if args.soak_seconds is not None:
+        settings.soak_seconds = args.soak_seconds
+    if args.reps is not None:
+        settings.reps = args.reps
+    families = SMOKE_FAMILIES if args.smoke else FAMILIES
+    load_before = os.getloadavg()
+
+    results: dict = {
+        "command": " ".join([".venv/bin/python -m benchmarks.serving", *argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "packages": _versions(),
+            "note": "load client and each server in their own processes on the same machine",
+        },
+        "settings": {**settings.__dict__, "batch_rows": BATCH_ROWS, "seed": SEED},
+        "target_values": TARGETS,
+        "targets_measured_elsewhere": {
+            "onnx_single_row_p50_at_most_0.2x_sklearn": "benchmarks/onnx_latency.py "
+            "(benchmarks/results/onnx_latency.json)"
+        },
+    }
+    processes: list[dict] = []
+    workdir = Path(tempfile.mkdtemp(prefix="mlpipe-serving-bench-"))
+    try:
+        schema, train, test, data = load_data(Path(args.data), demo=args.smoke)
+        results["data"] = data
+        folders, models = {}, {}
+        for family, params in families.items():
+            print(f"{family}: fitting ...", file=sys.stderr, flush=True)
+            folders[family], models[family] = register_model(
+                train, schema, family, params, workdir / "models"
+            )
+
+        mlserver_venv, mlserver_error = None, None
+        if args.smoke or args.no_mlserver:
+            mlserver_error = "--smoke" if args.smoke else "--no-mlserver"
+        else:
+            from benchmarks.serving_peers.mlserver_peer import ensure_venv
+
+            print(f"MLServer venv {args.venv} ...", file=sys.stderr, flush=True)
+            try:
+                results["mlserver_venv"] = ensure_venv(args.venv)
+                mlserver_venv = Path(args.venv)
+            except Exception as error:
+                mlserver_error = f"the MLServer venv could not be made: {error}"
+        results["mlserver_venv_error"] = mlserver_error
+
+        for family in families:
+            models[family].update(
+                measure_family(
+                    family,
+                    folders[family],
+                    test,
+                    schema,
+                    settings,
+                    workdir,
+                    mlserver_venv,
+                    mlserver_error,
+                    processes,
+                )
+            )
+        results["models"] = models
+
+        soak_family = next(iter(families))
+        print(
+            f"soak: ours, {soak_family}, {settings.soak_connections} connections, "
+            f"{settings.soak_seconds:g} s ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        from components.prepare.logic import as_model_input
+
+        rows = as_model_input(test, schema).sample(
+            min(settings.distinct_rows, len(test)), random_state=SEED
+        )
+        server = start_ours(folders[soak_family])
+        try:
+            bodies = write_bodies(
+                workdir / "soak.jsonl", [_v1_body(rows.iloc[[i]]) for i in range(len(rows))]
+            )
+            results["soak"] = {"model": soak_family, **soak(server, bodies, workdir, settings)}
+        finally:
+            stop_server(server, processes)
+        results["targets"] = evaluate_targets(
+            models, results["soak"], mlserver_error, settings.throughput_connections
+        )
+    finally:
+        results["processes"] = processes
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.output:
+        from components.common.io import write_text
+
+        write_text(args.output, text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

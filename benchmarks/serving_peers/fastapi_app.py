@@ -1,0 +1,68 @@
+"""The FastAPI peer: a minimal app serving the same model file, one uvicorn worker.
+
+    python -m benchmarks.serving_peers.fastapi_app --model_dir DIR --port N
+
+What a competent engineer would write in a few lines, with no framework of its own: one route,
+the V1 row format (`{"instances": [{feature: value, ...}, ...]}`), orjson both ways, the rows as a
+DataFrame through the project's `as_model_input` (categoricals as strings, as training built them)
+and `model.predict`. Unlike our server it validates nothing: a malformed request is a 500, not a
+400 naming the field. The route handler is `async def`, so prediction runs on the event loop, as
+in our KServe server and in MLServer with `parallel_workers: 0`.
+"""
+
+import argparse
+import sys
+
+from components.deploy.logic import LOOPBACK, load_model_folder
+
+
+def create_app(model_dir: str):
+    """The app, with the registered model folder's model loaded (its checksum verified)."""
+    import orjson
+    import pandas as pd
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    from components.prepare.logic import as_model_input, feature_names
+
+    model, metadata = load_model_folder(model_dir)
+    schema = metadata["schema"]
+    columns = feature_names(schema)
+    version = metadata["version"]
+    app = FastAPI()
+
+    @app.get("/ready")
+    async def ready():
+        return {"ready": True}
+
+    @app.post(f"/v1/models/{metadata['name']}:predict")
+    async def predict(request: Request):
+        rows = orjson.loads(await request.body())["instances"]
+        frame = as_model_input(pd.DataFrame.from_records(rows, columns=columns), schema)
+        predictions = model.predict(frame)
+        body = {"predictions": predictions.tolist(), "model_version": version}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_dir", required=True, help="a registered model folder")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        create_app(args.model_dir),
+        host=LOOPBACK,
+        port=args.port,
+        workers=1,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

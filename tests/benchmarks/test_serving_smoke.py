@@ -1,0 +1,85 @@
+"""The serving benchmark's smoke mode, so that it cannot rot: it checks what was measured, that
+every server answered the same predictions as the model in-process, and that every server
+process it started is gone afterwards (never how fast anything was)."""
+
+import json
+
+import psutil
+import pytest
+
+from benchmarks.serving import main
+
+pytestmark = pytest.mark.server
+
+TARGETS = {
+    "single_row_p50_within_1ms_of_raw",
+    "single_row_throughput_at_least_fastapi",
+    "single_row_throughput_at_least_mlserver",
+    "batch_1000_rows_per_s_at_least_70pct_of_raw",
+    "soak_zero_errors",
+    "soak_memory_flat",
+}
+
+
+def _still_running(record: dict) -> bool:
+    """The recorded process is alive (the same process: a reused PID has another start time)."""
+    try:
+        process = psutil.Process(record["pid"])
+        return process.create_time() == record["create_time"] and process.status() not in (
+            psutil.STATUS_ZOMBIE,
+            psutil.STATUS_DEAD,
+        )
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_smoke_mode_measures_each_server_and_stops_them(tmp_path):
+    output = tmp_path / "serving.json"
+    assert main(["--smoke", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    assert results["command"].endswith(f"--smoke --output {output}")
+    assert results["data"]["file"] is None  # the demo data: never needs ../shared
+
+    (family,) = results["models"]
+    entry = results["models"][family]
+    raw = entry["raw"]
+    assert 0 < raw["single_row_ms"]["p50"] <= raw["single_row_ms"]["p99"]
+    assert raw["batch"]["rows"] == 1000 and raw["batch"]["rows_per_s"] > 0
+    for name in ("ours", "fastapi"):
+        server = entry["servers"][name]
+        # Each server's answers to the 1,000-row batch equal model.predict in-process.
+        assert server["parity"] == {"rows": 1000, "matches": True}, name
+        sequential = server["single_row_sequential_ms"]
+        assert 0 < sequential["p50"] <= sequential["p99"], name
+        assert sequential["requests_per_rep"][0] > 0, name
+        assert server["throughput_rps"]["median"] > 0, name
+        assert server["batch"]["rows_per_s"] > 0, name
+        assert server["errors"] == 0, server["error_samples"]
+    assert "--smoke" in entry["servers"]["mlserver"]["error"]
+    stages = entry["profile"]["single_row"]["ours_ms"]
+    assert set(stages) == {"json_decode", "validate", "dataframe", "predict", "json_encode"}
+
+    soak = results["soak"]
+    assert soak["connections"] == 50 and soak["seconds"] == 3
+    assert soak["requests"] > 0 and soak["errors"] == 0, soak["error_samples"]
+    assert soak["latency_ms"]["p50"] <= soak["latency_ms"]["p99"]
+    assert sum(window["requests"] for window in soak["windows"]) == soak["requests"]
+    assert len(soak["rss_mb"]["samples"]) >= 3
+    assert soak["rss_mb"]["max"] >= max(soak["rss_mb"]["start"], soak["rss_mb"]["end"])
+
+    targets = results["targets"]
+    assert set(targets) == TARGETS
+    for name, target in targets.items():
+        if name == "single_row_throughput_at_least_mlserver":
+            assert target["met"] is None and "--smoke" in target["why"]
+        else:
+            assert isinstance(target["met"], bool), name
+            assert target["met"] or target["why"], name  # a miss says why
+    ours = entry["servers"]["ours"]["single_row_sequential_ms"]["p50"]
+    p50 = targets["single_row_p50_within_1ms_of_raw"]["by_model"][family]
+    assert p50["met"] == (ours <= raw["single_row_ms"]["p50"] + 1.0)
+
+    # Three servers: ours and FastAPI for the measurements, ours again for the soak.
+    roles = [record["role"] for record in results["processes"]]
+    assert roles.count("ours") == 2 and roles.count("fastapi") == 1
+    assert not [r for r in results["processes"] if _still_running(r)]
