@@ -19,7 +19,11 @@ from components.bias.metrics import SUMMARY_METRICS
 from components.bias.mitigation import CONSTRAINTS, MITIGATIONS, THRESHOLD_CONSTRAINTS
 from components.common.errors import PipelineInputError
 from components.deploy.cluster import version_storage_uri
-from components.evaluate.metrics import THRESHOLD_RULES
+from components.evaluate.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    THRESHOLD_RULES,
+)
 from components.ingest.logic import resolve_source, source_columns
 from components.ingest.snapshot import EtlSpec
 from components.prepare.options import PrepareOptions, SplitOptions
@@ -354,21 +358,6 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
                 )
     except PipelineInputError as error:
         raise PipelineInputError(prefix + str(error)) from None
-
-
-CLASSIFICATION_METRICS = {
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "roc_auc",
-    "roc_auc_ovr",
-    "pr_auc",
-    "log_loss",
-    "brier",
-}
-REGRESSION_METRICS = {"mse", "rmse", "mae", "r2"}
 
 
 def check_evaluation(config: RunConfig) -> None:

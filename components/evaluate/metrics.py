@@ -34,6 +34,20 @@ from components.common.errors import PipelineInputError
 from components.prepare.logic import as_model_input
 
 THRESHOLD_RULES = ("fixed", "max_f1", "target_precision")
+# Every metric evaluate_model reports, by task, in the order reports show them.
+CLASSIFICATION_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "roc_auc_ovr",
+    "pr_auc",
+    "log_loss",
+    "brier",
+)
+REGRESSION_METRICS = ("mse", "rmse", "mae", "r2")
 # Curves go into JSON and the report; a few hundred points draw them well enough.
 MAX_CURVE_POINTS = 200
 MAX_RESIDUAL_POINTS = 2000

@@ -19,7 +19,11 @@ from collections.abc import Callable
 import pandas as pd
 
 from components.common.io import read_json
-from components.evaluate.metrics import higher_is_better
+from components.evaluate.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    higher_is_better,
+)
 
 # (id, heading) in page order: the decision first, where a reader looks.
 SECTIONS = (
@@ -34,22 +38,7 @@ SECTIONS = (
 # The class of the line a section shows when it could not be drawn (the component looks for it).
 RENDER_ERROR_CLASS = "render-error"
 
-METRIC_ORDER = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "roc_auc",
-    "roc_auc_ovr",
-    "pr_auc",
-    "log_loss",
-    "brier",
-    "mse",
-    "rmse",
-    "mae",
-    "r2",
-)
+METRIC_ORDER = CLASSIFICATION_METRICS + REGRESSION_METRICS
 THRESHOLD_RULES = {
     "fixed": "a fixed threshold",
     "max_f1": "the threshold that maximises F1",

@@ -17,8 +17,8 @@ from components.bias.mitigation import (
     row_draws,
 )
 from components.common.errors import PipelineInputError
-from components.prepare.logic import as_model_input, fit_preprocessor, split_table
 from components.evaluate.metrics import evaluate_model
+from components.prepare.logic import as_model_input, fit_preprocessor, split_table
 from components.train.logic import fit_mitigated
 from components.validate.logic import validate_table
 

@@ -10,37 +10,6 @@ from components.ingest.logic import read_source, resolve_source
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """An s3fs filesystem on the local server; the product finds it through the environment."""
-    import s3fs
-
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(proxy, raising=False)
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    return fs
-
-
 @pytest.fixture
 def s3_lake(s3, demo_lake, request):
     bucket = f"lake-{request.node.name.replace('_', '-')[:40].lower()}"

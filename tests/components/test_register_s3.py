@@ -13,37 +13,12 @@ pytestmark = pytest.mark.server
 SCHEMA = {"target": "y", "task": "classification", "features": [{"name": "x", "kind": "numeric"}]}
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def bucket(s3_endpoint, monkeypatch, request):
-    """A fresh bucket; the registry finds the server through the environment, as on a cluster."""
-    import s3fs
-
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(proxy, raising=False)
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+def bucket(s3, request):
+    """A fresh bucket on the local S3 server."""
     name = f"models-{request.node.name.replace('_', '-')[:40].lower()}"
-    fs.mkdir(name)
-    return fs, f"s3://{name}"
+    s3.mkdir(name)
+    return s3, f"s3://{name}"
 
 
 def _model(answer):

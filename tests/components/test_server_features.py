@@ -395,44 +395,25 @@ def test_admin_reload_answers_only_this_machine(registry):
 
 
 @pytest.mark.server
-def test_alias_on_an_object_store_is_downloaded_verified_and_followed(models, monkeypatch):
+def test_alias_on_an_object_store_is_downloaded_verified_and_followed(models, s3):
     """s3:// through a moto server on 127.0.0.1: each version is a verified temporary copy, and
     the copy of the version a reload replaces is removed."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for name, value in {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            monkeypatch.setenv(name, value)
-        for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            monkeypatch.delenv(proxy, raising=False)
-        import s3fs
-
-        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("models-server")
-        registry = ModelRegistry("s3://models-server", NAME, {"skip_instance_cache": True})
-        registry.register(models.first, {"schema": SCHEMA})
-        registry.register(models.second, {"schema": SCHEMA})
-        registry.promote("v1")
-        model = TabularModel(NAME, registry=registry)
-        model.load()
-        first_copy = model.loaded.folder
-        assert model.loaded.temporary and (first_copy / MODEL_FILE).is_file()
-        registry.promote("v2")
-        assert model.reload()["changed"] is True
-        assert not first_copy.exists() and (model.loaded.folder / MODEL_FILE).is_file()
-        rows = to_json_rows(models.sample)
-        assert model.predict({"instances": rows})["predictions"] == models.expected(models.second)
-        model.stop()
-        assert not model.loaded.folder.exists()
-    finally:
-        server.stop()
+    s3.mkdir("models-server")
+    registry = ModelRegistry("s3://models-server", NAME, {"skip_instance_cache": True})
+    registry.register(models.first, {"schema": SCHEMA})
+    registry.register(models.second, {"schema": SCHEMA})
+    registry.promote("v1")
+    model = TabularModel(NAME, registry=registry)
+    model.load()
+    first_copy = model.loaded.folder
+    assert model.loaded.temporary and (first_copy / MODEL_FILE).is_file()
+    registry.promote("v2")
+    assert model.reload()["changed"] is True
+    assert not first_copy.exists() and (model.loaded.folder / MODEL_FILE).is_file()
+    rows = to_json_rows(models.sample)
+    assert model.predict({"instances": rows})["predictions"] == models.expected(models.second)
+    model.stop()
+    assert not model.loaded.folder.exists()
 
 
 def test_cli_flags_and_their_environment_defaults(monkeypatch):
