@@ -35,7 +35,7 @@ def validate_table(
             Columns not declared here are features of the kind their dtype suggests.
 
     Returns:
-        The schema: target, task, classes (classification), features as name/kind pairs,
+        The schema: target, task, classes (classification), features as name/kind/nullable,
         and the number of rows dropped because their label was missing.
 
     Raises:
@@ -87,7 +87,13 @@ def validate_table(
         if frame[column].isna().all():
             raise PipelineInputError(f"column '{column}' has no values (every row is missing)")
         features.append(
-            {"name": column, "kind": column_types.get(column) or column_kind(frame[column])}
+            {
+                "name": column,
+                "kind": column_types.get(column) or column_kind(frame[column]),
+                # Whether the data had missing values here: the model server refuses null
+                # and NaN in a feature that never had one (the imputer never saw it happen).
+                "nullable": bool(frame[column].isna().any()),
+            }
         )
     if not features:
         raise PipelineInputError(f"the data has no feature columns besides the target '{target}'")

@@ -22,7 +22,16 @@ def test_schema_lists_features_with_kinds_and_classes(arrests):
 
 def test_a_declared_categorical_overrides_the_dtype(arrests):
     schema = validate_table(arrests, "released", "classification", [], {"year": "categorical"})
-    assert {"name": "year", "kind": "categorical"} in schema["features"]
+    assert {"name": "year", "kind": "categorical", "nullable": False} in schema["features"]
+
+
+def test_features_record_whether_the_data_had_missing_values(arrests):
+    frame = arrests.copy()
+    frame.loc[3, "age"] = None
+    schema = validate_table(frame, "released", "classification", [], {})
+    nullable = {f["name"]: f["nullable"] for f in schema["features"]}
+    assert nullable["age"] is True
+    assert not any(v for name, v in nullable.items() if name != "age")
 
 
 @pytest.mark.parametrize(
