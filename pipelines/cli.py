@@ -106,7 +106,13 @@ def cmd_run(args) -> int:
             )
             return EXIT_FAILED
     if not run.champion:
-        return 0 if args.no_serve else EXIT_FAILED
+        if args.no_serve:
+            return 0
+        errors.print(
+            f"[bold red]nothing to serve[/]: {config.model_name} has no champion yet "
+            f"({run.model_version} was not blessed)"
+        )
+        return EXIT_FAILED
     if args.no_serve:
         console.print(
             f"  serve it   mlpipe serve --model-store {config.model_store_uri} "
