@@ -232,6 +232,8 @@ def training_pipeline(
         ray_address=ray_address,
         ray_storage_path=ray_storage_path,
         ray_connect_timeout=ray_connect_timeout,
+        split_strategy=split_strategy,
+        group_column=group_column,
     ).after(bias_task)
 
     train_task = train(
@@ -249,6 +251,8 @@ def training_pipeline(
         threshold_rule=threshold_rule,
         threshold=threshold,
         target_precision=target_precision,
+        split_strategy=split_strategy,
+        group_column=group_column,
     )
 
     evaluate_task = evaluate(

@@ -28,10 +28,10 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from sklearn.model_selection import FixedThresholdClassifier, KFold, StratifiedKFold
+from sklearn.model_selection import FixedThresholdClassifier
 
 from components.common.errors import PipelineInputError
-from components.prepare.logic import as_model_input
+from components.prepare.logic import as_model_input, cv_fold_rows
 
 THRESHOLD_RULES = ("fixed", "max_f1", "target_precision")
 # Every metric evaluate_model reports, by task, in the order reports show them.
@@ -364,6 +364,7 @@ def out_of_fold(
     folds: int,
     seed: int,
     positive: str = "",
+    groups=None,
 ) -> OutOfFold:
     """k-fold cross-validation of the training recipe on the training split.
 
@@ -374,14 +375,11 @@ def out_of_fold(
         folds: the number of folds (stratified for classification).
         seed: shuffles the folds.
         positive: the positive class of a binary task; empty: the second sorted class.
+        groups: each row's group for a group-aware split (no group in two folds); None: rows.
     """
     target = train[schema["target"]].to_numpy()
-    if schema["task"] == "classification":
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     result = OutOfFold(held_out=[])
-    for fit_rows, held_rows in splitter.split(train, target):
+    for fit_rows, held_rows in cv_fold_rows(target, schema["task"], folds, seed, groups):
         model = fit(train.iloc[fit_rows].reset_index(drop=True))
         held = train.iloc[held_rows].reset_index(drop=True)
         features = as_model_input(held, schema)

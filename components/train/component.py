@@ -25,6 +25,8 @@ def train(
     threshold_rule: str = "fixed",
     threshold: float = 0.5,
     target_precision: float = 0.9,
+    split_strategy: str = "stratified",
+    group_column: str = "",
 ):
     """Fits the best estimator behind the fitted preprocessor, with the configured bias
     mitigation, as the model the server loads.
@@ -52,6 +54,9 @@ def train(
             the folds' out-of-fold probabilities; the served model applies it in predict().
         threshold: the fixed rule's threshold.
         target_precision: the precision the target_precision rule must reach.
+        split_strategy: the train/test split's strategy; with "group", the folds keep each
+            value of `group_column` together too.
+        group_column: the group split's column.
     """
     import joblib
 
@@ -88,6 +93,7 @@ def train(
             threshold,
             target_precision,
             mitigation,
+            groups=train_frame[group_column] if split_strategy == "group" else None,
         )
     write_json(cv.path, cv_summary)
     joblib.dump(fitted, model.path)

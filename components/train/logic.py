@@ -112,12 +112,17 @@ def fit_with_threshold(
     threshold: float,
     target_precision: float,
     mitigation: str,
+    groups=None,
 ) -> tuple[object, dict]:
     """Cross-validate the training recipe, and set the decision threshold by the rule.
 
     The folds refit the preprocessor (a clone of prepare's) and the best estimator on each
     fold's rows, without mitigation; their out-of-fold probabilities choose the threshold, so
     it is never tuned on rows the model was fitted on, nor on the test split.
+
+    Args:
+        groups: each training row's group for a group-aware split (the folds keep groups
+            together); None: folds of rows.
 
     Returns:
         (the served model, wrapped in a FixedThresholdClassifier when the threshold is not 0.5;
@@ -128,7 +133,7 @@ def fit_with_threshold(
         fold_preprocessor = clone(preprocessor).fit(as_model_input(rows, schema))
         return fit_model(rows, schema, fold_preprocessor, best, seed)
 
-    folds = out_of_fold(fit_fold, train, schema, cv_folds, seed, positive_class)
+    folds = out_of_fold(fit_fold, train, schema, cv_folds, seed, positive_class, groups)
     if folds.scores is None:  # regression or multiclass: no threshold to choose
         if threshold_rule != "fixed" or threshold != 0.5:
             raise PipelineInputError(

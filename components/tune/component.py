@@ -28,6 +28,8 @@ def tune(
     ray_address: str = "",
     ray_storage_path: str = "",
     ray_connect_timeout: int = 30,
+    split_strategy: str = "stratified",
+    group_column: str = "",
 ):
     """Searches model families and hyperparameters by k-fold cross-validation on the training split.
 
@@ -55,6 +57,9 @@ def tune(
         ray_storage_path: where Tune keeps the experiment (s3://... on a cluster); a rerun on the
             same inputs resumes from it. Empty: MLPIPE_TUNE_STORAGE_PATH, else a temporary folder.
         ray_connect_timeout: seconds a cluster address may take to answer.
+        split_strategy: the train/test split's strategy; with "group", the folds keep each
+            value of `group_column` together too.
+        group_column: the group split's column.
     """
     import json
 
@@ -64,9 +69,11 @@ def tune(
     from components.common.step import step_summary, user_errors
     from components.tune.logic import tune_model, tune_report
 
+    train_frame = read_frame(train.path)
+    groups = train_frame[group_column] if split_strategy == "group" else None
     with user_errors("tune"):
         best_trial, trial_table = tune_model(
-            read_frame(train.path),
+            train_frame,
             read_json(schema.path),
             model_families,
             num_trials,
@@ -82,6 +89,7 @@ def tune(
             storage_path=ray_storage_path,
             connect_timeout_s=ray_connect_timeout,
             preprocessor=joblib.load(preprocessor.path),
+            groups=groups,
         )
     write_json(best.path, best_trial)
     trial_table.to_csv(trials.path, index=False)

@@ -153,6 +153,7 @@ def tune_model(
     storage_path: str = "",
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     preprocessor=None,
+    groups=None,
 ) -> tuple[dict, pd.DataFrame]:
     """Search the families' spaces with Ray Tune, on an embedded Ray or an existing cluster.
 
@@ -162,6 +163,8 @@ def tune_model(
         space: per-family overrides of the default space (see search_space).
         max_failures: retries of a trial whose run failed (a killed worker, a lost node).
         preprocessor: the prepare step's transform, refitted per fold; None: the default one.
+        groups: each training row's group, for folds that keep a group together (a group-aware
+            split); None: folds of rows.
         address: an existing Ray cluster's address; empty: RAY_ADDRESS, else an embedded Ray.
         storage_path: where the experiment lives (a path, or s3://... on a cluster); empty:
             MLPIPE_TUNE_STORAGE_PATH, else a temporary folder (no resume).
@@ -180,7 +183,7 @@ def tune_model(
 
     features = as_model_input(train, schema)
     labels = train[schema["target"]]
-    folds = make_folds(features, labels, schema, cv_folds, seed, preprocessor)
+    folds = make_folds(features, labels, schema, cv_folds, seed, preprocessor, groups)
     settings = {
         "families": sorted(families),
         "space": space or {},

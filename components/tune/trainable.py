@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import get_scorer
-from sklearn.model_selection import KFold, StratifiedKFold
 
-from components.prepare.logic import build_preprocessor
+from components.prepare.logic import build_preprocessor, cv_fold_rows
 from components.tune.search_space import RESOURCES, family_params, make_estimator
 
 MAX_BUDGET = 27
@@ -39,22 +38,19 @@ def make_folds(
     cv_folds: int,
     seed: int,
     preprocessor=None,
+    groups=None,
 ) -> list[tuple]:
     """(train X, train y, validation X, validation y) per fold, each X already preprocessed.
 
     Args:
         preprocessor: the prepare step's transform (its settings are cloned and refitted per
             fold, so the folds score the transform that is served); None: the default one.
+        groups: each row's group for a group-aware split (no group in two folds); None: rows.
     """
     template = build_preprocessor(schema) if preprocessor is None else preprocessor
-    splitter = (
-        StratifiedKFold(cv_folds, shuffle=True, random_state=seed)
-        if schema["task"] == "classification"
-        else KFold(cv_folds, shuffle=True, random_state=seed)
-    )
     folds = []
     y = labels.to_numpy()
-    for train_rows, valid_rows in splitter.split(features, y):
+    for train_rows, valid_rows in cv_fold_rows(y, schema["task"], cv_folds, seed, groups):
         fold_preprocessor = clone(template).fit(features.iloc[train_rows], y[train_rows])
         folds.append(
             (

@@ -248,3 +248,35 @@ def test_gate_counts_the_fairness_gate_and_an_unscorable_champion():
 def test_gate_names_a_metric_the_run_does_not_have():
     with pytest.raises(PipelineInputError, match="evaluation.thresholds.r2: this run has no"):
         decide(CANDIDATE, {"r2": 0.5}, ["roc_auc"], 0.01, None, FAIR)
+
+
+def test_group_aware_folds_never_split_a_group(loans, loans_schema):
+    from components.prepare.logic import cv_fold_rows
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, len(loans))  # 40 households
+    folds = cv_fold_rows(loans["approved"], "classification", 4, 0, groups)
+    assert len(folds) == 4
+    for fit_rows, held_rows in folds:
+        assert not set(groups[fit_rows]) & set(groups[held_rows])
+    assert sorted(np.concatenate([held for _, held in folds]).tolist()) == list(range(len(loans)))
+    # The threshold's out-of-fold scores come from the same kind of folds.
+    model = fit_model(loans, loans_schema, fit_preprocessor(loans, loans_schema), BEST, 0)
+    _, cv = fit_with_threshold(
+        model,
+        loans,
+        loans_schema,
+        fit_preprocessor(loans, loans_schema),
+        BEST,
+        0,
+        4,
+        "yes",
+        "max_f1",
+        0.5,
+        0.9,
+        "none",
+        groups=groups,
+    )
+    assert cv["folds"] == 4 and 0 < cv["threshold"]["value"] < 1
+    with pytest.raises(PipelineInputError, match="has 3 groups, fewer than the 4"):
+        cv_fold_rows(loans["approved"], "classification", 4, 0, groups % 3)

@@ -89,7 +89,9 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_run_completes(loans, loans
             metric="roc_auc",
             num_cpus=2,
             seed=0,
-            space={"random_forest": {"n_estimators": 300}},  # about a second per trial
+            # A few seconds per trial: the kill, half a second after the worker appears, must
+            # land inside its first trial, or the worker may have finished one already.
+            space={"random_forest": {"n_estimators": 1000}},
             max_failures=2,
         )
     finally:
