@@ -554,3 +554,12 @@ def test_the_readme_client_predicts_one_row_with_onnxruntime_alone(tmp_path, arr
     np.testing.assert_allclose(
         json.loads(printed["probabilities"]), model.predict_proba(features)[0], atol=1e-5
     )
+
+
+def test_the_readme_shows_the_client_that_the_tests_run():
+    root = Path(__file__).resolve().parents[2]
+    client = (root / "examples" / "onnx_client.py").read_text()
+    code = client.split('"""', 2)[2].strip()
+    assert code in (root / "README.md").read_text(), (
+        "README's ONNX snippet drifted from the example"
+    )
