@@ -409,10 +409,6 @@ def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
     return pd.DataFrame(data, columns=names)
 
 
-def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _flag(value, field: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInput(f"{field}: expected true or false, got {_json_type(value)}")
