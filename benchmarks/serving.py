@@ -296,93 +296,12 @@ def _loopback_session():
     return session
 
 
-class ServerProcess:
-    """A server started as a subprocess in its own session, stopped by its handle.
-
-    Attributes mirror components.deploy.logic.LocalModelServer's: process, url, output_tail(),
-    stop().
-    """
-
-    def __init__(self, command, port: int, ready_paths, env=None, cwd=None):
-        self.command = [str(part) for part in command]
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.ready_paths = ready_paths
-        self.env = env
-        self.cwd = cwd
-        self.process = None
-        self._output = None
-
-    def start(self) -> None:
-        self._output = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,
-        )
-        try:
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with _loopback_session() as session:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"{self.command[0]} exited with code {self.process.returncode} before "
-                        f"it was ready; its output:\n{self.output_tail()}"
-                    )
-                if all(_answers_ok(session, self.url + path) for path in self.ready_paths):
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"not ready at {self.url} after {READY_TIMEOUT_S:g} s; its output:\n"
-                        f"{self.output_tail()}"
-                    )
-                time.sleep(0.2)
-
-    def output_tail(self, lines: int = 15) -> str:
-        if self._output is None or self._output.closed:
-            return ""
-        self._output.flush()
-        self._output.seek(0)
-        text = self._output.read().decode("utf-8", errors="replace")
-        return "\n".join(text.strip().splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._output is not None and not self._output.closed:
-            self._output.close()
-
-
-def _answers_ok(session, url: str) -> bool:
-    import requests
-
-    try:
-        return session.get(url, timeout=2.0).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 @dataclass
 class Server:
     """A started server under test and how to talk to it."""
 
     name: str
-    handle: object  # LocalModelServer or ServerProcess: .process, .url, .stop()
+    handle: object  # a components.deploy.logic.ServerProcess: .process, .url, .stop()
     predict_path: str
     body_of: Callable  # prepared DataFrame -> request body (a dict)
     predictions_of: Callable  # response body -> list of predictions
@@ -479,12 +398,14 @@ def start_ours(model_dir: Path) -> Server:
 
 
 def start_fastapi(model_dir: Path, name: str) -> Server:
-    from components.deploy.logic import _child_env, free_port
+    from components.deploy.logic import ServerProcess, _child_env, free_port
 
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.serving_peers.fastapi_app"]
     command += ["--model_dir", model_dir, "--port", port]
-    handle = ServerProcess(command, port, ["/ready"], env=_child_env(), cwd=ROOT)
+    handle = ServerProcess(
+        command, port, ["/ready"], ready_timeout=READY_TIMEOUT_S, env=_child_env(), cwd=ROOT
+    )
     handle.start()
     return Server(
         "fastapi",
@@ -502,14 +423,16 @@ def start_mlserver(venv: Path, model_dir: Path, name: str, version: str, repo: P
         v2_predictions,
         write_repository,
     )
-    from components.deploy.logic import free_port
+    from components.deploy.logic import ServerProcess, free_port
 
     http_port, grpc_port = free_port(), free_port()
     write_repository(repo, name, model_dir / "model.joblib", version, http_port, grpc_port)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     command = [venv / "bin" / "mlserver", "start", repo]
     ready = ["/v2/health/ready", f"/v2/models/{name}/ready"]
-    handle = ServerProcess(command, http_port, ready, env=env, cwd=repo)
+    handle = ServerProcess(
+        command, http_port, ready, ready_timeout=READY_TIMEOUT_S, env=env, cwd=repo
+    )
     handle.start()
     return Server(
         "mlserver",

@@ -264,36 +264,47 @@ def free_port(host: str = LOOPBACK) -> int:
         return probe.getsockname()[1]
 
 
-class LocalModelServer:
-    """A KServe model server for one model folder, running as a subprocess on this machine.
+class ServerProcess:
+    """An HTTP server run as a subprocess on this machine, until it is stopped by its handle.
 
-    Use as a context manager: entering starts the server and waits until the model is ready;
-    leaving stops it (SIGTERM to its PID, then SIGKILL after 10 s).
+    Use as a context manager: entering starts the command and waits until every ready path
+    answers 200; leaving stops it (SIGTERM to its PID, then SIGKILL after 10 s). The model
+    server below is one; the benchmarks' peers (a FastAPI app, MLServer) are others.
+
+    Args:
+        command: the program and its arguments.
+        port: the port it serves on; None: a free one, chosen at start (see `command_line`).
+        ready_paths: paths that answer 200 once it is ready.
+        host: the address it binds.
+        ready_timeout: seconds it may take to become ready.
+        env: its environment (default: ours, with this checkout importable).
+        cwd: its working directory.
+        what: how errors name it (default: the program).
 
     Attributes:
-        url: the base URL, e.g. http://127.0.0.1:8080.
-        model_name: the model's name on the server (from metadata.json).
-        version: the model version (from metadata.json).
-        pid: the server process's ID, once started.
-        process: the `subprocess.Popen` of the server, once started.
-        last_output: the server's last lines of output, kept when it stops.
+        process: the `subprocess.Popen`, once started.
+        last_output: its last lines of output, kept when it stops.
     """
 
     def __init__(
         self,
-        model_dir: str | os.PathLike,
-        host: str = LOOPBACK,
+        command: list | None = None,
         port: int | None = None,
+        ready_paths: tuple | list = (),
+        host: str = LOOPBACK,
         ready_timeout: float = 60.0,
+        env: dict | None = None,
+        cwd: str | os.PathLike | None = None,
+        what: str = "",
     ):
-        # Checked here so that a bad folder fails fast, without starting a process.
-        metadata = read_model_metadata(model_dir)
-        self.model_dir = model_folder(model_dir)
-        self.host = host
+        self.command = [str(part) for part in command or []]
         self.port = port
+        self.ready_paths = tuple(ready_paths)
+        self.host = host
         self.ready_timeout = ready_timeout
-        self.model_name: str = metadata["name"]
-        self.version: str = metadata["version"]
+        self.env = env
+        self.cwd = cwd
+        self.what = what or (self.command[0] if self.command else "server")
         self.process: subprocess.Popen | None = None
         self.last_output = ""
         self._output = None
@@ -307,41 +318,35 @@ class LocalModelServer:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def __enter__(self) -> "LocalModelServer":
+    def __enter__(self):
         self.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
+    def command_line(self) -> list[str]:
+        """The command to run, once the port is known."""
+        return self.command
+
     def start(self) -> None:
-        """Start the server and wait until it and the model are ready.
+        """Start the server and wait until every ready path answers.
 
         Raises:
             RuntimeError: the server exited or was not ready in time; its last output is quoted.
         """
         if self.port is None:
             self.port = free_port(self.host)
-        command = [
-            sys.executable,
-            "-m",
-            "components.deploy.server",
-            "--model_dir",
-            str(self.model_dir),
-            "--http_port",
-            str(self.port),
-            "--host",
-            self.host,
-        ]
         # A file, not a pipe: nobody reads a pipe while the server runs, and a full pipe would
         # block a chatty server.
         self._output = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            command,
+            self.command_line(),
             stdin=subprocess.DEVNULL,
             stdout=self._output,
             stderr=subprocess.STDOUT,
-            env=_child_env(),
+            env=_child_env() if self.env is None else self.env,
+            cwd=self.cwd,
             # Its own session: a Ctrl+C in the terminal reaches us, and we stop it in order.
             start_new_session=True,
         )
@@ -352,21 +357,19 @@ class LocalModelServer:
             raise
 
     def _wait_until_ready(self) -> None:
-        paths = ("/v2/health/ready", f"/v2/models/{self.model_name}/ready")
         deadline = time.monotonic() + self.ready_timeout
         with _session(self.url) as session:
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(
-                        f"model server for '{self.model_dir}' exited with code "
-                        f"{self.process.returncode} before it was ready; its output:\n"
-                        f"{self.output_tail()}"
+                        f"{self.what} exited with code {self.process.returncode} before it was "
+                        f"ready; its output:\n{self.output_tail()}"
                     )
-                if all(_answers_ok(session, self.url + path) for path in paths):
+                if all(_answers_ok(session, self.url + path) for path in self.ready_paths):
                     return
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"model server for '{self.model_dir}' was not ready at {self.url} after "
+                        f"{self.what} was not ready at {self.url} after "
                         f"{self.ready_timeout:g} s; its output:\n{self.output_tail()}"
                     )
                 time.sleep(0.1)
@@ -392,6 +395,50 @@ class LocalModelServer:
         if self._output is not None and not self._output.closed:
             self.last_output = self.output_tail()
             self._output.close()
+
+
+class LocalModelServer(ServerProcess):
+    """A KServe model server for one model folder, running as a subprocess on this machine.
+
+    Attributes:
+        url: the base URL, e.g. http://127.0.0.1:8080.
+        model_name: the model's name on the server (from metadata.json).
+        version: the model version (from metadata.json).
+        pid, process, last_output: as ServerProcess's.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        host: str = LOOPBACK,
+        port: int | None = None,
+        ready_timeout: float = 60.0,
+    ):
+        # Checked here so that a bad folder fails fast, without starting a process.
+        metadata = read_model_metadata(model_dir)
+        self.model_dir = model_folder(model_dir)
+        self.model_name: str = metadata["name"]
+        self.version: str = metadata["version"]
+        super().__init__(
+            port=port,
+            ready_paths=("/v2/health/ready", f"/v2/models/{self.model_name}/ready"),
+            host=host,
+            ready_timeout=ready_timeout,
+            what=f"model server for '{self.model_dir}'",
+        )
+
+    def command_line(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "components.deploy.server",
+            "--model_dir",
+            str(self.model_dir),
+            "--http_port",
+            str(self.port),
+            "--host",
+            self.host,
+        ]
 
 
 def _answers_ok(session: requests.Session, url: str) -> bool:

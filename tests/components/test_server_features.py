@@ -4,14 +4,11 @@ every bad input over HTTP, and following the champion alias (admin route and SIG
 Real servers run on 127.0.0.1, each started and stopped (its process group) by the test.
 """
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +25,7 @@ from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from components.common.errors import PipelineInputError
-from components.deploy.logic import free_port, to_json_rows
+from components.deploy.logic import ServerProcess, to_json_rows
 from components.deploy.server import (
     ADMIN_RELOAD_PATH,
     DEFAULT_MAX_BATCH_ROWS,
@@ -447,15 +444,26 @@ def test_cli_flags_and_their_environment_defaults(monkeypatch):
 # --- Real servers on 127.0.0.1 --------------------------------------------------------------------
 
 
-class Server(NamedTuple):
-    url: str
-    process: subprocess.Popen
-    output: object  # the file the server writes its stdout and stderr to
+class Server(ServerProcess):
+    """`python -m components.deploy.server ARGS` on a free loopback port, stopped by its handle
+    (SIGTERM to its PID, then SIGKILL after 10 s) when the `with` block ends, whatever the test
+    did."""
+
+    def __init__(self, *args: str, ready_timeout: float = 60.0):
+        super().__init__(
+            ready_paths=(f"/v2/models/{NAME}/ready",),
+            ready_timeout=ready_timeout,
+            cwd=REPO_ROOT,
+            what="the model server",
+        )
+        self.args = args
+
+    def command_line(self) -> list[str]:
+        server = [sys.executable, "-m", "components.deploy.server", *self.args]
+        return [*server, "--http_port", str(self.port)]
 
     def log(self) -> str:
-        self.output.flush()
-        self.output.seek(0)
-        return self.output.read().decode("utf-8", errors="replace")
+        return self.output_tail(lines=100_000)
 
     def predict_url(self) -> str:
         return f"{self.url}/v1/models/{NAME}:predict"
@@ -470,49 +478,8 @@ def _http() -> requests.Session:
     return session
 
 
-@contextlib.contextmanager
-def _server(*args: str, ready_timeout: float = 60.0):
-    """`python -m components.deploy.server ARGS` on a free loopback port, until the block ends.
-
-    The server runs in a session of its own; its process group is stopped in `finally`,
-    whatever the test did: SIGTERM, then SIGKILL after 10 s.
-    """
-    port = free_port()
-    output = tempfile.TemporaryFile()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "components.deploy.server", *args, "--http_port", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process, output)
-    try:
-        deadline = time.monotonic() + ready_timeout
-        with _http() as http:
-            while True:
-                assert process.poll() is None, f"the server exited:\n{server.log()}"
-                try:
-                    if http.get(f"{server.url}/v2/models/{NAME}/ready", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass  # not listening yet
-                assert time.monotonic() < deadline, f"not ready:\n{server.log()}"
-                time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        output.close()
+def _server(*args: str, ready_timeout: float = 60.0) -> Server:
+    return Server(*args, ready_timeout=ready_timeout)
 
 
 @pytest.fixture(scope="module")
