@@ -50,8 +50,6 @@ def register(
     import json
     from typing import NamedTuple
 
-    import joblib
-
     from components.common.io import read_json
     from components.common.step import step_summary, user_errors
     from components.register.logic import lineage
@@ -79,7 +77,9 @@ def register(
             for key in ("converted", "reason", "opset", "parity_passed", "max_abs_diff")
             if key in onnx_model.metadata
         }
-        registered = registry.register(joblib.load(model.path), metadata, extra_files=edge)
+        with open(model.path, "rb") as handle:
+            model_bytes = handle.read()
+        registered = registry.register_pickled(model_bytes, metadata, extra_files=edge)
         registry.set_alias("candidate", registered.version, gate_decision["reason"])
     blessed = "blessed" if gate_decision["blessed"] else "not blessed, not deployed"
     step_summary(

@@ -216,7 +216,14 @@ class ModelRegistry:
         """
         buffer = io.BytesIO()
         joblib.dump(model, buffer)
-        files = {MODEL_FILE: buffer.getvalue(), **(extra_files or {})}
+        return self.register_pickled(buffer.getvalue(), metadata, extra_files)
+
+    def register_pickled(
+        self, model_bytes: bytes, metadata: dict, extra_files: dict[str, bytes] | None = None
+    ) -> ModelVersion:
+        """As `register`, for a model already pickled with joblib (a pipeline step's artifact
+        file): its bytes are stored as they are, not unpickled and pickled again."""
+        files = {MODEL_FILE: model_bytes, **(extra_files or {})}
         record = {
             **metadata,
             "name": self.name,
