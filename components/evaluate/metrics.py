@@ -80,7 +80,11 @@ def binary_metrics(y_true: np.ndarray, scores: np.ndarray, positive, threshold: 
         threshold: the decision threshold on `scores`.
     """
     is_positive = np.asarray(y_true) == positive
-    predicted = scores >= threshold
+    return _binary_metrics(is_positive, scores >= threshold, scores)
+
+
+def _binary_metrics(is_positive: np.ndarray, predicted: np.ndarray, scores: np.ndarray) -> dict:
+    """Label metrics of `predicted` (booleans) and ranking metrics of `scores`."""
     clipped = np.clip(scores, 1e-15, 1 - 1e-15)
     return {
         "accuracy": float(accuracy_score(is_positive, predicted)),
@@ -295,19 +299,10 @@ def evaluate_model(
         return result
     scores = probabilities[:, classes.index(positive_label)]
     threshold = decision_threshold(model)
-    metrics = binary_metrics(y_true, scores, positive_label, threshold)
+    is_positive = y_true == positive_label
     # The labels the model itself predicts are the truth of what serving answers; they equal
     # score >= threshold except at exact ties, where scikit-learn's own rule decides.
-    is_positive = y_true == positive_label
-    served_positive = predicted == positive_label
-    for name, metric in (
-        ("accuracy", accuracy_score),
-        ("balanced_accuracy", balanced_accuracy_score),
-    ):
-        metrics[name] = float(metric(is_positive, served_positive))
-    for name, metric in (("precision", precision_score), ("recall", recall_score)):
-        metrics[name] = float(metric(is_positive, served_positive, zero_division=0))
-    metrics["f1"] = float(f1_score(is_positive, served_positive, zero_division=0))
+    metrics = _binary_metrics(is_positive, predicted == positive_label, scores)
     result.update(
         positive_class=str(positive_label),
         threshold={"rule": threshold_rule, "value": threshold},
