@@ -117,18 +117,23 @@ def lake_files(source: Source) -> dict[str, str]:
     }
 
 
-def _parquet_dataset(source: Source, files: list[str] | None = None) -> ds.Dataset:
+def _parquet_dataset(
+    source: Source, files: list[str] | None = None, dictionary_columns: list[str] | None = None
+) -> ds.Dataset:
+    # Text columns named here are read as dictionaries (codes and the distinct values), as
+    # Parquet stores them: no Python string per row (benchmarks/ingest_scale.py).
+    format = ds.ParquetFileFormat(
+        read_options=ds.ParquetReadOptions(dictionary_columns=dictionary_columns or [])
+    )
     try:
         if files is None:
             # Hive partitioning turns folders such as year=1997/ back into a column.
-            return ds.dataset(
-                source.path, filesystem=source.fs, format="parquet", partitioning="hive"
-            )
+            return ds.dataset(source.path, filesystem=source.fs, format=format, partitioning="hive")
         base = source.path.rstrip("/")
         return ds.dataset(
             [f"{base}/{name}" for name in files],
             filesystem=source.fs,
-            format="parquet",
+            format=format,
             partitioning="hive",
             partition_base_dir=base,
         )
@@ -201,10 +206,14 @@ def read_source(
                     f"({len(files)} files, all read before)"
                 )
         # A single file that changed is read whole; a lake reads just its new or changed files.
-        dataset = _parquet_dataset(source, selected if source.is_lake else None)
+        files_read = selected if source.is_lake else None
+        dataset = _parquet_dataset(source, files_read)
         missing = [c for c in (columns or []) if c not in dataset.schema.names]
         if missing:
             raise PipelineInputError(f"data.columns: column '{missing[0]}' is not in the data")
+        text = [f.name for f in dataset.schema if _is_text(f.type)]
+        if text:
+            dataset = _parquet_dataset(source, files_read, dictionary_columns=text)
         try:
             table = dataset.to_table(
                 columns=columns or None, filter=_filter_expression(filters, source.uri)
@@ -232,16 +241,44 @@ def read_source(
             frame = frame[columns]
     if frame.empty:
         raise PipelineInputError(f"data source '{source.uri}': it has no rows")
-    # Partition columns come back as pandas categoricals; downstream steps want plain values.
+    return text_as_categories(frame), watermark
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def text_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as pandas categoricals of strings, every other column as plain values.
+
+    Text is what a table holds most copies of: as categoricals, 10 million rows of a column keep
+    one string per distinct value and an integer code per row, and counting, comparing, hashing
+    and splitting work on the codes. Partition columns arrive as categoricals too; those of
+    numbers (year=1997/) become plain numbers. CSV text columns are converted here, so both
+    formats reach the later steps alike. Changes `frame` in place and returns it.
+    """
     for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.CategoricalDtype):
-            frame[column] = frame[column].astype(frame[column].cat.categories.dtype)
-    return frame, watermark
+        values = frame[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            categories = values.cat.categories
+            if categories.dtype != object or pd.api.types.infer_dtype(categories) != "string":
+                frame[column] = values.astype(categories.dtype)
+        elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "string":
+            frame[column] = values.astype("category")
+    return frame
 
 
 def content_hash(frame: pd.DataFrame) -> str:
-    """A SHA-256 of the table's columns, dtypes and values, independent of file layout."""
+    """A SHA-256 of the table's columns, dtypes and values, independent of file layout.
+
+    A categorical column hashes as the values it holds: text read as categories and the same text
+    read as strings give one hash.
+    """
+    dtypes = [
+        (str(c), str(t.categories.dtype if isinstance(t, pd.CategoricalDtype) else t))
+        for c, t in frame.dtypes.items()
+    ]
     digest = hashlib.sha256()
-    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(repr(dtypes).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return "sha256:" + digest.hexdigest()

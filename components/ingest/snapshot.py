@@ -487,6 +487,10 @@ def extract(spec: EtlSpec) -> tuple[pd.DataFrame, dict]:
                 _check_lake_schemas(source)
             frame, read = read_source(source)
             files = read["files"]
+            # The declared transforms work on text as strings, as a CSV source gives it.
+            frame = frame.astype(
+                {c: object for c, t in frame.dtypes.items() if isinstance(t, pd.CategoricalDtype)}
+            )
         uri = spec.source.uri
         if isinstance(source.fs, LocalFileSystem):
             uri = "file://" + source.path  # one spelling per file, whatever the working folder

@@ -21,7 +21,9 @@ Dropping outlier rows is not part of it: it removes training rows only (`drop_ou
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
+from sklearn.frozen import FrozenEstimator
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.model_selection import (
     GroupKFold,
@@ -333,11 +335,24 @@ def as_model_input(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise PipelineInputError(f"column '{missing[0]}' (a feature) is not in the data")
-    features = frame[columns].copy()
-    for name in feature_names(schema, CATEGORICAL):
-        values = features[name]
-        features[name] = values.astype(str).where(values.notna(), MISSING_CATEGORY).astype(object)
-    return features
+    categorical = set(feature_names(schema, CATEGORICAL))
+    features = {
+        name: _text_with_token(frame[name]) if name in categorical else frame[name]
+        for name in columns
+    }
+    # Numeric columns are shared with `frame`, not copied: the transforms never write to their
+    # input (DerivedFeatures copies before it adds columns).
+    return pd.DataFrame(features, index=frame.index, copy=False)
+
+
+def _text_with_token(values: pd.Series) -> pd.Series:
+    """A categorical feature as str objects, MISSING_CATEGORY where a value is missing."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        # From the codes: one str per category, not one per row (code -1, missing, takes the
+        # token at the end).
+        text = np.append(values.cat.categories.astype(str).to_numpy(dtype=object), MISSING_CATEGORY)
+        return pd.Series(text[values.cat.codes.to_numpy()], index=values.index, name=values.name)
+    return values.astype(str).where(values.notna(), MISSING_CATEGORY).astype(object)
 
 
 def _derive_step(options: PrepareOptions) -> DerivedFeatures:
@@ -416,11 +431,57 @@ def fit_preprocessor(
                     f"prepare.log_transform: column '{name}' has negative training values "
                     f"(min {values.min():g}); log(1 + x) needs x >= 0"
                 )
-    return build_preprocessor(schema, options).fit(features)
+    return fit_without_output(build_preprocessor(schema, options), features)
 
 
-def _group_split(labelled: pd.DataFrame, column: str, test_size: float, seed: int):
-    groups = labelled[column]
+# Rows the assembled ColumnTransformer is fitted on once every branch is fitted (see below).
+LAYOUT_ROWS = 1000
+
+
+def fit_without_output(transform, features: pd.DataFrame):
+    """`transform.fit(features)`, without transforming every training row on the way.
+
+    ColumnTransformer.fit is its fit_transform: it builds the whole output matrix (rows times
+    every one-hot column, float64) and then a stacked copy of it, only to learn the output's
+    layout. On 10 million rows that is over 8 GB (benchmarks/ingest_scale.py). Here each branch
+    is fitted on all rows with its own fit (an encoder's fit only collects categories), and the
+    ColumnTransformer learns its layout from the first LAYOUT_ROWS rows with those fitted
+    branches frozen. The result is the estimator a plain fit gives: the same fitted branches,
+    output layout and parameters (tests/components/test_prepare_scale.py holds it to that).
+
+    Args:
+        transform: what build_preprocessor returns, unfitted.
+        features: the training rows, as_model_input's output.
+    """
+    if isinstance(transform, Pipeline):  # derived features, then the columns
+        derive, columns = transform.steps[0][1], transform.steps[-1][1]
+        derive = clone(derive).fit(features)
+        fitted = _fit_columns(columns, derive.transform(features))
+        return Pipeline([(transform.steps[0][0], derive), (transform.steps[-1][0], fitted)])
+    return _fit_columns(transform, features)
+
+
+def _fit_columns(transform: ColumnTransformer, features: pd.DataFrame) -> ColumnTransformer:
+    frozen = []
+    for name, branch, columns in transform.transformers:
+        if isinstance(branch, str) or len(columns) == 0:  # "drop", "passthrough", no column
+            frozen.append((name, branch, columns))
+        else:
+            frozen.append((name, FrozenEstimator(clone(branch).fit(features[columns])), columns))
+    fitted = clone(transform).set_params(transformers=frozen)
+    fitted.fit(features.iloc[:LAYOUT_ROWS])
+    # Unwrap: the fitted branches themselves, as a plain fit leaves them, and the unfitted spec
+    # as the `transformers` parameter (what clone() and get_params() give).
+    fitted.transformers_ = [
+        (name, branch.estimator if isinstance(branch, FrozenEstimator) else branch, columns)
+        for name, branch, columns in fitted.transformers_
+    ]
+    fitted.transformers = transform.transformers
+    return fitted
+
+
+def _group_split(groups: pd.Series, column: str, test_size: float, seed: int):
+    """Training and test positions (in `groups`) with no group on both sides."""
     if groups.isna().any():
         raise PipelineInputError(
             f"split.group_column: column '{column}' has {int(groups.isna().sum())} labelled "
@@ -433,17 +494,17 @@ def _group_split(labelled: pd.DataFrame, column: str, test_size: float, seed: in
             "at least 2"
         )
     splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+    rows = np.zeros(len(groups))
     try:
-        train_rows, test_rows = next(splitter.split(labelled, groups=groups.astype(str)))
+        return next(splitter.split(rows, groups=groups.astype(str)))
     except ValueError as error:
         raise PipelineInputError(
             f"split.test_size={test_size} with {count} groups of '{column}': {error}"
         ) from None
-    return labelled.iloc[train_rows], labelled.iloc[test_rows]
 
 
-def _time_split(labelled: pd.DataFrame, column: str, test_size: float):
-    values = labelled[column]
+def _time_split(values: pd.Series, column: str, test_size: float):
+    """Training and test positions (in `values`): the newest times are the test rows."""
     if values.isna().any():
         raise PipelineInputError(
             f"split.time_column: column '{column}' has {int(values.isna().sum())} labelled "
@@ -468,7 +529,14 @@ def _time_split(labelled: pd.DataFrame, column: str, test_size: float):
     newest_rows = np.cumsum(counts[::-1])[:-1]
     k = int(np.argmin(np.abs(newest_rows / len(values) - test_size))) + 1
     is_test = (values >= times[-k]).to_numpy()
-    return labelled[~is_test], labelled[is_test]
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def _rows(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """The rows at `positions`, numbered from 0: one copy, however many columns."""
+    rows = frame.take(positions)
+    rows.index = pd.RangeIndex(len(rows))  # renumbering in place: reset_index would copy again
+    return rows
 
 
 def split_table(
@@ -481,6 +549,10 @@ def split_table(
     time_column: str = "",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop unlabelled rows, then split them into training and test rows.
+
+    The split is computed on row positions and each side is taken from `frame` once: on 10
+    million rows, copying the table for each intermediate step is what costs time and memory
+    (benchmarks/ingest_scale.py).
 
     Args:
         frame: the validated table.
@@ -512,16 +584,26 @@ def split_table(
             raise PipelineInputError(f"split.{key}: column '{column}' is not in the data")
         if column == target:
             raise PipelineInputError(f"split.{key}: column '{column}' is the target")
-    labelled = frame[frame[target].notna()].reset_index(drop=True)
+    labelled = np.flatnonzero(frame[target].notna().to_numpy())
+    labels = frame[target].iloc[labelled].reset_index(drop=True)
     classification = schema["task"] == "classification"
     if split.strategy == "group":
-        train, test = _group_split(labelled, split.group_column, split.test_size, split.seed)
+        column = frame[split.group_column].iloc[labelled].reset_index(drop=True)
+        train, test = _group_split(column, split.group_column, split.test_size, split.seed)
     elif split.strategy == "time":
-        train, test = _time_split(labelled, split.time_column, split.test_size)
+        column = frame[split.time_column].iloc[labelled].reset_index(drop=True)
+        train, test = _time_split(column, split.time_column, split.test_size)
     else:
-        stratify = labelled[target] if classification and split.strategy == "stratified" else None
-        if stratify is not None:
-            smallest = labelled[target].value_counts().min()
+        stratify = None
+        if classification and split.strategy == "stratified":
+            # Class codes in sorted order, as np.unique would number the labels themselves:
+            # the same split, without sorting millions of label values. A categorical sorts by
+            # its categories' order, so those are put in the values' order first.
+            values = labels
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                values = values.cat.reorder_categories(sorted(values.cat.categories))
+            stratify, classes = pd.factorize(values, sort=True)
+            smallest = np.bincount(stratify, minlength=len(classes)).min()
             if smallest < 2:
                 raise PipelineInputError(
                     f"column '{target}' (the target): a class has {smallest} row; "
@@ -529,16 +611,19 @@ def split_table(
                 )
         try:
             train, test = train_test_split(
-                labelled, test_size=split.test_size, random_state=split.seed, stratify=stratify
+                np.arange(len(labels)),
+                test_size=split.test_size,
+                random_state=split.seed,
+                stratify=stratify,
             )
         except ValueError as error:
             raise PipelineInputError(f"split with test_size={test_size}: {error}") from None
-    if classification and train[target].nunique() < 2:
+    if classification and labels.iloc[train].nunique() < 2:
         raise PipelineInputError(
             f"split.strategy {split.strategy}: the training rows hold one class of '{target}' "
-            f"({train[target].iloc[0]!r}); a classifier needs two or more"
+            f"({labels.iloc[train[0]]!r}); a classifier needs two or more"
         )
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    return _rows(frame, labelled[train]), _rows(frame, labelled[test])
 
 
 def describe_split(

@@ -47,16 +47,24 @@ def infer_contract(frame: pd.DataFrame, row_floor: float = 0.5) -> dict:
     for name in frame.columns:
         values = frame[name]
         missing = values.isna()  # once per column: on text columns it is a scan of every value
+        dtype = values.dtype
         entry: dict = {
             "kind": column_kind(values),
-            "dtype": str(values.dtype),
+            # Of the values: text is "object" whether it came as strings or as categories.
+            "dtype": str(
+                dtype.categories.dtype if isinstance(dtype, pd.CategoricalDtype) else dtype
+            ),
             "nullable": bool(missing.any()),
             "max_null_rate": _rate_ceiling(float(missing.mean())),
         }
-        present = values[~missing]
-        if entry["kind"] == NUMERIC and not present.empty:
-            entry["min"], entry["max"] = _plain(present.min()), _plain(present.max())
+        if entry["kind"] == NUMERIC and not missing.all():
+            # min and max skip missing values: no copy of the present ones.
+            entry["min"], entry["max"] = _plain(values.min()), _plain(values.max())
         elif entry["kind"] == CATEGORICAL:
+            # A categorical's unused categories and missing values never count; other values
+            # are taken without the missing ones.
+            text = isinstance(dtype, pd.CategoricalDtype) and _all_text(values)
+            present = values if text else values[~missing]
             categories = _categories(present)
             if categories is not None:
                 entry["categories"] = categories
@@ -76,7 +84,11 @@ def _rate_ceiling(rate: float) -> float:
 
 
 def _all_text(values: pd.Series) -> bool:
-    """Object values that are all str (missing ones aside): str() would change nothing."""
+    """Values that are all str (missing ones aside): str() would change nothing. Ingest gives
+    text as categoricals of strings (components.ingest.logic.text_as_categories); a frame made
+    in-process may hold them as objects."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.cat.categories
     return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
         "string",
         "empty",
@@ -86,6 +98,10 @@ def _all_text(values: pd.Series) -> bool:
 def _categories(present: pd.Series) -> list[str] | None:
     """The sorted category set of a column's present values as strings, or None when there are
     more than MAX_CATEGORIES."""
+    if isinstance(present.dtype, pd.CategoricalDtype) and _all_text(present):
+        # The categories that occur, found from the codes: no string per row.
+        distinct = present.cat.remove_unused_categories().cat.categories
+        return sorted(distinct.tolist()) if len(distinct) <= MAX_CATEGORIES else None
     if _all_text(present):
         # Text needs no str(): find the distinct values first, on the hashed column, instead of
         # converting every row (the same set, at a fraction of the cost on millions of rows).

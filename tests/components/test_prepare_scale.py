@@ -1,0 +1,121 @@
+"""What makes ingest and prepare fit 10 million rows in memory (benchmarks/ingest_scale.py), held
+to the results of the plain way: text as categoricals from ingest, a split that copies each side
+once, and a preprocessor fit that never builds the whole output matrix."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+import components.prepare.logic as prepare
+from components.ingest.logic import content_hash, read_source, resolve_source
+from components.prepare.logic import (
+    as_model_input,
+    build_preprocessor,
+    fit_preprocessor,
+    split_table,
+)
+from components.validate.contract import check_contract, infer_contract
+from components.validate.logic import validate_table
+from tests.components.test_prepare_options import DERIVED, make_table
+
+EVERY_OPTION = {
+    "numeric": {"impute": "mean", "missing_indicator": True, "scale": "robust"},
+    "categorical": {"rare_min_frequency": 20, "missing_indicator": True},
+    "outliers": {"method": "iqr", "action": "clip"},
+    "log_transform": ["debt"],
+    "derived": DERIVED,
+    "columns": {"city": {"encode": "ordinal"}, "income": {"scale": "minmax"}},
+}
+
+
+@pytest.fixture
+def table(tmp_path):
+    frame = make_table(rows=3000, seed=5)
+    frame.loc[::7, "city"] = None  # missing text, for the token and the indicators
+    path = tmp_path / "table.parquet"
+    frame.to_parquet(path, index=False)
+    ingested, _ = read_source(resolve_source(str(path)))
+    return frame, ingested
+
+
+def test_ingest_reads_text_as_categoricals_with_the_same_values_and_hash(table):
+    frame, ingested = table
+    assert isinstance(ingested["city"].dtype, pd.CategoricalDtype)
+    assert ingested["city"].astype(object).where(ingested["city"].notna(), None).tolist() == (
+        frame["city"].tolist()
+    )
+    # Numbers stay numbers; the hash does not depend on how the text is held.
+    assert ingested["age"].dtype == frame["age"].dtype
+    assert content_hash(ingested) == content_hash(ingested.astype({"city": object}))
+
+
+def test_the_contract_of_categoricals_is_the_contract_of_strings(table):
+    _, ingested = table
+    as_text = ingested.astype(
+        {c: object for c, t in ingested.dtypes.items() if isinstance(t, pd.CategoricalDtype)}
+    )
+    assert infer_contract(ingested) == infer_contract(as_text)
+    contract = infer_contract(ingested)
+    contract["columns"]["city"]["categories"].remove("paris")
+    found = check_contract(ingested, contract)
+    assert found == check_contract(as_text, contract)
+    assert [(a["kind"], a["column"]) for a in found] == [("unseen_category", "city")]
+
+
+def test_model_input_of_categoricals_equals_that_of_strings(table):
+    _, ingested = table
+    schema = validate_table(ingested, "approved", "classification", ["group"], {})
+    as_text = ingested.astype({"city": object})
+    pd.testing.assert_frame_equal(as_model_input(ingested, schema), as_model_input(as_text, schema))
+
+
+def test_split_keeps_each_row_once_with_its_values(table):
+    _, ingested = table
+    ingested.loc[ingested.index[:40], "approved"] = np.nan  # unlabelled rows are dropped
+    schema = validate_table(ingested, "approved", "classification", ["group"], {})
+    train, test = split_table(ingested, schema, 0.25, seed=1)
+    assert list(train.index) == list(range(len(train)))
+    assert len(train) + len(test) == len(ingested) - 40
+    both = pd.concat([train, test])
+    labelled = ingested.dropna(subset=["approved"])
+    assert sorted(map(tuple, both.astype(str).values)) == sorted(
+        map(tuple, labelled.astype(str).values)
+    )
+
+
+@pytest.mark.parametrize("options", [{}, EVERY_OPTION], ids=["defaults", "every-option"])
+def test_fit_without_output_is_the_plain_fit(table, options, monkeypatch):
+    _, ingested = table
+    # A layout sample smaller than the rarest category's first appearance: the layout must come
+    # from the branches fitted on every row, not from the sample.
+    monkeypatch.setattr(prepare, "LAYOUT_ROWS", 5)
+    schema = validate_table(ingested, "approved", "classification", ["group"], {})
+    train, test = split_table(ingested, schema, 0.25, seed=3)
+    assert set(train["city"].iloc[:5].dropna()) < set(train["city"].dropna())
+
+    lean = fit_preprocessor(train, schema, options)
+    plain = build_preprocessor(schema, options).fit(as_model_input(train, schema))
+
+    rows = as_model_input(test, schema)
+    assert list(lean.get_feature_names_out()) == list(plain.get_feature_names_out())
+    np.testing.assert_array_equal(lean.transform(rows), plain.transform(rows))
+    # The same estimator to clone (tune and train refit a clone of prepare's transform).
+    assert repr(clone(lean).get_params()) == repr(clone(plain).get_params())
+    refit = clone(lean).fit(as_model_input(train, schema))
+    np.testing.assert_array_equal(refit.transform(rows), plain.transform(rows))
+
+
+def test_a_categorical_label_splits_as_its_strings(table):
+    # Stratification numbers the classes in sorted order, whatever order a categorical's
+    # categories are in: the same rows go to each side as with plain strings.
+    frame, _ = table
+    labels = frame["approved"].astype(str)
+    as_text = frame.assign(approved=labels.astype(object))
+    as_categories = frame.assign(approved=pd.Categorical(labels, categories=["yes", "no"]))
+    schema = validate_table(as_text, "approved", "classification", ["group"], {})
+    for seed in (1, 2):
+        text_train, text_test = split_table(as_text, schema, 0.25, seed)
+        category_train, category_test = split_table(as_categories, schema, 0.25, seed)
+        pd.testing.assert_series_equal(text_train["income"], category_train["income"])
+        pd.testing.assert_series_equal(text_test["income"], category_test["income"])
