@@ -205,8 +205,10 @@ def read_source(
                     f"data source '{source.uri}': nothing new since the given watermark "
                     f"({len(files)} files, all read before)"
                 )
-        # A single file that changed is read whole; a lake reads just its new or changed files.
-        files_read = selected if source.is_lake else None
+        # A single file that changed is read whole; a lake reads just its new or changed files,
+        # or every file listed above: exactly the files the watermark records, even while the
+        # lake grows (and the folder is listed once).
+        files_read = (selected or list(files)) if source.is_lake else None
         dataset = _parquet_dataset(source, files_read)
         missing = [c for c in (columns or []) if c not in dataset.schema.names]
         if missing:

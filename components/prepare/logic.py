@@ -55,6 +55,7 @@ from components.prepare.options import (
 from components.prepare.transformers import (
     MISSING_CATEGORY,
     DerivedFeatures,
+    NumericImputer,
     OutlierClipper,
     log1p_nonnegative,
     outlier_bounds,
@@ -234,7 +235,7 @@ def _numeric_branch(settings: tuple) -> Pipeline:
     # (harmless to the model; the export's imputer converter writes them, MissingIndicator has
     # no ONNX converter). "missing-only": a column without missing training values gets none,
     # and a missing value at serving is no error.
-    imputer = SimpleImputer(strategy=impute, fill_value=constant, add_indicator=indicator)
+    imputer = NumericImputer(strategy=impute, fill_value=constant, add_indicator=indicator)
     steps.append(("impute", imputer))
     if scale != "none":
         steps.append(("scale", SCALERS[scale]()))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.impute import SimpleImputer
 
 import components.prepare.logic as prepare
 from components.ingest.logic import content_hash, read_source, resolve_source
@@ -15,6 +16,7 @@ from components.prepare.logic import (
     fit_preprocessor,
     split_table,
 )
+from components.prepare.transformers import NumericImputer
 from components.validate.contract import check_contract, infer_contract
 from components.validate.logic import validate_table
 from tests.components.test_prepare_options import DERIVED, make_table
@@ -119,3 +121,27 @@ def test_a_categorical_label_splits_as_its_strings(table):
         category_train, category_test = split_table(as_categories, schema, 0.25, seed)
         pd.testing.assert_series_equal(text_train["income"], category_train["income"])
         pd.testing.assert_series_equal(text_test["income"], category_test["income"])
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+@pytest.mark.parametrize("keep_empty_features", [False, True])
+@pytest.mark.parametrize("add_indicator", [False, True])
+def test_numeric_imputer_is_simple_imputer_with_a_faster_median(keep_empty_features, add_indicator):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1001, 5))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[:, 2] = np.nan  # a column without any value
+    X[:500, 4] = 3.0  # ties, and an even count of values in a column
+    X[500, 4] = np.nan
+    for strategy in ("median", "mean", "most_frequent", "constant"):
+        settings = {
+            "strategy": strategy,
+            "add_indicator": add_indicator,
+            "keep_empty_features": keep_empty_features,
+        }
+        ours, theirs = NumericImputer(**settings).fit(X), SimpleImputer(**settings).fit(X)
+        np.testing.assert_array_equal(  # float: NaN equals NaN only outside object arrays
+            ours.statistics_.astype(float), theirs.statistics_.astype(float)
+        )
+        np.testing.assert_array_equal(ours.transform(X), theirs.transform(X))
+        assert list(ours.get_feature_names_out()) == list(theirs.get_feature_names_out())
