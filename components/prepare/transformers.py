@@ -1,8 +1,10 @@
 """The few transforms scikit-learn has no built-in for: outlier clipping, log(1 + x), and
-derived features. Each is a plain estimator that pickles with joblib and runs inside the served
-Pipeline, so the model server applies exactly what training applied.
+derived features; and NumericImputer, scikit-learn's SimpleImputer with a faster median. Each is
+a plain estimator that pickles with joblib and runs inside the served Pipeline, so the model
+server applies exactly what training applied.
 
-None of the three converts to ONNX with stock skl2onnx (it knows only its registered estimator
+NumericImputer converts to ONNX as a SimpleImputer (components.export.logic registers it). None
+of the other three converts to ONNX with stock skl2onnx (it knows only its registered estimator
 classes); an ONNX export of a pipeline that uses them needs a custom converter for each, or has to
 leave these options off. What they compute is simple on purpose: the clipper is a Clip node with
 two constant vectors, log(1 + x) of max(x, 0) is Max then Log(Add) nodes, and ratios and bins are
