@@ -145,3 +145,24 @@ def test_numeric_imputer_is_simple_imputer_with_a_faster_median(keep_empty_featu
         )
         np.testing.assert_array_equal(ours.transform(X), theirs.transform(X))
         assert list(ours.get_feature_names_out()) == list(theirs.get_feature_names_out())
+
+
+def test_csv_and_parquet_text_reach_later_steps_alike(tmp_path):
+    frame = make_table(rows=200, seed=2)
+    frame.loc[::9, "city"] = None
+    frame = frame.drop(columns=["signup"])  # dates: CSV gives text, Parquet datetimes
+    # Short decimals: pandas' CSV parser does not round-trip every float's last bit.
+    frame[["income", "debt", "balance"]] = frame[["income", "debt", "balance"]].round(2)
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    frame.to_parquet(tmp_path / "table.parquet", index=False)
+    from_csv, _ = read_source(resolve_source(str(tmp_path / "table.csv")))
+    from_parquet, _ = read_source(resolve_source(str(tmp_path / "table.parquet")))
+    for read in (from_csv, from_parquet):
+        assert isinstance(read["city"].dtype, pd.CategoricalDtype)
+        assert pd.api.types.is_float_dtype(read["income"])
+    assert content_hash(from_csv) == content_hash(from_parquet)
+    schema = validate_table(from_csv, "approved", "classification", ["group"], {})
+    assert schema == validate_table(from_parquet, "approved", "classification", ["group"], {})
+    pd.testing.assert_frame_equal(
+        as_model_input(from_csv, schema), as_model_input(from_parquet, schema)
+    )
