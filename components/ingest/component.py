@@ -32,17 +32,24 @@ def ingest(
         filters: keep rows matching these [column, operator, value] triples (empty: all).
         since_watermark: JSON of an earlier run's watermark: read only files new or changed
             since (empty: read everything).
-        dataset: the table as Parquet; metadata holds rows, columns, source URI, content hash
-            and the watermark of this read (for a snapshot: its id, origin, schema and bytes).
+        dataset: the table as Parquet; metadata holds rows, columns, schema (Arrow types),
+            bytes, source URI, content hash and the watermark of this read (for a snapshot: its
+            id and origin instead of the watermark).
         etl_spec: JSON of an ETL spec (components.ingest.snapshot.EtlSpec); empty: read
             `source_uri` as it is, live.
         snapshot_root: where snapshots are kept (a local folder).
     """
     import json
+    import os
 
     from components.common.io import write_frame
     from components.common.step import step_summary, user_errors
-    from components.ingest.logic import content_hash, read_source, resolve_source
+    from components.ingest.logic import (
+        content_hash,
+        parquet_schema,
+        read_source,
+        resolve_source,
+    )
     from components.ingest.snapshot import export_snapshot, run_etl, snapshot_metadata
 
     if etl_spec:
@@ -73,6 +80,8 @@ def ingest(
         {
             "rows": len(frame),
             "columns": list(frame.columns),
+            "schema": parquet_schema(dataset.path),
+            "bytes": os.path.getsize(dataset.path),
             "source_uri": source_uri,
             "content_hash": content_hash(frame),
             "incremental": bool(since_watermark),

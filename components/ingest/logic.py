@@ -270,6 +270,15 @@ def text_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def parquet_schema(path: str) -> dict[str, str]:
+    """Each column's Arrow type in a written Parquet file, from its footer; text is "string"
+    whether it was written as a dictionary (a categorical) or not."""
+    return {
+        field.name: str(field.type.value_type if pa.types.is_dictionary(field.type) else field.type)
+        for field in pq.read_schema(path)
+    }
+
+
 def content_hash(frame: pd.DataFrame) -> str:
     """A SHA-256 of the table's columns, dtypes and values, independent of file layout.
 

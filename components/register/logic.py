@@ -39,7 +39,7 @@ def lineage(
     Args:
         schema: the feature schema (the server checks requests against it).
         dataset_metadata: the ingested Dataset artifact's metadata (source URI, content hash,
-            rows, watermark).
+            rows, bytes, Arrow schema, watermark or snapshot id).
         tuning: the best trial.
         evaluation: the evaluation JSON (held-out metrics, CV, threshold).
         fairness: the fairness step's summary, or None.
@@ -51,7 +51,15 @@ def lineage(
         "schema": schema,
         "data": {
             key: dataset_metadata.get(key)
-            for key in ("source_uri", "content_hash", "rows", "bytes", "watermark", "snapshot_id")
+            for key in (
+                "source_uri",
+                "content_hash",
+                "rows",
+                "bytes",
+                "schema",
+                "watermark",
+                "snapshot_id",
+            )
             if dataset_metadata.get(key) is not None
         },
         "config": config,

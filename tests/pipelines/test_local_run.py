@@ -53,6 +53,11 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     metadata = read_model_metadata(version_dir)
     assert metadata["data"]["rows"] == 5226
     assert metadata["data"]["content_hash"].startswith("sha256:")
+    # The ingested table's own size and Arrow types (text as string, the year from its folders).
+    (dataset,) = (tmp_path / "root").glob("*/ingest/dataset")
+    assert metadata["data"]["bytes"] == dataset.stat().st_size
+    assert metadata["data"]["schema"]["colour"] == "string"
+    assert metadata["data"]["schema"]["year"] in ("int32", "int64")
     assert metadata["tuning"]["num_trials"] == 4
     # The arrests data is hard to predict; a working model still beats chance clearly.
     assert metadata["metrics"]["roc_auc"] > 0.65
