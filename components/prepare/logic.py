@@ -269,12 +269,15 @@ def _categorical_branch(settings: tuple):
     return Pipeline([("impute", imputer), ("encode", encoder)])
 
 
-def _grouped(names: list[str], settings_of) -> list[tuple[tuple, list[str]]]:
-    """Columns with the same settings share one branch, in order of first appearance."""
+def _grouped(
+    names: list[str], settings_of, options: PrepareOptions
+) -> list[tuple[tuple, list[str]]]:
+    """Columns with the same settings share one branch, in order of first appearance; no
+    column still gets one (empty) branch, with the section's settings."""
     groups: dict[tuple, list[str]] = {}
     for name in names:
-        groups.setdefault(settings_of(name), []).append(name)
-    return list(groups.items())
+        groups.setdefault(settings_of(name, options), []).append(name)
+    return list(groups.items()) or [(settings_of("", options), [])]
 
 
 def build_preprocessor(schema: dict, options: PrepareOptions | dict | None = None):
@@ -299,18 +302,13 @@ def build_preprocessor(schema: dict, options: PrepareOptions | dict | None = Non
     categorical = [name for name, kind in columns.items() if kind == CATEGORICAL]
 
     branches = []
-    numeric_groups = _grouped(numeric, lambda n: _numeric_settings(n, options))
-    if not numeric_groups:
-        numeric_groups = [(_numeric_settings("", options), [])]
-    for index, (settings, names) in enumerate(numeric_groups):
-        name = "numeric" if index == 0 else f"numeric_{index + 1}"
-        branches.append((name, _numeric_branch(settings), names))
-    categorical_groups = _grouped(categorical, lambda n: _categorical_settings(n, options))
-    if not categorical_groups:
-        categorical_groups = [(_categorical_settings("", options), [])]
-    for index, (settings, names) in enumerate(categorical_groups):
-        name = "categorical" if index == 0 else f"categorical_{index + 1}"
-        branches.append((name, _categorical_branch(settings), names))
+    for kind, names, settings_of, make_branch in (
+        ("numeric", numeric, _numeric_settings, _numeric_branch),
+        ("categorical", categorical, _categorical_settings, _categorical_branch),
+    ):
+        for index, (settings, group) in enumerate(_grouped(names, settings_of, options)):
+            name = kind if index == 0 else f"{kind}_{index + 1}"
+            branches.append((name, make_branch(settings), group))
 
     # Categorical indicators are a 0/1 branch of their own: inside the imputer they would reach
     # the encoder as one more category column. Not ONNX-convertible (no MissingIndicator

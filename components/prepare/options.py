@@ -293,16 +293,20 @@ def _describe(error: ValidationError, section: str) -> str:
     return f"{key}: {message} (got {first.get('input')!r})"
 
 
+def _parse(model: type[_Options], options: dict | None, section: str):
+    try:
+        return model.model_validate(options or {})
+    except ValidationError as error:
+        raise PipelineInputError(_describe(error, section)) from None
+
+
 def parse_prepare_options(options: dict | None) -> PrepareOptions:
     """The `prepare:` section as a checked model.
 
     Raises:
         PipelineInputError: one line naming the key, e.g. "prepare.numeric.scale: ...".
     """
-    try:
-        return PrepareOptions.model_validate(options or {})
-    except ValidationError as error:
-        raise PipelineInputError(_describe(error, "prepare")) from None
+    return _parse(PrepareOptions, options, "prepare")
 
 
 def parse_split_options(options: dict | None) -> SplitOptions:
@@ -311,7 +315,4 @@ def parse_split_options(options: dict | None) -> SplitOptions:
     Raises:
         PipelineInputError: one line naming the key, e.g. "split.strategy: ...".
     """
-    try:
-        return SplitOptions.model_validate(options or {})
-    except ValidationError as error:
-        raise PipelineInputError(_describe(error, "split")) from None
+    return _parse(SplitOptions, options, "split")
