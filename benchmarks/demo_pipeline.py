@@ -19,6 +19,7 @@ from pathlib import Path
 
 import joblib
 
+from benchmarks.output import write_results
 from components.bias.assess import BiasSettings, assess_data, assess_model
 from components.deploy.logic import smoke_test
 from components.evaluate.gate import decide
@@ -162,9 +163,7 @@ def main(argv=None) -> int:
         "in_process_seconds": round(in_process_s, 1),
         "kfp_local_over_in_process": round(kfp_local_s / in_process_s, 2),
     }
-    print(json.dumps(results, indent=2))
-    if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(results, args.output)
     return 0
 
 

@@ -50,6 +50,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.output import load_average, write_results
+
 SIZES = (100_000, 1_000_000, 10_000_000)
 SMOKE_SIZES = (2_000, 6_000)
 SEED = 0
@@ -404,10 +406,7 @@ def main(argv=None) -> int:
             "numpy": np.__version__,
             "scikit-learn": sklearn.__version__,
             "shared": "2 cores shared with other engineers' work during the run",
-            "load_average": {
-                "before": [round(x, 2) for x in load_before],
-                "after": [round(x, 2) for x in os.getloadavg()],
-            },
+            "load_average": load_average(load_before),
         },
         "settings": {
             "seed": SEED,
@@ -431,12 +430,7 @@ def main(argv=None) -> int:
             and largest["ours"]["peak_rss_mb"] < TARGETS["peak_rss_mb_at_most"],
         },
     }
-    text = json.dumps(results, indent=2) + "\n"
-    if args.output:
-        from components.common.io import write_text
-
-        write_text(args.output, text)
-    print(text)
+    write_results(results, args.output)
     return 0
 
 

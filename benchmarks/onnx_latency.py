@@ -23,7 +23,6 @@ says so in the results. --smoke runs 1,000 rows, small models and 30 calls, for 
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.output import load_average, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult.csv"
 SEED = 42
@@ -184,15 +185,8 @@ def main(argv=None) -> int:
     ratios = {f: e["onnx_over_sklearn"] for f, e in results["families"].items()}
     results["ratios"] = ratios
     results["met"] = {f: r <= TARGET_RATIO for f, r in ratios.items()}
-    results["load_average"] = {
-        "before": [round(x, 2) for x in load_before],
-        "after": [round(x, 2) for x in os.getloadavg()],
-    }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    results["load_average"] = load_average(load_before)
+    write_results(results, args.output)
     return 0
 
 

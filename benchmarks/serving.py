@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.output import load_average, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "adult.csv"
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "mlpipe-bench-venv"
@@ -1070,16 +1072,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         results["processes"] = processes
         shutil.rmtree(workdir, ignore_errors=True)
-    results["load_average"] = {
-        "before": [round(x, 2) for x in load_before],
-        "after": [round(x, 2) for x in os.getloadavg()],
-    }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        from components.common.io import write_text
-
-        write_text(args.output, text + "\n")
+    results["load_average"] = load_average(load_before)
+    write_results(results, args.output)
     return 0
 
 

@@ -19,7 +19,6 @@ one-node cluster).
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import components.tune  # noqa: F401  (keeps Ray on loopback: before Ray is imported)
+from benchmarks.output import load_average, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "adult.csv"
 # An iterative model, so that ASHA has rounds to cut: histogram gradient boosting, its default
@@ -260,14 +260,8 @@ def main(argv=None) -> int:
         "two_nodes_overhead_within_15_percent": ratios["two_nodes_over_one_node"]
         <= TARGETS["two_nodes_over_one_node"],
     }
-    results["load_average"] = {
-        "before": [round(x, 2) for x in load_before],
-        "after": [round(x, 2) for x in os.getloadavg()],
-    }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    results["load_average"] = load_average(load_before)
+    write_results(results, args.output)
     return 0
 
 
