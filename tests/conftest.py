@@ -43,6 +43,33 @@ def loans() -> pd.DataFrame:
     return make_loans()
 
 
+def make_parole(rows: int = 200, seed: int = 7, with_score: bool = False) -> pd.DataFrame:
+    """The model servers' table: age (2 missing), checks, sex, colour (2 missing) and the label
+    released ("Yes"/"No"); with_score adds the numeric score it is thresholded from (a
+    regression target)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 70, rows).astype(float),
+            "checks": rng.integers(0, 6, rows),
+            "sex": rng.choice(["F", "M"], rows),
+            "colour": rng.choice(["red", "green", "blue"], rows).astype(object),
+        }
+    )
+    score = (
+        0.06 * (frame["age"] - 40)
+        - 0.5 * frame["checks"]
+        + np.where(frame["sex"] == "F", 0.8, -0.2)
+        + rng.normal(0, 1, rows)
+    )
+    frame["released"] = np.where(score > -0.8, "Yes", "No")
+    if with_score:
+        frame["score"] = score
+    frame.loc[[3, 17], "age"] = np.nan
+    frame.loc[[5, 12], "colour"] = None
+    return frame
+
+
 @pytest.fixture
 def loans_schema(loans) -> dict:
     from components.validate.logic import validate_table

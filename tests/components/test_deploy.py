@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import joblib
-import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -29,6 +28,7 @@ from components.deploy.logic import (
 from components.deploy.server import InvalidInput, TabularModel
 from components.prepare.logic import as_model_input, build_preprocessor
 from components.register.logic import METADATA_FILE, MODEL_FILE, sha256_file
+from tests.conftest import make_parole
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME = "parole"
@@ -57,28 +57,6 @@ class ModelFolder(NamedTuple):
         return self.pipeline.predict(as_model_input(rows, SCHEMA)).tolist()
 
 
-def _table(rows: int = 200, seed: int = 7) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "age": rng.integers(18, 70, rows).astype(float),
-            "checks": rng.integers(0, 6, rows),
-            "sex": rng.choice(["F", "M"], rows),
-            "colour": rng.choice(["red", "green", "blue"], rows).astype(object),
-        }
-    )
-    score = (
-        0.06 * (frame["age"] - 40)
-        - 0.5 * frame["checks"]
-        + np.where(frame["sex"] == "F", 0.8, -0.2)
-        + rng.normal(0, 1, rows)
-    )
-    frame["released"] = np.where(score > -0.8, "Yes", "No")
-    frame.loc[[3, 17], "age"] = np.nan
-    frame.loc[[5, 12], "colour"] = None
-    return frame
-
-
 def _write_metadata(folder: Path) -> None:
     """metadata.json as register writes it: the model file's SHA-256 is what loading checks."""
     files = {MODEL_FILE: sha256_file(folder / MODEL_FILE)}
@@ -88,7 +66,7 @@ def _write_metadata(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> ModelFolder:
-    frame = _table()
+    frame = make_parole()
     pipeline = Pipeline([("prep", build_preprocessor(SCHEMA)), ("model", LogisticRegression())])
     pipeline.fit(as_model_input(frame, SCHEMA), frame["released"])
     folder = tmp_path_factory.mktemp("store") / NAME / VERSION
@@ -396,7 +374,7 @@ def test_curl_example_runs_against_the_server(served, model_folder):
 
 @pytest.mark.server
 def test_smoke_test_matches_in_process(model_folder):
-    rows = _table().head(20)  # with the target column, which is ignored
+    rows = make_parole().head(20)  # with the target column, which is ignored
     result = smoke_test(model_folder.path, rows)
     assert result["v1_matches"] and result["v2_matches"]
     assert result["predictions"] == model_folder.expected(rows)
@@ -456,7 +434,7 @@ def fair_model_folder(tmp_path_factory, model_folder) -> Path:
     from components.bias.logic import Grouping
     from components.bias.mitigation import ThresholdOptimizedModel
 
-    frame = _table()
+    frame = make_parole()
     model = ThresholdOptimizedModel(
         model_folder.pipeline, Grouping("sex"), "demographic_parity", "Yes"
     ).fit(as_model_input(frame, SCHEMA), frame["released"])
@@ -470,7 +448,7 @@ def fair_model_folder(tmp_path_factory, model_folder) -> Path:
 def test_a_fair_model_refuses_a_request_without_its_sensitive_column(fair_model_folder):
     model = TabularModel(NAME, fair_model_folder)
     model.load()
-    rows = to_json_rows(_table().loc[:2, FEATURES])
+    rows = to_json_rows(make_parole().loc[:2, FEATURES])
     assert len(model.predict({"instances": rows})["predictions"]) == 3
     without = [{k: v for k, v in row.items() if k != "sex"} for row in rows]
     with pytest.raises(InvalidInput, match=r"instances\[0\]: feature 'sex' is missing"):
@@ -484,7 +462,7 @@ def test_a_fair_model_refuses_a_request_without_its_sensitive_column(fair_model_
 def test_a_served_fair_model_answers_as_in_process_and_gives_400_without_the_column(
     fair_model_folder,
 ):
-    rows = _table().head(20)
+    rows = make_parole().head(20)
     result = smoke_test(fair_model_folder, rows)
     assert result["v1_matches"] and result["v2_matches"]
     with LocalModelServer(fair_model_folder) as server, _http() as http:

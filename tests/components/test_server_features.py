@@ -40,6 +40,7 @@ from components.deploy.server import (
 )
 from components.prepare.logic import as_model_input, build_preprocessor
 from components.register.registry import MODEL_FILE, ModelRegistry
+from tests.conftest import make_parole
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME = "parole"
@@ -64,31 +65,8 @@ MAX_REQUESTS = 400
 SWITCH_DEADLINE_S = 20.0
 
 
-def _table(rows: int = 200, seed: int = 7) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "age": rng.integers(18, 70, rows).astype(float),
-            "checks": rng.integers(0, 6, rows),
-            "sex": rng.choice(["F", "M"], rows),
-            "colour": rng.choice(["red", "green", "blue"], rows).astype(object),
-        }
-    )
-    score = (
-        0.06 * (frame["age"] - 40)
-        - 0.5 * frame["checks"]
-        + np.where(frame["sex"] == "F", 0.8, -0.2)
-        + rng.normal(0, 1, rows)
-    )
-    frame["released"] = np.where(score > -0.8, "Yes", "No")
-    frame["score"] = score
-    frame.loc[[3, 17], "age"] = np.nan
-    frame.loc[[5, 12], "colour"] = None
-    return frame
-
-
 def _fit(estimator, schema: dict = SCHEMA) -> Pipeline:
-    frame = _table()
+    frame = make_parole(with_score=True)
     pipeline = Pipeline([("prep", build_preprocessor(schema)), ("model", estimator)])
     return pipeline.fit(as_model_input(frame, schema), frame[schema["target"]])
 
@@ -111,7 +89,7 @@ def models() -> Models:
     result = Models(
         _fit(LogisticRegression()),
         _fit(DecisionTreeClassifier(max_depth=2, random_state=0)),
-        _table().loc[:24, FEATURES],
+        make_parole(with_score=True).loc[:24, FEATURES],
     )
     assert result.sample["age"].isna().any() and result.sample["colour"].isna().any()
     # Both labels among v1's answers, and v1 and v2 disagree somewhere on the sample.
