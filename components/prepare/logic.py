@@ -33,6 +33,7 @@ from sklearn.model_selection import (
     StratifiedKFold,
     train_test_split,
 )
+from sklearn.model_selection._split import _validate_shuffle_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     FunctionTransformer,
@@ -42,7 +43,9 @@ from sklearn.preprocessing import (
     RobustScaler,
     StandardScaler,
 )
+from sklearn.utils.extmath import _approximate_mode
 
+from components.common.columnwise import take_rows
 from components.common.errors import PipelineInputError
 from components.prepare.options import (
     CATEGORICAL_IMPUTE,
@@ -61,7 +64,7 @@ from components.prepare.transformers import (
     outlier_bounds,
     parse_dates,
 )
-from components.validate.logic import CATEGORICAL, NUMERIC
+from components.validate.logic import CATEGORICAL, NUMERIC, occurring_categories
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 NUMERIC_KEYS = ("impute", "fill_value", "scale", "missing_indicator", "outliers")
@@ -420,9 +423,8 @@ def fit_preprocessor(
             negative training values.
     """
     options = check_options(options, schema)
-    features = as_model_input(train, schema)
     if options.log_transform:
-        derived = _with_derived(features, options)
+        derived = _with_derived(as_model_input(train, schema), options)
         for name in options.log_transform:
             values = pd.to_numeric(derived[name], errors="coerce")
             if (values < 0).any():
@@ -430,7 +432,87 @@ def fit_preprocessor(
                     f"prepare.log_transform: column '{name}' has negative training values "
                     f"(min {values.min():g}); log(1 + x) needs x >= 0"
                 )
-    return fit_without_output(build_preprocessor(schema, options), features)
+    transform = build_preprocessor(schema, options)
+    if options.derived:  # derived features are computed from the text itself
+        return fit_without_output(transform, as_model_input(train, schema))
+    return fit_without_output(transform, _coded_model_input(train, schema))
+
+
+def _coded_model_input(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
+    """as_model_input, with categorical features left as categoricals of the same strings.
+
+    The fit turns them into text only where it needs every row (see fit_without_output).
+    """
+    columns = feature_names(schema)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise PipelineInputError(f"column '{missing[0]}' (a feature) is not in the data")
+    categorical = set(feature_names(schema, CATEGORICAL))
+    features = {
+        name: _coded_with_token(frame[name]) if name in categorical else frame[name]
+        for name in columns
+    }
+    return pd.DataFrame(features, index=frame.index, copy=False)
+
+
+def _coded_with_token(values: pd.Series) -> pd.Series:
+    """_text_with_token's strings as a categorical: codes per row, each string once."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return _text_with_token(values)
+    text = np.append(values.cat.categories.astype(str).to_numpy(dtype=object), MISSING_CATEGORY)
+    # Distinct strings (a category may read as the token, or two as one string), and each old
+    # code's new one; code -1, missing, takes the token at the end.
+    categories, renumbered = np.unique(text, return_inverse=True)
+    codes = renumbered[values.cat.codes.to_numpy()]
+    coded = pd.Categorical.from_codes(codes, categories=categories)
+    return pd.Series(coded, index=values.index, name=values.name)
+
+
+def _as_text(features: pd.DataFrame) -> pd.DataFrame:
+    """The features as as_model_input gives them: categorical columns as str objects."""
+    coded = [c for c, t in features.dtypes.items() if isinstance(t, pd.CategoricalDtype)]
+    if not coded:
+        return features
+    return features.assign(**{c: np.asarray(features[c], dtype=object) for c in coded})
+
+
+def _distinct_rows(features: pd.DataFrame) -> pd.DataFrame:
+    """Rows that hold, column by column, exactly the values that occur in `features`, each at
+    least once (a shorter column repeats its first value)."""
+    values = []
+    for _, column in features.items():
+        if isinstance(column.dtype, pd.CategoricalDtype):  # from the codes: no string per row
+            occurs = occurring_categories(column).to_numpy(dtype=object)
+            values.append(np.append(occurs, np.nan) if column.isna().any() else occurs)
+        else:
+            values.append(pd.unique(column.to_numpy()))
+    longest = max(len(v) for v in values)
+    padded = [np.concatenate([v, np.repeat(v[:1], longest - len(v))]) for v in values]
+    return pd.DataFrame(dict(enumerate(padded))).set_axis(features.columns, axis=1)
+
+
+def _as_one_array(features: pd.DataFrame) -> pd.DataFrame:
+    """Numeric features in one float64 array (a frame over it), converted once: scikit-learn
+    makes that array of a frame of several columns, again at each step of a branch (an
+    imputer's fit, then its transform). Other features are left as they are, and so are float32
+    columns, which scikit-learn keeps as float32."""
+    kinds = {t.kind for t in features.dtypes}
+    if len(features.columns) < 2 or not kinds <= {"i", "u", "f"}:
+        return features
+    if np.result_type(*features.dtypes) not in (np.float64, np.int64, np.uint64):
+        return features
+    values = features.to_numpy(dtype=np.float64)
+    return pd.DataFrame(values, index=features.index, columns=features.columns, copy=False)
+
+
+def _learns_only_the_values(branch) -> bool:
+    """An encoder whose fit keeps which values occur and nothing else: no counts (rare
+    categories), no limit on their number. Fitted on one row per value, it is the same."""
+    return (
+        isinstance(branch, OneHotEncoder | OrdinalEncoder)
+        and branch.min_frequency is None
+        and branch.max_categories is None
+    )
 
 
 # Rows the assembled ColumnTransformer is fitted on once every branch is fitted (see below).
@@ -438,22 +520,26 @@ LAYOUT_ROWS = 1000
 
 
 def fit_without_output(transform, features: pd.DataFrame):
-    """`transform.fit(features)`, without transforming every training row on the way.
+    """`transform.fit(as_model_input(...))`, without transforming every training row on the way.
 
     ColumnTransformer.fit is its fit_transform: it builds the whole output matrix (rows times
     every one-hot column, float64) and then a stacked copy of it, only to learn the output's
     layout. On 10 million rows that is over 8 GB (benchmarks/ingest_scale.py). Here each branch
     is fitted on all rows with its own fit (an encoder's fit only collects categories), and the
     ColumnTransformer learns its layout from the first LAYOUT_ROWS rows with those fitted
-    branches frozen. The result is the estimator a plain fit gives: the same fitted branches,
-    output layout and parameters (tests/components/test_prepare_scale.py holds it to that).
+    branches frozen. An encoder that keeps only which values occur (no rare-category grouping)
+    is fitted on one row per value, found from the codes of a categorical feature
+    (`_coded_model_input`), not on millions of strings. The result is the estimator a plain fit
+    gives: the same fitted branches, output layout and parameters
+    (tests/components/test_prepare_scale.py holds it to that).
 
     Args:
         transform: what build_preprocessor returns, unfitted.
-        features: the training rows, as_model_input's output.
+        features: the training rows: as_model_input's output, or _coded_model_input's.
     """
     if isinstance(transform, Pipeline):  # derived features, then the columns
         derive, columns = transform.steps[0][1], transform.steps[-1][1]
+        features = _as_text(features)
         derive = clone(derive).fit(features)
         fitted = _fit_columns(columns, derive.transform(features))
         return Pipeline([(transform.steps[0][0], derive), (transform.steps[-1][0], fitted)])
@@ -465,10 +551,15 @@ def _fit_columns(transform: ColumnTransformer, features: pd.DataFrame) -> Column
     for name, branch, columns in transform.transformers:
         if isinstance(branch, str) or len(columns) == 0:  # "drop", "passthrough", no column
             frozen.append((name, branch, columns))
+            continue
+        part = features[columns]
+        if _learns_only_the_values(branch):
+            part = _distinct_rows(part)
         else:
-            frozen.append((name, FrozenEstimator(clone(branch).fit(features[columns])), columns))
+            part = _as_one_array(_as_text(part))
+        frozen.append((name, FrozenEstimator(clone(branch).fit(part)), columns))
     fitted = clone(transform).set_params(transformers=frozen)
-    fitted.fit(features.iloc[:LAYOUT_ROWS])
+    fitted.fit(_as_text(features.iloc[:LAYOUT_ROWS]))
     # Unwrap: the fitted branches themselves, as a plain fit leaves them, and the unfitted spec
     # as the `transformers` parameter (what clone() and get_params() give).
     fitted.transformers_ = [
@@ -531,11 +622,46 @@ def _time_split(values: pd.Series, column: str, test_size: float):
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-def _rows(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
-    """The rows at `positions`, numbered from 0: one copy, however many columns."""
-    rows = frame.take(positions)
-    rows.index = pd.RangeIndex(len(rows))  # renumbering in place: reset_index would copy again
-    return rows
+def _stratified_positions(
+    classes: np.ndarray, class_count: int, test_size: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and test positions of a stratified shuffle split: exactly those of scikit-learn's
+    `train_test_split(..., stratify=classes, random_state=seed)`, in the same order.
+
+    scikit-learn passes each side's positions through a Python list, one object per row: on
+    10 million rows that is most of the split's time (benchmarks/ingest_scale.py). Here they stay
+    arrays, and every random draw is scikit-learn's own, in its order, from the same generator
+    (tests/components/test_prepare_scale.py holds the two equal).
+
+    Args:
+        classes: each row's class number, 0 to class_count - 1 in sorted order of the labels
+            (as np.unique numbers them), every class with at least 2 rows.
+    """
+    rows = len(classes)
+    n_train, n_test = _validate_shuffle_split(rows, test_size, None, default_test_size=0.25)
+    for side, size in (("train", n_train), ("test", n_test)):
+        if size < class_count:
+            raise ValueError(
+                f"the {side} side would hold {size} rows, fewer than the {class_count} classes"
+            )
+    counts = np.bincount(classes, minlength=class_count)
+    # The rows of each class in their order: a stable sort of small integers is a radix sort.
+    small = classes.astype(np.min_scalar_type(max(class_count - 1, 0)), copy=False)
+    by_class = np.split(np.argsort(small, kind="stable"), np.cumsum(counts)[:-1])
+    generator = np.random.RandomState(seed)
+    train_counts = _approximate_mode(counts, n_train, generator)
+    test_counts = _approximate_mode(counts - train_counts, n_test, generator)
+    train, test = [], []
+    for rows_of_class, n_class_train, n_class_test in zip(
+        by_class, train_counts, test_counts, strict=True
+    ):
+        shuffled = rows_of_class.take(generator.permutation(len(rows_of_class)), mode="clip")
+        train.append(shuffled[:n_class_train])
+        test.append(shuffled[n_class_train : n_class_train + n_class_test])
+    return (
+        generator.permutation(np.concatenate(train)),
+        generator.permutation(np.concatenate(test)),
+    )
 
 
 def split_table(
@@ -609,12 +735,14 @@ def split_table(
                     "a stratified split needs at least 2 per class"
                 )
         try:
-            train, test = train_test_split(
-                np.arange(len(labels)),
-                test_size=split.test_size,
-                random_state=split.seed,
-                stratify=stratify,
-            )
+            if stratify is None:
+                train, test = train_test_split(
+                    np.arange(len(labels)), test_size=split.test_size, random_state=split.seed
+                )
+            else:
+                train, test = _stratified_positions(
+                    stratify, len(classes), split.test_size, split.seed
+                )
         except ValueError as error:
             raise PipelineInputError(f"split with test_size={test_size}: {error}") from None
     if classification and labels.iloc[train].nunique() < 2:
@@ -622,7 +750,7 @@ def split_table(
             f"split.strategy {split.strategy}: the training rows hold one class of '{target}' "
             f"({labels.iloc[train[0]]!r}); a classifier needs two or more"
         )
-    return _rows(frame, labelled[train]), _rows(frame, labelled[test])
+    return take_rows(frame, labelled[train]), take_rows(frame, labelled[test])
 
 
 def describe_split(

@@ -17,6 +17,8 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.impute import SimpleImputer
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from components.common.columnwise import columnwise
+
 # What a missing categorical value becomes before the transform (see logic.as_model_input), so
 # that categorical columns hold strings only; derived categorical features use it too.
 MISSING_CATEGORY = "__missing__"
@@ -30,7 +32,7 @@ class NumericImputer(SimpleImputer):
     copies of the input in memory (benchmarks/ingest_scale.py). np.nanmedian selects, column by
     column, and gives the same values (tests/components/test_prepare_scale.py). Every other
     strategy, the indicator and transform are SimpleImputer's own; the ONNX export converts it
-    as a SimpleImputer (components.export.logic).
+    as a SimpleImputer (components.export.logic). The columns' medians are taken on every core.
     """
 
     def _dense_fit(self, X, strategy, missing_values, fill_value):
@@ -40,9 +42,11 @@ class NumericImputer(SimpleImputer):
         self._fit_indicator(missing)  # as SimpleImputer's _dense_fit does
         empty = missing.all(axis=0)
         median = np.full(X.shape[1], np.nan)
-        for column in np.flatnonzero(~empty):
-            values = X[:, column]
-            median[column] = np.median(values[~missing[:, column]])
+        present = np.flatnonzero(~empty)
+        # Each column's median on its own thread: selection runs without Python's lock.
+        median[present] = columnwise(
+            lambda column: np.median(X[~missing[:, column], column]), present
+        )
         # A column without any value: 0 with keep_empty_features, else NaN (dropped), as there.
         median[empty] = 0 if self.keep_empty_features else np.nan
         return median

@@ -1,14 +1,19 @@
-"""What makes ingest and prepare fit 10 million rows in memory (benchmarks/ingest_scale.py), held
-to the results of the plain way: text as categoricals from ingest, a split that copies each side
-once, and a preprocessor fit that never builds the whole output matrix."""
+"""What makes ingest and prepare fit 10 million rows in memory and time
+(benchmarks/ingest_scale.py), held to the results of the plain way: text as categoricals from
+ingest, hashes and row takes column by column on every core, scikit-learn's stratified split
+without its Python lists, and a preprocessor fit that never builds the whole output matrix nor
+a string per row for an encoder."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
 
+import components.common.columnwise as columnwise
 import components.prepare.logic as prepare
+from components.common.columnwise import take_rows
 from components.ingest.logic import content_hash, read_source, resolve_source
 from components.prepare.logic import (
     as_model_input,
@@ -86,7 +91,11 @@ def test_split_keeps_each_row_once_with_its_values(table):
     )
 
 
-@pytest.mark.parametrize("options", [{}, EVERY_OPTION], ids=["defaults", "every-option"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, EVERY_OPTION, {"categorical": {"encode": "ordinal", "missing_indicator": True}}],
+    ids=["defaults", "every-option", "ordinal-without-grouping"],
+)
 def test_fit_without_output_is_the_plain_fit(table, options, monkeypatch):
     _, ingested = table
     # A layout sample smaller than the rarest category's first appearance: the layout must come
@@ -166,3 +175,94 @@ def test_csv_and_parquet_text_reach_later_steps_alike(tmp_path):
     pd.testing.assert_frame_equal(
         as_model_input(from_csv, schema), as_model_input(from_parquet, schema)
     )
+
+
+def test_the_content_hash_is_pandas_row_hash_of_every_column(monkeypatch):
+    # More columns than threads, of every kind ingest gives: the columns are hashed in groups
+    # and combined in order, as pandas combines them one by one.
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame(
+        {
+            "number": rng.normal(size=500),
+            "count": rng.integers(0, 9, 500),
+            "text": pd.Categorical(rng.choice(["a", "b", None], 500)),
+            "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 9, 500), "D"),
+            "flag": rng.random(500) < 0.5,
+            "other": pd.Categorical(rng.choice(["x", "y"], 500), categories=["y", "x"]),
+        }
+    )
+    import hashlib
+
+    dtypes = [
+        (str(c), str(t.categories.dtype if isinstance(t, pd.CategoricalDtype) else t))
+        for c, t in frame.dtypes.items()
+    ]
+    digest = hashlib.sha256(repr(dtypes).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    expected = "sha256:" + digest.hexdigest()
+    for threads in (1, 2, 4):
+        monkeypatch.setattr(columnwise, "thread_count", lambda threads=threads: threads)
+        assert content_hash(frame) == expected
+
+
+def test_take_rows_is_dataframe_take_renumbered():
+    rng = np.random.default_rng(9)
+    frame = pd.DataFrame(
+        {
+            "number": rng.normal(size=300),
+            "text": pd.Categorical(rng.choice(["a", "b", None], 300)),
+            "count": pd.array(rng.integers(0, 5, 300), dtype="Int64"),
+            "when": pd.date_range("2024-01-01", periods=300, tz="UTC"),
+            "word": rng.choice(["x", "y"], 300).astype(object),
+        },
+        index=rng.permutation(300),  # not 0..n-1: the rows are taken by position
+    )
+    frame.columns = ["number", "text", "count", "when", "number"]  # a repeated name
+    positions = rng.permutation(300)[:200]
+    pd.testing.assert_frame_equal(
+        take_rows(frame, positions), frame.take(positions).reset_index(drop=True)
+    )
+
+
+def test_the_stratified_split_is_scikit_learns_to_the_row():
+    # Every draw from the same generator in the same order: the same rows on each side, in the
+    # same order, for any class balance, size and seed; and an error where scikit-learn has one.
+    rng = np.random.default_rng(10)
+    errors = 0
+    for _ in range(200):
+        class_count = int(rng.integers(2, 7))
+        rows = int(rng.integers(2 * class_count, 300))
+        classes = rng.choice(class_count, rows, p=rng.dirichlet(np.full(class_count, 0.6)))
+        classes[: 2 * class_count] = np.repeat(np.arange(class_count), 2)  # 2 rows at least
+        test_size = float(rng.choice([0.05, 0.2, 0.25, 0.5, 0.9]))
+        seed = int(rng.integers(0, 10_000))
+        try:
+            expected = train_test_split(
+                np.arange(rows), test_size=test_size, random_state=seed, stratify=classes
+            )
+        except ValueError:
+            with pytest.raises(ValueError):
+                prepare._stratified_positions(classes, class_count, test_size, seed)
+            errors += 1
+            continue
+        train, test = prepare._stratified_positions(classes, class_count, test_size, seed)
+        np.testing.assert_array_equal(train, expected[0])
+        np.testing.assert_array_equal(test, expected[1])
+    assert 0 < errors < 100  # both paths were taken
+
+
+def test_an_encoder_fitted_on_the_codes_knows_the_strings_a_plain_fit_knows():
+    # Categories that read as one string, one that reads as the missing token, unused ones and
+    # missing values: the categorical the fit uses holds as_model_input's strings, row by row.
+    values = pd.Series(
+        pd.Categorical(
+            [1, "1", prepare.MISSING_CATEGORY, None, "b", 1],
+            categories=[1, "1", prepare.MISSING_CATEGORY, "b", "unused"],
+        )
+    )
+    coded = prepare._coded_with_token(values)
+    assert coded.astype(object).tolist() == prepare._text_with_token(values).tolist()
+    assert list(coded.cat.categories) == sorted(set(coded.astype(object)) | {"unused"})
+    distinct = prepare._distinct_rows(pd.DataFrame({"c": coded, "d": coded.iloc[:2]}))
+    assert sorted(distinct["c"]) == ["1", prepare.MISSING_CATEGORY, "b"]
+    assert distinct["d"].iloc[0] == "1" and pd.isna(distinct["d"].iloc[1])  # missing occurs too
