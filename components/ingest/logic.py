@@ -13,11 +13,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from pandas.core.util.hashing import combine_hash_arrays
 
+from components.common.columnwise import columnwise, thread_count
 from components.common.errors import PipelineInputError
 
 TABULAR_SUFFIXES = (".parquet", ".csv")
@@ -125,16 +128,20 @@ def _parquet_dataset(
     format = ds.ParquetFileFormat(
         read_options=ds.ParquetReadOptions(dictionary_columns=dictionary_columns or [])
     )
+    # Hive partitioning turns folders such as year=1997/ back into a column; as a dictionary,
+    # one value per folder, not a string per row (text_as_categories makes numbers of numbers).
+    partitioning = ds.HivePartitioning.discover(infer_dictionary=True)
     try:
         if files is None:
-            # Hive partitioning turns folders such as year=1997/ back into a column.
-            return ds.dataset(source.path, filesystem=source.fs, format=format, partitioning="hive")
+            return ds.dataset(
+                source.path, filesystem=source.fs, format=format, partitioning=partitioning
+            )
         base = source.path.rstrip("/")
         return ds.dataset(
             [f"{base}/{name}" for name in files],
             filesystem=source.fs,
             format=format,
-            partitioning="hive",
+            partitioning=partitioning,
             partition_base_dir=base,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
@@ -291,5 +298,25 @@ def content_hash(frame: pd.DataFrame) -> str:
     ]
     digest = hashlib.sha256()
     digest.update(repr(dtypes).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    digest.update(_row_hashes(frame).tobytes())
     return "sha256:" + digest.hexdigest()
+
+
+def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """`pd.util.hash_pandas_object(frame, index=False)`'s values, the columns hashed on every core.
+
+    pandas hashes the columns one after another, then combines them in order; here as many
+    columns as there are threads are hashed at once (and held at once, not every column's
+    hashes), and combined in the same order, with pandas' own function: the same values.
+    """
+    columns = [values for _, values in frame.items()]
+    step = thread_count()
+    hashed = (
+        hashes
+        for start in range(0, len(columns), step)
+        for hashes in columnwise(
+            lambda values: pd.util.hash_pandas_object(values, index=False).to_numpy(),
+            columns[start : start + step],
+        )
+    )
+    return combine_hash_arrays(hashed, len(columns))

@@ -15,6 +15,25 @@ def test_reads_a_hive_partitioned_lake_with_the_partition_column(demo_lake, arre
     assert sorted(frame["year"].unique()) == sorted(arrests["year"].unique())
 
 
+def test_a_text_partition_column_comes_back_as_categories_of_its_folders(tmp_path):
+    frame = pd.DataFrame({"region": ["north", "south", "north", "east"], "x": [1.0, 2, 3, 4]})
+    frame.to_parquet(tmp_path / "lake", partition_cols=["region"], index=False)
+    lake = tmp_path / "lake"
+    read, _ = read_source(resolve_source(str(lake)), filters=[["region", "!=", "east"]])
+    assert isinstance(read["region"].dtype, pd.CategoricalDtype)
+    assert sorted(zip(read["region"].astype(str), read["x"], strict=True)) == [
+        ("north", 1.0),
+        ("north", 3.0),
+        ("south", 2.0),
+    ]
+    # Its hash is that of the same text read from a file.
+    frame.drop(index=3).sort_values("region").to_parquet(tmp_path / "flat.parquet", index=False)
+    flat, _ = read_source(resolve_source(str(tmp_path / "flat.parquet")), columns=["x", "region"])
+    assert content_hash(read.sort_values("region", kind="stable").reset_index(drop=True)) == (
+        content_hash(flat)
+    )
+
+
 def test_file_uri_and_bare_path_are_the_same_source(demo_lake):
     by_uri, by_path = resolve_source(f"file://{demo_lake}"), resolve_source(str(demo_lake))
     assert by_uri.path == by_path.path == str(demo_lake.resolve())
