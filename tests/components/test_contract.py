@@ -117,3 +117,58 @@ def test_the_report_lists_blocking_anomalies_first(arrests, reviewed):
     assert rows[0].startswith("| block") and rows[-1].startswith("| warn")
     assert "No anomalies" in anomalies_markdown([], inferred=True)
     assert "contract.path" in anomalies_markdown([], inferred=True)
+
+
+def test_columns_told_to_meet_the_contract_from_extremes_and_codes_get_pandera_s_verdict(
+    monkeypatch,
+):
+    # Columns whose extremes or occurring categories show they meet the contract skip pandera's
+    # row checks; every column that breaks it still reaches pandera. Both ways find the same
+    # anomalies, with the same counts and examples.
+    import components.validate.contract as contract_module
+
+    rng = np.random.default_rng(11)
+    rows = 400
+    frame = pd.DataFrame(
+        {
+            "inside": rng.uniform(0, 10, rows),
+            "above": rng.uniform(0, 10, rows),
+            "below": rng.integers(0, 10, rows),
+            "empty": np.full(rows, np.nan),
+            "known": pd.Categorical(rng.choice(["a", "b", None], rows), categories=["a", "b", "z"]),
+            "unseen": pd.Categorical(rng.choice(["a", "b", "c"], rows)),
+            "numbers_as_categories": pd.Categorical(rng.choice([1, 2], rows)),
+            "words": rng.choice(["x", "y"], rows).astype(object),
+        }
+    )
+    frame.loc[::50, "inside"] = np.nan
+    contract = infer_contract(frame)
+    columns = contract["columns"]
+    columns["above"]["max"] = 9.0
+    columns["below"]["min"] = 1
+    columns["empty"].update({"min": 0, "max": 1})
+    columns["known"]["categories"] = ["a", "b"]  # 'z' is unused: no anomaly
+    columns["unseen"]["categories"] = ["a", "b"]
+    columns["numbers_as_categories"]["categories"] = ["1"]
+    columns["words"]["categories"] = ["x"]
+
+    told = []
+    meets_for_certain = contract_module._meets_for_certain
+
+    def spy(values, entry):
+        certain = meets_for_certain(values, entry)
+        told.extend([values.name] if certain else [])
+        return certain
+
+    monkeypatch.setattr(contract_module, "_meets_for_certain", spy)
+    found = check_contract(frame, contract)
+    assert sorted(told) == ["empty", "inside", "known"]  # no row check for these
+    monkeypatch.setattr(contract_module, "_meets_for_certain", lambda values, entry: False)
+    assert found == check_contract(frame, contract)
+    assert sorted((a["kind"], a["column"]) for a in found) == [
+        ("out_of_range", "above"),
+        ("out_of_range", "below"),
+        ("unseen_category", "numbers_as_categories"),
+        ("unseen_category", "unseen"),
+        ("unseen_category", "words"),
+    ]
