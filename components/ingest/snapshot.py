@@ -62,7 +62,7 @@ from components.ingest.logic import (
 )
 
 # Part of the content address: bump it when the canonical form or the transforms' meaning changes.
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: the table hash of columns' bytes (content_hash), not of pandas' row hashes
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
 TEMP_PREFIX = ".tmp-"

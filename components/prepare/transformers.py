@@ -43,9 +43,11 @@ class NumericImputer(SimpleImputer):
         empty = missing.all(axis=0)
         median = np.full(X.shape[1], np.nan)
         present = np.flatnonzero(~empty)
-        # Each column's median on its own thread: selection runs without Python's lock.
+        # Each column's median on its own thread: selection runs without Python's lock. The
+        # present values are a copy already, which the selection may reorder (no second copy).
         median[present] = columnwise(
-            lambda column: np.median(X[~missing[:, column], column]), present
+            lambda column: np.median(X[~missing[:, column], column], overwrite_input=True),
+            present,
         )
         # A column without any value: 0 with keep_empty_features, else NaN (dropped), as there.
         median[empty] = 0 if self.keep_empty_features else np.nan

@@ -177,9 +177,7 @@ def test_csv_and_parquet_text_reach_later_steps_alike(tmp_path):
     )
 
 
-def test_the_content_hash_is_pandas_row_hash_of_every_column(monkeypatch):
-    # More columns than threads, of every kind ingest gives: the columns are hashed in groups
-    # and combined in order, as pandas combines them one by one.
+def test_the_content_hash_follows_the_values_not_how_they_are_held(monkeypatch):
     rng = np.random.default_rng(8)
     frame = pd.DataFrame(
         {
@@ -187,22 +185,54 @@ def test_the_content_hash_is_pandas_row_hash_of_every_column(monkeypatch):
             "count": rng.integers(0, 9, 500),
             "text": pd.Categorical(rng.choice(["a", "b", None], 500)),
             "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 9, 500), "D"),
+            "zoned": pd.date_range("2024-01-01", periods=500, freq="h", tz="Europe/Paris"),
             "flag": rng.random(500) < 0.5,
-            "other": pd.Categorical(rng.choice(["x", "y"], 500), categories=["y", "x"]),
+            "codes": pd.Categorical(rng.choice([3, 1, 2], 500)),
+            "nullable": pd.array(rng.integers(0, 3, 500), dtype="Int64"),
+            "lists": [[i % 3] for i in range(500)],  # unhashable: pandas' row hashes
         }
     )
-    import hashlib
-
-    dtypes = [
-        (str(c), str(t.categories.dtype if isinstance(t, pd.CategoricalDtype) else t))
-        for c, t in frame.dtypes.items()
-    ]
-    digest = hashlib.sha256(repr(dtypes).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    expected = "sha256:" + digest.hexdigest()
-    for threads in (1, 2, 4):
+    frame.loc[::7, "number"] = np.nan
+    reference = content_hash(frame)
+    # The same values, held otherwise: strings, categories in another order, unused ones; and
+    # hashed on any number of threads.
+    text = frame["text"]
+    for same in (
+        frame.assign(text=text.astype(object)),
+        frame.assign(text=text.cat.set_categories(["b", "zzz", "a"])),
+        frame.assign(codes=frame["codes"].cat.reorder_categories([3, 2, 1])),
+    ):
+        assert content_hash(same) == reference
+    for threads in (1, 3):
         monkeypatch.setattr(columnwise, "thread_count", lambda threads=threads: threads)
-        assert content_hash(frame) == expected
+        assert content_hash(frame) == reference
+    # Any one value changed, a value missing, a row moved, a name or a type: another hash.
+    row = frame.loc[3]
+    other = {
+        "number": row["number"] + 1,
+        "count": row["count"] + 1,
+        "text": "a" if row["text"] != "a" else "b",
+        "when": row["when"] + pd.Timedelta("1D"),
+        "zoned": row["zoned"] + pd.Timedelta("1h"),
+        "flag": not row["flag"],
+        "codes": 1 if row["codes"] != 1 else 2,
+        "nullable": row["nullable"] + 1,
+        "lists": [99],
+    }
+    changed = []
+    for column, value in other.items():
+        edited = frame.copy()
+        edited.at[3, column] = value
+        changed.append(edited)
+    changed += [
+        frame.assign(text=text.where(text != "a")),
+        frame.iloc[::-1].reset_index(drop=True),
+        frame.rename(columns={"count": "counts"}),
+        frame.astype({"count": "int32"}),
+        frame.iloc[:-1],
+    ]
+    hashes = [content_hash(edited) for edited in changed]
+    assert reference not in hashes and len(set(hashes)) == len(hashes)
 
 
 def test_take_rows_is_dataframe_take_renumbered():
