@@ -463,7 +463,8 @@ def _coded_with_token(values: pd.Series) -> pd.Series:
     # Distinct strings (a category may read as the token, or two as one string), and each old
     # code's new one; code -1, missing, takes the token at the end.
     categories, renumbered = np.unique(text, return_inverse=True)
-    codes = renumbered[values.cat.codes.to_numpy()]
+    # As narrow as the categoricals' own codes: the take below makes an array per row.
+    codes = renumbered.astype(np.min_scalar_type(-len(categories)))[values.cat.codes.to_numpy()]
     coded = pd.Categorical.from_codes(codes, categories=categories)
     return pd.Series(coded, index=values.index, name=values.name)
 
