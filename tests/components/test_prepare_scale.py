@@ -189,7 +189,7 @@ def test_the_content_hash_follows_the_values_not_how_they_are_held(monkeypatch):
             "flag": rng.random(500) < 0.5,
             "codes": pd.Categorical(rng.choice([3, 1, 2], 500)),
             "nullable": pd.array(rng.integers(0, 3, 500), dtype="Int64"),
-            "lists": [[i % 3] for i in range(500)],  # unhashable: pandas' row hashes
+            "lists": [[i % 3] for i in range(500)],  # unhashable: each value's pickle
         }
     )
     frame.loc[::7, "number"] = np.nan
