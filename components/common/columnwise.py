@@ -23,7 +23,9 @@ MAX_THREADS = 4
 
 
 def thread_count() -> int:
-    """How many threads columnwise uses: the cores this process may run on, at most MAX_THREADS."""
+    """How many threads columnwise uses: the cores this process may run on, at most MAX_THREADS
+    (a container's CPU limit, a quota, is not visible here: the cap keeps a pod on a large node
+    from starting a thread per node core)."""
     try:
         cores = len(os.sched_getaffinity(0))  # the cores this process may run on (cpusets)
     except AttributeError:  # not on Linux
@@ -49,7 +51,8 @@ def take_rows(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
     times slower than each column's own `take`.
     """
     positions = np.asarray(positions, dtype=np.intp)
-    taken = columnwise(lambda i: frame.iloc[:, i].array.take(positions), range(frame.shape[1]))
+    columns = [frame.iloc[:, i].array for i in range(frame.shape[1])]  # the frame: this thread's
+    taken = columnwise(lambda values: values.take(positions), columns)
     rows = pd.DataFrame(dict(enumerate(taken)), index=pd.RangeIndex(len(positions)), copy=False)
     rows.columns = frame.columns
     return rows

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from components.common.categoricals import occurring_categories
 from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
 
@@ -330,9 +331,8 @@ def _column_digest(values: pd.Series) -> bytes:
             return _digest(b"pickles", np.frombuffer(b"".join(pickles), dtype=np.uint8))
     if isinstance(values.dtype, pd.CategoricalDtype):
         categories = values.cat.categories
-        codes = values.cat.codes.to_numpy()
-        occurs = np.bincount(codes.astype(np.intp) + 1, minlength=len(categories) + 1)[1:] > 0
-        used = categories[occurs].tolist()
+        occurring = occurring_categories(values)
+        used = occurring.tolist()
         try:
             ordered = sorted(used)
         except TypeError:  # values of several types
@@ -342,8 +342,8 @@ def _column_digest(values: pd.Series) -> bytes:
         # The narrowest integer that holds them, a function of the values: fewer bytes to hash.
         width = next(w for w in ("<i1", "<i2", "<i4", "<i8") if len(used) <= np.iinfo(w).max)
         renumber = np.full(len(categories) + 1, -1, dtype=width)
-        renumber[np.flatnonzero(occurs)] = [position[value] for value in used]
-        return _digest(repr(ordered).encode(), renumber[codes])
+        renumber[categories.get_indexer(occurring)] = [position[value] for value in used]
+        return _digest(repr(ordered).encode(), renumber[values.cat.codes.to_numpy()])
     return _digest(b"rows", pd.util.hash_pandas_object(values, index=False).to_numpy())
 
 

@@ -45,6 +45,7 @@ from sklearn.preprocessing import (
 )
 from sklearn.utils.extmath import _approximate_mode
 
+from components.common.categoricals import occurring_categories
 from components.common.columnwise import take_rows
 from components.common.errors import PipelineInputError
 from components.prepare.options import (
@@ -64,7 +65,7 @@ from components.prepare.transformers import (
     outlier_bounds,
     parse_dates,
 )
-from components.validate.logic import CATEGORICAL, NUMERIC, occurring_categories
+from components.validate.logic import CATEGORICAL, NUMERIC
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 NUMERIC_KEYS = ("impute", "fill_value", "scale", "missing_indicator", "outliers")

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from components.common.categoricals import occurring_categories
 from components.common.errors import PipelineInputError
-from components.validate.logic import CATEGORICAL, NUMERIC, column_kind, occurring_categories
+from components.validate.logic import CATEGORICAL, NUMERIC, column_kind
 
 CONTRACT_VERSION = 1
 # A categorical column with more distinct values than this keeps no category set (an ID, free text).
