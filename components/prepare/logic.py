@@ -334,13 +334,19 @@ def as_model_input(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
     Strings only (no NaN or None) in categorical columns keep the encoder, and an ONNX export of
     it, free of mixed types.
     """
+    return _model_input(frame, schema, _text_with_token)
+
+
+def _model_input(frame: pd.DataFrame, schema: dict, categorical_values) -> pd.DataFrame:
+    """The feature columns in schema order, each categorical one as `categorical_values` makes
+    it (_text_with_token: strings; _coded_with_token: a categorical of the same strings)."""
     columns = feature_names(schema)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise PipelineInputError(f"column '{missing[0]}' (a feature) is not in the data")
     categorical = set(feature_names(schema, CATEGORICAL))
     features = {
-        name: _text_with_token(frame[name]) if name in categorical else frame[name]
+        name: categorical_values(frame[name]) if name in categorical else frame[name]
         for name in columns
     }
     # Numeric columns are shared with `frame`, not copied: the transforms never write to their
@@ -436,24 +442,9 @@ def fit_preprocessor(
     transform = build_preprocessor(schema, options)
     if options.derived:  # derived features are computed from the text itself
         return fit_without_output(transform, as_model_input(train, schema))
-    return fit_without_output(transform, _coded_model_input(train, schema))
-
-
-def _coded_model_input(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
-    """as_model_input, with categorical features left as categoricals of the same strings.
-
-    The fit turns them into text only where it needs every row (see fit_without_output).
-    """
-    columns = feature_names(schema)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise PipelineInputError(f"column '{missing[0]}' (a feature) is not in the data")
-    categorical = set(feature_names(schema, CATEGORICAL))
-    features = {
-        name: _coded_with_token(frame[name]) if name in categorical else frame[name]
-        for name in columns
-    }
-    return pd.DataFrame(features, index=frame.index, copy=False)
+    # Categorical features as categoricals: the fit makes strings of them only where it needs
+    # every row (see fit_without_output).
+    return fit_without_output(transform, _model_input(train, schema, _coded_with_token))
 
 
 def _coded_with_token(values: pd.Series) -> pd.Series:
@@ -531,13 +522,14 @@ def fit_without_output(transform, features: pd.DataFrame):
     ColumnTransformer learns its layout from the first LAYOUT_ROWS rows with those fitted
     branches frozen. An encoder that keeps only which values occur (no rare-category grouping)
     is fitted on one row per value, found from the codes of a categorical feature
-    (`_coded_model_input`), not on millions of strings. The result is the estimator a plain fit
+    (`_coded_with_token`), not on millions of strings. The result is the estimator a plain fit
     gives: the same fitted branches, output layout and parameters
     (tests/components/test_prepare_scale.py holds it to that).
 
     Args:
         transform: what build_preprocessor returns, unfitted.
-        features: the training rows: as_model_input's output, or _coded_model_input's.
+        features: the training rows: as_model_input's output, or the same with categorical
+            features as categoricals (`_coded_with_token`).
     """
     if isinstance(transform, Pipeline):  # derived features, then the columns
         derive, columns = transform.steps[0][1], transform.steps[-1][1]
