@@ -60,8 +60,7 @@ def infer_contract(frame: pd.DataFrame, row_floor: float = 0.5) -> dict:
             "max_null_rate": _rate_ceiling(float(missing.mean())),
         }
         if entry["kind"] == NUMERIC and not missing.all():
-            # min and max skip missing values: no copy of the present ones.
-            entry["min"], entry["max"] = _plain(values.min()), _plain(values.max())
+            entry["min"], entry["max"] = map(_plain, _extremes(values))
         elif entry["kind"] == CATEGORICAL:
             # A categorical's unused categories and missing values never count; other values
             # are taken without the missing ones.
@@ -76,6 +75,16 @@ def infer_contract(frame: pd.DataFrame, row_floor: float = 0.5) -> dict:
         "rows": {"min": int(math.floor(len(frame) * row_floor))},
         "columns": columns,
     }
+
+
+def _extremes(values: pd.Series) -> tuple:
+    """The lowest and highest present value of a numeric column (missing when none is)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf" and len(values):
+        # fmin and fmax skip NaN (missing) without the copy of the present values that
+        # Series.min makes.
+        array = values.to_numpy()
+        return np.fmin.reduce(array), np.fmax.reduce(array)
+    return values.min(), values.max()
 
 
 def _rate_ceiling(rate: float) -> float:
@@ -250,14 +259,8 @@ def _meets_for_certain(values: pd.Series, entry: dict) -> bool:
         return False
     try:
         if entry["kind"] == NUMERIC and "min" in entry and "max" in entry:
-            if values.dtype.kind not in "iuf":
-                return False
-            # fmin and fmax skip NaN (missing), without the copy that Series.min makes.
-            array = values.to_numpy()
-            if len(array) == 0:
-                return True
-            low, high = np.fmin.reduce(array), np.fmax.reduce(array)
-            return bool(np.isnan(low) or (entry["min"] <= low and high <= entry["max"]))
+            low, high = _extremes(values)
+            return bool(pd.isna(low) or (entry["min"] <= low and high <= entry["max"]))
         if "categories" in entry and isinstance(values.dtype, pd.CategoricalDtype):
             if not _all_text(values):
                 return False  # compared as str(), which pandera's frame below holds
