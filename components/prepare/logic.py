@@ -31,7 +31,6 @@ from sklearn.model_selection import (
     KFold,
     StratifiedGroupKFold,
     StratifiedKFold,
-    train_test_split,
 )
 from sklearn.model_selection._split import _validate_shuffle_split
 from sklearn.pipeline import Pipeline
@@ -616,46 +615,49 @@ def _time_split(values: pd.Series, column: str, test_size: float):
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-def _stratified_positions(
-    classes: np.ndarray, class_count: int, test_size: float, seed: int
+def _random_positions(
+    classes: np.ndarray | None, class_count: int, rows: int, test_size: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Training and test positions of a stratified shuffle split: exactly those of scikit-learn's
-    `train_test_split(..., stratify=classes, random_state=seed)`, in the same order.
+    """Training and test positions of a random split, each side in row order.
 
-    scikit-learn passes each side's positions through a Python list, one object per row: on
-    10 million rows that is most of the split's time (benchmarks/ingest_scale.py). Here they stay
-    arrays, and every random draw is scikit-learn's own, in its order, from the same generator
-    (tests/components/test_prepare_scale.py holds the two equal).
+    The test side is a uniformly random set of rows, drawn with numpy's Generator from `seed`.
+    Its size is scikit-learn's (`train_test_split`: test_size of the rows, rounded up), and a
+    stratified split draws each class's share of it as scikit-learn's StratifiedShuffleSplit
+    counts it. Unlike scikit-learn, the rows are not shuffled as well: each side keeps the table's
+    order, so taking them reads every column front to back. On 10 million rows, scikit-learn's
+    three shuffles and taking the rows in shuffled order were most of the split's time
+    (benchmarks/ingest_scale.py); nothing downstream depends on the order (cross-validation
+    shuffles its folds), and the time and group splits keep row order too.
 
     Args:
-        classes: each row's class number, 0 to class_count - 1 in sorted order of the labels
-            (as np.unique numbers them), every class with at least 2 rows.
+        classes: each row's class number, 0 to class_count - 1, every class with at least 2
+            rows; None: not stratified.
+
+    Raises:
+        ValueError: test_size leaves a side empty, or, stratified, with fewer rows than classes.
     """
-    rows = len(classes)
     n_train, n_test = _validate_shuffle_split(rows, test_size, None, default_test_size=0.25)
+    generator = np.random.default_rng(seed)
+    is_test = np.zeros(rows, dtype=bool)
+    if classes is None:
+        is_test[generator.choice(rows, n_test, replace=False, shuffle=False)] = True
+        return np.flatnonzero(~is_test), np.flatnonzero(is_test)
     for side, size in (("train", n_train), ("test", n_test)):
         if size < class_count:
             raise ValueError(
                 f"the {side} side would hold {size} rows, fewer than the {class_count} classes"
             )
     counts = np.bincount(classes, minlength=class_count)
+    # scikit-learn's per-class counts (its ties broken by a RandomState of the same seed); the
+    # test side holds the rest of each class, as n_train + n_test is every row.
+    test_counts = counts - _approximate_mode(counts, n_train, np.random.RandomState(seed))
     # The rows of each class in their order: a stable sort of small integers is a radix sort.
     small = classes.astype(np.min_scalar_type(max(class_count - 1, 0)), copy=False)
     by_class = np.split(np.argsort(small, kind="stable"), np.cumsum(counts)[:-1])
-    generator = np.random.RandomState(seed)
-    train_counts = _approximate_mode(counts, n_train, generator)
-    test_counts = _approximate_mode(counts - train_counts, n_test, generator)
-    train, test = [], []
-    for rows_of_class, n_class_train, n_class_test in zip(
-        by_class, train_counts, test_counts, strict=True
-    ):
-        shuffled = rows_of_class.take(generator.permutation(len(rows_of_class)), mode="clip")
-        train.append(shuffled[:n_class_train])
-        test.append(shuffled[n_class_train : n_class_train + n_class_test])
-    return (
-        generator.permutation(np.concatenate(train)),
-        generator.permutation(np.concatenate(test)),
-    )
+    for rows_of_class, n_class_test in zip(by_class, test_counts, strict=True):
+        drawn = generator.choice(len(rows_of_class), n_class_test, replace=False, shuffle=False)
+        is_test[rows_of_class[drawn]] = True
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
 def split_table(
@@ -713,11 +715,11 @@ def split_table(
         column = frame[split.time_column].iloc[labelled].reset_index(drop=True)
         train, test = _time_split(column, split.time_column, split.test_size)
     else:
-        stratify = None
+        stratify, classes = None, ()
         if classification and split.strategy == "stratified":
-            # Class codes in sorted order, as np.unique would number the labels themselves:
-            # the same split, without sorting millions of label values. A categorical sorts by
-            # its categories' order, so those are put in the values' order first.
+            # Class codes in sorted order of the labels: the same split whether the labels are
+            # text or a categorical, whose codes follow its categories' order (so those are put
+            # in the values' order first).
             values = labels
             if isinstance(values.dtype, pd.CategoricalDtype):
                 values = values.cat.reorder_categories(sorted(values.cat.categories))
@@ -729,14 +731,9 @@ def split_table(
                     "a stratified split needs at least 2 per class"
                 )
         try:
-            if stratify is None:
-                train, test = train_test_split(
-                    np.arange(len(labels)), test_size=split.test_size, random_state=split.seed
-                )
-            else:
-                train, test = _stratified_positions(
-                    stratify, len(classes), split.test_size, split.seed
-                )
+            train, test = _random_positions(
+                stratify, len(classes), len(labels), split.test_size, split.seed
+            )
         except ValueError as error:
             raise PipelineInputError(f"split with test_size={test_size}: {error}") from None
     if classification and labels.iloc[train].nunique() < 2:

@@ -29,7 +29,10 @@ GATE = [
 ]
 
 
-def biased_table(rows: int = 2400, seed: int = 3) -> pd.DataFrame:
+def biased_table(rows: int = 8000, seed: int = 3) -> pd.DataFrame:
+    # 8,000 rows: on the test split's 2,400 the threshold optimizer's parity ratio, near 1 on
+    # the training rows, stays within a few hundredths of it (0.93 to 1.0 over six splits; on
+    # 720 test rows one split in six fell to 0.79, below the gate's 0.8).
     rng = np.random.default_rng(seed)
     group = rng.choice(["a", "b"], rows, p=[0.6, 0.4])
     score = rng.normal(0, 1, rows)

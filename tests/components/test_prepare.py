@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
+from sklearn.model_selection import GroupShuffleSplit
 
 from components.common.errors import PipelineInputError
 from components.prepare.logic import (
@@ -87,12 +87,19 @@ def customers(tmp_path):
     return frame, validate_table(frame, "approved", "classification", ["group"], {})
 
 
-def test_random_split_is_scikit_learns_unstratified_split(loans, loans_schema):
-    train, test = split_table(loans, loans_schema, 0.25, seed=7, strategy="random")
-    expected_train, expected_test = train_test_split(loans, test_size=0.25, random_state=7)
-    assert train.equals(expected_train.reset_index(drop=True))
-    assert test.equals(expected_test.reset_index(drop=True))
-    stratified, _ = split_table(loans, loans_schema, 0.25, seed=7)
+def test_random_split_draws_rows_without_stratifying(loans, loans_schema):
+    numbered = loans.assign(row=np.arange(len(loans)))
+    train, test = split_table(numbered, loans_schema, 0.25, seed=7, strategy="random")
+    assert len(test) == 100 and len(train) == 300  # scikit-learn's sizes
+    # Every row once, each side in the table's order.
+    assert sorted([*train["row"], *test["row"]]) == list(range(len(loans)))
+    assert train["row"].is_monotonic_increasing and test["row"].is_monotonic_increasing
+    assert train.drop(columns="row").equals(loans.iloc[train["row"]].reset_index(drop=True))
+    again, _ = split_table(numbered, loans_schema, 0.25, seed=7, strategy="random")
+    assert again.equals(train)
+    other, _ = split_table(numbered, loans_schema, 0.25, seed=8, strategy="random")
+    assert not other.equals(train)
+    stratified, _ = split_table(numbered, loans_schema, 0.25, seed=7)
     assert not stratified.equals(train)
 
 

@@ -1,7 +1,7 @@
 """What makes ingest and prepare fit 10 million rows in memory and time
 (benchmarks/ingest_scale.py), held to the results of the plain way: text as categoricals from
-ingest, hashes and row takes column by column on every core, scikit-learn's stratified split
-without its Python lists, and a preprocessor fit that never builds the whole output matrix nor
+ingest, hashes and row takes column by column on every core, a random split that reads each
+side in row order, and a preprocessor fit that never builds the whole output matrix nor
 a string per row for an encoder."""
 
 import numpy as np
@@ -254,31 +254,64 @@ def test_take_rows_is_dataframe_take_renumbered():
     )
 
 
-def test_the_stratified_split_is_scikit_learns_to_the_row():
-    # Every draw from the same generator in the same order: the same rows on each side, in the
-    # same order, for any class balance, size and seed; and an error where scikit-learn has one.
+def _random_case(rng):
+    class_count = int(rng.integers(2, 7))
+    rows = int(rng.integers(2 * class_count, 300))
+    classes = rng.choice(class_count, rows, p=rng.dirichlet(np.full(class_count, 0.6)))
+    classes[: 2 * class_count] = np.repeat(np.arange(class_count), 2)  # 2 rows at least
+    return classes, class_count, float(rng.choice([0.05, 0.2, 0.25, 0.5, 0.9]))
+
+
+def test_the_random_split_has_scikit_learns_sizes_with_each_side_in_row_order():
+    # For any class balance, size and seed: every row once, each side in row order, each class's
+    # test rows as many as scikit-learn's stratified split has; an error where it has one.
     rng = np.random.default_rng(10)
     errors = 0
     for _ in range(200):
-        class_count = int(rng.integers(2, 7))
-        rows = int(rng.integers(2 * class_count, 300))
-        classes = rng.choice(class_count, rows, p=rng.dirichlet(np.full(class_count, 0.6)))
-        classes[: 2 * class_count] = np.repeat(np.arange(class_count), 2)  # 2 rows at least
-        test_size = float(rng.choice([0.05, 0.2, 0.25, 0.5, 0.9]))
-        seed = int(rng.integers(0, 10_000))
+        classes, class_count, test_size = _random_case(rng)
+        rows, seed = len(classes), int(rng.integers(0, 10_000))
         try:
-            expected = train_test_split(
+            _, expected_test = train_test_split(
                 np.arange(rows), test_size=test_size, random_state=seed, stratify=classes
             )
         except ValueError:
             with pytest.raises(ValueError):
-                prepare._stratified_positions(classes, class_count, test_size, seed)
+                prepare._random_positions(classes, class_count, rows, test_size, seed)
             errors += 1
             continue
-        train, test = prepare._stratified_positions(classes, class_count, test_size, seed)
-        np.testing.assert_array_equal(train, expected[0])
-        np.testing.assert_array_equal(test, expected[1])
+        train, test = prepare._random_positions(classes, class_count, rows, test_size, seed)
+        np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(rows))
+        assert (np.diff(train) > 0).all() and (np.diff(test) > 0).all()
+        np.testing.assert_array_equal(
+            np.bincount(classes[test], minlength=class_count),
+            np.bincount(classes[expected_test], minlength=class_count),
+        )
+        again = prepare._random_positions(classes, class_count, rows, test_size, seed)
+        np.testing.assert_array_equal(again[1], test)
+        # Not stratified: scikit-learn's test size too.
+        _, plain_test = prepare._random_positions(None, 0, rows, test_size, seed)
+        assert len(plain_test) == len(expected_test)
     assert 0 < errors < 100  # both paths were taken
+
+
+@pytest.mark.parametrize("stratified", [True, False], ids=["stratified", "random"])
+def test_every_row_is_equally_likely_on_the_test_side(stratified):
+    # Over 4,000 seeds, each of 40 rows (a class of 10 and one of 30) is a test row about a
+    # quarter of the time: no row, class or place in the table is favoured.
+    classes = np.repeat([1, 0], [10, 30])
+    seeds = 4000
+    times_in_test = np.zeros(len(classes))
+    for seed in range(seeds):
+        _, test = prepare._random_positions(
+            classes if stratified else None, 2, len(classes), 0.25, seed
+        )
+        assert len(test) == 10
+        if stratified:  # a quarter of each class: 2.5 and 7.5 rows, the half row to either
+            assert classes[test].sum() in (2, 3)
+        times_in_test[test] += 1
+    share = times_in_test / seeds
+    # 0.25 of 4,000 draws: a standard deviation of about 0.007; 6 of them is 0.04.
+    assert np.abs(share - 0.25).max() < 0.04
 
 
 def test_an_encoder_fitted_on_the_codes_knows_the_strings_a_plain_fit_knows():
