@@ -21,9 +21,7 @@ Dropping outlier rows is not part of it: it removes training rows only (`drop_ou
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
-from sklearn.frozen import FrozenEstimator
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.model_selection import (
     GroupKFold,
@@ -44,9 +42,9 @@ from sklearn.preprocessing import (
 )
 from sklearn.utils.extmath import _approximate_mode
 
-from components.common.categoricals import occurring_categories
 from components.common.columnwise import take_rows
 from components.common.errors import PipelineInputError
+from components.prepare.fitting import fit_without_output
 from components.prepare.options import (
     CATEGORICAL_IMPUTE,
     NUMERIC_IMPUTE,
@@ -458,109 +456,6 @@ def _coded_with_token(values: pd.Series) -> pd.Series:
     codes = renumbered.astype(np.min_scalar_type(-len(categories)))[values.cat.codes.to_numpy()]
     coded = pd.Categorical.from_codes(codes, categories=categories)
     return pd.Series(coded, index=values.index, name=values.name)
-
-
-def _as_text(features: pd.DataFrame) -> pd.DataFrame:
-    """The features as as_model_input gives them: categorical columns as str objects."""
-    coded = [c for c, t in features.dtypes.items() if isinstance(t, pd.CategoricalDtype)]
-    if not coded:
-        return features
-    return features.assign(**{c: np.asarray(features[c], dtype=object) for c in coded})
-
-
-def _distinct_rows(features: pd.DataFrame) -> pd.DataFrame:
-    """Rows that hold, column by column, exactly the values that occur in `features`, each at
-    least once (a shorter column repeats its first value)."""
-    values = []
-    for _, column in features.items():
-        if isinstance(column.dtype, pd.CategoricalDtype):  # from the codes: no string per row
-            occurs = occurring_categories(column).to_numpy(dtype=object)
-            values.append(np.append(occurs, np.nan) if column.isna().any() else occurs)
-        else:
-            values.append(pd.unique(column.to_numpy()))
-    longest = max(len(v) for v in values)
-    padded = [np.concatenate([v, np.repeat(v[:1], longest - len(v))]) for v in values]
-    return pd.DataFrame(dict(enumerate(padded))).set_axis(features.columns, axis=1)
-
-
-def _as_one_array(features: pd.DataFrame) -> pd.DataFrame:
-    """Numeric features in one float64 array (a frame over it), converted once: scikit-learn
-    makes that array of a frame of several columns, again at each step of a branch (an
-    imputer's fit, then its transform). Other features are left as they are, and so are float32
-    columns, which scikit-learn keeps as float32."""
-    kinds = {t.kind for t in features.dtypes}
-    if len(features.columns) < 2 or not kinds <= {"i", "u", "f"}:
-        return features
-    if np.result_type(*features.dtypes) not in (np.float64, np.int64, np.uint64):
-        return features
-    values = features.to_numpy(dtype=np.float64)
-    return pd.DataFrame(values, index=features.index, columns=features.columns, copy=False)
-
-
-def _learns_only_the_values(branch) -> bool:
-    """An encoder whose fit keeps which values occur and nothing else: no counts (rare
-    categories), no limit on their number. Fitted on one row per value, it is the same."""
-    return (
-        isinstance(branch, OneHotEncoder | OrdinalEncoder)
-        and branch.min_frequency is None
-        and branch.max_categories is None
-    )
-
-
-# Rows the assembled ColumnTransformer is fitted on once every branch is fitted (see below).
-LAYOUT_ROWS = 1000
-
-
-def fit_without_output(transform, features: pd.DataFrame):
-    """`transform.fit(as_model_input(...))`, without transforming every training row on the way.
-
-    ColumnTransformer.fit is its fit_transform: it builds the whole output matrix (rows times
-    every one-hot column, float64) and then a stacked copy of it, only to learn the output's
-    layout. On 10 million rows that is over 8 GB (benchmarks/ingest_scale.py). Here each branch
-    is fitted on all rows with its own fit (an encoder's fit only collects categories), and the
-    ColumnTransformer learns its layout from the first LAYOUT_ROWS rows with those fitted
-    branches frozen. An encoder that keeps only which values occur (no rare-category grouping)
-    is fitted on one row per value, found from the codes of a categorical feature
-    (`_coded_with_token`), not on millions of strings. The result is the estimator a plain fit
-    gives: the same fitted branches, output layout and parameters
-    (tests/components/test_prepare_scale.py holds it to that).
-
-    Args:
-        transform: what build_preprocessor returns, unfitted.
-        features: the training rows: as_model_input's output, or the same with categorical
-            features as categoricals (`_coded_with_token`).
-    """
-    if isinstance(transform, Pipeline):  # derived features, then the columns
-        derive, columns = transform.steps[0][1], transform.steps[-1][1]
-        features = _as_text(features)
-        derive = clone(derive).fit(features)
-        fitted = _fit_columns(columns, derive.transform(features))
-        return Pipeline([(transform.steps[0][0], derive), (transform.steps[-1][0], fitted)])
-    return _fit_columns(transform, features)
-
-
-def _fit_columns(transform: ColumnTransformer, features: pd.DataFrame) -> ColumnTransformer:
-    frozen = []
-    for name, branch, columns in transform.transformers:
-        if isinstance(branch, str) or len(columns) == 0:  # "drop", "passthrough", no column
-            frozen.append((name, branch, columns))
-            continue
-        part = features[columns]
-        if _learns_only_the_values(branch):
-            part = _distinct_rows(part)
-        else:
-            part = _as_one_array(_as_text(part))
-        frozen.append((name, FrozenEstimator(clone(branch).fit(part)), columns))
-    fitted = clone(transform).set_params(transformers=frozen)
-    fitted.fit(_as_text(features.iloc[:LAYOUT_ROWS]))
-    # Unwrap: the fitted branches themselves, as a plain fit leaves them, and the unfitted spec
-    # as the `transformers` parameter (what clone() and get_params() give).
-    fitted.transformers_ = [
-        (name, branch.estimator if isinstance(branch, FrozenEstimator) else branch, columns)
-        for name, branch, columns in fitted.transformers_
-    ]
-    fitted.transformers = transform.transformers
-    return fitted
 
 
 def _group_split(groups: pd.Series, column: str, test_size: float, seed: int):

@@ -12,6 +12,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 
 import components.common.columnwise as columnwise
+import components.prepare.fitting as fitting
 import components.prepare.logic as prepare
 from components.common.columnwise import take_rows
 from components.ingest.logic import content_hash, read_source, resolve_source
@@ -100,7 +101,7 @@ def test_fit_without_output_is_the_plain_fit(table, options, monkeypatch):
     _, ingested = table
     # A layout sample smaller than the rarest category's first appearance: the layout must come
     # from the branches fitted on every row, not from the sample.
-    monkeypatch.setattr(prepare, "LAYOUT_ROWS", 5)
+    monkeypatch.setattr(fitting, "LAYOUT_ROWS", 5)
     schema = validate_table(ingested, "approved", "classification", ["group"], {})
     train, test = split_table(ingested, schema, 0.25, seed=3)
     assert set(train["city"].iloc[:5].dropna()) < set(train["city"].dropna())
@@ -326,6 +327,6 @@ def test_an_encoder_fitted_on_the_codes_knows_the_strings_a_plain_fit_knows():
     coded = prepare._coded_with_token(values)
     assert coded.astype(object).tolist() == prepare._text_with_token(values).tolist()
     assert list(coded.cat.categories) == sorted(set(coded.astype(object)) | {"unused"})
-    distinct = prepare._distinct_rows(pd.DataFrame({"c": coded, "d": coded.iloc[:2]}))
+    distinct = fitting._distinct_rows(pd.DataFrame({"c": coded, "d": coded.iloc[:2]}))
     assert sorted(distinct["c"]) == ["1", prepare.MISSING_CATEGORY, "b"]
     assert distinct["d"].iloc[0] == "1" and pd.isna(distinct["d"].iloc[1])  # missing occurs too
