@@ -93,15 +93,40 @@ def test_split_keeps_each_row_once_with_its_values(table):
 
 
 @pytest.mark.parametrize(
-    "options",
-    [{}, EVERY_OPTION, {"categorical": {"encode": "ordinal", "missing_indicator": True}}],
-    ids=["defaults", "every-option", "ordinal-without-grouping"],
+    ("options", "in_chunks"),
+    [
+        ({}, [True]),
+        # Clipping before every imputer; then two encoders that count (rare categories) and the
+        # categorical indicator, which no chunked fit takes either.
+        (EVERY_OPTION, [False] * 6),
+        ({"categorical": {"encode": "ordinal", "missing_indicator": True}}, [True, False]),
+        (
+            {
+                "numeric": {"missing_indicator": True, "scale": "minmax"},
+                "columns": {
+                    "income": {"impute": "constant", "fill_value": -1},
+                    "debt": {"impute": "mean"},  # a mean is not taken column by column
+                },
+            },
+            [True, True, False],
+        ),
+    ],
+    ids=["defaults", "every-option", "ordinal-without-grouping", "indicators-minmax-constant"],
 )
-def test_fit_without_output_is_the_plain_fit(table, options, monkeypatch):
+def test_fit_without_output_is_the_plain_fit(table, options, in_chunks, monkeypatch):
     _, ingested = table
     # A layout sample smaller than the rarest category's first appearance: the layout must come
     # from the branches fitted on every row, not from the sample.
     monkeypatch.setattr(fitting, "LAYOUT_ROWS", 5)
+    # Chunks of 100 of the 2,250 training rows, the last one shorter, for the scalers.
+    monkeypatch.setattr(fitting, "CHUNK_ROWS", 100)
+    chunked = []
+    fit_in_chunks = fitting._fit_in_chunks
+    monkeypatch.setattr(
+        fitting,
+        "_fit_in_chunks",
+        lambda branch, part: chunked.append(fit_in_chunks(branch, part)) or chunked[-1],
+    )
     schema = validate_table(ingested, "approved", "classification", ["group"], {})
     train, test = split_table(ingested, schema, 0.25, seed=3)
     assert set(train["city"].iloc[:5].dropna()) < set(train["city"].dropna())
@@ -111,11 +136,15 @@ def test_fit_without_output_is_the_plain_fit(table, options, monkeypatch):
 
     rows = as_model_input(test, schema)
     assert list(lean.get_feature_names_out()) == list(plain.get_feature_names_out())
-    np.testing.assert_array_equal(lean.transform(rows), plain.transform(rows))
+    # A mean and variance learnt chunk by chunk are the whole rows' to within rounding.
+    np.testing.assert_allclose(lean.transform(rows), plain.transform(rows), rtol=1e-12, atol=1e-12)
     # The same estimator to clone (tune and train refit a clone of prepare's transform).
     assert repr(clone(lean).get_params()) == repr(clone(plain).get_params())
     refit = clone(lean).fit(as_model_input(train, schema))
     np.testing.assert_array_equal(refit.transform(rows), plain.transform(rows))
+    # Which branches (other than encoders fitted on one row per value) were fitted in chunks: a
+    # NumericImputer with a median or a constant first, then steps with partial_fit.
+    assert [branch is not None for branch in chunked] == in_chunks
 
 
 def test_a_categorical_label_splits_as_its_strings(table):
@@ -155,6 +184,48 @@ def test_numeric_imputer_is_simple_imputer_with_a_faster_median(keep_empty_featu
         )
         np.testing.assert_array_equal(ours.transform(X), theirs.transform(X))
         assert list(ours.get_feature_names_out()) == list(theirs.get_feature_names_out())
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+@pytest.mark.parametrize("keep_empty_features", [False, True])
+@pytest.mark.parametrize("add_indicator", [False, True])
+def test_numeric_imputer_fitted_column_by_column_is_simple_imputers_fit(
+    keep_empty_features, add_indicator
+):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1001, 4))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[:, 2] = np.nan  # a column without any value
+    X[0, 1], X[1:, 3] = np.nan, 7.0  # missing in the first row only; no missing value at all
+    frame = pd.DataFrame(X, columns=["a", "b", "empty", "full"]).assign(
+        count=rng.integers(0, 9, len(X))  # integers, which SimpleImputer makes floats of
+    )
+    for strategy, fill_value in (("median", None), ("constant", -1.5)):
+        settings = {
+            "strategy": strategy,
+            "fill_value": fill_value,
+            "add_indicator": add_indicator,
+            "keep_empty_features": keep_empty_features,
+        }
+        ours = NumericImputer(**settings)
+        assert ours.fits_by_column(frame)
+        theirs = SimpleImputer(**settings).fit(frame)
+        ours.fit(frame)
+        np.testing.assert_array_equal(  # float: NaN equals NaN only outside object arrays
+            ours.statistics_.astype(float), theirs.statistics_.astype(float)
+        )
+        assert ours.statistics_.dtype == theirs.statistics_.dtype
+        np.testing.assert_array_equal(ours.transform(frame), theirs.transform(frame))
+        assert list(ours.get_feature_names_out()) == list(theirs.get_feature_names_out())
+        assert ours._fill_dtype == theirs._fill_dtype == np.float64
+        if add_indicator:
+            np.testing.assert_array_equal(ours.indicator_.features_, theirs.indicator_.features_)
+    # What it leaves to SimpleImputer's fit: other strategies, arrays, other types.
+    assert not NumericImputer(strategy="mean").fits_by_column(frame)
+    assert not NumericImputer().fits_by_column(X)
+    assert not NumericImputer().fits_by_column(frame.astype(np.float32))
+    assert not NumericImputer().fits_by_column(frame[["count"]])  # integers only
+    assert not NumericImputer().fits_by_column(frame.iloc[:0])
 
 
 def test_csv_and_parquet_text_reach_later_steps_alike(tmp_path):
