@@ -14,6 +14,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from components.common.categoricals import occurring_categories
+from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
 from components.validate.logic import CATEGORICAL, NUMERIC, column_kind
 
@@ -274,12 +275,17 @@ def _range_and_category_anomalies(frame, contract, severity, unseen_category_rat
     # Categories are compared as strings, as the model's encoder sees them. Only the columns
     # with a range or a category set are checked, so only those go into the frame that pandera
     # gets (not a copy of the whole table), and text columns are used as they are.
+    candidates = [
+        (name, frame[name], entry)  # the frame's columns read here, in this thread
+        for name, entry in contract["columns"].items()
+        if name in frame.columns and ("categories" in entry or "min" in entry)
+    ]
+    # Each column's extremes or occurring categories on a thread of its own: numpy's reductions
+    # run without Python's lock.
+    certain = columnwise(lambda candidate: _meets_for_certain(*candidate[1:]), candidates)
     checked = {}
-    for name, entry in contract["columns"].items():
-        if name not in frame.columns or not ("categories" in entry or "min" in entry):
-            continue
-        values = frame[name]
-        if _meets_for_certain(values, entry):
+    for (name, values, entry), sure in zip(candidates, certain, strict=True):
+        if sure:
             continue
         if entry["kind"] == CATEGORICAL and not _all_text(values):
             values = values.astype(str).where(values.notna())
