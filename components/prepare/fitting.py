@@ -2,6 +2,10 @@
 the rows themselves (benchmarks/ingest_scale.py): `fit_without_output` gives the estimator that
 `transform.fit(as_model_input(train))` gives, without building the transform's output."""
 
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -11,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 from components.common.categoricals import occurring_categories
+from components.common.columnwise import columnwise, thread_count
 from components.prepare.transformers import NumericImputer
 
 # Rows the assembled ColumnTransformer is fitted on once every branch is fitted (see below).
@@ -49,20 +54,29 @@ def fit_without_output(transform, features: pd.DataFrame):
 
 
 def _fit_columns(transform: ColumnTransformer, features: pd.DataFrame) -> ColumnTransformer:
-    frozen = []
-    for name, branch, columns in transform.transformers:
-        if isinstance(branch, str) or len(columns) == 0:  # "drop", "passthrough", no column
-            frozen.append((name, branch, columns))
-            continue
-        # The branch's columns, shared with `features` (a list of names would copy them).
-        part = pd.DataFrame({column: features[column] for column in columns}, copy=False)
-        if _learns_only_the_values(branch):
-            fitted_branch = clone(branch).fit(_distinct_rows(part))
-        else:
-            fitted_branch = _fit_in_chunks(branch, part)
-            if fitted_branch is None:
-                fitted_branch = clone(branch).fit(_as_one_array(_as_text(part)))
-        frozen.append((name, FrozenEstimator(fitted_branch), columns))
+    branches = [
+        (name, branch, columns)
+        for name, branch, columns in transform.transformers
+        if not isinstance(branch, str) and len(columns) > 0  # "drop", "passthrough", no column
+    ]
+    # Each branch's columns, shared with `features` (a list of names would copy them), read
+    # here in this thread. The branches are independent, and most of their fits' work is numpy's,
+    # without Python's lock: each is fitted on a thread of its own.
+    work = [
+        (branch, pd.DataFrame({column: features[column] for column in columns}, copy=False))
+        for _, branch, columns in branches
+    ]
+    fitted_branches = dict(
+        zip([name for name, _, _ in branches], columnwise(_fit_branch, work), strict=True)
+    )
+    frozen = [
+        (
+            name,
+            FrozenEstimator(fitted_branches[name]) if name in fitted_branches else branch,
+            columns,
+        )
+        for name, branch, columns in transform.transformers
+    ]
     fitted = clone(transform).set_params(transformers=frozen)
     fitted.fit(_as_text(features.iloc[:LAYOUT_ROWS]))
     # Unwrap: the fitted branches themselves, as a plain fit leaves them, and the unfitted spec
@@ -72,6 +86,17 @@ def _fit_columns(transform: ColumnTransformer, features: pd.DataFrame) -> Column
         for name, branch, columns in fitted.transformers_
     ]
     fitted.transformers = transform.transformers
+    return fitted
+
+
+def _fit_branch(work: tuple):
+    """One branch of the ColumnTransformer, fitted on its columns of every training row."""
+    branch, part = work
+    if _learns_only_the_values(branch):
+        return clone(branch).fit(_distinct_rows(part))
+    fitted = _fit_in_chunks(branch, part)
+    if fitted is None:
+        fitted = clone(branch).fit(_as_one_array(_as_text(part)))
     return fitted
 
 
@@ -101,13 +126,35 @@ def _fit_in_chunks(branch, features: pd.DataFrame) -> Pipeline | None:
     fitted = [(imputer_name, clone(imputer).fit(features))]
     for name, step in later:  # one pass each: a step learns from the steps before it, all fitted
         step = clone(step)
-        for start in range(0, len(features), CHUNK_ROWS):
-            rows = features.iloc[start : start + CHUNK_ROWS]
-            for _, before in fitted:
-                rows = before.transform(rows)
+        for rows in _chunks_through([before for _, before in fitted], features):
             step.partial_fit(rows)
         fitted.append((name, step))
     return clone(branch).set_params(steps=fitted)
+
+
+def _chunks_through(steps: list, features: pd.DataFrame) -> Iterator[np.ndarray]:
+    """What the fitted `steps` make of `features`, CHUNK_ROWS rows at a time, in order.
+
+    The chunks are transformed on a thread per core, a few ahead of the caller, which learns
+    from them meanwhile: a fitted step's transform changes nothing in it, and most of its time
+    is numpy's, without Python's lock.
+    """
+    threads = thread_count()
+
+    def through(rows):
+        for step in steps:
+            rows = step.transform(rows)
+        return rows
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="chunks") as pool:
+        ahead: deque = deque()
+        for start in range(0, len(features), CHUNK_ROWS):
+            # The frame is sliced here, in the caller's thread; the threads only transform.
+            ahead.append(pool.submit(through, features.iloc[start : start + CHUNK_ROWS]))
+            if len(ahead) > 2 * threads:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def _as_text(features: pd.DataFrame) -> pd.DataFrame:

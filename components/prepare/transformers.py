@@ -30,8 +30,8 @@ class NumericImputer(SimpleImputer):
 
     SimpleImputer takes a median through numpy's masked arrays, which sort a masked copy of the
     whole input: on 8 million rows of 12 columns that was 10 s of an 18 s fit, and several
-    copies of the input in memory (benchmarks/ingest_scale.py). np.nanmedian selects, column by
-    column, and gives the same values (tests/components/test_prepare_scale.py). Every other
+    copies of the input in memory (benchmarks/ingest_scale.py). Here each column's median is a
+    selection, and the same value (tests/components/test_prepare_scale.py). Every other
     strategy, the indicator and transform are SimpleImputer's own; the ONNX export converts it
     as a SimpleImputer (components.export.logic). The columns' medians are taken on every core.
     """
@@ -80,9 +80,18 @@ class NumericImputer(SimpleImputer):
     def _median(self, present: np.ndarray) -> float:
         """The median of a column's present values, which it may reorder; for a column without
         any, 0 with keep_empty_features, else NaN (the column is dropped), as SimpleImputer."""
-        if len(present) == 0:
+        count = len(present)
+        if count == 0:
             return 0.0 if self.keep_empty_features else np.nan
-        return float(np.median(present, overwrite_input=True))
+        # np.median's value, from one selection instead of its two: numpy selects a single
+        # position with its vectorised partition, several times faster than the two positions
+        # np.median asks for. The lower middle of an even count is then the largest value below.
+        half = count // 2
+        present.partition(half)
+        upper = present[half]
+        if count % 2:
+            return float(upper)
+        return float((present[:half].max() + upper) / 2)
 
     def _dense_fit(self, X, strategy, missing_values, fill_value):
         if strategy != "median" or not _is_nan(missing_values) or X.dtype.kind != "f":
