@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from components.common.categoricals import occurring_categories
+from components.common.categoricals import COUNT_ROWS, occurring_categories
 from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
 
@@ -343,11 +343,19 @@ def _column_digest(values: pd.Series) -> bytes:
         width = next(w for w in ("<i1", "<i2", "<i4", "<i8") if len(used) <= np.iinfo(w).max)
         renumber = np.full(len(categories) + 1, -1, dtype=width)
         renumber[categories.get_indexer(occurring)] = [position[value] for value in used]
-        return _digest(repr(ordered).encode(), renumber[values.cat.codes.to_numpy()])
+        codes = values.cat.codes.to_numpy()
+        # Renumbered a slice at a time: the hash reads the same bytes as of the whole column,
+        # without a copy of it (and the wide copy of the codes that numpy's take makes).
+        slices = range(0, len(codes), COUNT_ROWS)
+        return _digest(
+            repr(ordered).encode(), *(renumber[codes[s : s + COUNT_ROWS]] for s in slices)
+        )
     return _digest(b"rows", pd.util.hash_pandas_object(values, index=False).to_numpy())
 
 
-def _digest(header: bytes, array: np.ndarray) -> bytes:
+def _digest(header: bytes, *arrays: np.ndarray) -> bytes:
+    """The SHA-256 of the header's length and bytes, then of the arrays' bytes, in order."""
     digest = hashlib.sha256(len(header).to_bytes(8, "little") + header)
-    digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # bytes, no copy
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # bytes, no copy
     return digest.digest()
