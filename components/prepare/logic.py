@@ -42,7 +42,7 @@ from sklearn.preprocessing import (
 )
 from sklearn.utils.extmath import _approximate_mode
 
-from components.common.columnwise import take_rows
+from components.common.columnwise import columnwise, take_rows
 from components.common.errors import PipelineInputError
 from components.prepare.fitting import fit_without_output
 from components.prepare.options import (
@@ -341,11 +341,11 @@ def _model_input(frame: pd.DataFrame, schema: dict, categorical_values) -> pd.Da
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise PipelineInputError(f"column '{missing[0]}' (a feature) is not in the data")
-    categorical = set(feature_names(schema, CATEGORICAL))
-    features = {
-        name: categorical_values(frame[name]) if name in categorical else frame[name]
-        for name in columns
-    }
+    features = {name: frame[name] for name in columns}  # read here, in this thread
+    categorical = [name for name in feature_names(schema, CATEGORICAL) if name in features]
+    # Each categorical column converted on a thread of its own: a per-row take of its codes.
+    converted = columnwise(categorical_values, [features[name] for name in categorical])
+    features.update(zip(categorical, converted, strict=True))
     # Numeric columns are shared with `frame`, not copied: the transforms never write to their
     # input (DerivedFeatures copies before it adds columns).
     return pd.DataFrame(features, index=frame.index, copy=False)
@@ -601,7 +601,8 @@ def split_table(
         if column == target:
             raise PipelineInputError(f"split.{key}: column '{column}' is the target")
     labelled = np.flatnonzero(frame[target].notna().to_numpy())
-    labels = frame[target].iloc[labelled].reset_index(drop=True)
+    # The labelled rows' labels, read by position below (no copy when every row has one).
+    labels = frame[target] if len(labelled) == len(frame) else frame[target].iloc[labelled]
     classification = schema["task"] == "classification"
     if split.strategy == "group":
         column = frame[split.group_column].iloc[labelled].reset_index(drop=True)

@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
 
 NUMERIC = "numeric"
@@ -80,11 +81,12 @@ def validate_table(
             f"column '{target}' (the target) holds {labels.dtype} values; regression needs numbers"
         )
 
+    names = [column for column in frame.columns if column != target]
+    # Each column's missing and present counts, on every core.
+    counts = columnwise(_missing_and_present, [frame[column] for column in names])
     features = []
-    for column in frame.columns:
-        if column == target:
-            continue
-        if frame[column].isna().all():
+    for column, (missing, present) in zip(names, counts, strict=True):
+        if present == 0:
             raise PipelineInputError(f"column '{column}' has no values (every row is missing)")
         features.append(
             {
@@ -92,10 +94,15 @@ def validate_table(
                 "kind": column_types.get(column) or column_kind(frame[column]),
                 # Whether the data had missing values here: the model server refuses null
                 # and NaN in a feature that never had one (the imputer never saw it happen).
-                "nullable": bool(frame[column].isna().any()),
+                "nullable": missing > 0,
             }
         )
     if not features:
         raise PipelineInputError(f"the data has no feature columns besides the target '{target}'")
     schema["features"] = features
     return schema
+
+
+def _missing_and_present(values: pd.Series) -> tuple[int, int]:
+    missing = int(values.isna().sum())
+    return missing, len(values) - missing
