@@ -510,6 +510,10 @@ def _time_split(values: pd.Series, column: str, test_size: float):
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
+# Up to this many classes, a stratified split finds each class's rows in a pass of its own.
+FEW_CLASSES = 8
+
+
 def _random_positions(
     classes: np.ndarray | None, class_count: int, rows: int, test_size: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -546,9 +550,13 @@ def _random_positions(
     # scikit-learn's per-class counts (its ties broken by a RandomState of the same seed); the
     # test side holds the rest of each class, as n_train + n_test is every row.
     test_counts = counts - _approximate_mode(counts, n_train, np.random.RandomState(seed))
-    # The rows of each class in their order: a stable sort of small integers is a radix sort.
-    small = classes.astype(np.min_scalar_type(max(class_count - 1, 0)), copy=False)
-    by_class = np.split(np.argsort(small, kind="stable"), np.cumsum(counts)[:-1])
+    # The rows of each class in their order: for a few classes, a pass over the rows for each is
+    # cheaper than sorting; for more, a stable sort of small integers is a radix sort.
+    if class_count <= FEW_CLASSES:
+        by_class = [np.flatnonzero(classes == number) for number in range(class_count)]
+    else:
+        small = classes.astype(np.min_scalar_type(class_count - 1), copy=False)
+        by_class = np.split(np.argsort(small, kind="stable"), np.cumsum(counts)[:-1])
     for rows_of_class, n_class_test in zip(by_class, test_counts, strict=True):
         drawn = generator.choice(len(rows_of_class), n_class_test, replace=False, shuffle=False)
         is_test[rows_of_class[drawn]] = True
@@ -637,7 +645,9 @@ def split_table(
             f"split.strategy {split.strategy}: the training rows hold one class of '{target}' "
             f"({labels.iloc[train[0]]!r}); a classifier needs two or more"
         )
-    return take_rows(frame, labelled[train]), take_rows(frame, labelled[test])
+    if len(labelled) < len(frame):  # positions among the labelled rows, to the frame's
+        train, test = labelled[train], labelled[test]
+    return take_rows(frame, train), take_rows(frame, test)
 
 
 def describe_split(

@@ -358,7 +358,7 @@ def _random_case(rng):
     return classes, class_count, float(rng.choice([0.05, 0.2, 0.25, 0.5, 0.9]))
 
 
-def test_the_random_split_has_scikit_learns_sizes_with_each_side_in_row_order():
+def test_the_random_split_has_scikit_learns_sizes_with_each_side_in_row_order(monkeypatch):
     # For any class balance, size and seed: every row once, each side in row order, each class's
     # test rows as many as scikit-learn's stratified split has; an error where it has one.
     rng = np.random.default_rng(10)
@@ -384,6 +384,10 @@ def test_the_random_split_has_scikit_learns_sizes_with_each_side_in_row_order():
         )
         again = prepare._random_positions(classes, class_count, rows, test_size, seed)
         np.testing.assert_array_equal(again[1], test)
+        monkeypatch.setattr(prepare, "FEW_CLASSES", 0)  # each class's rows found by sorting
+        by_sorting = prepare._random_positions(classes, class_count, rows, test_size, seed)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(by_sorting[1], test)
         # Not stratified: scikit-learn's test size too.
         _, plain_test = prepare._random_positions(None, 0, rows, test_size, seed)
         assert len(plain_test) == len(expected_test)
