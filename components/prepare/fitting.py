@@ -123,7 +123,8 @@ def _fit_in_chunks(branch, features: pd.DataFrame) -> Pipeline | None:
         return None
     if not all(hasattr(step, "partial_fit") for _, step in later):
         return None
-    fitted = [(imputer_name, clone(imputer).fit(features))]
+    imputer = clone(imputer).fit(features)
+    fitted = [(imputer_name, imputer)]
     for name, step in later:  # one pass each: a step learns from the steps before it, all fitted
         step = clone(step)
         for rows in _chunks_through([before for _, before in fitted], features):
@@ -137,12 +138,19 @@ def _chunks_through(steps: list, features: pd.DataFrame) -> Iterator[np.ndarray]
 
     The chunks are transformed on a thread per core, a few ahead of the caller, which learns
     from them meanwhile: a fitted step's transform changes nothing in it, and most of its time
-    is numpy's, without Python's lock.
+    is numpy's, without Python's lock. An imputer that keeps every column and adds no indicator
+    fills each chunk's array itself (NumericImputer.fill), the same values as its transform.
     """
     threads = thread_count()
 
     def through(rows):
-        for step in steps:
+        first, *rest = steps
+        if isinstance(first, NumericImputer) and first.fills_in_place():
+            # copy: the array of a one-column chunk would be the table's own column.
+            rows = first.fill(rows.to_numpy(dtype=np.float64, copy=True))
+        else:
+            rows = first.transform(rows)
+        for step in rest:
             rows = step.transform(rows)
         return rows
 

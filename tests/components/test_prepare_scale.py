@@ -241,6 +241,12 @@ def test_numeric_imputer_fitted_column_by_column_is_simple_imputers_fit(
         assert ours._fill_dtype == theirs._fill_dtype == np.float64
         if add_indicator:
             np.testing.assert_array_equal(ours.indicator_.features_, theirs.indicator_.features_)
+        # Filling an array in place is its transform when it keeps every column (here: when
+        # the column without values is kept) and adds no indicator.
+        assert ours.fills_in_place() == (keep_empty_features and not add_indicator)
+        if ours.fills_in_place():
+            rows = frame.to_numpy(dtype=np.float64, copy=True)
+            np.testing.assert_array_equal(ours.fill(rows), theirs.transform(frame))
     # What it leaves to SimpleImputer's fit: other strategies, arrays, other types.
     assert not NumericImputer(strategy="mean").fits_by_column(frame)
     assert not NumericImputer().fits_by_column(X)
@@ -429,3 +435,22 @@ def test_an_encoder_fitted_on_the_codes_knows_the_strings_a_plain_fit_knows():
     distinct = fitting._distinct_rows(pd.DataFrame({"c": coded, "d": coded.iloc[:2]}))
     assert sorted(distinct["c"]) == ["1", prepare.MISSING_CATEGORY, "b"]
     assert distinct["d"].iloc[0] == "1" and pd.isna(distinct["d"].iloc[1])  # missing occurs too
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"columns": {"income": {"impute": "constant", "fill_value": -1}}},  # a one-column branch
+        {"numeric": {"scale": "minmax"}},
+    ],
+)
+def test_the_fit_leaves_the_training_rows_as_they_were(table, options):
+    # The chunked fit fills missing values in arrays of its own, never in the table's columns.
+    _, ingested = table
+    schema = validate_table(ingested, "approved", "classification", ["group"], {})
+    train, _ = split_table(ingested, schema, 0.25, seed=3)
+    assert train["income"].isna().any()
+    before = train.copy(deep=True)
+    fit_preprocessor(train, schema, options)
+    pd.testing.assert_frame_equal(train, before)
