@@ -16,7 +16,7 @@ import pandera.pandas as pa
 from components.common.categoricals import occurring_categories
 from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
-from components.validate.logic import CATEGORICAL, NUMERIC, column_kind
+from components.validate.logic import CATEGORICAL, NUMERIC, column_kind, missing_counts
 
 CONTRACT_VERSION = 1
 # A categorical column with more distinct values than this keeps no category set (an ID, free text).
@@ -216,6 +216,8 @@ def check_contract(
                     severity,
                 )
             )
+    present = [name for name in expected if name in frame.columns]
+    missing_of = dict(zip(present, missing_counts(frame, present), strict=True))
     for name, entry in expected.items():
         if name not in frame.columns:
             continue
@@ -232,8 +234,8 @@ def check_contract(
                 )
             )
             continue
-        missing = values.isna()
-        null_rate = float(missing.mean())
+        missing = missing_of[name]
+        null_rate = missing / len(frame) if len(frame) else 0.0
         allowed = float(entry.get("max_null_rate", 0.0)) + null_rate_margin
         if not entry.get("nullable", True) and null_rate > 0 or null_rate > allowed + 1e-12:
             anomalies.append(
@@ -241,7 +243,7 @@ def check_contract(
                     "null_rate",
                     name,
                     f"null rate at most {allowed:.4f}",
-                    f"{null_rate:.4f} ({int(missing.sum())} rows)",
+                    f"{null_rate:.4f} ({missing} rows)",
                     severity,
                 )
             )

@@ -82,11 +82,9 @@ def validate_table(
         )
 
     names = [column for column in frame.columns if column != target]
-    # Each column's missing and present counts, on every core.
-    counts = columnwise(_missing_and_present, [frame[column] for column in names])
     features = []
-    for column, (missing, present) in zip(names, counts, strict=True):
-        if present == 0:
+    for column, missing in zip(names, missing_counts(frame, names), strict=True):
+        if missing == len(frame):
             raise PipelineInputError(f"column '{column}' has no values (every row is missing)")
         features.append(
             {
@@ -103,6 +101,7 @@ def validate_table(
     return schema
 
 
-def _missing_and_present(values: pd.Series) -> tuple[int, int]:
-    missing = int(values.isna().sum())
-    return missing, len(values) - missing
+def missing_counts(frame: pd.DataFrame, names: list) -> list[int]:
+    """How many values of each named column are missing, the columns counted on every core."""
+    columns = [frame[name] for name in names]  # read here, in this thread
+    return columnwise(lambda values: int(values.isna().sum()), columns)
