@@ -267,7 +267,11 @@ def _meets_for_certain(values: pd.Series, entry: dict) -> bool:
         if "categories" in entry and isinstance(values.dtype, pd.CategoricalDtype):
             if not _all_text(values):
                 return False  # compared as str(), which pandera's frame below holds
-            return set(occurring_categories(values)) <= set(entry["categories"])
+            allowed = set(entry["categories"])
+            # Every category allowed, used or not: no row to look at. Else those that occur.
+            if set(values.cat.categories) <= allowed:
+                return True
+            return set(occurring_categories(values)) <= allowed
     except TypeError:  # a bound a person wrote that does not compare with the values
         return False
     return False
