@@ -427,8 +427,14 @@ def fit_preprocessor(
             negative training values.
     """
     options = check_options(options, schema)
+    if options.derived:  # derived features are computed from the text itself
+        features = as_model_input(train, schema)
+    else:
+        # Categorical features as categoricals: the fit makes strings of them only where it
+        # needs every row (see fit_without_output).
+        features = _model_input(train, schema, _coded_with_token)
     if options.log_transform:
-        derived = _with_derived(as_model_input(train, schema), options)
+        derived = _with_derived(features, options)
         for name in options.log_transform:
             values = pd.to_numeric(derived[name], errors="coerce")
             if (values < 0).any():
@@ -436,12 +442,7 @@ def fit_preprocessor(
                     f"prepare.log_transform: column '{name}' has negative training values "
                     f"(min {values.min():g}); log(1 + x) needs x >= 0"
                 )
-    transform = build_preprocessor(schema, options)
-    if options.derived:  # derived features are computed from the text itself
-        return fit_without_output(transform, as_model_input(train, schema))
-    # Categorical features as categoricals: the fit makes strings of them only where it needs
-    # every row (see fit_without_output).
-    return fit_without_output(transform, _model_input(train, schema, _coded_with_token))
+    return fit_without_output(build_preprocessor(schema, options), features)
 
 
 def _coded_with_token(values: pd.Series) -> pd.Series:
