@@ -142,11 +142,11 @@ def _chunks_through(steps: list, features: pd.DataFrame) -> Iterator[np.ndarray]
     fills each chunk's array itself (NumericImputer.fill), the same values as its transform.
     """
     threads = thread_count()
+    first, *rest = steps
+    fills = isinstance(first, NumericImputer) and first.fills_in_place()
 
     def through(rows):
-        first, *rest = steps
-        if isinstance(first, NumericImputer) and first.fills_in_place():
-            # copy: the array of a one-column chunk would be the table's own column.
+        if fills:  # copy: the array of a one-column chunk would be the table's own column
             rows = first.fill(rows.to_numpy(dtype=np.float64, copy=True))
         else:
             rows = first.transform(rows)
