@@ -29,9 +29,10 @@ process, after one untimed scan that puts the files in the page cache: both star
 state (warm files, a new process's memory), and the run with the median time counts, with every
 repeat's time in `all_seconds` and the highest peak of the repeats. Five, not three: on this VM
 the first process to touch several GB of memory after a pause pays for it (about 2 s more at 10
-million rows), and with three repeats the median was then the slower of the other two. (Until this change the scan was
-repeated three times inside one process and the median taken, so the scan that counted ran in a
-process that had read the files before, and ours ran once in a process that had not.)
+million rows), and with three repeats the median was then the slower of the other two. (Before
+fresh processes, the scan was repeated three times inside one process and the median taken, so
+the scan that counted ran in a process that had read the files before, and ours ran once in a
+process that had not.)
 
 Peak memory is each process's own maximum resident set (getrusage), and per phase the maximum
 sampled every 50 ms. A watchdog kills a measurement whose memory passes --memory-limit-gb (so

@@ -136,6 +136,7 @@ def test_columns_told_to_meet_the_contract_from_extremes_and_codes_get_pandera_s
             "below": rng.integers(0, 10, rows),
             "empty": np.full(rows, np.nan),
             "known": pd.Categorical(rng.choice(["a", "b", None], rows), categories=["a", "b", "z"]),
+            "allowed": pd.Categorical(rng.choice(["a", "b"], rows), categories=["a", "b"]),
             "unseen": pd.Categorical(rng.choice(["a", "b", "c"], rows)),
             "numbers_as_categories": pd.Categorical(rng.choice([1, 2], rows)),
             "words": rng.choice(["x", "y"], rows).astype(object),
@@ -148,6 +149,7 @@ def test_columns_told_to_meet_the_contract_from_extremes_and_codes_get_pandera_s
     columns["below"]["min"] = 1
     columns["empty"].update({"min": 0, "max": 1})
     columns["known"]["categories"] = ["a", "b"]  # 'z' is unused: no anomaly
+    columns["allowed"]["categories"] = ["a", "b", "c"]  # every category allowed, 'c' unseen
     columns["unseen"]["categories"] = ["a", "b"]
     columns["numbers_as_categories"]["categories"] = ["1"]
     columns["words"]["categories"] = ["x"]
@@ -162,7 +164,7 @@ def test_columns_told_to_meet_the_contract_from_extremes_and_codes_get_pandera_s
 
     monkeypatch.setattr(contract_module, "_meets_for_certain", spy)
     found = check_contract(frame, contract)
-    assert sorted(told) == ["empty", "inside", "known"]  # no row check for these
+    assert sorted(told) == ["allowed", "empty", "inside", "known"]  # no row check for these
     monkeypatch.setattr(contract_module, "_meets_for_certain", lambda values, entry: False)
     assert found == check_contract(frame, contract)
     assert sorted((a["kind"], a["column"]) for a in found) == [
