@@ -48,9 +48,10 @@ compile: $(STAMP) ## Re-compile the pipeline: the dashboard's YAML and the KFP r
 	$(BIN)/mlpipe compile --output pipelines/training_pipeline.yaml
 	$(BIN)/mlpipe pipeline-resources --output manifests/base/pipeline/pipeline.yaml
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check and format check; the import layering (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: $(STAMP) kubectl chromium lint ## Run every test (the README's test command)
 	$(BIN)/pytest $(PYTEST_ARGS)

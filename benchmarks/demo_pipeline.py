@@ -21,12 +21,12 @@ import joblib
 
 from benchmarks.output import write_results
 from components.bias.assess import BiasSettings, assess_data, assess_model
+from components.common.metrics import evaluate_model
+from components.common.registry import ModelRegistry
 from components.deploy.logic import smoke_test
 from components.evaluate.gate import decide
-from components.evaluate.metrics import evaluate_model
 from components.ingest.logic import content_hash, read_source, resolve_source
-from components.prepare.logic import fit_preprocessor, split_table
-from components.register.registry import ModelRegistry
+from components.prepare.logic import build_preprocessor, fit_preprocessor, split_table
 from components.report.logic import render_run_report
 from components.train.logic import fit_model, fit_with_threshold
 from components.tune.logic import tune_model
@@ -74,6 +74,7 @@ def run_in_process(config: RunConfig) -> str:
         scheduler=config.tuning.scheduler,
         space=config.tuning.space,
         max_failures=config.tuning.max_failures,
+        preprocessor=build_preprocessor(schema),
     )
     model = fit_model(train, schema, preprocessor, best, config.split.seed)
     evaluation = config.evaluation

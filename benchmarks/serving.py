@@ -145,8 +145,8 @@ def load_data(path: Path, demo: bool):
 
 def register_model(train, schema, family: str, params: dict, store: Path) -> tuple[Path, dict]:
     """Fit `family` behind the project's preprocessor and register it; return its folder."""
+    from components.common.registry import ModelRegistry
     from components.prepare.logic import fit_preprocessor
-    from components.register.registry import ModelRegistry
     from components.train.logic import fit_model
 
     started = time.perf_counter()
@@ -214,9 +214,7 @@ def direct_frame(columns: dict[str, list], schema: dict):
     """
     import pandas as pd
 
-    from components.prepare.logic import feature_names
-    from components.prepare.transformers import MISSING_CATEGORY
-    from components.validate.logic import NUMERIC
+    from components.common.schema import MISSING_CATEGORY, NUMERIC, feature_names
 
     numeric = set(feature_names(schema, NUMERIC))
     data = {}
@@ -243,8 +241,8 @@ def profile_request_path(model, metadata: dict, rows: list[dict], calls: int) ->
     import orjson
     import pandas as pd
 
+    from components.common.schema import as_model_input, feature_names
     from components.deploy.server import columns_from_instances, frame_from_columns
-    from components.prepare.logic import as_model_input, feature_names
 
     schema, version = metadata["schema"], metadata["version"]
     body = orjson.dumps({"instances": rows})
@@ -883,8 +881,8 @@ def measure_family(
     processes: list[dict],
 ) -> dict:
     """Everything measured for one model: raw, every server, the profile."""
+    from components.common.schema import as_model_input
     from components.deploy.logic import load_model_folder, to_json_rows
-    from components.prepare.logic import as_model_input
 
     model, metadata = load_model_folder(folder)
     prepared = as_model_input(test, schema).reset_index(drop=True)
@@ -1053,7 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        from components.prepare.logic import as_model_input
+        from components.common.schema import as_model_input
 
         rows = as_model_input(test, schema).sample(
             min(settings.distinct_rows, len(test)), random_state=SEED

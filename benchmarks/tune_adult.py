@@ -72,8 +72,9 @@ def randomized_search_cv(train, schema, trials: int, folds: int, cores: int) -> 
     from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
     from sklearn.pipeline import Pipeline
 
-    from components.prepare.logic import as_model_input, build_preprocessor
-    from components.tune.search_space import family_specs, make_estimator
+    from components.common.families import family_specs, make_estimator
+    from components.common.schema import as_model_input
+    from components.prepare.logic import build_preprocessor
 
     def distribution(spec):
         kind, (low, high) = next(iter(spec.items()))
@@ -116,6 +117,7 @@ def randomized_search_cv(train, schema, trials: int, folds: int, cores: int) -> 
 
 
 def ray_tune(train, schema, trials, folds, cores, scheduler="fifo", address="") -> dict:
+    from components.prepare.logic import build_preprocessor
     from components.tune.logic import tune_model
 
     started = time.perf_counter()
@@ -131,6 +133,7 @@ def ray_tune(train, schema, trials, folds, cores, scheduler="fifo", address="") 
         scheduler=scheduler,
         space=SPACE,
         address=address,
+        preprocessor=build_preprocessor(schema),
     )
     seconds = time.perf_counter() - started
     return {
@@ -166,7 +169,8 @@ def on_cluster(train, schema, trials, folds, cpus_per_node: list[int]) -> dict:
 def held_out_auc(train, test, schema, best: dict) -> float:
     from sklearn.metrics import roc_auc_score
 
-    from components.prepare.logic import as_model_input, fit_preprocessor
+    from components.common.schema import as_model_input
+    from components.prepare.logic import fit_preprocessor
     from components.train.logic import fit_model
 
     model = fit_model(train, schema, fit_preprocessor(train, schema), best, SEED)

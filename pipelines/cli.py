@@ -12,7 +12,7 @@ import traceback
 from rich.console import Console
 from rich.markup import escape
 
-from components.common.errors import PipelineInputError
+from components.common.errors import PipelineInputError, StepFailed
 from pipelines.models_cli import add_models_parser
 
 # soft_wrap: paths and the curl line must stay copy-pasteable when the terminal is narrow.
@@ -44,8 +44,8 @@ def _check_port_free(host: str, port: int) -> None:
 def _example_row(run) -> dict:
     """The first held-out row's features, as a client would send them."""
     from components.common.io import read_frame
+    from components.common.schema import feature_names
     from components.deploy.logic import read_model_metadata, to_json_rows
-    from components.prepare.logic import feature_names
 
     metadata = read_model_metadata(run.model_uri)
     test = sorted(run.artifacts_dir.glob("*/prepare/test"))[-1]
@@ -368,8 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.local_run import StepFailed
-
     try:
         return args.handler(args)
     except PipelineInputError as error:

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from kfp import components, local
 
+from components.common.errors import StepFailed
 from components.common.io import read_json
+from components.common.registry import ONNX_FILE, ModelRegistry
 from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
-from components.register.registry import ONNX_FILE, ModelRegistry
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
 
@@ -56,10 +57,6 @@ class _StepLogFilter(io.TextIOBase):
     def flush(self) -> None:
         self._log.flush()
         self._console.flush()
-
-
-class StepFailed(Exception):
-    """A pipeline step failed; the message is that step's one-line error."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from components.common.errors import PipelineInputError
-from components.register.registry import ModelRegistry
+from components.common.registry import ModelRegistry
 
 console = Console(highlight=False, soft_wrap=True)
 

@@ -23,7 +23,7 @@ def create_app(model_dir: str):
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
 
-    from components.prepare.logic import as_model_input, feature_names
+    from components.common.schema import as_model_input, feature_names
 
     model, metadata = load_model_folder(model_dir)
     schema = metadata["schema"]

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 
 from components.bias.gate import GateResult, apply_gate, parse_thresholds
-from components.bias.logic import Problems, checked_group_sets, positive_label
+from components.bias.logic import Problems, checked_group_sets
 from components.bias.metrics import GroupResult, data_metrics, model_metrics
-from components.bias.mitigation import MITIGATIONS
 from components.common.errors import PipelineInputError
-from components.prepare.logic import as_model_input
+from components.common.groups import positive_label
+from components.common.schema import as_model_input
+from components.common.vocabulary import MITIGATIONS
 
 
 @dataclass

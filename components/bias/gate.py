@@ -16,21 +16,14 @@ from dataclasses import dataclass, field
 
 from components.bias.logic import Problems
 from components.bias.metrics import (
-    SUMMARY_METRICS,
     GroupResult,
     Summary,
     missing_summary_reason,
 )
 from components.common.errors import PipelineInputError
+from components.common.vocabulary import AT_LEAST, DIRECTIONS, SUMMARY_METRICS, default_direction
 
-AT_LEAST = "at_least"
-AT_MOST = "at_most"
-DIRECTIONS = (AT_LEAST, AT_MOST)
 THRESHOLD_KEYS = {"metric", "threshold", "direction", "blocking", "columns"}
-
-
-def default_direction(metric: str) -> str:
-    return AT_LEAST if metric.endswith("_ratio") else AT_MOST
 
 
 @dataclass(frozen=True)

@@ -9,100 +9,18 @@ The metrics are in metrics.py, the gate in gate.py, mitigation in mitigation.py 
 report.py.
 """
 
-import math
-from dataclasses import dataclass
-
-import numpy as np
 import pandas as pd
 
 from components.common.errors import PipelineInputError
+from components.common.groups import (  # noqa: F401  (Grouping: old pickles name it here)
+    Grouping,
+    make_grouping,
+    positive_label,
+    sensitive_groups,
+)
+from components.common.vocabulary import ON_NOT_COMPUTABLE
 
-# A numeric column with more distinct values than this, and no declared bands, is compared in
-# quartile bands.
-MAX_GROUPS_UNBINNED = 10
-NUMERIC_BANDS = 4
-MISSING_GROUP = "missing"
 INTERSECTION_MARK = "_x_"
-ON_NOT_COMPUTABLE = ("warn", "fail")
-
-
-def _edge(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def band_label(low: float, high: float) -> str:
-    """A band's label: "[18, 25)", or "< 18" and ">= 50" for the open ends."""
-    if math.isinf(low):
-        return f"< {_edge(high)}"
-    if math.isinf(high):
-        return f">= {_edge(low)}"
-    return f"[{_edge(low)}, {_edge(high)})"
-
-
-@dataclass(frozen=True)
-class Grouping:
-    """How one sensitive column's rows become groups; fixed once made, so that the same value
-    lands in the same group at training, evaluation and serving time.
-
-    Attributes:
-        column: the sensitive column.
-        edges: band edges for a numeric column (a value v is in [edges[i], edges[i+1])), or None
-            to group by value.
-    """
-
-    column: str
-    edges: tuple[float, ...] | None = None
-
-    def labels(self, frame: pd.DataFrame) -> pd.Series:
-        """Each row's group label (strings; "missing" for a missing value)."""
-        if self.column not in frame.columns:
-            raise PipelineInputError(
-                f"column '{self.column}' (a sensitive column) is not in the data"
-            )
-        values = frame[self.column]
-        if self.edges is None:
-            labels = values.astype(str)
-        else:
-            numbers = pd.to_numeric(values, errors="coerce")
-            bins = np.searchsorted(np.asarray(self.edges), numbers.to_numpy(), side="right") - 1
-            names = [band_label(lo, hi) for lo, hi in zip(self.edges, self.edges[1:], strict=False)]
-            outside = f"outside [{_edge(self.edges[0])}, {_edge(self.edges[-1])})"
-            labels = pd.Series(
-                [names[b] if 0 <= b < len(names) else outside for b in bins],
-                index=values.index,
-                dtype=object,
-            )
-        return labels.where(values.notna(), MISSING_GROUP).astype(object).rename(self.column)
-
-
-def make_grouping(frame: pd.DataFrame, column: str, bands: dict) -> Grouping:
-    """The grouping of one column: declared bands, quartile bands of a many-valued numeric
-    column (open at both ends, so unseen values still fall in a band), or its values.
-
-    Raises:
-        PipelineInputError: the column is missing, or has declared bands but is not numeric.
-    """
-    if column not in frame.columns:
-        raise PipelineInputError(f"column '{column}' (a sensitive column) is not in the data")
-    values = frame[column]
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if column in bands:
-        if not numeric:
-            raise PipelineInputError(
-                f"bias.bands.{column}: column '{column}' holds {values.dtype} values; "
-                "bands are for numeric columns"
-            )
-        return Grouping(column, tuple(float(edge) for edge in bands[column]))
-    if numeric and values.nunique() > MAX_GROUPS_UNBINNED:
-        inner = values.quantile([i / NUMERIC_BANDS for i in range(1, NUMERIC_BANDS)]).round()
-        edges = sorted(set(inner.tolist()))
-        return Grouping(column, (-math.inf, *edges, math.inf))
-    return Grouping(column)
-
-
-def sensitive_groups(frame: pd.DataFrame, column: str, bands: dict | None = None) -> pd.Series:
-    """The group label of each row for one sensitive column (see make_grouping)."""
-    return make_grouping(frame, column, bands or {}).labels(frame)
 
 
 def intersection_name(pair: list[str] | tuple[str, str]) -> str:
@@ -133,23 +51,6 @@ def group_sets(
         name: sets[name]
         for name in [*sensitive_columns, *map(intersection_name, intersections or [])]
     }
-
-
-def positive_label(schema: dict, positive_class: str) -> object:
-    """The class that counts as the favourable outcome (selection) for classification; None
-    for regression, or for more than two classes without a declared positive_class."""
-    if schema["task"] != "classification":
-        return None
-    classes = schema.get("classes", [])
-    if positive_class:
-        matches = [c for c in classes if str(c) == positive_class]
-        if not matches:
-            raise PipelineInputError(
-                f"positive_class '{positive_class}' is not a class of '{schema['target']}' "
-                f"(classes: {', '.join(map(str, classes))})"
-            )
-        return matches[0]
-    return classes[-1] if len(classes) == 2 else None
 
 
 class Problems:

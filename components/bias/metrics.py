@@ -16,21 +16,14 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame, count, mean_prediction, selection_rate
 from sklearn.metrics import mean_absolute_error
 
+from components.common.vocabulary import (
+    CLASSIFICATION_SUMMARIES,
+    REGRESSION_SUMMARIES,
+)
+
 CI_QUANTILES = [0.025, 0.975]
 # The rates that get bootstrap intervals (the others are shown as point values).
 BOOTSTRAPPED = ("selection_rate", "accuracy", "tpr", "fpr", "mae")
-
-# Summary metrics by task, and for each the per-group rate it compares.
-CLASSIFICATION_SUMMARIES = (
-    "demographic_parity_difference",
-    "demographic_parity_ratio",
-    "disparate_impact_ratio",
-    "equalized_odds_difference",
-    "equal_opportunity_difference",
-    "accuracy_difference",
-)
-REGRESSION_SUMMARIES = ("mae_difference", "mae_ratio")
-SUMMARY_METRICS = CLASSIFICATION_SUMMARIES + REGRESSION_SUMMARIES
 
 
 # --- Per-group rates; NaN where the denominator is zero ----------------------------------------

@@ -10,7 +10,8 @@ import math
 import pandas as pd
 
 from components.bias.gate import GateResult
-from components.bias.metrics import SUMMARY_METRICS, GroupResult
+from components.bias.metrics import GroupResult
+from components.common.vocabulary import SUMMARY_METRICS
 
 RATE_NAMES = {
     "rows": "rows",

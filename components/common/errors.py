@@ -7,3 +7,7 @@ class PipelineInputError(Exception):
     The message must name the thing that is wrong (file, column, key or field)
     and say what was expected, in one line.
     """
+
+
+class StepFailed(Exception):
+    """A pipeline step failed; the message is that step's one-line error."""

@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 
 from components.common.errors import PipelineInputError
+from components.common.registry import version_storage_uri
+from components.common.vocabulary import DEPLOY_TARGETS
 
 KSERVE_GROUP = "serving.kserve.io"
 KSERVE_VERSION = "v1beta1"
@@ -31,17 +33,6 @@ SERVING_PORT = 8080
 
 class DeployFailed(PipelineInputError):
     """The rollout did not happen or did not become ready; reported as one line, like bad input."""
-
-
-def version_storage_uri(storage_prefix: str, name: str, version: str) -> str:
-    """Where KServe reads a version: the model store as the cluster sees it, e.g.
-    s3://mlpipe-models or pvc://mlpipe-models, then <name>/<version>."""
-    if "://" not in storage_prefix:
-        raise PipelineInputError(
-            f"deploy.storage_uri '{storage_prefix}': expected a URI KServe can read, "
-            "such as s3://bucket/models, gs://bucket/models or pvc://claim-name/models"
-        )
-    return f"{storage_prefix.rstrip('/')}/{name}/{version}"
 
 
 def inference_service(
@@ -329,9 +320,6 @@ def token_in_url(repo_url: str) -> str:
     if token and repo_url.startswith("https://") and "@" not in repo_url:
         return repo_url.replace("https://", f"https://x-access-token:{token}@", 1)
     return repo_url
-
-
-DEPLOY_TARGETS = ("local", "kserve", "gitops")
 
 
 def rollout(

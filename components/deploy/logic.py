@@ -26,15 +26,14 @@ import requests
 import components
 from components.common.errors import PipelineInputError
 from components.common.io import read_json
-from components.prepare.logic import as_model_input, feature_names
-from components.register.registry import (
+from components.common.registry import (
     METADATA_FILE,
     MODEL_FILE,
     read_verified,
     registry_for_version_uri,
     unpickle_model,
 )
-from components.validate.logic import FEATURE_KINDS, TASKS
+from components.common.schema import FEATURE_KINDS, TASKS, as_model_input, feature_names
 
 LOOPBACK = "127.0.0.1"
 REQUEST_TIMEOUT_S = 30.0

@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from components.common.errors import PipelineInputError
+from components.common.schema import MISSING_CATEGORY, NUMERIC, feature_names
 from components.deploy.logic import (
     LOOPBACK,
     load_model_folder,
@@ -72,8 +73,6 @@ from components.deploy.logic import (
     model_folder,
     read_model_metadata,
 )
-from components.prepare.logic import MISSING_CATEGORY, feature_names
-from components.validate.logic import NUMERIC
 
 
 def _import_kserve(read_command_line: bool):
@@ -694,7 +693,7 @@ class TabularModel(kserve.Model):
             )
         except PipelineInputError as error:
             # A model with fairness post-processing decides by the sensitive column's group:
-            # a group it was not fitted with is the client's to fix (components.bias.mitigation).
+            # a group it was not fitted with is the client's to fix (components.common.mitigation).
             raise InvalidInput(str(error)) from None
         if is_v2:
             return self._infer_response(
@@ -1067,7 +1066,7 @@ def serve(
     from kserve.protocol.rest.server import RESTServer
     from uvicorn.importer import import_from_string
 
-    from components.register.registry import ModelRegistry
+    from components.common.registry import ModelRegistry
 
     shutdown = _Shutdown()
     for sig in (signal.SIGINT, signal.SIGTERM):

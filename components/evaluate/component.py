@@ -46,8 +46,8 @@ def evaluate(
     import joblib
 
     from components.common.io import read_frame, read_json, write_json, write_text
+    from components.common.metrics import evaluate_model
     from components.common.step import step_summary, user_errors
-    from components.evaluate.metrics import evaluate_model
     from components.evaluate.report import metrics_markdown
 
     cv_summary = read_json(cv.path)
@@ -119,10 +119,11 @@ def gate(
         Whether the model is blessed.
     """
     from components.common.io import read_frame, read_json, write_json
+    from components.common.metrics import evaluate_model
+    from components.common.registry import ModelRegistry
     from components.common.step import step_summary, user_errors
+    from components.common.vocabulary import primary_metric
     from components.evaluate.gate import decide
-    from components.evaluate.metrics import evaluate_model, primary_metric
-    from components.register.registry import ModelRegistry
 
     candidate = read_json(evaluation.path)
     compare = list(compare_metrics) or [

@@ -7,7 +7,7 @@ with the registry's champion re-scored on this run's test split, and the fairnes
 import math
 
 from components.common.errors import PipelineInputError
-from components.evaluate.metrics import higher_is_better
+from components.common.vocabulary import higher_is_better
 
 
 def check_thresholds_config(thresholds: dict, known_metrics: set[str] | None = None) -> None:

@@ -5,7 +5,7 @@ def metrics_markdown(evaluation: dict, best: dict) -> str:
     """Markdown for the Kubeflow dashboard and the local run's report.md.
 
     Args:
-        evaluation: the evaluation JSON (components.evaluate.metrics.evaluate_model plus "cv").
+        evaluation: the evaluation JSON (components.common.metrics.evaluate_model plus "cv").
         best: the best trial from tune.
     """
     cv = evaluation.get("cv") or {"folds": 0, "scores": {}}

@@ -33,8 +33,7 @@ import numpy as np
 import pandas as pd
 
 from components.common.errors import PipelineInputError
-from components.prepare.logic import MISSING_CATEGORY, as_model_input
-from components.validate.logic import CATEGORICAL, NUMERIC
+from components.common.schema import CATEGORICAL, MISSING_CATEGORY, NUMERIC, as_model_input
 
 # Opset 17 (onnxruntime >= 1.12, 2022) and ai.onnx.ml 3: every operator these pipelines need,
 # and old enough that an edge device's onnxruntime can load the file.
@@ -155,7 +154,7 @@ def _register_numeric_imputer() -> None:
     from skl2onnx import update_registered_converter
     from skl2onnx._supported_operators import sklearn_operator_name_map
 
-    from components.prepare.transformers import NumericImputer
+    from components.common.transformers import NumericImputer
 
     if NumericImputer not in sklearn_operator_name_map:
         update_registered_converter(
@@ -288,7 +287,7 @@ def export_onnx(model, schema: dict) -> bytes:
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
 
-    from components.prepare.transformers import NumericImputer
+    from components.common.transformers import NumericImputer
 
     _register_numeric_imputer()
     _check_steps(model)

@@ -31,7 +31,6 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
@@ -39,19 +38,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
 
 from components.common.errors import PipelineInputError
 from components.common.io import write_json
+from components.common.settings.etl import (
+    CsvOptions,
+    Derivation,
+    EtlSpec,
+    SqlSource,
+    load_spec,
+    step_kind,
+)
 from components.ingest.logic import (
     Source,
     _parquet_files,
@@ -66,9 +63,6 @@ SNAPSHOT_FORMAT = 2  # 2: the table hash of columns' bytes (content_hash), not o
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
 TEMP_PREFIX = ".tmp-"
-CAST_TYPES = ("int64", "float64", "string", "bool", "datetime")
-DATE_PARTS = ("year", "month", "day", "dayofweek")
-FILTER_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
 # Delimiters worth suggesting when a CSV file reads as one column.
 LIKELY_DELIMITERS = (",", ";", "\t", "|")
 _TRUE = {"true", "t", "yes", "y", "1"}
@@ -81,154 +75,6 @@ _COMPARE = {
     ">": operator.gt,
     ">=": operator.ge,
 }
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SqlSource(_Strict):
-    """A SQL database, by SQLAlchemy URL (e.g. sqlite:///path/to.db), and one table or query."""
-
-    url: str = Field(min_length=1)
-    query: str = ""
-    table: str = ""
-
-    @model_validator(mode="after")
-    def _one_of_query_or_table(self):
-        if bool(self.query) == bool(self.table):
-            raise ValueError("give exactly one of 'query' or 'table'")
-        return self
-
-
-class SourceSpec(_Strict):
-    """Where the data comes from: a file or lake (`uri`), or a database (`sql`)."""
-
-    uri: str = ""
-    sql: SqlSource | None = None
-    columns: list[str] = Field(
-        default_factory=list, description="Keep only these columns; each must be in the source."
-    )
-
-    @model_validator(mode="after")
-    def _one_of_uri_or_sql(self):
-        if bool(self.uri) == (self.sql is not None):
-            raise ValueError("give exactly one of 'uri' or 'sql'")
-        return self
-
-
-class CsvOptions(_Strict):
-    """How CSV files are read."""
-
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    quotechar: str = Field('"', min_length=1, max_length=1)
-    encoding: str = "utf-8"
-    na_values: list[str] = Field(default_factory=list)
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding '{value}'") from None
-        return value
-
-
-class RenameStep(_Strict):
-    rename: dict[str, str] = Field(min_length=1)
-
-
-class CastStep(_Strict):
-    cast: dict[str, Literal[CAST_TYPES]] = Field(min_length=1)
-
-
-class FilterStep(_Strict):
-    filter: tuple[str, Literal[FILTER_OPS], Any]
-
-    @model_validator(mode="after")
-    def _list_for_membership(self):
-        _, op, value = self.filter
-        if op in ("in", "not in") and not isinstance(value, list):
-            raise ValueError(f"operator '{op}' needs a list of values")
-        if op not in ("in", "not in") and (isinstance(value, list) or value is None):
-            raise ValueError(f"operator '{op}' needs one value")
-        return self
-
-
-class Bins(_Strict):
-    column: str
-    edges: list[float] = Field(min_length=2)
-    labels: list[str] | None = None
-
-    @model_validator(mode="after")
-    def _increasing(self):
-        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
-            raise ValueError(f"edges {self.edges} must increase strictly")
-        if self.labels is not None and len(self.labels) != len(self.edges) - 1:
-            raise ValueError(f"{len(self.edges) - 1} labels needed for {len(self.edges)} edges")
-        return self
-
-
-class Derivation(_Strict):
-    """A new column `name`, from exactly one of: ratio, date_part, bins, concat."""
-
-    name: str = Field(min_length=1)
-    ratio: tuple[str, str] | None = None
-    date_part: tuple[str, Literal[DATE_PARTS]] | None = None
-    bins: Bins | None = None
-    concat: list[str] | None = Field(None, min_length=2)
-    separator: str = "_"
-
-    @model_validator(mode="after")
-    def _one_rule(self):
-        rules = [r for r in ("ratio", "date_part", "bins", "concat") if getattr(self, r)]
-        if len(rules) != 1:
-            raise ValueError("give exactly one of ratio, date_part, bins, concat")
-        return self
-
-    @property
-    def rule(self) -> str:
-        return next(r for r in ("ratio", "date_part", "bins", "concat") if getattr(self, r))
-
-
-class DeriveStep(_Strict):
-    derive: Derivation
-
-
-class DropStep(_Strict):
-    drop: list[str] = Field(min_length=1)
-
-
-STEP_KINDS = ("rename", "cast", "filter", "derive", "drop")
-
-
-def _step_kind(value) -> str | None:
-    if isinstance(value, dict):
-        return next(iter(value)) if len(value) == 1 else None
-    return next((kind for kind in STEP_KINDS if hasattr(value, kind)), None)
-
-
-Transform = Annotated[
-    Annotated[RenameStep, Tag("rename")]
-    | Annotated[CastStep, Tag("cast")]
-    | Annotated[FilterStep, Tag("filter")]
-    | Annotated[DeriveStep, Tag("derive")]
-    | Annotated[DropStep, Tag("drop")],
-    Discriminator(
-        _step_kind,
-        custom_error_type="transform_step",
-        custom_error_message=f"a transform is one key of {', '.join(STEP_KINDS)}",
-    ),
-]
-
-
-class EtlSpec(_Strict):
-    """What to extract, how to read CSV, and the transforms, in order."""
-
-    source: SourceSpec
-    csv: CsvOptions = Field(default_factory=CsvOptions)
-    transforms: list[Transform] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -251,35 +97,6 @@ class SnapshotResult:
     @property
     def columns(self) -> list[str]:
         return [column["name"] for column in self.schema]
-
-
-def load_spec(spec: dict | EtlSpec, where: str = "etl spec") -> EtlSpec:
-    """Check an ETL spec given as a mapping.
-
-    Raises:
-        PipelineInputError: one line naming the key (e.g. `transforms.2.cast.age`).
-    """
-    if isinstance(spec, EtlSpec):
-        return spec
-    try:
-        return EtlSpec.model_validate(spec)
-    except ValidationError as error:
-        first = error.errors()[0]
-        # A transform's kind shows twice in pydantic's path (its tag, then its key): once is enough.
-        loc = [
-            part
-            for i, part in enumerate(first["loc"])
-            if not (
-                part in STEP_KINDS and i + 1 < len(first["loc"]) and first["loc"][i + 1] == part
-            )
-        ]
-        key = ".".join(str(part) for part in loc) or "(top level)"
-        if first["type"] == "extra_forbidden":
-            raise PipelineInputError(f"{where}: unknown key '{key}'") from None
-        if first["type"] == "missing":
-            raise PipelineInputError(f"{where}: missing key '{key}'") from None
-        message = first["msg"].removeprefix("Value error, ")
-        raise PipelineInputError(f"{where}: key '{key}': {message}") from None
 
 
 def redact_url(url: str) -> str:
@@ -676,7 +493,7 @@ def apply_transforms(frame: pd.DataFrame, transforms: list) -> pd.DataFrame:
         PipelineInputError: naming the transform's index and the column.
     """
     for index, transform in enumerate(transforms):
-        kind = _step_kind(transform)
+        kind = step_kind(transform)
         step = _Step(index, kind, frame)
         if kind == "rename":
             for old, new in transform.rename.items():

@@ -35,7 +35,7 @@ def prepare(
         test: the held-out rows.
         preprocessor: the fitted transform (joblib), fitted on `train` only: a ColumnTransformer,
             or with derived features a Pipeline of DerivedFeatures and a ColumnTransformer.
-        options: the run config's `prepare:` section (components.prepare.options.PrepareOptions);
+        options: the run config's `prepare:` section (components.common.settings.prepare.PrepareOptions);
             empty: median imputation and standard scaling, one-hot encoding.
         split_strategy: stratified (by the label for classification), random, group or time.
         group_column: the column of split_strategy group: no value of it on both sides.

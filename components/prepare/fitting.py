@@ -16,7 +16,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 from components.common.categoricals import occurring_categories
 from components.common.columnwise import columnwise, thread_count
-from components.prepare.transformers import NumericImputer
+from components.common.transformers import NumericImputer
 
 # Rows the assembled ColumnTransformer is fitted on once every branch is fitted (see below).
 LAYOUT_ROWS = 1000
@@ -35,14 +35,14 @@ def fit_without_output(transform, features: pd.DataFrame):
     ColumnTransformer learns its layout from the first LAYOUT_ROWS rows with those fitted
     branches frozen. An encoder that keeps only which values occur (no rare-category grouping)
     is fitted on one row per value, found from the codes of a categorical feature
-    (`_coded_with_token`), not on millions of strings. The result is the estimator a plain fit
+    (`coded_with_token`), not on millions of strings. The result is the estimator a plain fit
     gives: the same fitted branches, output layout and parameters
     (tests/components/test_prepare_scale.py holds it to that).
 
     Args:
         transform: what build_preprocessor returns, unfitted.
         features: the training rows: as_model_input's output, or the same with categorical
-            features as categoricals (`_coded_with_token`).
+            features as categoricals (`coded_with_token`).
     """
     if isinstance(transform, Pipeline):  # derived features, then the columns
         derive, columns = transform.steps[0][1], transform.steps[-1][1]

@@ -2,7 +2,7 @@
 
 The transform is fitted on the training split only and ends up as the first step of the
 model's scikit-learn Pipeline, so the model server applies exactly what training applied.
-What it does is declared in the run config's `prepare:` section (components.prepare.options);
+What it does is declared in the run config's `prepare:` section (components.common.settings.prepare);
 with no options it is median imputation and standard scaling for numbers, and one-hot encoding
 for categories with missing values as a category of their own.
 
@@ -24,11 +24,7 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.model_selection import (
-    GroupKFold,
     GroupShuffleSplit,
-    KFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
 )
 from sklearn.model_selection._split import _validate_shuffle_split
 from sklearn.pipeline import Pipeline
@@ -42,10 +38,17 @@ from sklearn.preprocessing import (
 )
 from sklearn.utils.extmath import _approximate_mode
 
-from components.common.columnwise import columnwise, take_rows
+from components.common.columnwise import take_rows
 from components.common.errors import PipelineInputError
-from components.prepare.fitting import fit_without_output
-from components.prepare.options import (
+from components.common.schema import (
+    CATEGORICAL,
+    MISSING_CATEGORY,
+    NUMERIC,
+    as_model_input,
+    coded_with_token,
+    model_input,
+)
+from components.common.settings.prepare import (
     CATEGORICAL_IMPUTE,
     NUMERIC_IMPUTE,
     OutlierRule,
@@ -53,8 +56,7 @@ from components.prepare.options import (
     parse_prepare_options,
     parse_split_options,
 )
-from components.prepare.transformers import (
-    MISSING_CATEGORY,
+from components.common.transformers import (
     DerivedFeatures,
     NumericImputer,
     OutlierClipper,
@@ -62,15 +64,11 @@ from components.prepare.transformers import (
     outlier_bounds,
     parse_dates,
 )
-from components.validate.logic import CATEGORICAL, NUMERIC
+from components.prepare.fitting import fit_without_output
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 NUMERIC_KEYS = ("impute", "fill_value", "scale", "missing_indicator", "outliers")
 CATEGORICAL_KEYS = ("impute", "fill_value", "encode", "rare_min_frequency", "missing_indicator")
-
-
-def feature_names(schema: dict, kind: str | None = None) -> list[str]:
-    return [f["name"] for f in schema["features"] if kind is None or f["kind"] == kind]
 
 
 def _options(options: PrepareOptions | dict | None) -> PrepareOptions:
@@ -325,42 +323,6 @@ def build_preprocessor(schema: dict, options: PrepareOptions | dict | None = Non
     return Pipeline([("derive", _derive_step(options)), ("columns", transform)])
 
 
-def as_model_input(frame: pd.DataFrame, schema: dict) -> pd.DataFrame:
-    """The feature columns in schema order, categoricals as strings with a token for missing.
-
-    Strings only (no NaN or None) in categorical columns keep the encoder, and an ONNX export of
-    it, free of mixed types.
-    """
-    return _model_input(frame, schema, _text_with_token)
-
-
-def _model_input(frame: pd.DataFrame, schema: dict, categorical_values) -> pd.DataFrame:
-    """The feature columns in schema order, each categorical one as `categorical_values` makes
-    it (_text_with_token: strings; _coded_with_token: a categorical of the same strings)."""
-    columns = feature_names(schema)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise PipelineInputError(f"column '{missing[0]}' (a feature) is not in the data")
-    features = {name: frame[name] for name in columns}  # read here, in this thread
-    categorical = [name for name in feature_names(schema, CATEGORICAL) if name in features]
-    # Each categorical column converted on a thread of its own: a per-row take of its codes.
-    converted = columnwise(categorical_values, [features[name] for name in categorical])
-    features.update(zip(categorical, converted, strict=True))
-    # Numeric columns are shared with `frame`, not copied: the transforms never write to their
-    # input (DerivedFeatures copies before it adds columns).
-    return pd.DataFrame(features, index=frame.index, copy=False)
-
-
-def _text_with_token(values: pd.Series) -> pd.Series:
-    """A categorical feature as str objects, MISSING_CATEGORY where a value is missing."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        # From the codes: one str per category, not one per row (code -1, missing, takes the
-        # token at the end).
-        text = np.append(values.cat.categories.astype(str).to_numpy(dtype=object), MISSING_CATEGORY)
-        return pd.Series(text[values.cat.codes.to_numpy()], index=values.index, name=values.name)
-    return values.astype(str).where(values.notna(), MISSING_CATEGORY).astype(object)
-
-
 def _derive_step(options: PrepareOptions) -> DerivedFeatures:
     # Plain dicts, not the options' classes: the pickled model depends on as little as possible.
     derived = [{**f.model_dump(exclude_none=True), "kind": f.output_kind} for f in options.derived]
@@ -432,7 +394,7 @@ def fit_preprocessor(
     else:
         # Categorical features as categoricals: the fit makes strings of them only where it
         # needs every row (see fit_without_output).
-        features = _model_input(train, schema, _coded_with_token)
+        features = model_input(train, schema, coded_with_token)
     if options.log_transform:
         derived = _with_derived(features, options)
         for name in options.log_transform:
@@ -443,20 +405,6 @@ def fit_preprocessor(
                     f"(min {values.min():g}); log(1 + x) needs x >= 0"
                 )
     return fit_without_output(build_preprocessor(schema, options), features)
-
-
-def _coded_with_token(values: pd.Series) -> pd.Series:
-    """_text_with_token's strings as a categorical: codes per row, each string once."""
-    if not isinstance(values.dtype, pd.CategoricalDtype):
-        return _text_with_token(values)
-    text = np.append(values.cat.categories.astype(str).to_numpy(dtype=object), MISSING_CATEGORY)
-    # Distinct strings (a category may read as the token, or two as one string), and each old
-    # code's new one; code -1, missing, takes the token at the end.
-    categories, renumbered = np.unique(text, return_inverse=True)
-    # As narrow as the categoricals' own codes: the take below makes an array per row.
-    codes = renumbered.astype(np.min_scalar_type(-len(categories)))[values.cat.codes.to_numpy()]
-    coded = pd.Categorical.from_codes(codes, categories=categories)
-    return pd.Series(coded, index=values.index, name=values.name)
 
 
 def _group_split(groups: pd.Series, column: str, test_size: float, seed: int):
@@ -670,37 +618,3 @@ def describe_split(
             f"test from {test[time_column].min()}"
         )
     return f"{strategy} split"
-
-
-def cv_fold_rows(
-    labels, task: str, folds: int, seed: int, groups=None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit rows, held-out rows) of k-fold cross-validation on the training split.
-
-    Stratified by the label for classification. With `groups` (a group-aware split), no group
-    is in two folds, as no group is on both sides of the train/test split: otherwise the folds
-    would score rows whose group the model has already seen, and flatter it.
-
-    Raises:
-        PipelineInputError: fewer groups than folds.
-    """
-    y = np.asarray(labels)
-    rows = np.zeros(len(y))
-    if groups is None:
-        if task == "classification":
-            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        else:
-            splitter = KFold(folds, shuffle=True, random_state=seed)
-        return list(splitter.split(rows, y))
-    groups = np.asarray(groups)
-    count = len(pd.unique(groups))
-    if count < folds:
-        raise PipelineInputError(
-            f"split.group_column: the training split has {count} groups, fewer than the "
-            f"{folds} cross-validation folds (tuning.cv_folds)"
-        )
-    if task == "classification":
-        splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
-    else:
-        splitter = GroupKFold(folds)
-    return list(splitter.split(rows, y, groups))

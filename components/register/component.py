@@ -51,9 +51,9 @@ def register(
     from typing import NamedTuple
 
     from components.common.io import read_json
+    from components.common.registry import ONNX_FILE, ModelRegistry
     from components.common.step import step_summary, user_errors
     from components.register.logic import lineage
-    from components.register.registry import ONNX_FILE, ModelRegistry
 
     gate_decision = read_json(decision.path)
     metadata = lineage(
@@ -102,8 +102,8 @@ def promote(model_store_uri: str, model_name: str, version: str, run_id: str) ->
     Returns:
         The version that was champion before ("" when there was none).
     """
+    from components.common.registry import ModelRegistry
     from components.common.step import step_summary, user_errors
-    from components.register.registry import ModelRegistry
 
     with user_errors("promote"):
         registry = ModelRegistry(model_store_uri, model_name)

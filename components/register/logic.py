@@ -1,10 +1,10 @@
 """Register: the lineage a model version records, and writing it into the registry.
 
-The registry itself (versions, checksums, aliases) is components.register.registry; this module
+The registry itself (versions, checksums, aliases) is components.common.registry; this module
 assembles what a pipeline run knows about the model into its metadata.json.
 """
 
-from components.register.registry import (
+from components.common.registry import (
     METADATA_FILE,
     MODEL_FILE,
     ModelRegistry,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from components.common.io import read_json
-from components.evaluate.metrics import (
+from components.common.vocabulary import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     higher_is_better,

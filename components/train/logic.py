@@ -6,22 +6,22 @@ from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
-from components.bias.logic import make_grouping, positive_label
-from components.bias.mitigation import (
-    ExponentiatedGradientModel,
-    ThresholdOptimizedModel,
-    check_mitigation,
-    reweighing_weights,
-)
 from components.common.errors import PipelineInputError
-from components.evaluate.metrics import (
+from components.common.families import make_estimator
+from components.common.groups import make_grouping, positive_label
+from components.common.metrics import (
     choose_threshold,
     out_of_fold,
     positive_class_of,
     with_threshold,
 )
-from components.prepare.logic import as_model_input
-from components.tune.search_space import make_estimator
+from components.common.mitigation import (
+    ExponentiatedGradientModel,
+    ThresholdOptimizedModel,
+    check_mitigation,
+    reweighing_weights,
+)
+from components.common.schema import as_model_input
 
 
 def fit_model(

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ray import tune
-from sklearn.metrics import get_scorer_names
 
 from components.common.errors import PipelineInputError
-from components.prepare.logic import as_model_input
+from components.common.families import check_metric, family_params
+from components.common.schema import as_model_input
 from components.tune.cluster import (
     DEFAULT_CONNECT_TIMEOUT_S,
     LOOPBACK,
@@ -35,7 +35,7 @@ from components.tune.cluster import (
     local_ray,
     ray_session,
 )
-from components.tune.search_space import family_params, resource_tops, search_space
+from components.tune.search_space import resource_tops, search_space
 from components.tune.trainable import (
     ASHA_GRACE,
     ASHA_MILESTONES,
@@ -57,14 +57,6 @@ def default_metric(schema: dict) -> str:
     if schema["task"] == "regression":
         return DEFAULT_METRIC["regression"]
     return DEFAULT_METRIC["binary" if len(schema["classes"]) == 2 else "multiclass"]
-
-
-def check_metric(metric: str) -> None:
-    if metric not in get_scorer_names():
-        raise PipelineInputError(
-            f"tuning.metric: '{metric}' is not a scikit-learn scorer name (for example roc_auc, "
-            "accuracy, f1, r2, neg_root_mean_squared_error)"
-        )
 
 
 def check_search(search: str, scheduler: str, num_trials: int, cv_folds: int, max_failures: int):
@@ -152,7 +144,7 @@ def tune_model(
     address: str = "",
     storage_path: str = "",
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-    preprocessor=None,
+    preprocessor,
     groups=None,
 ) -> tuple[dict, pd.DataFrame]:
     """Search the families' spaces with Ray Tune, on an embedded Ray or an existing cluster.
@@ -162,7 +154,8 @@ def tune_model(
         scheduler: fifo (every trial runs to the end) or asha (bad trials stop early).
         space: per-family overrides of the default space (see search_space).
         max_failures: retries of a trial whose run failed (a killed worker, a lost node).
-        preprocessor: the prepare step's transform, refitted per fold; None: the default one.
+        preprocessor: the prepare step's transform (fitted or not), cloned and refitted per
+            fold.
         groups: each training row's group, for folds that keep a group together (a group-aware
             split); None: folds of rows.
         address: an existing Ray cluster's address; empty: RAY_ADDRESS, else an embedded Ray.

@@ -21,8 +21,8 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import get_scorer
 
-from components.prepare.logic import build_preprocessor, cv_fold_rows
-from components.tune.search_space import RESOURCES, family_params, make_estimator
+from components.common.families import RESOURCES, family_params, make_estimator
+from components.common.folds import cv_fold_rows
 
 MAX_BUDGET = 27
 ASHA_GRACE = 3
@@ -37,21 +37,20 @@ def make_folds(
     schema: dict,
     cv_folds: int,
     seed: int,
-    preprocessor=None,
+    preprocessor,
     groups=None,
 ) -> list[tuple]:
     """(train X, train y, validation X, validation y) per fold, each X already preprocessed.
 
     Args:
         preprocessor: the prepare step's transform (its settings are cloned and refitted per
-            fold, so the folds score the transform that is served); None: the default one.
+            fold, so the folds score the transform that is served).
         groups: each row's group for a group-aware split (no group in two folds); None: rows.
     """
-    template = build_preprocessor(schema) if preprocessor is None else preprocessor
     folds = []
     y = labels.to_numpy()
     for train_rows, valid_rows in cv_fold_rows(y, schema["task"], cv_folds, seed, groups):
-        fold_preprocessor = clone(template).fit(features.iloc[train_rows], y[train_rows])
+        fold_preprocessor = clone(preprocessor).fit(features.iloc[train_rows], y[train_rows])
         folds.append(
             (
                 fold_preprocessor.transform(features.iloc[train_rows]),

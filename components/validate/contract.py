@@ -15,10 +15,10 @@ import pandera.pandas as pa
 
 from components.common.categoricals import occurring_categories
 from components.common.columnwise import columnwise
-from components.common.errors import PipelineInputError
-from components.validate.logic import CATEGORICAL, NUMERIC, column_kind, missing_counts
+from components.common.schema import CATEGORICAL, NUMERIC
+from components.common.settings.contract import CONTRACT_VERSION
+from components.validate.logic import column_kind, missing_counts
 
-CONTRACT_VERSION = 1
 # A categorical column with more distinct values than this keeps no category set (an ID, free text).
 MAX_CATEGORIES = 200
 BLOCK, WARN = "block", "warn"
@@ -122,23 +122,6 @@ def _categories(present: pd.Series) -> list[str] | None:
     if present.nunique() > MAX_CATEGORIES:
         return None
     return sorted(present.astype(str).unique().tolist())
-
-
-def check_contract_format(contract, where: str) -> None:
-    """A contract file a person edited: fail early, naming the field, if it is malformed."""
-    if not isinstance(contract, dict) or contract.get("version") != CONTRACT_VERSION:
-        raise PipelineInputError(f"{where}: expected a contract with version: {CONTRACT_VERSION}")
-    if not isinstance(contract.get("columns"), dict) or not contract["columns"]:
-        raise PipelineInputError(f"{where}: 'columns' must map column names to expectations")
-    for name, entry in contract["columns"].items():
-        if not isinstance(entry, dict) or entry.get("kind") not in (NUMERIC, CATEGORICAL):
-            raise PipelineInputError(
-                f"{where}: columns.{name}.kind must be {NUMERIC} or {CATEGORICAL}"
-            )
-        if "min" in entry and "max" in entry and entry["min"] > entry["max"]:
-            raise PipelineInputError(
-                f"{where}: columns.{name}: min {entry['min']} > max {entry['max']}"
-            )
 
 
 def _anomaly(kind, column, expectation, observed, severity) -> dict:

@@ -4,11 +4,7 @@ import pandas as pd
 
 from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
-
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
-FEATURE_KINDS = (NUMERIC, CATEGORICAL)
-TASKS = ("classification", "regression")
+from components.common.schema import CATEGORICAL, FEATURE_KINDS, NUMERIC, TASKS
 
 
 def column_kind(series: pd.Series) -> str:

@@ -16,17 +16,11 @@ from fairlearn.metrics import (
 
 from components.bias.assess import BiasSettings, assess_data, assess_model
 from components.bias.gate import apply_gate, parse_thresholds
-from components.bias.logic import (
-    Problems,
-    checked_group_sets,
-    group_sets,
-    make_grouping,
-    positive_label,
-    sensitive_groups,
-)
+from components.bias.logic import Problems, checked_group_sets, group_sets
 from components.bias.metrics import data_metrics, model_metrics
 from components.bias.report import data_markdown, fmt, model_html, model_markdown
 from components.common.errors import PipelineInputError
+from components.common.groups import make_grouping, positive_label, sensitive_groups
 
 SCHEMA = {"target": "label", "task": "classification", "classes": ["no", "yes"]}
 

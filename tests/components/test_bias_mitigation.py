@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 
 from components.bias.assess import BiasSettings, assess_model
-from components.bias.mitigation import (
+from components.common.errors import PipelineInputError
+from components.common.metrics import evaluate_model
+from components.common.mitigation import (
     ThresholdOptimizedModel,
     check_mitigation,
     reweighing_weights,
     row_draws,
 )
-from components.common.errors import PipelineInputError
-from components.evaluate.metrics import evaluate_model
-from components.prepare.logic import as_model_input, fit_preprocessor, split_table
+from components.common.schema import as_model_input
+from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_mitigated
 from components.validate.logic import validate_table
 

@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 
 from components.common.errors import PipelineInputError
+from components.common.settings.contract import check_contract_format
 from components.validate.contract import (
     anomalies_markdown,
     blocking,
     check_contract,
-    check_contract_format,
     describe,
     infer_contract,
 )

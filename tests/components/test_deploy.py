@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from components.common.errors import PipelineInputError
+from components.common.schema import as_model_input
 from components.deploy.logic import (
     LocalModelServer,
     ModelServerError,
@@ -26,7 +27,7 @@ from components.deploy.logic import (
     to_json_rows,
 )
 from components.deploy.server import InvalidInput, TabularModel
-from components.prepare.logic import as_model_input, build_preprocessor
+from components.prepare.logic import build_preprocessor
 from components.register.logic import METADATA_FILE, MODEL_FILE, sha256_file
 from tests.conftest import make_parole
 
@@ -431,8 +432,8 @@ def test_cli_refuses_a_missing_model_dir_in_one_line():
 @pytest.fixture(scope="module")
 def fair_model_folder(tmp_path_factory, model_folder) -> Path:
     """The same data, served through ThresholdOptimizedModel: predictions depend on 'sex'."""
-    from components.bias.logic import Grouping
-    from components.bias.mitigation import ThresholdOptimizedModel
+    from components.common.groups import Grouping
+    from components.common.mitigation import ThresholdOptimizedModel
 
     frame = make_parole()
     model = ThresholdOptimizedModel(

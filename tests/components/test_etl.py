@@ -12,10 +12,11 @@ from kfp.dsl import Dataset
 
 from components.common.errors import PipelineInputError
 from components.common.io import read_frame
+from components.common.settings.etl import load_spec
 from components.ingest import snapshot
 from components.ingest.component import ingest
 from components.ingest.logic import content_hash
-from components.ingest.snapshot import DATA_FILE, MANIFEST_FILE, load_spec, run_etl
+from components.ingest.snapshot import DATA_FILE, MANIFEST_FILE, run_etl
 
 PEOPLE = pd.DataFrame(
     {

@@ -10,8 +10,7 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from components.common.errors import PipelineInputError
-from components.evaluate.gate import decide
-from components.evaluate.metrics import (
+from components.common.metrics import (
     binary_metrics,
     choose_threshold,
     evaluate_model,
@@ -19,7 +18,9 @@ from components.evaluate.metrics import (
     out_of_fold,
     regression_metrics,
 )
-from components.prepare.logic import as_model_input, fit_preprocessor, split_table
+from components.common.schema import as_model_input
+from components.evaluate.gate import decide
+from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_model, fit_with_threshold
 
 BEST = {"family": "logistic_regression", "params": {"C": 1.0}}
@@ -251,7 +252,7 @@ def test_gate_names_a_metric_the_run_does_not_have():
 
 
 def test_group_aware_folds_never_split_a_group(loans, loans_schema):
-    from components.prepare.logic import cv_fold_rows
+    from components.common.folds import cv_fold_rows
 
     rng = np.random.default_rng(0)
     groups = rng.integers(0, 40, len(loans))  # 40 households

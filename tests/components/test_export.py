@@ -29,9 +29,10 @@ from sklearn.preprocessing import (
 )
 from threadpoolctl import threadpool_limits
 
-from components.bias.mitigation import ExponentiatedGradientModel, ThresholdOptimizedModel
 from components.common.errors import PipelineInputError
 from components.common.io import write_frame, write_json
+from components.common.mitigation import ExponentiatedGradientModel, ThresholdOptimizedModel
+from components.common.schema import as_model_input
 from components.export.component import export_onnx_model
 from components.export.logic import (
     NotConvertible,
@@ -43,7 +44,7 @@ from components.export.logic import (
     parity_failure_message,
     predict_onnx,
 )
-from components.prepare.logic import as_model_input, fit_preprocessor, split_table
+from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_mitigated, fit_model
 from components.validate.logic import validate_table
 from tests.conftest import make_loans

@@ -4,13 +4,8 @@ import pytest
 from sklearn.model_selection import GroupShuffleSplit
 
 from components.common.errors import PipelineInputError
-from components.prepare.logic import (
-    MISSING_CATEGORY,
-    as_model_input,
-    describe_split,
-    fit_preprocessor,
-    split_table,
-)
+from components.common.schema import MISSING_CATEGORY, as_model_input
+from components.prepare.logic import describe_split, fit_preprocessor, split_table
 from tests.conftest import make_loans
 
 

@@ -23,22 +23,20 @@ from sklearn.preprocessing import (
 )
 
 from components.common.errors import PipelineInputError
-from components.ingest.logic import read_source, resolve_source
-from components.prepare.logic import (
-    MISSING_CATEGORY,
-    as_model_input,
-    build_preprocessor,
-    drop_outlier_rows,
-    feature_names,
-    fit_preprocessor,
-    split_table,
-)
-from components.prepare.options import (
+from components.common.schema import MISSING_CATEGORY, as_model_input, feature_names
+from components.common.settings.prepare import (
     PrepareOptions,
     SplitOptions,
     parse_prepare_options,
 )
-from components.prepare.transformers import NumericImputer
+from components.common.transformers import NumericImputer
+from components.ingest.logic import read_source, resolve_source
+from components.prepare.logic import (
+    build_preprocessor,
+    drop_outlier_rows,
+    fit_preprocessor,
+    split_table,
+)
 from components.train.logic import fit_model
 from components.validate.logic import validate_table
 from tests.conftest import make_loans

@@ -12,18 +12,15 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 
 import components.common.columnwise as columnwise
+import components.common.schema as schema
 import components.ingest.logic as ingest_logic
 import components.prepare.fitting as fitting
 import components.prepare.logic as prepare
 from components.common.columnwise import take_rows
+from components.common.schema import as_model_input
+from components.common.transformers import NumericImputer
 from components.ingest.logic import content_hash, read_source, resolve_source
-from components.prepare.logic import (
-    as_model_input,
-    build_preprocessor,
-    fit_preprocessor,
-    split_table,
-)
-from components.prepare.transformers import NumericImputer
+from components.prepare.logic import build_preprocessor, fit_preprocessor, split_table
 from components.validate.contract import check_contract, infer_contract
 from components.validate.logic import validate_table
 from tests.components.test_prepare_options import DERIVED, make_table
@@ -425,15 +422,15 @@ def test_an_encoder_fitted_on_the_codes_knows_the_strings_a_plain_fit_knows():
     # missing values: the categorical the fit uses holds as_model_input's strings, row by row.
     values = pd.Series(
         pd.Categorical(
-            [1, "1", prepare.MISSING_CATEGORY, None, "b", 1],
-            categories=[1, "1", prepare.MISSING_CATEGORY, "b", "unused"],
+            [1, "1", schema.MISSING_CATEGORY, None, "b", 1],
+            categories=[1, "1", schema.MISSING_CATEGORY, "b", "unused"],
         )
     )
-    coded = prepare._coded_with_token(values)
-    assert coded.astype(object).tolist() == prepare._text_with_token(values).tolist()
+    coded = schema.coded_with_token(values)
+    assert coded.astype(object).tolist() == schema.text_with_token(values).tolist()
     assert list(coded.cat.categories) == sorted(set(coded.astype(object)) | {"unused"})
     distinct = fitting._distinct_rows(pd.DataFrame({"c": coded, "d": coded.iloc[:2]}))
-    assert sorted(distinct["c"]) == ["1", prepare.MISSING_CATEGORY, "b"]
+    assert sorted(distinct["c"]) == ["1", schema.MISSING_CATEGORY, "b"]
     assert distinct["d"].iloc[0] == "1" and pd.isna(distinct["d"].iloc[1])  # missing occurs too
 
 

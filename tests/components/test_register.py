@@ -8,9 +8,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 
 from components.common.errors import PipelineInputError
-from components.deploy.logic import load_model_folder
-from components.register.logic import lineage, register_model
-from components.register.registry import (
+from components.common.registry import (
     METADATA_FILE,
     MODEL_FILE,
     ModelIntegrityError,
@@ -18,6 +16,8 @@ from components.register.registry import (
     registry_for_version_uri,
     sha256_file,
 )
+from components.deploy.logic import load_model_folder
+from components.register.logic import lineage, register_model
 from pipelines.cli import main
 
 SCHEMA = {"target": "y", "task": "classification", "features": [{"name": "x", "kind": "numeric"}]}

@@ -5,8 +5,8 @@ import json
 import pytest
 from sklearn.dummy import DummyClassifier
 
+from components.common.registry import MODEL_FILE, ModelIntegrityError, ModelRegistry
 from components.deploy.logic import load_model_folder, local_model_folder
-from components.register.registry import MODEL_FILE, ModelIntegrityError, ModelRegistry
 
 pytestmark = pytest.mark.server
 

@@ -25,6 +25,8 @@ from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from components.common.errors import PipelineInputError
+from components.common.registry import MODEL_FILE, ModelRegistry
+from components.common.schema import as_model_input
 from components.deploy.logic import ServerProcess, to_json_rows
 from components.deploy.server import (
     ADMIN_RELOAD_PATH,
@@ -38,8 +40,7 @@ from components.deploy.server import (
     harden_app,
     main,
 )
-from components.prepare.logic import as_model_input, build_preprocessor
-from components.register.registry import MODEL_FILE, ModelRegistry
+from components.prepare.logic import build_preprocessor
 from tests.conftest import make_parole
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -903,8 +904,8 @@ def test_a_tampered_version_is_refused_and_the_old_one_keeps_serving(registry, m
 def test_the_served_frame_equals_what_training_builds():
     """frame_from_columns builds the model input without pandas per column; it must equal
     as_model_input's result value for value, missing tokens and dtypes included."""
+    from components.common.schema import as_model_input
     from components.deploy.server import frame_from_columns
-    from components.prepare.logic import as_model_input
 
     schema = {
         "target": "y",

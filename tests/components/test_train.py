@@ -1,6 +1,7 @@
 import pytest
 
-from components.prepare.logic import as_model_input, fit_preprocessor, split_table
+from components.common.schema import as_model_input
+from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_model
 
 BEST = {"family": "logistic_regression", "params": {"C": 1.0}}

@@ -5,9 +5,10 @@ import psutil
 import pytest
 
 from components.common.errors import PipelineInputError
-from components.prepare.logic import split_table
+from components.common.families import family_params, make_estimator
+from components.prepare.logic import build_preprocessor, split_table
 from components.tune.logic import default_metric, local_ray, tune_model
-from components.tune.search_space import family_params, make_estimator, search_space
+from components.tune.search_space import search_space
 
 
 def test_search_space_is_flat_and_prefixed_by_family():
@@ -42,7 +43,17 @@ def test_bad_families_fail_before_ray_starts(families, task, message):
 
 def test_an_unknown_metric_is_named(loans, loans_schema):
     with pytest.raises(PipelineInputError, match="tuning.metric: 'auc_roc'"):
-        tune_model(loans, loans_schema, ["logistic_regression"], 2, 2, "auc_roc", 1, 0)
+        tune_model(
+            loans,
+            loans_schema,
+            ["logistic_regression"],
+            2,
+            2,
+            "auc_roc",
+            1,
+            0,
+            preprocessor=build_preprocessor(loans_schema),
+        )
 
 
 def test_default_metric_fits_the_task(loans_schema):
@@ -71,6 +82,7 @@ def test_tuning_on_local_ray_finds_a_good_model_and_stops_ray(loans, loans_schem
         metric="roc_auc",
         num_cpus=2,
         seed=0,
+        preprocessor=build_preprocessor(loans_schema),
     )
     assert len(trials) == 4 and trials["error"].isna().all()
     assert best["family"] in {"logistic_regression", "random_forest"}
@@ -175,6 +187,7 @@ def test_a_bad_space_fails_before_ray_starts_naming_the_key(
             1,
             0,
             space=overrides,
+            preprocessor=build_preprocessor(loans_schema),
         )
     assert "\n" not in str(caught.value)
 
@@ -194,7 +207,18 @@ def test_bad_search_settings_fail_before_ray_starts(
 
     monkeypatch.setattr(logic, "ray_session", lambda *a, **k: pytest.fail("Ray was started"))
     with pytest.raises(PipelineInputError, match=message):
-        tune_model(loans, loans_schema, ["logistic_regression"], 2, 2, "", 1, 0, **{option: value})
+        tune_model(
+            loans,
+            loans_schema,
+            ["logistic_regression"],
+            2,
+            2,
+            "",
+            1,
+            0,
+            **{option: value},
+            preprocessor=build_preprocessor(loans_schema),
+        )
 
 
 def test_the_run_config_checks_the_space_when_it_is_loaded(tmp_path):
@@ -239,11 +263,14 @@ def test_folds_see_only_their_training_rows_and_match_cross_val_score(loans, loa
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import Pipeline
 
-    from components.prepare.logic import as_model_input, build_preprocessor
+    from components.common.schema import as_model_input
+    from components.prepare.logic import build_preprocessor
     from components.tune.trainable import make_folds
 
     features, labels = as_model_input(loans, loans_schema), loans["approved"]
-    folds = make_folds(features, labels, loans_schema, 3, seed=0)
+    folds = make_folds(
+        features, labels, loans_schema, 3, seed=0, preprocessor=build_preprocessor(loans_schema)
+    )
     ours = []
     for train_x, train_y, valid_x, valid_y in folds:
         model = make_estimator("logistic_regression", {"C": 1.0}, "classification", 0)
@@ -272,6 +299,7 @@ def test_asha_stops_trials_early_and_only_a_finished_trial_can_win(loans, loans_
         seed=1,
         scheduler="asha",
         space={"hist_gradient_boosting": {"learning_rate": {"loguniform": [1e-4, 1.0]}}},
+        preprocessor=build_preprocessor(loans_schema),
     )
     assert set(trials["status"]) <= {"done", "stopped"}
     stopped = trials[trials["status"] == "stopped"]
@@ -286,7 +314,16 @@ def test_tpe_search_runs_and_reports_a_markdown_report(loans, loans_schema):
     from components.tune.logic import tune_report
 
     best, trials = tune_model(
-        loans, loans_schema, ["logistic_regression"], 4, 2, "roc_auc", 2, 0, search="tpe"
+        loans,
+        loans_schema,
+        ["logistic_regression"],
+        4,
+        2,
+        "roc_auc",
+        2,
+        0,
+        search="tpe",
+        preprocessor=build_preprocessor(loans_schema),
     )
     assert len(trials) == 4 and (trials["status"] == "done").all()
     report = tune_report(best, trials)

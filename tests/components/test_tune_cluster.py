@@ -12,6 +12,7 @@ import pytest
 
 import components.tune  # noqa: F401  (keeps Ray on loopback: imported before ray)
 from components.common.errors import PipelineInputError
+from components.prepare.logic import build_preprocessor
 from components.tune.cluster import probe_cluster
 from components.tune.logic import tune_model
 
@@ -45,6 +46,7 @@ def test_tuning_on_a_two_node_cluster_runs_trials_on_both_nodes(loans, loans_sch
             space={"random_forest": {"n_estimators": 300}},
             address=address,
             storage_path=str(tmp_path / "tune"),
+            preprocessor=build_preprocessor(loans_schema),
         )
         node_ids = {node["NodeID"][:12] for node in cluster.global_state.node_table()}
         addresses = {node["NodeManagerAddress"] for node in cluster.global_state.node_table()}
@@ -89,6 +91,7 @@ def test_an_address_that_accepts_but_never_answers_fails_within_the_timeout(loan
                 0,
                 address=address,
                 connect_timeout_s=3,
+                preprocessor=build_preprocessor(loans_schema),
             )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from components.prepare.logic import build_preprocessor
 from components.tune.logic import tune_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_tuning_goes_on(loans, loa
         # A name that exists with a value scikit-learn rejects: only known when the trial fits.
         space={"random_forest": {"n_estimators": 20, "max_features": {"choice": ["sqrt", "most"]}}},
         max_failures=0,
+        preprocessor=build_preprocessor(loans_schema),
     )
     failed = trials[trials["status"] == "failed"]
     done = trials[trials["status"] == "done"]
@@ -93,6 +95,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_run_completes(loans, loans
             # land inside its first trial, or the worker may have finished one already.
             space={"random_forest": {"n_estimators": 1000}},
             max_failures=2,
+            preprocessor=build_preprocessor(loans_schema),
         )
     finally:
         stop.set()
@@ -108,12 +111,14 @@ DRIVER = """
 import sys
 from tests.conftest import make_loans
 from components.validate.logic import validate_table
+from components.prepare.logic import build_preprocessor
 from components.tune.logic import tune_model
 
 loans = make_loans()
 schema = validate_table(loans, "approved", "classification", ["group"], {})
 tune_model(loans, schema, ["random_forest"], 8, 2, "roc_auc", 1, 0,
-           space={"random_forest": {"n_estimators": 300}}, storage_path=sys.argv[1])
+           space={"random_forest": {"n_estimators": 300}}, storage_path=sys.argv[1],
+           preprocessor=build_preprocessor(schema))
 """
 
 
@@ -178,6 +183,7 @@ def test_a_run_whose_driver_died_resumes_without_redoing_finished_trials(
         0,
         space={"random_forest": {"n_estimators": 300}},
         storage_path=str(storage),
+        preprocessor=build_preprocessor(loans_schema),
     )
     assert best["resumed"] is True
     assert len(trials) == 8 and (trials["status"] == "done").all()

@@ -15,8 +15,8 @@ import onnx
 import pytest
 from kfp import components, local
 
+from components.common.registry import ModelRegistry
 from components.deploy.logic import read_model_metadata
-from components.register.registry import ModelRegistry
 from pipelines.config import load_config, pipeline_arguments
 from pipelines.training_pipeline import COMPILED_PIPELINE
 from tests.conftest import write_config

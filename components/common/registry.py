@@ -36,7 +36,6 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import fsspec
-import joblib
 
 from components.common.errors import PipelineInputError
 
@@ -69,6 +68,17 @@ def check_model_name(name: str) -> None:
         raise PipelineInputError(
             f"model name '{name}': use lowercase letters, digits and '-' (a DNS label, at most 63)"
         )
+
+
+def version_storage_uri(storage_prefix: str, name: str, version: str) -> str:
+    """Where KServe reads a version: the model store as the cluster sees it, e.g.
+    s3://mlpipe-models or pvc://mlpipe-models, then <name>/<version>."""
+    if "://" not in storage_prefix:
+        raise PipelineInputError(
+            f"deploy.storage_uri '{storage_prefix}': expected a URI KServe can read, "
+            "such as s3://bucket/models, gs://bucket/models or pvc://claim-name/models"
+        )
+    return f"{storage_prefix.rstrip('/')}/{name}/{version}"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -215,6 +225,8 @@ class ModelRegistry:
             extra_files: more files of the version (for example model.onnx), checksummed too.
         """
         buffer = io.BytesIO()
+        import joblib  # here: listing versions and aliases loads no ML library
+
         joblib.dump(model, buffer)
         return self.register_pickled(buffer.getvalue(), metadata, extra_files)
 
@@ -456,6 +468,8 @@ def read_verified(
 
 def unpickle_model(data: bytes, where: str):
     try:
+        import joblib  # here: listing versions and aliases loads no ML library
+
         model = joblib.load(io.BytesIO(data))
     except Exception as error:  # unpickling can raise almost anything: report it in one line
         raise PipelineInputError(

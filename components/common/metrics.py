@@ -31,40 +31,21 @@ from sklearn.metrics import (
 from sklearn.model_selection import FixedThresholdClassifier
 
 from components.common.errors import PipelineInputError
-from components.prepare.logic import as_model_input, cv_fold_rows
-
-THRESHOLD_RULES = ("fixed", "max_f1", "target_precision")
-# Every metric evaluate_model reports, by task, in the order reports show them.
-CLASSIFICATION_METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "roc_auc",
-    "roc_auc_ovr",
-    "pr_auc",
-    "log_loss",
-    "brier",
+from components.common.folds import cv_fold_rows
+from components.common.schema import as_model_input
+from components.common.vocabulary import (  # noqa: F401  (the names every metric user needs)
+    CLASSIFICATION_METRICS,
+    LOWER_IS_BETTER,
+    REGRESSION_METRICS,
+    THRESHOLD_RULES,
+    higher_is_better,
+    primary_metric,
 )
-REGRESSION_METRICS = ("mse", "rmse", "mae", "r2")
+
 # Curves go into JSON and the report; a few hundred points draw them well enough.
 MAX_CURVE_POINTS = 200
 MAX_RESIDUAL_POINTS = 2000
 CALIBRATION_BINS = 10
-# Metrics where a smaller value is better; every other metric here is better when larger.
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mse", "rmse", "mae"})
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
-
-
-def primary_metric(task: str, classes: int) -> str:
-    """The metric the champion comparison uses by default."""
-    if task == "regression":
-        return "r2"
-    return "roc_auc" if classes == 2 else "roc_auc_ovr"
 
 
 # --- Metrics on arrays ----------------------------------------------------------------------

@@ -33,7 +33,7 @@ ONNX (components.export): imputation, scaling, one-hot and ordinal encoding, num
 indicators, per-column overrides and ordinal rare grouping convert. These do not, and the export
 says which step: categorical missing indicators (MissingIndicator), one-hot rare grouping
 (unseen categories go to the infrequent column, which the ONNX encoder cannot do), outlier
-clipping, log_transform and derived features (see components.prepare.transformers).
+clipping, log_transform and derived features (see components.common.transformers).
 """
 
 from typing import Any, Literal
@@ -48,7 +48,7 @@ from pydantic import (
 )
 
 from components.common.errors import PipelineInputError
-from components.prepare.transformers import MISSING_CATEGORY
+from components.common.vocabulary import MISSING_CATEGORY
 
 NUMERIC_IMPUTE = ("median", "mean", "constant")
 CATEGORICAL_IMPUTE = ("most_frequent", "constant")

@@ -1,0 +1,227 @@
+"""The run config's sections, one pydantic model each: the same model checks a section when
+the config is loaded (pipelines.config) and again inside the step that receives it as its one
+parameter, so a section's keys, types, bounds and defaults are written once.
+
+Plain data and checks, importing no ML library: loading a config stays fast.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from components.common.errors import PipelineInputError
+from components.common.families import check_space_overrides
+from components.common.settings.etl import EtlSpec
+from components.common.vocabulary import (
+    CONSTRAINTS,
+    MITIGATIONS,
+    SUMMARY_METRICS,
+    THRESHOLD_CONSTRAINTS,
+    THRESHOLD_RULES,
+    default_direction,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    source: str = Field(
+        "",
+        description="A Parquet lake folder (Hive-partitioned), a Parquet or CSV file: a path, "
+        "file://, s3:// or gs:// URI. Leave empty when `etl` names the source.",
+    )
+    etl: EtlSpec | None = Field(
+        None,
+        description="An ETL snapshot instead of a live source: extract (file or SQL), declared "
+        "transforms, an immutable content-addressed Parquet snapshot.",
+    )
+    snapshot_root: str = Field(
+        "",
+        description="Where ETL snapshots are kept (a local folder); empty: <output_root>/snapshots.",
+    )
+    na_values: list[str] = Field(
+        default_factory=list, description="Extra missing-value markers in CSV."
+    )
+    columns: list[str] = Field(default_factory=list, description="Read only these columns.")
+    filters: list[tuple[str, Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in"], Any]] = (
+        Field(default_factory=list, description="Rows to keep: [column, operator, value].")
+    )
+    since_watermark: str = Field(
+        "", description="A watermark JSON file from an earlier run: read only what is new since."
+    )
+
+
+class ContractConfig(_Section):
+    path: str = Field(
+        "", description="A reviewed contract (YAML or JSON); empty: infer one from this run's data."
+    )
+    severity: dict[
+        Literal[
+            "missing_column",
+            "new_column",
+            "type_change",
+            "out_of_range",
+            "unseen_category",
+            "null_rate",
+            "too_few_rows",
+        ],
+        Literal["block", "warn"],
+    ] = Field(default_factory=dict)
+    unseen_category_rate: float = Field(0.0, ge=0, le=1)
+    null_rate_margin: float = Field(0.0, ge=0, le=1)
+
+
+class TuningConfig(_Section):
+    families: list[str] = Field(
+        default_factory=lambda: ["logistic_regression", "random_forest", "hist_gradient_boosting"]
+    )
+    num_trials: int = Field(16, ge=1, le=10_000)
+    cv_folds: int = Field(3, ge=2, le=20)
+    metric: str = Field("", description="A scikit-learn scorer name; empty picks one for the task.")
+    search: Literal["random", "tpe"] = Field("random", description="tpe: Optuna's TPE.")
+    scheduler: Literal["fifo", "asha"] = Field(
+        "fifo", description="asha stops bad trials early, on boosting rounds or forest trees."
+    )
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per family, per hyperparameter: {uniform|loguniform|randint: [low, high]}, "
+        "{choice: [...]} or a fixed value; replaces that entry of the default space.",
+    )
+    max_failures: int = Field(2, ge=0, le=100, description="Retries of a trial whose worker died.")
+
+    @field_validator("space")
+    @classmethod
+    def _check_space(cls, space: dict) -> dict:
+        try:
+            check_space_overrides(space)
+        except PipelineInputError as error:
+            raise PydanticCustomError("search_space", str(error)) from None
+        return space
+
+
+class RayConfig(_Section):
+    num_cpus: int = Field(2, ge=1, le=1024)
+    address: str = Field(
+        "",
+        description="An existing Ray cluster's GCS address (host:6379); empty: RAY_ADDRESS in the "
+        "tune step's environment, else an embedded Ray on 127.0.0.1.",
+    )
+    storage_path: str = Field(
+        "",
+        description="Where Tune keeps the experiment, shared by every node (s3://... on a "
+        "cluster); a rerun on the same inputs resumes it. Empty: MLPIPE_TUNE_STORAGE_PATH, else "
+        "a temporary folder.",
+    )
+    connect_timeout_seconds: int = Field(30, ge=1, le=3600)
+
+
+class EvaluationConfig(_Section):
+    """Evaluation and the champion/challenger gate (components/evaluate)."""
+
+    threshold_rule: Literal[THRESHOLD_RULES] = Field(
+        "fixed",
+        description="Binary tasks: fixed (`threshold`), max_f1 or target_precision, chosen on "
+        "the training split's out-of-fold probabilities.",
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="The fixed rule's threshold.")
+    target_precision: float = Field(0.9, gt=0, le=1)
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Absolute bounds a model must meet to be deployed, e.g. {roc_auc: 0.85}; "
+        "at least the bound, at most for losses (log_loss, brier, mse, rmse, mae).",
+    )
+    compare_metrics: list[str] = Field(
+        default_factory=list,
+        description="Metrics compared with the champion; empty: roc_auc, roc_auc_ovr or r2.",
+    )
+    margin: float = Field(
+        0.01, ge=0, description="How much worse than the champion a new model may be."
+    )
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    smoke_rows: int = Field(5, ge=1, le=10_000)
+
+
+class DeployConfig(_Section):
+    target: Literal["local", "kserve", "gitops"] = Field(
+        "local",
+        description="local: smoke-test only; kserve: apply an InferenceService; gitops: commit it.",
+    )
+    namespace: str = "mlpipe"
+    storage_uri: str = Field(
+        "", description="The model store as KServe reads it: s3://…, gs://… or pvc://claim/…"
+    )
+    canary_traffic_percent: int = Field(0, ge=0, le=99)
+    gitops_repo: str = ""
+    gitops_path: str = "apps/mlpipe"
+    gitops_branch: str = "main"
+    timeout_seconds: int = Field(600, ge=1)
+
+
+class FairnessThreshold(_Section):
+    metric: Literal[SUMMARY_METRICS] = Field(description="A summary metric of the fairness step.")
+    threshold: float
+    direction: Literal["at_least", "at_most"] | None = Field(
+        None, description="at_least (value >= threshold) or at_most; default by the metric."
+    )
+    blocking: bool = Field(True, description="true: a breach stops deployment; false: a warning.")
+    columns: list[str] = Field(
+        default_factory=list,
+        description="Sensitive columns or 'a_x_b' intersections; all if empty.",
+    )
+
+
+class BiasConfig(_Section):
+    """Bias analysis, the fairness gate and mitigation (components/bias)."""
+
+    bands: dict[str, list[float]] = Field(
+        default_factory=dict, description="Band edges of numeric sensitive columns, e.g. age."
+    )
+    intersections: list[tuple[str, str]] = Field(
+        default_factory=list, description="Pairs of sensitive columns to group by together."
+    )
+    min_group_size: int = Field(30, ge=1, description="Smaller groups are flagged.")
+    max_groups: int = Field(50, ge=2, le=10_000, description="More groups: not computable.")
+    bootstrap: int = Field(100, ge=0, le=10_000, description="Bootstrap samples for intervals.")
+    thresholds: list[FairnessThreshold] = Field(default_factory=list)
+    mitigation: Literal[MITIGATIONS] = "none"
+    constraint: Literal[CONSTRAINTS] = "demographic_parity"
+    mitigate_by: str = Field("", description="The column mitigation balances; empty: the first.")
+    on_not_computable: Literal["warn", "fail"] = "warn"
+
+    @field_validator("bands")
+    @classmethod
+    def _increasing(cls, bands: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, edges in bands.items():
+            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"bands of '{column}' must be two or more increasing numbers")
+        return bands
+
+    @field_validator("intersections")
+    @classmethod
+    def _pairs(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for first, second in pairs:
+            if first == second:
+                raise ValueError(f"an intersection needs two different columns, got {first} twice")
+        return pairs
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint_fits(cls, constraint: str, info: ValidationInfo) -> str:
+        if info.data.get("mitigation") == "threshold_optimizer":
+            if constraint not in THRESHOLD_CONSTRAINTS:
+                raise ValueError(f"threshold_optimizer takes {', '.join(THRESHOLD_CONSTRAINTS)}")
+        return constraint
+
+    def thresholds_as_dicts(self) -> list[dict]:
+        """The thresholds as pipeline arguments, each direction spelled out."""
+        return [
+            {**t.model_dump(), "direction": t.direction or default_direction(t.metric)}
+            for t in self.thresholds
+        ]
