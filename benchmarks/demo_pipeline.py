@@ -20,9 +20,10 @@ from pathlib import Path
 import joblib
 
 from benchmarks.output import write_results
-from components.bias.assess import BiasSettings, assess_data, assess_model
+from components.bias.assess import assess_data, assess_model
 from components.common.metrics import evaluate_model
 from components.common.registry import ModelRegistry
+from components.common.settings.sections import BiasConfig
 from components.deploy.logic import smoke_test
 from components.evaluate.gate import decide
 from components.ingest.logic import content_hash, read_source, resolve_source
@@ -50,7 +51,7 @@ def run_in_process(config: RunConfig) -> str:
     train, test = split_table(frame, schema, config.split.test_size, config.split.seed)
     preprocessor = fit_preprocessor(train, schema)
     bias = config.bias
-    settings = BiasSettings(
+    settings = BiasConfig(
         bands=bias.bands,
         intersections=[list(pair) for pair in bias.intersections],
         min_group_size=bias.min_group_size,

@@ -3,7 +3,9 @@
 It is checked before anything runs: an unknown key, a wrong type, a data source that does not
 exist or a target that is not in the data is one line naming the problem, and nothing is written.
 The checked config becomes the pipeline's parameters (pipeline_arguments), which are the only way
-configuration reaches the components.
+configuration reaches the components: each section is one parameter, a dict that the step
+receiving it checks with the section's own model (components.common.settings), so a new key is
+one field in one model, plus the code that uses it.
 """
 
 import json
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from components.common.errors import PipelineInputError
 from components.common.families import check_families, check_metric
@@ -215,89 +217,64 @@ def reviewed_contract_text(path: str) -> str:
     return json.dumps(contract, sort_keys=True, default=str)
 
 
+def section_parameter(section: BaseModel, **resolved) -> dict:
+    """A config section as its pipeline parameter: every key with its value or default (so the
+    dashboard's run form shows them all), nulls left out (a KFP parameter cannot carry them; the
+    step's model restores them), `resolved` laid over it."""
+    return {**section.model_dump(mode="json", exclude_none=True), **resolved}
+
+
 def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
-    """The pipeline's parameters for this config.
+    """The pipeline's parameters for this config: the top-level keys one by one, each section as
+    one parameter (a dict the step checks with the section's own model), the contents of the
+    files the config names (a pod cannot read the user's files), and the whole config as JSON.
 
     Args:
         resolve_paths: make local paths absolute (local runs); a cluster run passes URIs as given.
     """
 
     def local(uri: str) -> str:
-        if resolve_paths and "://" not in uri:
+        if resolve_paths and uri and "://" not in uri:
             return str(Path(uri).expanduser().resolve())
         return uri
 
-    etl_spec = ""
+    data = {"source": local(config.data.source)}
     if config.data.etl is not None:
-        spec = config.data.etl.model_dump(mode="json", exclude_none=True)
-        if spec["source"].get("uri"):
-            spec["source"]["uri"] = local(spec["source"]["uri"])
-        etl_spec = json.dumps(spec, sort_keys=True)
-    snapshot_root = config.data.snapshot_root or str(Path(config.output_root) / "snapshots")
+        etl = config.data.etl.model_dump(mode="json", exclude_none=True)
+        if etl["source"].get("uri"):
+            etl["source"]["uri"] = local(etl["source"]["uri"])
+        data["etl"] = etl
+    data["snapshot_root"] = local(
+        config.data.snapshot_root or str(Path(config.output_root) / "snapshots")
+    )
+    bias = {
+        "thresholds": config.bias.thresholds_as_dicts(),
+        "mitigate_by": config.bias.mitigate_by or next(iter(config.sensitive_columns), ""),
+    }
     return {
-        "source_uri": local(config.data.source) if config.data.source else "",
-        "etl_spec": etl_spec,
-        "snapshot_root": local(snapshot_root),
-        "na_values": config.data.na_values,
-        "columns": config.data.columns,
-        "filters": [list(f) for f in config.data.filters],
-        "since_watermark": _watermark_text(config.data.since_watermark),
-        "reviewed_contract": reviewed_contract_text(config.contract.path),
-        "contract_severity": dict(config.contract.severity),
-        "unseen_category_rate": config.contract.unseen_category_rate,
-        "null_rate_margin": config.contract.null_rate_margin,
+        "model_name": config.model_name,
+        "model_store_uri": local(config.model_store_uri),
         "target": config.target,
         "task": config.task,
         "positive_class": config.positive_class,
         "sensitive_columns": config.sensitive_columns,
         "column_types": config.columns,
-        "test_size": config.split.test_size,
-        "seed": config.split.seed,
-        "prepare_options": config.prepare.model_dump(mode="json", exclude_defaults=True),
-        "split_strategy": config.split.strategy,
-        "group_column": config.split.group_column,
-        "time_column": config.split.time_column,
-        "model_families": config.tuning.families,
-        "num_trials": config.tuning.num_trials,
-        "cv_folds": config.tuning.cv_folds,
-        "metric": config.tuning.metric,
-        "search": config.tuning.search,
-        "scheduler": config.tuning.scheduler,
+        "data": section_parameter(config.data, **data),
+        "since_watermark": _watermark_text(config.data.since_watermark),
+        "contract": section_parameter(config.contract),
+        "reviewed_contract": reviewed_contract_text(config.contract.path),
+        "prepare": section_parameter(config.prepare),
+        "split": section_parameter(config.split),
         # JSON text, not a dict: a KFP dict parameter turns every number into a float, and
-        # max_depth: 2 would reach scikit-learn as 2.0.
-        "search_space": json.dumps(config.tuning.space, sort_keys=True),
-        "max_failures": config.tuning.max_failures,
-        "ray_cpus": config.ray.num_cpus,
-        "ray_address": config.ray.address,
-        "ray_storage_path": local(config.ray.storage_path) if config.ray.storage_path else "",
-        "ray_connect_timeout": config.ray.connect_timeout_seconds,
-        "model_name": config.model_name,
-        "model_store_uri": local(config.model_store_uri),
-        "smoke_rows": config.serving.smoke_rows,
-        "deploy_target": config.deploy.target,
-        "deploy_namespace": config.deploy.namespace,
-        "deploy_storage_uri": config.deploy.storage_uri,
-        "canary_traffic_percent": config.deploy.canary_traffic_percent,
-        "gitops_repo": config.deploy.gitops_repo,
-        "gitops_path": config.deploy.gitops_path,
-        "gitops_branch": config.deploy.gitops_branch,
-        "deploy_timeout_seconds": config.deploy.timeout_seconds,
-        "bias_bands": config.bias.bands,
-        "bias_intersections": [list(pair) for pair in config.bias.intersections],
-        "bias_min_group_size": config.bias.min_group_size,
-        "bias_max_groups": config.bias.max_groups,
-        "bias_bootstrap": config.bias.bootstrap,
-        "bias_thresholds": config.bias.thresholds_as_dicts(),
-        "bias_mitigation": config.bias.mitigation,
-        "bias_constraint": config.bias.constraint,
-        "bias_mitigate_by": config.bias.mitigate_by or next(iter(config.sensitive_columns), ""),
-        "bias_on_not_computable": config.bias.on_not_computable,
-        "threshold_rule": config.evaluation.threshold_rule,
-        "threshold": config.evaluation.threshold,
-        "target_precision": config.evaluation.target_precision,
-        "gate_thresholds": config.evaluation.thresholds,
-        "compare_metrics": config.evaluation.compare_metrics,
-        "gate_margin": config.evaluation.margin,
+        # max_depth: 2 would reach scikit-learn as 2.0 (TuningConfig reads either).
+        "tuning": section_parameter(
+            config.tuning, space=json.dumps(config.tuning.space, sort_keys=True)
+        ),
+        "ray": section_parameter(config.ray, storage_path=local(config.ray.storage_path)),
+        "bias": section_parameter(config.bias, **bias),
+        "evaluation": section_parameter(config.evaluation),
+        "serving": section_parameter(config.serving),
+        "deploy": section_parameter(config.deploy),
         # Recorded in each model version's metadata as this run's configuration.
         # JSON text, not a dict: KFP parameters cannot carry the config's nulls.
         "run_config": json.dumps(config.model_dump(mode="json"), sort_keys=True),

@@ -1,7 +1,7 @@
 """The two bias steps end to end, as plain functions the KFP components call: the data before
 training, and the model on the held-out rows (metrics, gate, before/after mitigation)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -9,67 +9,9 @@ import pandas as pd
 from components.bias.gate import GateResult, apply_gate, parse_thresholds
 from components.bias.logic import Problems, checked_group_sets
 from components.bias.metrics import GroupResult, data_metrics, model_metrics
-from components.common.errors import PipelineInputError
 from components.common.groups import positive_label
 from components.common.schema import as_model_input
-from components.common.vocabulary import MITIGATIONS
-
-
-@dataclass
-class BiasSettings:
-    """The run config's `bias` section, as the pipeline passes it to the components."""
-
-    bands: dict = field(default_factory=dict)
-    intersections: list = field(default_factory=list)
-    min_group_size: int = 30
-    max_groups: int = 50
-    bootstrap: int = 100
-    thresholds: list = field(default_factory=list)
-    mitigation: str = "none"
-    on_not_computable: str = "warn"
-
-    def check(self) -> None:
-        """The checks the components repeat (a run form can pass anything).
-
-        Raises:
-            PipelineInputError: naming the bias.* key.
-        """
-        check_bands(self.bands)
-        for index, pair in enumerate(self.intersections):
-            if not (isinstance(pair, list | tuple) and len(pair) == 2 and pair[0] != pair[1]):
-                raise PipelineInputError(
-                    f"bias.intersections[{index}]: expected two different column names, got {pair!r}"
-                )
-        if self.min_group_size < 1 or self.max_groups < 2 or self.bootstrap < 0:
-            raise PipelineInputError(
-                "bias.min_group_size >= 1, bias.max_groups >= 2 and bias.bootstrap >= 0"
-            )
-        if self.mitigation not in MITIGATIONS:
-            raise PipelineInputError(
-                f"bias.mitigation '{self.mitigation}': expected one of {', '.join(MITIGATIONS)}"
-            )
-        Problems(self.on_not_computable)
-        parse_thresholds(self.thresholds)
-
-
-def check_bands(bands: dict) -> None:
-    """Band edges: at least two increasing numbers per column.
-
-    Raises:
-        PipelineInputError: naming bias.bands.<column>.
-    """
-    if not isinstance(bands, dict):
-        raise PipelineInputError("bias.bands: expected a mapping of column: [edges]")
-    for column, edges in bands.items():
-        numbers = isinstance(edges, list) and all(
-            isinstance(e, int | float) and not isinstance(e, bool) for e in edges
-        )
-        if not numbers or len(edges) < 2:
-            raise PipelineInputError(
-                f"bias.bands.{column}: expected at least two numbers, such as [0, 18, 25, 120]"
-            )
-        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-            raise PipelineInputError(f"bias.bands.{column}: edges must increase, got {edges}")
+from components.common.settings.sections import BiasConfig
 
 
 def assess_data(
@@ -77,7 +19,7 @@ def assess_data(
     schema: dict,
     sensitive_columns: list[str],
     positive_class: str,
-    settings: BiasSettings,
+    settings: BiasConfig,
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Group sizes, base rates and missing-value rates per set of groups, before training.
 
@@ -85,7 +27,6 @@ def assess_data(
         The table per set, and notes: what could not be computed (with on_not_computable
         "warn"; "fail" raises instead) and groups without a favourable label.
     """
-    settings.check()
     problems = Problems(settings.on_not_computable)
     positive = positive_label(schema, positive_class)
     sets = checked_group_sets(
@@ -166,7 +107,7 @@ def assess_model(
     schema: dict,
     sensitive_columns: list[str],
     positive_class: str,
-    settings: BiasSettings,
+    settings: BiasConfig,
     seed: int,
     baseline=None,
 ) -> ModelAssessment:
@@ -181,8 +122,7 @@ def assess_model(
         PipelineInputError: bad settings, a missing sensitive column, or (on_not_computable
             "fail") a metric that cannot be computed.
     """
-    settings.check()
-    thresholds = parse_thresholds(settings.thresholds)
+    thresholds = parse_thresholds(settings.thresholds_as_dicts())
     problems = Problems(settings.on_not_computable)
     positive = positive_label(schema, positive_class)
     sets = checked_group_sets(

@@ -13,11 +13,7 @@ def bias(
     schema: Input[Artifact],
     sensitive_columns: list,
     positive_class: str,
-    bands: dict,
-    intersections: list,
-    min_group_size: int,
-    max_groups: int,
-    on_not_computable: str,
+    bias_config: dict,
     report: Output[Markdown],
 ):
     """Per sensitive column (and intersection): group sizes, base rate of the favourable label,
@@ -28,33 +24,30 @@ def bias(
         schema: the schema that validate wrote.
         sensitive_columns: columns to group by.
         positive_class: the favourable class; empty means the second of two sorted classes.
-        bands: band edges of numeric columns, e.g. {"age": [0, 18, 25, 120]}; other numeric
-            columns with many values are compared in quartile bands.
-        intersections: pairs of columns to group by together.
-        min_group_size: groups with fewer rows are flagged.
-        max_groups: a set with more groups is not computable.
-        on_not_computable: warn (go on, list it in the report) or fail.
+        bias_config: the run config's `bias:` section (components.common.settings.sections.
+            BiasConfig): `bands`, band edges of numeric columns, e.g. {"age": [0, 18, 25, 120]}
+            (other numeric columns with many values are compared in quartile bands);
+            `intersections`, pairs of columns grouped together; `min_group_size`, smaller groups
+            are flagged; `max_groups`, a set with more groups is not computable;
+            `on_not_computable`, warn (go on, list it in the report) or fail.
         report: Markdown tables, one per set (rendered in the Kubeflow dashboard).
     """
-    from components.bias.assess import BiasSettings, assess_data
+    from components.bias.assess import assess_data
     from components.bias.report import data_markdown
     from components.common.io import read_frame, read_json, write_text
+    from components.common.settings.parse import parse_section
+    from components.common.settings.sections import BiasConfig
     from components.common.step import step_summary, user_errors
 
-    settings = BiasSettings(
-        bands=bands,
-        intersections=intersections,
-        min_group_size=min_group_size,
-        max_groups=max_groups,
-        on_not_computable=on_not_computable,
-    )
+    with user_errors("bias"):
+        settings = parse_section(BiasConfig, bias_config, "bias")
     table_schema = read_json(schema.path)
     frame = read_frame(dataset.path)
     with user_errors("bias"):
         tables, notes = assess_data(
             frame, table_schema, sensitive_columns, positive_class, settings
         )
-    write_text(report.path, data_markdown(tables, notes, min_group_size))
+    write_text(report.path, data_markdown(tables, notes, settings.min_group_size))
     for name, table in tables.items():
         small = int(table["small"].sum())
         step_summary(
@@ -74,15 +67,8 @@ def fairness(
     schema: Input[Artifact],
     sensitive_columns: list,
     positive_class: str,
-    bands: dict,
-    intersections: list,
-    min_group_size: int,
-    max_groups: int,
-    bootstrap: int,
-    thresholds: list,
-    mitigation: str,
-    on_not_computable: str,
-    seed: int,
+    bias_config: dict,
+    split_config: dict,
     metrics: Output[Metrics],
     report: Output[HTML],
     tables: Output[Markdown],
@@ -108,15 +94,12 @@ def fairness(
         schema: the schema that validate wrote.
         sensitive_columns: columns to group by.
         positive_class: the favourable class; empty means the second of two sorted classes.
-        bands: band edges of numeric columns.
-        intersections: pairs of columns to group by together.
-        min_group_size: smaller groups are shown but left out of the summary metrics.
-        max_groups: a set with more groups is not computable.
-        bootstrap: bootstrap samples for the 95% intervals (0: none).
-        thresholds: [{metric, threshold, direction, blocking, columns}].
-        mitigation: the mitigation train applied (none: no before/after table).
-        on_not_computable: warn (go on, the metric marked not computable) or fail.
-        seed: seeds the bootstrap.
+        bias_config: the run config's `bias:` section (BiasConfig): `bands`, `intersections`,
+            `min_group_size` (smaller groups are shown but left out of the summary metrics),
+            `max_groups`, `bootstrap` (samples for the 95% intervals; 0: none), `thresholds`
+            ([{metric, threshold, direction, blocking, columns}]: the gate), `mitigation` (the
+            one train applied; none: no before/after table), `on_not_computable`.
+        split_config: the run config's `split:` section; its `seed` seeds the bootstrap.
         metrics: every summary metric as `<metric>_<column>`, and fairness_passed.
         report: a self-contained HTML page with the tables and charts.
         tables: the same tables in Markdown (the local run's report.md).
@@ -128,21 +111,18 @@ def fairness(
     """
     import joblib
 
-    from components.bias.assess import BiasSettings, assess_model
+    from components.bias.assess import assess_model
     from components.bias.report import model_html, model_markdown
     from components.common.io import read_frame, read_json, write_json, write_text
+    from components.common.settings.parse import parse_section
+    from components.common.settings.prepare import parse_split_options
+    from components.common.settings.sections import BiasConfig
     from components.common.step import step_summary, user_errors
 
-    settings = BiasSettings(
-        bands=bands,
-        intersections=intersections,
-        min_group_size=min_group_size,
-        max_groups=max_groups,
-        bootstrap=bootstrap,
-        thresholds=thresholds,
-        mitigation=mitigation,
-        on_not_computable=on_not_computable,
-    )
+    with user_errors("fairness"):
+        settings = parse_section(BiasConfig, bias_config, "bias")
+        seed = parse_split_options(split_config).seed
+    mitigation = settings.mitigation
     served = joblib.load(model.path)
     unmitigated = joblib.load(baseline.path) if mitigation != "none" else None
     with user_errors("fairness"):

@@ -85,9 +85,7 @@ def gate(
     model_store_uri: str,
     model_name: str,
     positive_class: str,
-    thresholds: dict,
-    compare_metrics: list,
-    margin: float,
+    evaluation_config: dict,
     decision: Output[Artifact],
     metrics: Output[Metrics],
 ) -> bool:
@@ -108,10 +106,11 @@ def gate(
         model_store_uri: the model store's root.
         model_name: the model's name in the store.
         positive_class: the positive class of a binary task.
-        thresholds: {metric: bound}: at least the bound (at most, for losses like log_loss).
-        compare_metrics: the metrics compared with the champion; empty: the task's primary
-            metric (roc_auc, roc_auc_ovr or r2).
-        margin: how much worse than the champion the candidate may be.
+        evaluation_config: the run config's `evaluation:` section (components.common.settings.
+            sections.EvaluationConfig): `thresholds`, {metric: bound}, at least the bound (at
+            most, for losses like log_loss); `compare_metrics`, the metrics compared with the
+            champion (empty: the task's primary metric, roc_auc, roc_auc_ovr or r2); `margin`,
+            how much worse than the champion the candidate may be.
         decision: JSON: {"blessed", "reason", "margin", "checks", "champion"}.
         metrics: blessed (1 or 0), and the champion's re-scored metrics as champion_<metric>.
 
@@ -119,30 +118,30 @@ def gate(
         Whether the model is blessed.
     """
     from components.common.io import read_frame, read_json, write_json
-    from components.common.metrics import evaluate_model
-    from components.common.registry import ModelRegistry
+    from components.common.settings.parse import parse_section
+    from components.common.settings.sections import EvaluationConfig
     from components.common.step import step_summary, user_errors
     from components.common.vocabulary import primary_metric
-    from components.evaluate.gate import decide
+    from components.evaluate.gate import decide, rescore_champion
 
-    candidate = read_json(evaluation.path)
-    compare = list(compare_metrics) or [
-        primary_metric(candidate["task"], len(candidate.get("classes") or []))
-    ]
     with user_errors("gate"):
-        registry = ModelRegistry(model_store_uri, model_name)
-        champion = None
-        if (version := registry.aliases().get("champion")) is not None:
-            try:
-                champion_model, _ = registry.load(version)
-                scored = evaluate_model(
-                    champion_model, read_frame(test.path), read_json(schema.path), positive_class
-                )
-                champion = {"version": version, "metrics": scored["metrics"], "error": None}
-            except Exception as error:  # any failure to score it is the gate's finding
-                champion = {"version": version, "metrics": {}, "error": str(error)}
-        fairness_gate = read_json(fairness.path).get("gate")
-        result = decide(candidate["metrics"], thresholds, compare, margin, champion, fairness_gate)
+        settings = parse_section(EvaluationConfig, evaluation_config, "evaluation")
+        candidate = read_json(evaluation.path)
+        champion = rescore_champion(
+            model_store_uri,
+            model_name,
+            lambda: (read_frame(test.path), read_json(schema.path)),
+            positive_class,
+        )
+        result = decide(
+            candidate["metrics"],
+            settings.thresholds,
+            settings.compare_metrics
+            or [primary_metric(candidate["task"], len(candidate.get("classes") or []))],
+            settings.margin,
+            champion,
+            read_json(fairness.path).get("gate"),
+        )
     write_json(decision.path, result)
     metrics.log_metric("blessed", int(result["blessed"]))
     for name, value in ((champion or {}).get("metrics") or {}).items():

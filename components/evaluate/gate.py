@@ -85,6 +85,35 @@ def champion_checks(
     return checks
 
 
+def rescore_champion(
+    model_store_uri: str, model_name: str, held_out, positive_class: str
+) -> dict | None:
+    """The registry's champion, re-scored on this run's test rows; None when there is none.
+
+    Args:
+        held_out: a function returning (test rows, schema), called only when there is a champion.
+
+    Returns:
+        {"version", "metrics", "error"}: a champion that cannot be loaded (its checksum fails, a
+        file is missing) or scored on this data (a feature it needs is gone) has empty metrics
+        and the reason in "error", which the gate reports as a finding that blocks.
+    """
+    from components.common.metrics import evaluate_model
+    from components.common.registry import ModelRegistry
+
+    registry = ModelRegistry(model_store_uri, model_name)
+    version = registry.aliases().get("champion")
+    if version is None:
+        return None
+    try:
+        champion_model, _ = registry.load(version)
+        test, schema = held_out()
+        scored = evaluate_model(champion_model, test, schema, positive_class)
+    except Exception as error:  # any failure to score it is the gate's finding, not a crash
+        return {"version": version, "metrics": {}, "error": str(error)}
+    return {"version": version, "metrics": scored["metrics"], "error": None}
+
+
 def decide(
     metrics: dict,
     thresholds: dict,

@@ -12,34 +12,28 @@ from components.common.image import COMPONENT_IMAGE
 def prepare(
     dataset: Input[Dataset],
     schema: Input[Artifact],
-    test_size: float,
-    seed: int,
+    prepare_config: dict,
+    split_config: dict,
     train: Output[Dataset],
     test: Output[Dataset],
     preprocessor: Output[Model],
-    # A literal default is how KFP declares an optional dict parameter.
-    options: dict = {},  # noqa: B006
-    split_strategy: str = "stratified",
-    group_column: str = "",
-    time_column: str = "",
 ) -> NamedTuple("PrepareOutputs", [("train_rows", int), ("test_rows", int)]):
     """Splits the table and fits the preprocessing transform on the training rows only.
 
     Args:
         dataset: the validated table.
         schema: the schema that validate wrote.
-        test_size: the share of rows held out for evaluation (of groups, for split_strategy
-            group).
-        seed: the random seed of the split.
+        prepare_config: the run config's `prepare:` section (components.common.settings.
+            prepare.PrepareOptions): imputation, outliers, encoding, scaling, log transform,
+            derived features; empty: median imputation and standard scaling, one-hot encoding.
+        split_config: the run config's `split:` section (SplitOptions): `test_size` (the share
+            of rows, of groups for strategy group, held out), `seed`, `strategy` (stratified by
+            the label for classification, random, group: no `group_column` value on both
+            sides, or time: the newest rows by `time_column` are the test rows).
         train: the training rows (less the outlier rows that options drop).
         test: the held-out rows.
         preprocessor: the fitted transform (joblib), fitted on `train` only: a ColumnTransformer,
             or with derived features a Pipeline of DerivedFeatures and a ColumnTransformer.
-        options: the run config's `prepare:` section (components.common.settings.prepare.PrepareOptions);
-            empty: median imputation and standard scaling, one-hot encoding.
-        split_strategy: stratified (by the label for classification), random, group or time.
-        group_column: the column of split_strategy group: no value of it on both sides.
-        time_column: the column of split_strategy time: the newest rows are the test rows.
 
     Returns:
         The number of rows in each split.
@@ -49,6 +43,7 @@ def prepare(
     import joblib
 
     from components.common.io import read_frame, read_json, write_frame
+    from components.common.settings.prepare import parse_split_options
     from components.common.step import step_summary, user_errors
     from components.prepare.logic import (
         check_options,
@@ -61,15 +56,16 @@ def prepare(
     table_schema = read_json(schema.path)
     with user_errors("prepare"):
         # Options are checked against the schema before any work.
-        prepare_options = check_options(options, table_schema)
+        prepare_options = check_options(prepare_config, table_schema)
+        split = parse_split_options(split_config)
         train_frame, test_frame = split_table(
             read_frame(dataset.path),
             table_schema,
-            test_size,
-            seed,
-            split_strategy,
-            group_column,
-            time_column,
+            split.test_size,
+            split.seed,
+            split.strategy,
+            split.group_column,
+            split.time_column,
         )
         train_frame, dropped = drop_outlier_rows(train_frame, table_schema, prepare_options)
         transform = fit_preprocessor(train_frame, table_schema, prepare_options)
@@ -78,11 +74,14 @@ def prepare(
     joblib.dump(transform, preprocessor.path)
     train.metadata["rows"] = len(train_frame)
     train.metadata["outlier_rows_dropped"] = dropped
-    train.metadata["split_strategy"] = split_strategy
+    train.metadata["split_strategy"] = split.strategy
     test.metadata["rows"] = len(test_frame)
     summary = f"{len(train_frame)} training rows, {len(test_frame)} test rows"
-    if split_strategy != "stratified":
-        summary += f" ({describe_split(train_frame, test_frame, split_strategy, group_column, time_column)})"
+    if split.strategy != "stratified":
+        described = describe_split(
+            train_frame, test_frame, split.strategy, split.group_column, split.time_column
+        )
+        summary += f" ({described})"
     if dropped:
         summary += f"; {dropped} training rows dropped as outliers"
     step_summary("prepare", summary)

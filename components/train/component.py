@@ -12,58 +12,58 @@ def train(
     schema: Input[Artifact],
     preprocessor: Input[Model],
     best: Input[Artifact],
-    seed: int,
     positive_class: str,
-    mitigation: str,
-    constraint: str,
-    mitigate_by: str,
-    bands: dict,
+    bias_config: dict,
+    tuning_config: dict,
+    evaluation_config: dict,
+    split_config: dict,
     model: Output[Model],
     baseline: Output[Model],
     cv: Output[Artifact],
-    cv_folds: int = 3,
-    threshold_rule: str = "fixed",
-    threshold: float = 0.5,
-    target_precision: float = 0.9,
-    split_strategy: str = "stratified",
-    group_column: str = "",
 ):
-    """Fits the best estimator behind the fitted preprocessor, with the configured bias
-    mitigation, as the model the server loads.
+    """Fits the best configuration on the training rows behind the fitted preprocessor, with
+    the configured bias mitigation, and cross-validates the recipe.
 
     Args:
         train: the training rows.
         schema: the schema that validate wrote.
-        preprocessor: the ColumnTransformer that prepare fitted on the training rows.
-        best: the best trial from tune (tuning itself does not use mitigation or weights).
-        seed: seeds the estimator.
+        preprocessor: the prepare step's fitted transform.
+        best: the tune step's best configuration.
         positive_class: the favourable class; empty means the second of two sorted classes.
-        mitigation: none, reweighing (sample weights by group and label),
+        bias_config: the run config's `bias:` section (components.common.settings.sections.
+            BiasConfig): `mitigation`, none, reweighing (sample weights by group and label),
             exponentiated_gradient (fairlearn's reduction) or threshold_optimizer (fairlearn's
-            per-group thresholds; the served model then needs the sensitive column).
-        constraint: the fairness constraint of exponentiated_gradient and threshold_optimizer.
-        mitigate_by: the sensitive column whose groups mitigation balances.
-        bands: band edges of numeric sensitive columns.
+            per-group thresholds; the served model then needs the sensitive column);
+            `constraint`, the fairness constraint of the last two; `mitigate_by`, the sensitive
+            column whose groups mitigation balances; `bands`, band edges of numeric columns.
+        tuning_config: the run config's `tuning:` section: its `cv_folds`.
+        evaluation_config: the run config's `evaluation:` section (EvaluationConfig): binary
+            tasks' `threshold_rule`, fixed (`threshold`), max_f1 or target_precision (reaching
+            `target_precision`), chosen on the folds' out-of-fold probabilities; the served
+            model applies it in predict().
+        split_config: the run config's `split:` section: its `seed`; with strategy group, the
+            folds keep each `group_column` value together too.
         model: the served model (joblib): a scikit-learn Pipeline, or with threshold_optimizer
             a ThresholdOptimizedModel around one.
         baseline: the same fit without mitigation, for the fairness step's before/after table.
         cv: JSON: k-fold scores of the recipe on the training split (mean and spread of every
             metric) and the decision threshold with its rule.
-        cv_folds: folds of that cross-validation.
-        threshold_rule: binary tasks: fixed (`threshold`), max_f1 or target_precision, chosen on
-            the folds' out-of-fold probabilities; the served model applies it in predict().
-        threshold: the fixed rule's threshold.
-        target_precision: the precision the target_precision rule must reach.
-        split_strategy: the train/test split's strategy; with "group", the folds keep each
-            value of `group_column` together too.
-        group_column: the group split's column.
     """
     import joblib
 
     from components.common.io import read_frame, read_json, write_json
+    from components.common.settings.parse import parse_section
+    from components.common.settings.prepare import parse_split_options
+    from components.common.settings.sections import BiasConfig, EvaluationConfig, TuningConfig
     from components.common.step import step_summary, user_errors
     from components.train.logic import fit_mitigated, fit_with_threshold
 
+    with user_errors("train"):
+        bias = parse_section(BiasConfig, bias_config, "bias")
+        cv_folds = parse_section(TuningConfig, tuning_config, "tuning").cv_folds
+        evaluation = parse_section(EvaluationConfig, evaluation_config, "evaluation")
+        split = parse_split_options(split_config)
+    mitigation, mitigate_by, seed = bias.mitigation, bias.mitigate_by, split.seed
     best_trial = read_json(best.path)
     train_frame, table_schema = read_frame(train.path), read_json(schema.path)
     fitted_preprocessor = joblib.load(preprocessor.path)
@@ -75,9 +75,9 @@ def train(
             best_trial,
             seed,
             mitigation,
-            constraint,
+            bias.constraint,
             mitigate_by,
-            bands,
+            bias.bands,
             positive_class,
         )
         fitted, cv_summary = fit_with_threshold(
@@ -89,11 +89,11 @@ def train(
             seed,
             cv_folds,
             positive_class,
-            threshold_rule,
-            threshold,
-            target_precision,
+            evaluation.threshold_rule,
+            evaluation.threshold,
+            evaluation.target_precision,
             mitigation,
-            groups=train_frame[group_column] if split_strategy == "group" else None,
+            groups=train_frame[split.group_column] if split.strategy == "group" else None,
         )
     write_json(cv.path, cv_summary)
     joblib.dump(fitted, model.path)

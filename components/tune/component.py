@@ -11,83 +11,69 @@ def tune(
     train: Input[Dataset],
     schema: Input[Artifact],
     preprocessor: Input[Model],
-    model_families: list,
-    num_trials: int,
-    cv_folds: int,
-    metric: str,
-    ray_cpus: int,
-    seed: int,
-    search_space: str,
+    tuning_config: dict,
+    ray_config: dict,
+    split_config: dict,
     best: Output[Artifact],
     trials: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
-    search: str = "random",
-    scheduler: str = "fifo",
-    max_failures: int = 2,
-    ray_address: str = "",
-    ray_storage_path: str = "",
-    ray_connect_timeout: int = 30,
-    split_strategy: str = "stratified",
-    group_column: str = "",
 ):
-    """Searches model families and hyperparameters by k-fold cross-validation on the training split.
+    """Searches model families and their hyperparameters with Ray Tune, scoring each trial by
+    k-fold cross-validation on the training rows (the prepare step's transform refitted per fold).
 
     Args:
         train: the training rows.
         schema: the schema that validate wrote.
-        preprocessor: the prepare step's transform; each fold refits a clone of it.
-        model_families: families to search, for example logistic_regression, random_forest.
-        num_trials: how many configurations to try.
-        cv_folds: folds of the cross-validation that scores each trial.
-        metric: a scikit-learn scorer name; empty picks roc_auc (binary), roc_auc_ovr or r2.
-        ray_cpus: CPUs for the embedded Ray (one trial per CPU at a time).
-        seed: seeds the search and the estimators.
-        search_space: per-family overrides of the default space, {family: {param: spec}}, as
-            JSON text (a KFP dict parameter would turn integers into floats).
+        preprocessor: the prepare step's transform (its settings are refitted per fold).
+        tuning_config: the run config's `tuning:` section (components.common.settings.sections.
+            TuningConfig): `families`, `num_trials`, `cv_folds`, `metric` (a scikit-learn scorer
+            name; empty picks roc_auc, roc_auc_ovr or r2), `search` (random or tpe), `scheduler`
+            (fifo or asha), `space` (per-family overrides of the default space, as JSON text: a
+            KFP dict parameter would turn integers into floats), `max_failures`.
+        ray_config: the run config's `ray:` section (RayConfig): `num_cpus` of the embedded Ray;
+            `address`, an existing cluster (empty: RAY_ADDRESS, else an embedded Ray on
+            127.0.0.1); `storage_path`, where Tune keeps the experiment (a rerun on the same
+            inputs resumes it); `connect_timeout_seconds`.
+        split_config: the run config's `split:` section: its `seed` seeds the search and the
+            estimators; with strategy group, the folds keep each `group_column` value together.
         best: JSON with the best family, its parameters and its CV score and spread.
         trials: every trial as CSV (score, status, budget, node, error).
         metrics: the best trial's CV score and spread, for comparing runs in the dashboard.
         report: Markdown with the best configuration and a plot of score against time.
-        search: random, or tpe (Optuna's TPE).
-        scheduler: fifo, or asha (stops bad trials early).
-        max_failures: retries of a trial whose worker died.
-        ray_address: an existing Ray cluster (host:port of its GCS); empty: RAY_ADDRESS, else an
-            embedded Ray on 127.0.0.1.
-        ray_storage_path: where Tune keeps the experiment (s3://... on a cluster); a rerun on the
-            same inputs resumes from it. Empty: MLPIPE_TUNE_STORAGE_PATH, else a temporary folder.
-        ray_connect_timeout: seconds a cluster address may take to answer.
-        split_strategy: the train/test split's strategy; with "group", the folds keep each
-            value of `group_column` together too.
-        group_column: the group split's column.
     """
-    import json
-
     import joblib
 
     from components.common.io import read_frame, read_json, write_json
+    from components.common.settings.parse import parse_section
+    from components.common.settings.prepare import parse_split_options
+    from components.common.settings.sections import RayConfig, TuningConfig
     from components.common.step import step_summary, user_errors
     from components.tune.logic import tune_model, tune_report
 
+    with user_errors("tune"):
+        tuning = parse_section(TuningConfig, tuning_config, "tuning")
+        ray = parse_section(RayConfig, ray_config, "ray")
+        split = parse_split_options(split_config)
     train_frame = read_frame(train.path)
-    groups = train_frame[group_column] if split_strategy == "group" else None
+    groups = train_frame[split.group_column] if split.strategy == "group" else None
     with user_errors("tune"):
         best_trial, trial_table = tune_model(
             train_frame,
             read_json(schema.path),
-            model_families,
-            num_trials,
-            cv_folds,
-            metric,
-            ray_cpus,
-            seed,
-            search=search,
-            scheduler=scheduler,
-            space=json.loads(search_space or "{}"),
-            max_failures=max_failures,
-            address=ray_address,
-            storage_path=ray_storage_path,
-            connect_timeout_s=ray_connect_timeout,
+            tuning.families,
+            tuning.num_trials,
+            tuning.cv_folds,
+            tuning.metric,
+            ray.num_cpus,
+            split.seed,
+            search=tuning.search,
+            scheduler=tuning.scheduler,
+            space=tuning.space,
+            max_failures=tuning.max_failures,
+            address=ray.address,
+            storage_path=ray.storage_path,
+            connect_timeout_s=ray.connect_timeout_seconds,
             preprocessor=joblib.load(preprocessor.path),
             groups=groups,
         )

@@ -13,10 +13,8 @@ def validate(
     task: str,
     sensitive_columns: list,
     column_types: dict,
+    contract_config: dict,
     reviewed_contract: str,
-    contract_severity: dict,
-    unseen_category_rate: float,
-    null_rate_margin: float,
     schema: Output[Artifact],
     contract: Output[Artifact],
     anomalies: Output[Artifact],
@@ -31,10 +29,13 @@ def validate(
         task: "classification" or "regression".
         sensitive_columns: columns that must exist for bias analysis.
         column_types: declared column kinds ("numeric"/"categorical") that must hold.
-        reviewed_contract: a reviewed contract as JSON; empty infers one from this data.
-        contract_severity: "block" or "warn" per anomaly kind, over the defaults.
-        unseen_category_rate: unseen categories are an anomaly only above this share of rows.
-        null_rate_margin: a null rate is an anomaly only above the contract's rate plus this.
+        contract_config: the run config's `contract:` section (components.common.settings.
+            sections.ContractConfig): `severity`, "block" or "warn" per anomaly kind over the
+            defaults; `unseen_category_rate`, unseen categories are an anomaly only above this
+            share of rows; `null_rate_margin`, a null rate is an anomaly only above the
+            contract's rate plus this.
+        reviewed_contract: the reviewed contract (the file `contract.path` names) as JSON;
+            empty infers one from this data.
         schema: JSON with target, task, classes and the features' names and kinds.
         contract: the contract the data was checked against (inferred or the reviewed one), as
             YAML, ready to review and commit.
@@ -46,12 +47,14 @@ def validate(
     import yaml
 
     from components.common.io import read_frame, write_json, write_text
+    from components.common.settings.contract import check_contract_format
+    from components.common.settings.parse import parse_section
+    from components.common.settings.sections import ContractConfig
     from components.common.step import step_summary, user_errors
     from components.validate.contract import (
         anomalies_markdown,
         blocking,
         check_contract,
-        check_contract_format,
         describe,
         infer_contract,
     )
@@ -59,12 +62,17 @@ def validate(
 
     frame = read_frame(dataset.path)
     with user_errors("validate"):
+        settings = parse_section(ContractConfig, contract_config, "contract")
         table_schema = validate_table(frame, target, task, sensitive_columns, column_types)
         if reviewed_contract:
             expected = json.loads(reviewed_contract)
             check_contract_format(expected, "contract")
             found = check_contract(
-                frame, expected, contract_severity, unseen_category_rate, null_rate_margin
+                frame,
+                expected,
+                dict(settings.severity),
+                settings.unseen_category_rate,
+                settings.null_rate_margin,
             )
         else:
             expected, found = infer_contract(frame), []

@@ -14,13 +14,14 @@ from fairlearn.metrics import (
     equalized_odds_difference,
 )
 
-from components.bias.assess import BiasSettings, assess_data, assess_model
+from components.bias.assess import assess_data, assess_model
 from components.bias.gate import apply_gate, parse_thresholds
 from components.bias.logic import Problems, checked_group_sets, group_sets
 from components.bias.metrics import data_metrics, model_metrics
 from components.bias.report import data_markdown, fmt, model_html, model_markdown
 from components.common.errors import PipelineInputError
 from components.common.groups import make_grouping, positive_label, sensitive_groups
+from components.common.settings.sections import BiasConfig
 
 SCHEMA = {"target": "label", "task": "classification", "classes": ["no", "yes"]}
 
@@ -274,7 +275,7 @@ class _Fixed:
 
 
 def test_assess_model_writes_metrics_gate_and_reports(loans, loans_schema):
-    settings = BiasSettings(
+    settings = BiasConfig(
         bands={"age": [18, 30, 50, 80]},
         intersections=[["group", "region"]],
         bootstrap=20,
@@ -298,7 +299,7 @@ def test_assess_model_writes_metrics_gate_and_reports(loans, loans_schema):
 
 
 def test_assess_data_reports_groups_and_notes(loans, loans_schema):
-    settings = BiasSettings(bands={"age": [18, 30, 50, 80]}, min_group_size=150)
+    settings = BiasConfig(bands={"age": [18, 30, 50, 80]}, min_group_size=150)
     tables, notes = assess_data(loans, loans_schema, ["group", "age"], "yes", settings)
     assert tables["group"]["rows"].sum() == len(loans)
     text = data_markdown(tables, notes, 150)

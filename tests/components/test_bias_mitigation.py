@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.bias.assess import BiasSettings, assess_model
+from components.bias.assess import assess_model
 from components.common.errors import PipelineInputError
 from components.common.metrics import evaluate_model
 from components.common.mitigation import (
@@ -19,6 +19,7 @@ from components.common.mitigation import (
     row_draws,
 )
 from components.common.schema import as_model_input
+from components.common.settings.sections import BiasConfig
 from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_mitigated
 from components.validate.logic import validate_table
@@ -66,7 +67,7 @@ def _fit(biased, mitigation: str, constraint: str = "demographic_parity"):
 
 def _assess(biased, model, baseline=None, mitigation="none"):
     schema, _, test, _ = biased
-    settings = BiasSettings(bootstrap=0, thresholds=GATE, mitigation=mitigation)
+    settings = BiasConfig(bootstrap=0, thresholds=GATE, mitigation=mitigation)
     return assess_model(model, test, schema, ["group"], "good", settings, 0, baseline=baseline)
 
 

@@ -514,16 +514,11 @@ def test_a_failure_while_writing_leaves_nothing_behind(people_csv, root, monkeyp
 
 
 def _ingest_etl(spec, root, dataset):
-    """The ingest step in its ETL mode, as the pipeline calls it (the spec as JSON text)."""
+    """The ingest step in its ETL mode, as the pipeline calls it (the data section a dict)."""
     ingest.python_func(
-        source_uri="",
-        na_values=[],
-        columns=[],
-        filters=[],
+        data_config={"etl": spec, "snapshot_root": str(root)},
         since_watermark="",
         dataset=dataset,
-        etl_spec=json.dumps(spec),
-        snapshot_root=str(root),
     )
 
 

@@ -233,10 +233,9 @@ def _run_component(tmp_path, frame, schema, **parameters):
     result = prepare.python_func(
         dataset=Dataset(uri=str(tmp_path / "dataset.parquet")),
         schema=Artifact(uri=str(tmp_path / "schema.json")),
-        test_size=0.25,
-        seed=3,
         **outputs,
-        **parameters,
+        prepare_config=parameters.get("prepare_config", {}),
+        split_config={"test_size": 0.25, "seed": 3, **parameters.get("split_config", {})},
     )
     return result, outputs
 
@@ -254,9 +253,8 @@ def test_component_applies_options_and_split_strategy(tmp_path, customers, capsy
         tmp_path,
         frame,
         schema,
-        options=options,
-        split_strategy="group",
-        group_column="customer",
+        prepare_config=options,
+        split_config={"strategy": "group", "group_column": "customer"},
     )
     train = pd.read_parquet(outputs["train"].path)
     test = pd.read_parquet(outputs["test"].path)
@@ -292,7 +290,7 @@ def test_component_defaults_are_the_former_step(tmp_path, customers, capsys):
 def test_component_bad_option_is_one_line_and_exit_1(tmp_path, customers, capsys):
     frame, schema = customers
     with pytest.raises(SystemExit) as caught:
-        _run_component(tmp_path, frame, schema, options={"log_transform": ["region"]})
+        _run_component(tmp_path, frame, schema, prepare_config={"log_transform": ["region"]})
     assert caught.value.code == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
@@ -301,7 +299,7 @@ def test_component_bad_option_is_one_line_and_exit_1(tmp_path, customers, capsys
     assert not (tmp_path / "out" / "train").exists()
 
 
-def test_component_new_parameters_are_optional(tmp_path):
+def test_the_component_takes_its_config_sections_as_one_struct_each(tmp_path):
     import yaml
     from kfp import compiler
 
@@ -310,13 +308,7 @@ def test_component_new_parameters_are_optional(tmp_path):
     compiler.Compiler().compile(prepare, package_path=str(tmp_path / "prepare.yaml"))
     spec = yaml.safe_load((tmp_path / "prepare.yaml").read_text())
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    defaults = {
-        name: p.get("defaultValue") for name, p in parameters.items() if p.get("isOptional")
+    assert {name: p["parameterType"] for name, p in parameters.items()} == {
+        "prepare_config": "STRUCT",
+        "split_config": "STRUCT",
     }
-    assert defaults == {
-        "options": {},
-        "split_strategy": "stratified",
-        "group_column": "",
-        "time_column": "",
-    }
-    assert parameters["options"]["parameterType"] == "STRUCT"

@@ -57,8 +57,9 @@ EXTERNAL = re.compile(
 @pytest.fixture(scope="module")
 def fairness_outputs():
     """The bias and fairness steps' real outputs for a model on a small loans table."""
-    from components.bias.assess import BiasSettings, assess_data, assess_model
+    from components.bias.assess import assess_data, assess_model
     from components.bias.report import data_markdown, model_html
+    from components.common.settings.sections import BiasConfig
     from components.validate.logic import validate_table
 
     class IncomeRule:
@@ -69,7 +70,7 @@ def fairness_outputs():
 
     loans = make_loans(rows=400)
     schema = validate_table(loans, "approved", "classification", ["group"], {})
-    settings = BiasSettings(
+    settings = BiasConfig(
         bootstrap=20,
         thresholds=[{"metric": "demographic_parity_ratio", "threshold": 0.99, "blocking": False}],
     )

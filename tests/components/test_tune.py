@@ -244,9 +244,9 @@ def test_the_demo_config_tunes_with_asha_and_passes_the_space_on():
 
     config = load_config(Path(__file__).parents[2] / "configs" / "arrests.yaml")
     arguments = pipeline_arguments(config)
-    assert arguments["scheduler"] == "asha"
-    assert json.loads(arguments["search_space"]) == config.tuning.space
-    assert arguments["ray_address"] == "" and arguments["ray_storage_path"] == ""
+    assert arguments["tuning"]["scheduler"] == "asha"
+    assert json.loads(arguments["tuning"]["space"]) == config.tuning.space
+    assert arguments["ray"]["address"] == "" and arguments["ray"]["storage_path"] == ""
 
 
 def test_resource_steps_follow_the_milestones_then_the_trial_own_end():

@@ -87,3 +87,33 @@ def test_live_data_is_never_served_from_cache():
     for name in ("gate", "register", "run-report"):
         assert tasks[name]["cachingOptions"] == {}
     assert tasks["tune"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_each_config_section_is_one_parameter_with_its_models_defaults():
+    from components.common.settings.sections import SECTIONS
+
+    assert list(SECTIONS) == [
+        "data",
+        "contract",
+        "prepare",
+        "split",
+        "tuning",
+        "ray",
+        "bias",
+        "evaluation",
+        "serving",
+        "deploy",
+    ]
+    parameters = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["inputDefinitions"][
+        "parameters"
+    ]
+    top_level = {"model_name", "model_store_uri", "target", "task", "positive_class"}
+    top_level |= {"sensitive_columns", "column_types", "run_config"}
+    file_contents = {"since_watermark", "reviewed_contract"}
+    assert set(parameters) == set(SECTIONS) | top_level | file_contents
+    for name, model in SECTIONS.items():
+        assert parameters[name]["parameterType"] == "STRUCT"
+        # The run form shows every key of the section with the model's own default.
+        default = parameters[name]["defaultValue"]
+        assert default == model().model_dump(mode="json", exclude_none=True)
+        assert model.model_validate(default) == model()

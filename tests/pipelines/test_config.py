@@ -17,11 +17,11 @@ def _checked(path):
 def test_the_shipped_config_becomes_pipeline_arguments(tmp_path, demo_lake):
     path = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake)})
     arguments = pipeline_arguments(_checked(path))
-    assert arguments["source_uri"] == str(demo_lake.resolve())
+    assert arguments["data"]["source"] == str(demo_lake.resolve())
     assert arguments["target"] == "released"
     assert arguments["sensitive_columns"] == ["colour", "sex", "age"]
     assert arguments["model_store_uri"].endswith("mlpipe-output/models")
-    assert arguments["num_trials"] == 16
+    assert arguments["tuning"]["num_trials"] == 16
 
 
 def test_cluster_arguments_keep_uris_as_written(tmp_path, demo_lake):
@@ -29,7 +29,7 @@ def test_cluster_arguments_keep_uris_as_written(tmp_path, demo_lake):
         tmp_path / "run.yaml", **{"data.source": "lake/arrests", "model_store": "models"}
     )
     arguments = pipeline_arguments(load_config(path), resolve_paths=False)
-    assert arguments["source_uri"] == "lake/arrests"
+    assert arguments["data"]["source"] == "lake/arrests"
     assert arguments["model_store_uri"] == "models"
 
 
@@ -142,9 +142,10 @@ def test_a_bad_watermark_file_is_named(tmp_path, demo_lake, content, message):
 def test_the_bias_section_becomes_pipeline_arguments(tmp_path, demo_lake):
     path = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake)})
     arguments = pipeline_arguments(_checked(path))
-    assert arguments["bias_bands"] == {"age": [0, 18, 25, 35, 50, 120]}
-    assert arguments["bias_intersections"] == [["colour", "sex"]]
-    gate = arguments["bias_thresholds"][0]
+    bias = arguments["bias"]
+    assert bias["bands"] == {"age": [0, 18, 25, 35, 50, 120]}
+    assert bias["intersections"] == [["colour", "sex"]]
+    gate = bias["thresholds"][0]
     assert gate == {
         "metric": "demographic_parity_ratio",
         "threshold": 0.8,
@@ -152,15 +153,16 @@ def test_the_bias_section_becomes_pipeline_arguments(tmp_path, demo_lake):
         "blocking": True,
         "columns": [],
     }
-    assert arguments["bias_thresholds"][1]["direction"] == "at_most"
-    assert arguments["bias_mitigation"] == "none" and arguments["bias_mitigate_by"] == "colour"
+    assert bias["thresholds"][1]["direction"] == "at_most"
+    assert bias["mitigation"] == "none" and bias["mitigate_by"] == "colour"
 
 
 def test_without_a_bias_section_mitigation_is_off_and_there_is_no_gate(tmp_path, demo_lake):
     path = write_config(tmp_path / "run.yaml", **{"data.source": str(demo_lake), "bias": None})
     arguments = pipeline_arguments(_checked(path))
-    assert arguments["bias_thresholds"] == [] and arguments["bias_mitigation"] == "none"
-    assert arguments["bias_mitigate_by"] == "colour"  # the first sensitive column
+    bias = arguments["bias"]
+    assert bias["thresholds"] == [] and bias["mitigation"] == "none"
+    assert bias["mitigate_by"] == "colour"  # the first sensitive column
 
 
 @pytest.mark.parametrize(
@@ -213,11 +215,11 @@ def test_set_overrides_lay_yaml_values_over_the_file(tmp_path, demo_lake):
     assert config.evaluation.thresholds == {"roc_auc": 0.9}
     arguments = pipeline_arguments(config)
     # Integers stay integers: the space travels as JSON text, not as a KFP struct of floats.
-    space = json.loads(arguments["search_space"])
+    space = json.loads(arguments["tuning"]["space"])
     assert space["random_forest"] == {"n_estimators": 5, "max_depth": 2}
     assert isinstance(space["random_forest"]["max_depth"], int)
     assert json.loads(arguments["run_config"])["tuning"]["num_trials"] == 2
-    assert arguments["gate_thresholds"] == {"roc_auc": 0.9}
+    assert arguments["evaluation"]["thresholds"] == {"roc_auc": 0.9}
 
 
 @pytest.mark.parametrize(
@@ -251,10 +253,10 @@ def test_an_etl_source_becomes_the_ingest_steps_spec(tmp_path, demo_lake):
         arguments = pipeline_arguments(config)
     finally:
         os.chdir(here)
-    spec = json.loads(arguments["etl_spec"])
-    assert spec["source"]["uri"] == str(csv.resolve()) and arguments["source_uri"] == ""
+    spec = arguments["data"]["etl"]
+    assert spec["source"]["uri"] == str(csv.resolve()) and arguments["data"]["source"] == ""
     assert spec["transforms"][1] == {"filter": ["years", ">=", 40]}
-    assert arguments["snapshot_root"].endswith("mlpipe-output/snapshots")
+    assert arguments["data"]["snapshot_root"].endswith("mlpipe-output/snapshots")
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,9 @@ def test_the_version_name_follows_the_spec_content(compiled, tmp_path):
     assert pipeline_resources(same)[1]["spec"]["displayName"] == name
 
     def more_trials(spec):
-        spec["root"]["inputDefinitions"]["parameters"]["num_trials"]["defaultValue"] = 99.0
+        spec["root"]["inputDefinitions"]["parameters"]["tuning"]["defaultValue"]["num_trials"] = (
+            99.0
+        )
 
     changed = _changed_copy(compiled, tmp_path / "changed.yaml", more_trials)
     changed_name = pipeline_resources(changed)[1]["spec"]["displayName"]

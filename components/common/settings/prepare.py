@@ -42,12 +42,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from components.common.errors import PipelineInputError
+from components.common.settings.parse import parse_section
 from components.common.vocabulary import MISSING_CATEGORY
 
 NUMERIC_IMPUTE = ("median", "mean", "constant")
@@ -279,34 +278,13 @@ class SplitOptions(_Options):
         return self
 
 
-def _describe(error: ValidationError, section: str) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in (section, *first["loc"]))
-    if first["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
-    if first["type"] == "missing":
-        return f"{key}: missing key"
-    message = first["msg"].removeprefix("Value error, ")
-    # A section-level check has the whole mapping as input, not worth repeating; a key's has.
-    if isinstance(first.get("input"), dict):
-        return f"{key}: {message}"
-    return f"{key}: {message} (got {first.get('input')!r})"
-
-
-def _parse(model: type[_Options], options: dict | None, section: str):
-    try:
-        return model.model_validate(options or {})
-    except ValidationError as error:
-        raise PipelineInputError(_describe(error, section)) from None
-
-
 def parse_prepare_options(options: dict | None) -> PrepareOptions:
     """The `prepare:` section as a checked model.
 
     Raises:
         PipelineInputError: one line naming the key, e.g. "prepare.numeric.scale: ...".
     """
-    return _parse(PrepareOptions, options, "prepare")
+    return parse_section(PrepareOptions, options, "prepare")
 
 
 def parse_split_options(options: dict | None) -> SplitOptions:
@@ -315,4 +293,4 @@ def parse_split_options(options: dict | None) -> SplitOptions:
     Raises:
         PipelineInputError: one line naming the key, e.g. "split.strategy: ...".
     """
-    return _parse(SplitOptions, options, "split")
+    return parse_section(SplitOptions, options, "split")

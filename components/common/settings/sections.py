@@ -5,6 +5,7 @@ parameter, so a section's keys, types, bounds and defaults are written once.
 Plain data and checks, importing no ML library: loading a config stays fast.
 """
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -13,6 +14,7 @@ from pydantic_core import PydanticCustomError
 from components.common.errors import PipelineInputError
 from components.common.families import check_space_overrides
 from components.common.settings.etl import EtlSpec
+from components.common.settings.prepare import PrepareOptions, SplitOptions
 from components.common.vocabulary import (
     CONSTRAINTS,
     MITIGATIONS,
@@ -91,6 +93,13 @@ class TuningConfig(_Section):
         "{choice: [...]} or a fixed value; replaces that entry of the default space.",
     )
     max_failures: int = Field(2, ge=0, le=100, description="Retries of a trial whose worker died.")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space_from_text(cls, space):
+        # The pipeline parameter carries the space as JSON text: a KFP dict parameter turns
+        # every number into a float, and max_depth: 2 would reach scikit-learn as 2.0.
+        return json.loads(space) if isinstance(space, str) else space
 
     @field_validator("space")
     @classmethod
@@ -225,3 +234,25 @@ class BiasConfig(_Section):
             {**t.model_dump(), "direction": t.direction or default_direction(t.metric)}
             for t in self.thresholds
         ]
+
+
+# Every section of the run config that travels to the steps as one pipeline parameter, by its
+# key in the run config (and the parameter's name), with the model that checks it.
+SECTIONS: dict[str, type[BaseModel]] = {
+    "data": DataConfig,
+    "contract": ContractConfig,
+    "prepare": PrepareOptions,
+    "split": SplitOptions,
+    "tuning": TuningConfig,
+    "ray": RayConfig,
+    "bias": BiasConfig,
+    "evaluation": EvaluationConfig,
+    "serving": ServingConfig,
+    "deploy": DeployConfig,
+}
+
+
+def section_defaults(name: str) -> dict:
+    """A section's defaults as its pipeline parameter's default: every key (so the run form
+    shows them all), nulls left out (a KFP parameter cannot carry them; the model restores them)."""
+    return SECTIONS[name]().model_dump(mode="json", exclude_none=True)
