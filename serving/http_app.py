@@ -211,11 +211,11 @@ async def _request_validation_handler(request, error):
 def harden_app(app, model: TabularModel, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES):
     """Add the body limit, this server's error answers and `POST /admin/reload` to a FastAPI app.
 
-    Call it after KServe has added its own exception handlers (RESTServer.create_application),
-    so that these replace them.
+    Call it after KServe has added its own exception handlers, so that these replace them
+    (`kserve_compat.RestServer` calls it then, as its `configure_app`).
 
     Args:
-        app: the FastAPI app (KServe's `kserve.model_server.app`).
+        app: the FastAPI app (KServe's, or any FastAPI app in tests).
         model: the served model, which the admin route reloads.
         max_body_bytes: the largest request body (None: no limit).
     """
