@@ -9,7 +9,7 @@ loads the very same `model.joblib`: a logistic regression (cheap: the servers' o
 dominates) and a 100-tree random forest of depth 10 (the model dominates). For each model:
 
 a. raw in-process `model.predict` of a one-row DataFrame (the limit): p50/p99;
-b. our server (`python -m components.deploy.server`, KServe, one worker), V1 single-row
+b. our server (`python -m serving`, KServe, one worker), V1 single-row
    requests: p50/p99 over one sequential connection, and throughput over 8 connections;
 c. the FastAPI peer (benchmarks/serving_peers/fastapi_app.py, one uvicorn worker, the same V1
    row format): the same;
@@ -242,7 +242,7 @@ def profile_request_path(model, metadata: dict, rows: list[dict], calls: int) ->
     import pandas as pd
 
     from components.common.schema import as_model_input, feature_names
-    from components.deploy.server import columns_from_instances, frame_from_columns
+    from serving.protocol import columns_from_instances, frame_from_columns
 
     schema, version = metadata["schema"], metadata["version"]
     body = orjson.dumps({"instances": rows})

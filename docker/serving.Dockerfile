@@ -1,4 +1,4 @@
-# The serving image: the KServe predictor (components/deploy/server.py) for a registered model.
+# The serving image: the KServe predictor (the `serving` package) for a registered model.
 # Build from the repository root, tagged with the package version in pyproject.toml:
 #   docker build -f docker/serving.Dockerfile -t ghcr.io/kfp-mlpipe/mlpipe-serving:0.1.0 .
 # components/common/image.py derives the same name (SERVING_IMAGE), and tests/packaging checks
@@ -23,6 +23,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY components ./components
 COPY pipelines ./pipelines
+COPY serving ./serving
 # The project as a wheel, then that wheel with every dependency pinned by the one lock.
 RUN "$VENV/bin/python" -m pip wheel --no-deps --wheel-dir "$WHEELS" . \
     && "$VENV/bin/python" -m pip install -c constraints.txt "$WHEELS"/kfp_mlpipe-*.whl
@@ -41,5 +42,5 @@ EXPOSE 8080
 # KServe's storage initializer puts the model version in /mnt/models. Inside a container the
 # server must take traffic from the pod network, so the default here is --host 0.0.0.0 (run
 # locally, `mlpipe serve` and the server keep 127.0.0.1).
-ENTRYPOINT ["python", "-m", "components.deploy.server"]
+ENTRYPOINT ["python", "-m", "serving"]
 CMD ["--model_dir", "/mnt/models", "--http_port", "8080", "--host", "0.0.0.0"]

@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
 
 
 def _serve(host: str, port: int, **where) -> int:
-    from components.deploy.server import serve
+    from serving.server import serve
 
     serve(host=host, port=port, **where)
     return 0

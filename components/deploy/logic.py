@@ -1,7 +1,7 @@
 """Deploy locally: serve a registered model version with KServe on 127.0.0.1 and check it.
 
-The server itself is `components.deploy.server`, started here as a subprocess, so the process
-that asks for a deployment never imports the KServe server stack. The clients speak the two
+The server itself is the `serving` package (`python -m serving`), started here as a subprocess,
+so the process that asks for a deployment never imports the KServe server stack. The clients speak the two
 protocols KServe serves: V1 (`/v1/models/NAME:predict`, a JSON object per row) and V2, the Open
 Inference Protocol (`/v2/models/NAME/infer`, one tensor per feature column).
 """
@@ -25,15 +25,13 @@ import requests
 
 import components
 from components.common.errors import PipelineInputError
-from components.common.io import read_json
-from components.common.registry import (
-    METADATA_FILE,
-    MODEL_FILE,
-    read_verified,
-    registry_for_version_uri,
-    unpickle_model,
+from components.common.model_files import (
+    load_model_folder,
+    local_model_folder,
+    model_folder,
+    read_model_metadata,
 )
-from components.common.schema import FEATURE_KINDS, TASKS, as_model_input, feature_names
+from components.common.schema import as_model_input, feature_names
 
 LOOPBACK = "127.0.0.1"
 REQUEST_TIMEOUT_S = 30.0
@@ -50,94 +48,6 @@ class ModelServerError(RuntimeError):
         self.endpoint = endpoint
         self.status = status
         self.body = body
-
-
-# --- The model folder -------------------------------------------------------------------------
-
-
-def model_folder(model_dir: str | os.PathLike) -> Path:
-    """A model folder given as a path or a file:// URI (as the register step reports it)."""
-    return Path(str(model_dir).removeprefix("file://"))
-
-
-def local_model_folder(model_uri: str | os.PathLike) -> Path:
-    """A local folder holding the version: the folder itself, or a verified copy of a version in
-    an object store (s3://, gs://), downloaded into a new temporary folder."""
-    if "://" not in str(model_uri) or str(model_uri).startswith("file://"):
-        return model_folder(model_uri)
-    registry, version = registry_for_version_uri(str(model_uri))
-    return registry.download(version, tempfile.mkdtemp(prefix=f"mlpipe-{version}-"))
-
-
-def read_model_metadata(model_dir: str | os.PathLike) -> dict:
-    """Check a registered model folder and return its metadata.
-
-    Args:
-        model_dir: a version folder written by the register step.
-
-    Returns:
-        The parsed metadata.json, with at least name, version and the feature schema.
-
-    Raises:
-        PipelineInputError: naming the folder and the file or field that is missing or wrong.
-    """
-    folder = model_folder(model_dir)
-    if not folder.is_dir():
-        raise PipelineInputError(f"model folder '{model_dir}': not a directory")
-    for required in (MODEL_FILE, METADATA_FILE):
-        if not (folder / required).is_file():
-            raise PipelineInputError(f"model folder '{model_dir}': {required} is missing")
-    try:
-        metadata = read_json(folder / METADATA_FILE)
-    except (OSError, ValueError) as error:
-        raise PipelineInputError(
-            f"model folder '{model_dir}': {METADATA_FILE} is not readable JSON ({error})"
-        ) from None
-    _check_metadata(metadata, f"model folder '{model_dir}': {METADATA_FILE}")
-    return metadata
-
-
-def _check_metadata(metadata, where: str) -> None:
-    """The fields the server relies on; a hand-edited or foreign file fails here, not mid-request."""
-    if not isinstance(metadata, dict):
-        raise PipelineInputError(f"{where}: expected a JSON object")
-    for key in ("name", "version"):
-        if not isinstance(metadata.get(key), str) or not metadata[key]:
-            raise PipelineInputError(f"{where}: field '{key}' is missing or not a string")
-    schema = metadata.get("schema")
-    if not isinstance(schema, dict):
-        raise PipelineInputError(f"{where}: field 'schema' is missing or not an object")
-    if schema.get("task") not in TASKS:
-        raise PipelineInputError(f"{where}: schema.task must be one of {', '.join(TASKS)}")
-    features = schema.get("features")
-    if not isinstance(features, list) or not features:
-        raise PipelineInputError(f"{where}: schema.features is missing or empty")
-    for index, feature in enumerate(features):
-        if (
-            not isinstance(feature, dict)
-            or not isinstance(feature.get("name"), str)
-            or feature.get("kind") not in FEATURE_KINDS
-        ):
-            raise PipelineInputError(
-                f"{where}: schema.features[{index}] must be {{name, kind}} with kind "
-                f"{' or '.join(FEATURE_KINDS)}"
-            )
-
-
-def load_model_folder(model_dir: str | os.PathLike) -> tuple:
-    """The fitted model and the metadata of a registered model folder.
-
-    The model file's SHA-256 is checked against metadata.json before it is unpickled.
-
-    Raises:
-        PipelineInputError: the folder is incomplete, a checksum differs (ModelIntegrityError),
-            or model.joblib cannot be loaded.
-    """
-    metadata = read_model_metadata(model_dir)
-    folder = model_folder(model_dir)
-    files = read_verified(str(folder), metadata, only=(MODEL_FILE,))
-    model = unpickle_model(files[MODEL_FILE], f"model folder '{model_dir}': {MODEL_FILE}")
-    return model, metadata
 
 
 # --- HTTP clients ----------------------------------------------------------------------------
@@ -430,7 +340,7 @@ class LocalModelServer(ServerProcess):
         return [
             sys.executable,
             "-m",
-            "components.deploy.server",
+            "serving",
             "--model_dir",
             str(self.model_dir),
             "--http_port",

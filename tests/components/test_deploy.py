@@ -26,9 +26,10 @@ from components.deploy.logic import (
     smoke_test,
     to_json_rows,
 )
-from components.deploy.server import InvalidInput, TabularModel
 from components.prepare.logic import build_preprocessor
 from components.register.logic import METADATA_FILE, MODEL_FILE, sha256_file
+from serving.model import TabularModel
+from serving.protocol import InvalidInput
 from tests.conftest import make_parole
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -414,7 +415,7 @@ def test_server_that_cannot_load_the_model_reports_why(model_folder, tmp_path):
 
 def test_cli_refuses_a_missing_model_dir_in_one_line():
     done = subprocess.run(
-        [sys.executable, "-m", "components.deploy.server", "--model_dir", "/nonexistent"],
+        [sys.executable, "-m", "serving", "--model_dir", "/nonexistent"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -22,10 +22,10 @@ import pytest
 ROOT = Path(__file__).parents[2]
 DOCKERFILES = {
     "component": (ROOT / "docker" / "Dockerfile", "pipelines.cli"),
-    "serving": (ROOT / "docker" / "serving.Dockerfile", "components.deploy.server"),
+    "serving": (ROOT / "docker" / "serving.Dockerfile", "serving"),
 }
 # What the image needs of the repository: the package's sources and its build metadata.
-CONTEXT = {"pyproject.toml", "constraints.txt", "README.md", "components", "pipelines"}
+CONTEXT = {"pyproject.toml", "constraints.txt", "README.md", "components", "pipelines", "serving"}
 BASE = re.compile(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?")
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake|python3-dev)\b")
 
@@ -154,7 +154,7 @@ def test_entrypoint_runs_a_module(image):
 def test_serving_image_serves_on_all_interfaces_by_default():
     """The serving image's default arguments are valid for the server and bind 0.0.0.0 (inside a
     container; the server's own default stays 127.0.0.1)."""
-    from components.deploy.server import build_parser
+    from serving.cli import build_parser
 
     path, _ = DOCKERFILES["serving"]
     (cmd,) = parse(path)[-1].args("CMD")
@@ -200,8 +200,8 @@ def test_build_stage_install_works_in_a_fresh_virtualenv(tmp_path):
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
 
     python = venv / "bin" / "python"
-    check = "import components, pipelines, importlib.util as u; "
-    check += "assert u.find_spec('pipelines.cli') and u.find_spec('components.deploy.server')"
+    check = "import components, pipelines, serving, importlib.util as u; "
+    check += "assert u.find_spec('pipelines.cli') and u.find_spec('serving.cli')"
     subprocess.run([python, "-c", check], check=True, cwd=tmp_path, timeout=120)
     subprocess.run([python, "-m", "pip", "check"], check=True, capture_output=True, timeout=120)
 

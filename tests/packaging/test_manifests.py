@@ -335,7 +335,7 @@ def test_inference_service_runs_the_serving_image(rendered):
 
 def test_inference_service_args_are_the_servers(rendered):
     """The predictor's arguments parse with the server's own parser, and bind 0.0.0.0:8080."""
-    from components.deploy.server import build_parser
+    from serving.cli import build_parser
 
     (container,) = _one(rendered, "InferenceService")["spec"]["predictor"]["containers"]
     args = build_parser().parse_args(container["args"])

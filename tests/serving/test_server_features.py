@@ -28,19 +28,11 @@ from components.common.errors import PipelineInputError
 from components.common.registry import MODEL_FILE, ModelRegistry
 from components.common.schema import as_model_input
 from components.deploy.logic import ServerProcess, to_json_rows
-from components.deploy.server import (
-    ADMIN_RELOAD_PATH,
-    DEFAULT_MAX_BATCH_ROWS,
-    InvalidInput,
-    PayloadTooLarge,
-    ReloadRefused,
-    TabularModel,
-    build_parser,
-    describe_bad_json,
-    harden_app,
-    main,
-)
 from components.prepare.logic import build_preprocessor
+from serving.cli import build_parser, main
+from serving.http_app import ADMIN_RELOAD_PATH, describe_bad_json, harden_app
+from serving.model import ReloadRefused, TabularModel
+from serving.protocol import DEFAULT_MAX_BATCH_ROWS, InvalidInput, PayloadTooLarge
 from tests.conftest import make_parole
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -424,7 +416,7 @@ def test_cli_flags_and_their_environment_defaults(monkeypatch):
 
 
 class Server(ServerProcess):
-    """`python -m components.deploy.server ARGS` on a free loopback port, stopped by its handle
+    """`python -m serving ARGS` on a free loopback port, stopped by its handle
     (SIGTERM to its PID, then SIGKILL after 10 s) when the `with` block ends, whatever the test
     did."""
 
@@ -438,7 +430,7 @@ class Server(ServerProcess):
         self.args = args
 
     def command_line(self) -> list[str]:
-        server = [sys.executable, "-m", "components.deploy.server", *self.args]
+        server = [sys.executable, "-m", "serving", *self.args]
         return [*server, "--http_port", str(self.port)]
 
     def log(self) -> str:
@@ -905,7 +897,7 @@ def test_the_served_frame_equals_what_training_builds():
     """frame_from_columns builds the model input without pandas per column; it must equal
     as_model_input's result value for value, missing tokens and dtypes included."""
     from components.common.schema import as_model_input
-    from components.deploy.server import frame_from_columns
+    from serving.protocol import frame_from_columns
 
     schema = {
         "target": "y",

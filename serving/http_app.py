@@ -1,0 +1,251 @@
+"""What this server adds to KServe's FastAPI app: a request body limit, its own error answers,
+and the admin route that reloads the model.
+
+- A body over --max_body_bytes (env MLPIPE_MAX_BODY_BYTES, default 10 MiB) is refused with HTTP
+  413 before it is read in full (`BodyLimit`).
+- Every `InvalidInput` is HTTP 400 (413 for the limits) with {"error": ...}; a V1 body that is
+  not JSON is explained, naming the row and the feature of a NaN or Infinity (which are not
+  JSON: `describe_bad_json`); a V2 body that FastAPI refuses gets 400 and {"error": ...} too,
+  not FastAPI's 422 and {"detail": [...]}.
+- `POST /admin/reload`, from this machine only, reloads the alias the model follows
+  (`TabularModel.reload`): 200 with its answer, 409 or 500 with {"error", "version",
+  "changed": false}, 403 for any other client.
+"""
+
+import asyncio
+import ipaddress
+import json
+import logging
+import math
+
+from serving.model import ReloadFailed, ReloadRefused, TabularModel
+from serving.protocol import InvalidInput
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+ADMIN_RELOAD_PATH = "/admin/reload"
+# Where the body-limit middleware leaves the request body, for the error handlers to explain
+# a body that is not JSON (KServe's own message does not say which value is wrong).
+BODY_SCOPE_KEY = "mlpipe.body"
+
+
+def _first_non_finite(payload) -> tuple[tuple, float] | None:
+    """The path to the first NaN or ±Infinity in a decoded JSON document, and the value."""
+    stack: list[tuple[tuple, object]] = [((), payload)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, value
+        if isinstance(value, dict):
+            stack.extend((path + (key,), item) for key, item in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(
+                (path + (index,), item) for index, item in reversed(list(enumerate(value)))
+            )
+    return None
+
+
+def _where(payload, path: tuple) -> str:
+    """A JSON path as the validation messages name places: a V1 row's feature, a V2 input's row."""
+    if len(path) == 3 and path[0] == "instances" and isinstance(path[1], int):
+        return f"instances[{path[1]}]: feature '{path[2]}'"
+    if len(path) >= 4 and path[0] == "inputs" and path[2] == "data":
+        tensor = payload["inputs"][path[1]]
+        name = tensor.get("name", path[1]) if isinstance(tensor, dict) else path[1]
+        return f"input '{name}', row {path[3]}"
+    dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return f"field '{dotted}'"
+
+
+def describe_bad_json(body: bytes) -> str | None:
+    """Why a request body is not JSON, naming the row and feature of a NaN or Infinity.
+
+    KServe parses V1 bodies with orjson, which refuses the NaN and Infinity tokens that Python's
+    json.dumps writes by default, with a message that names a character offset only.
+
+    Returns:
+        One line, or None if Python's parser finds nothing wrong either.
+    """
+    if not body.strip():
+        return 'request body is empty: expected JSON like {"instances": [{feature: value}]}'
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"request body: not UTF-8 text (byte {error.start})"
+    try:
+        payload = json.loads(text)  # Python's parser reads NaN, Infinity and 1e999 (as inf)
+    except json.JSONDecodeError as error:
+        return (
+            f"request body: not valid JSON ({error.msg} at line {error.lineno} "
+            f"column {error.colno})"
+        )
+    found = _first_non_finite(payload)
+    if found is None:
+        return None
+    path, value = found
+    where = _where(payload, path)
+    if math.isnan(value):
+        return f"{where} is NaN, which is not JSON: send null for a missing value"
+    return f"{where} must be a finite number, got {'' if value > 0 else '-'}Infinity"
+
+
+def _is_loopback_client(host: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+async def _send_json(send, status: int, content: dict) -> None:
+    body = json.dumps(content).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                # The rest of an oversized body is not read: this connection is done.
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `max_bytes` with HTTP 413 before it is parsed.
+
+    A declared Content-Length over the limit is refused before a byte of the body is read; a
+    body without one (chunked) is counted as it arrives and refused once it passes the limit.
+    A body within the limit is handed on whole, and kept in the scope for the error handlers.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: str) -> dict:
+        return {
+            "error": f"request body: {size}, over this server's limit of {self.max_bytes} bytes "
+            "(--max_body_bytes): send fewer rows per request"
+        }
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _send_json(send, 413, self._too_large(f"{int(value)} bytes"))
+                return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left; nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_json(send, 413, self._too_large(f"more than {self.max_bytes} bytes"))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        scope[BODY_SCOPE_KEY] = body
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the client to disconnect
+
+        await self.app(scope, replay, send)
+
+
+def _rejected(status: int, message: str):
+    from fastapi.responses import JSONResponse
+
+    logging.getLogger("kserve").warning("rejected request (HTTP %d): %s", status, message)
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+async def _invalid_input_handler(request, error):
+    """KServe's InvalidInput answer (400, {"error": ...}), with 413 for the limits, and a
+    message that names the row and feature when a V1 body holds NaN or Infinity."""
+    message = str(error)
+    if message.startswith("Unrecognized request format"):
+        body = request.scope.get(BODY_SCOPE_KEY)
+        message = (describe_bad_json(body) if body is not None else None) or message
+    return _rejected(getattr(error, "status_code", 400), message)
+
+
+# V2's body is typed `InferenceRequest | bytes`: pydantic names the union's member in each
+# problem's location, and reports the `bytes` member's failure too, which says nothing useful.
+_UNION_MEMBERS = ("body", "InferenceRequest", "bytes")
+
+
+def _loc(location) -> str:
+    parts = [p for p in location if p not in _UNION_MEMBERS]
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+async def _request_validation_handler(request, error):
+    """FastAPI answers a V2 body that is not JSON, or not an inference request, with 422 and
+    its own shape ({"detail": [...]}); clients of this server get 400 and {"error": ...}."""
+    problems = error.errors()
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        body = request.scope.get(BODY_SCOPE_KEY, b"")
+        return _rejected(400, describe_bad_json(body) or "request body: not valid JSON")
+    problems = [p for p in problems if "bytes" not in p.get("loc", ())[1:2]] or problems
+    first = problems[0] if problems else {"loc": (), "msg": "not an inference request"}
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    field = _loc(first.get("loc", ())) or "request body"
+    return _rejected(400, f"field '{field}': {first.get('msg')}{more}")
+
+
+def harden_app(app, model: TabularModel, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES):
+    """Add the body limit, this server's error answers and `POST /admin/reload` to a FastAPI app.
+
+    Call it after KServe has added its own exception handlers, so that these replace them
+    (`kserve_compat.RestServer` calls it then, as its `configure_app`).
+
+    Args:
+        app: the FastAPI app (KServe's, or any FastAPI app in tests).
+        model: the served model, which the admin route reloads.
+        max_body_bytes: the largest request body (None: no limit).
+    """
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    if max_body_bytes is not None:
+        app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(InvalidInput, _invalid_input_handler)
+    app.add_exception_handler(RequestValidationError, _request_validation_handler)
+
+    async def admin_reload(request: Request) -> JSONResponse:
+        client = request.client.host if request.client else None
+        if not _is_loopback_client(client):
+            return JSONResponse(
+                status_code=403,
+                content={
+                    "error": f"{ADMIN_RELOAD_PATH}: allowed from this machine only "
+                    f"(127.0.0.1 or ::1), not from {client}; or send the server SIGHUP"
+                },
+            )
+        try:
+            # In a worker thread: requests go on being answered while the new version loads.
+            answer = await asyncio.to_thread(model.reload)
+        except (ReloadRefused, ReloadFailed) as error:
+            return JSONResponse(
+                status_code=error.status_code,
+                content={"error": str(error), "version": model.version, "changed": False},
+            )
+        return JSONResponse(content=answer)
+
+    app.add_api_route(ADMIN_RELOAD_PATH, admin_reload, methods=["POST"], tags=["admin"])

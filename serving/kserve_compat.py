@@ -1,0 +1,102 @@
+"""Every use of KServe beyond its public model API, in one place: a KServe upgrade changes this file.
+
+The rest of `serving` uses only what KServe documents for a custom model: `kserve.Model`, the
+V2 request and response types (`InferRequest`, `InferOutput`, `InferResponse`), `kserve.errors`
+and `kserve.ModelServer` to register a model. What this module wraps, as of KServe 0.21:
+
+- `kserve.model_server` parses `sys.argv` when it is first imported (`import_kserve`);
+- its module-level argparse parser, which the server's own parser extends (`server_flags`);
+- `kserve.protocol.rest.server.RESTServer`, its `create_application` hook, the FastAPI app found
+  by `kserve.constants.constants.FASTAPI_APP_IMPORT_STRING`, and the ModelServer's `dataplane`
+  and `model_repository_extension` that it is built from (`RestServer`);
+- the uvicorn `Config` the REST server holds (`config.host`, `config.ssl_certfile`) and its
+  private uvicorn server (`_server`);
+- the deprecation warning KServe 0.21's answers raise under this FastAPI (`ignore_kserve_warnings`).
+
+The stock `kserve.ModelServer.start()` is not used: its REST server binds 0.0.0.0 and it would
+start gRPC on [::]; this server binds the address it is given, and serves REST only.
+"""
+
+import sys
+import warnings
+
+
+def import_kserve(read_command_line: bool = False):
+    """Import kserve, which parses `sys.argv` when `kserve.model_server` is first imported.
+
+    Run as a program (`python -m serving`), that command line is ours and meant for it. Imported
+    as a library (by tests, by `mlpipe serve`, by the pipeline), the host program's arguments
+    are not, and an ambiguous prefix among them would even make argparse exit the process; so
+    it sees an empty command line instead. Every module of `serving` gets kserve from here.
+    """
+    if read_command_line or "kserve.model_server" in sys.modules:
+        import kserve
+
+        return kserve
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        import kserve
+    finally:
+        sys.argv = saved
+    return kserve
+
+
+def server_flags():
+    """KServe's own model-server flags (--http_port, --model_name, --workers, ...), as an
+    argparse parser to use as a parent: `kserve.model_server.parser`."""
+    return import_kserve().model_server.parser
+
+
+def ignore_kserve_warnings() -> None:
+    """KServe 0.21 answers with ORJSONResponse, which this FastAPI deprecates with a warning on
+    the first requests; it is KServe's to change, and says nothing about this server."""
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+
+
+class RestServer:
+    """KServe's REST app (V1 and V2) for the models of a `kserve.ModelServer`, bound to `host`.
+
+    Args:
+        model_server: the ModelServer holding the registered models (its data plane and model
+            repository answer the requests).
+        host: the address to bind.
+        port: the HTTP port.
+        configure_app: called with the FastAPI app after KServe has added its own routes and
+            exception handlers, so that what it adds replaces them.
+        rest_options: more keyword arguments for KServe's RESTServer (event_loop,
+            timeout_keep_alive, access_log_format, ssl_certfile, ssl_keyfile).
+
+    Attributes:
+        uvicorn_server: the uvicorn.Server that will serve; setting its `should_exit` stops it
+            gracefully (before it starts: right after its startup).
+        scheme: "https" with a certificate, else "http".
+    """
+
+    def __init__(self, model_server, host: str, port: int, *, configure_app, rest_options=None):
+        from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+        from kserve.protocol.rest.server import RESTServer
+        from uvicorn.importer import import_from_string
+
+        class _Server(RESTServer):
+            def create_application(self):
+                super().create_application()
+                configure_app(import_from_string(FASTAPI_APP_IMPORT_STRING))
+
+        self._rest = _Server(
+            FASTAPI_APP_IMPORT_STRING,
+            model_server.dataplane,
+            model_server.model_repository_extension,
+            port,
+            workers=1,
+            **(rest_options or {}),
+        )
+        # uvicorn.Server binds to config.host at startup, and RESTServer's server holds this very
+        # Config object, so changing it here is enough.
+        self._rest.config.host = host
+        self.uvicorn_server = self._rest._server
+        self.scheme = "https" if self._rest.config.ssl_certfile else "http"
+
+    def run(self) -> None:
+        """Serve in the foreground until the uvicorn server is asked to exit."""
+        self._rest.run()

@@ -1,0 +1,333 @@
+"""The served model: a registered scikit-learn Pipeline as a `kserve.Model`, and its hot reload.
+
+A server of one version folder (`model_dir`: a path, file://, or s3:// / gs://, downloaded into
+a temporary folder first) loads it once; every file's SHA-256 is checked before the model is
+unpickled. A server of a registry alias (`registry` and `alias`, e.g. champion) reads the alias
+again on `reload()` (SIGHUP, or `POST /admin/reload` from this machine): a new version is loaded
+in the background and swapped in at once, and requests in flight finish on the version they
+started with. The answer is {"version", "previous", "changed", "alias"}; a version that cannot
+be loaded (a checksum differs, it is missing) is refused (`ReloadRefused`, HTTP 409), a failure
+of the store is `ReloadFailed` (500), and the old version keeps serving.
+
+Every answer names the model version. V2 class probabilities are an FP64 output
+"probabilities" of shape [rows, classes] whose parameters hold "classes" as a JSON array in a
+string (V2 parameters are scalars).
+"""
+
+import json
+import os
+import shutil
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.common.errors import PipelineInputError
+from components.common.model_files import load_model_folder, local_model_folder, model_folder
+from components.common.schema import NUMERIC, feature_names
+from serving.kserve_compat import import_kserve
+from serving.protocol import (
+    DEFAULT_MAX_BATCH_ROWS,
+    OUTPUT_NAME,
+    PROBABILITIES_FIELD,
+    PROBABILITIES_OUTPUT,
+    InvalidInput,
+    columns_from_instances,
+    columns_from_tensors,
+    frame_from_columns,
+    label_datatype,
+    output_datatype,
+    requested_v2_outputs,
+    v1_wants_probabilities,
+)
+
+kserve = import_kserve()
+
+DEFAULT_ALIAS = "champion"
+
+
+class ReloadRefused(RuntimeError):
+    """A reload that could not load the alias's version: the old version keeps serving."""
+
+    status_code = 409
+
+
+class ReloadFailed(RuntimeError):
+    """A reload that failed for a reason that is not the registry's content (HTTP 500)."""
+
+    status_code = 500
+
+
+def say(message: str) -> None:
+    """One line on the server's stderr, whatever the log level (as the `serving ...` line)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """One loaded model version. Immutable: a reload replaces the whole object in one
+    assignment, so a request holds one consistent model, schema and version from start to end.
+
+    Attributes:
+        model: the fitted scikit-learn Pipeline (or a wrapper with predict).
+        metadata: the version's metadata.json.
+        schema: metadata["schema"].
+        version: the version's name, e.g. "v3".
+        folder: the local folder it was loaded from.
+        temporary: the folder is a downloaded copy, removed when this version is replaced.
+    """
+
+    model: object
+    metadata: dict
+    schema: dict
+    version: str
+    folder: Path
+    temporary: bool = False
+
+    @classmethod
+    def from_folder(cls, folder: Path, temporary: bool = False) -> "LoadedVersion":
+        model, metadata = load_model_folder(folder)
+        return cls(model, metadata, metadata["schema"], str(metadata["version"]), folder, temporary)
+
+    def classes(self) -> list | None:
+        """The class labels in predict_proba's column order, or None without probabilities."""
+        if self.schema["task"] != "classification" or not hasattr(self.model, "predict_proba"):
+            return None
+        classes = getattr(self.model, "classes_", None)
+        return None if classes is None else np.asarray(classes).tolist()
+
+    def discard(self) -> None:
+        """Remove the downloaded copy; the model itself stays usable (it is in memory)."""
+        if self.temporary:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class TabularModel(kserve.Model):
+    """A registered scikit-learn Pipeline served by KServe, for V1 and V2 requests.
+
+    Args:
+        name: the model's name on the server (the URL path).
+        model_dir: the registered model folder (model.joblib and metadata.json), or an s3:// or
+            gs:// version URI (downloaded and verified when loaded). Leave it out with `registry`.
+        registry: serve the version `alias` names in this registry instead, and follow the
+            alias on `reload()`.
+        alias: an alias (champion, candidate) or a version (v3) of `registry`.
+        max_batch_rows: the most rows one request may hold (None: no limit).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: str | os.PathLike | None = None,
+        *,
+        registry=None,
+        alias: str = DEFAULT_ALIAS,
+        max_batch_rows: int | None = DEFAULT_MAX_BATCH_ROWS,
+    ):
+        super().__init__(name)
+        if (model_dir is None) == (registry is None):
+            raise ValueError("TabularModel: give either model_dir or registry")
+        self.model_dir = None if model_dir is None else model_folder(model_dir)
+        self._model_uri = None if model_dir is None else str(model_dir)
+        self.registry = registry
+        self.alias = alias
+        self.max_batch_rows = max_batch_rows
+        self._loaded: LoadedVersion | None = None
+        # One reload at a time (SIGHUP and the admin route may race); predictions never wait.
+        self._reload_lock = threading.Lock()
+
+    # The current version's parts; each request reads `self._loaded` once and uses only that.
+    @property
+    def loaded(self) -> LoadedVersion | None:
+        return self._loaded
+
+    @property
+    def model(self):
+        return self._loaded.model if self._loaded else None
+
+    @property
+    def metadata(self) -> dict:
+        return self._loaded.metadata if self._loaded else {}
+
+    @property
+    def schema(self) -> dict:
+        return self._loaded.schema if self._loaded else {}
+
+    @property
+    def version(self) -> str | None:
+        return self._loaded.version if self._loaded else None
+
+    def _load_version(self, version: str | None = None) -> LoadedVersion:
+        if self.registry is None:
+            folder = local_model_folder(self._model_uri)
+            return LoadedVersion.from_folder(folder, temporary=folder != self.model_dir)
+        uri = self.registry.uri(version)
+        folder = local_model_folder(uri)
+        return LoadedVersion.from_folder(folder, temporary=str(folder) != uri)
+
+    def load(self) -> bool:
+        """Load the Pipeline and metadata; refuse an incomplete folder or a changed file.
+
+        Raises:
+            PipelineInputError: naming the folder and the missing or unreadable file, the file
+                whose SHA-256 differs, or the alias that names no version.
+        """
+        version = self.registry.resolve(self.alias) if self.registry is not None else None
+        self._loaded = self._load_version(version)
+        self.ready = True
+        return self.ready
+
+    def reload(self) -> dict:
+        """Read the alias again; load and swap in the version it names now, if it changed.
+
+        The new version is loaded while the old one keeps answering; then one assignment makes
+        it current, so no request fails and each is answered by one version only.
+
+        Returns:
+            {"version": now served, "previous": served before, "changed": bool, "alias": ...}.
+
+        Raises:
+            ReloadRefused: no registry to follow (a --model_dir server), or the version cannot
+                be used (a checksum differs, a file or the version is missing); the old version
+                keeps serving.
+            ReloadFailed: anything else went wrong loading it; the old version keeps serving.
+        """
+        if self.registry is None:
+            raise ReloadRefused(
+                f"this server serves the folder '{self._model_uri}' (--model_dir); start it with "
+                "--model_store, --model_name and --alias to follow an alias"
+            )
+        with self._reload_lock:
+            current = self._loaded
+            previous = current.version if current else None
+            try:
+                version = self.registry.resolve(self.alias)
+                if version == previous:
+                    return self._reload_answer(version, previous, changed=False)
+                loaded = self._load_version(version)
+            except PipelineInputError as error:
+                say(f"reload refused: {error}; still serving {previous}")
+                raise ReloadRefused(f"{error}; still serving {previous}") from None
+            except Exception as error:  # the store or the unpickling: report, keep serving
+                say(f"reload failed: {type(error).__name__}: {error}; still serving {previous}")
+                raise ReloadFailed(
+                    f"{type(error).__name__}: {error}; still serving {previous}"
+                ) from error
+            # The swap: a request in flight keeps the LoadedVersion it read at its start.
+            self._loaded = loaded
+            self.ready = True
+            if current is not None:
+                current.discard()
+            say(f"reloaded {self.name} {self.alias}: {previous} -> {loaded.version}")
+            return self._reload_answer(loaded.version, previous, changed=True)
+
+    def _reload_answer(self, version: str, previous: str | None, changed: bool) -> dict:
+        return {"version": version, "previous": previous, "changed": changed, "alias": self.alias}
+
+    def stop(self) -> None:
+        super().stop()
+        if self._loaded is not None:
+            self._loaded.discard()
+
+    def get_input_types(self) -> list[dict]:
+        """The V2 metadata of the inputs: one 1-D tensor per feature."""
+        numeric = set(feature_names(self.schema, NUMERIC))
+        return [
+            {"name": name, "datatype": "FP64" if name in numeric else "BYTES", "shape": [-1]}
+            for name in feature_names(self.schema)
+        ]
+
+    def get_output_types(self) -> list[dict]:
+        if not self.schema:
+            return []
+        return [{"name": OUTPUT_NAME, "datatype": label_datatype(self.schema), "shape": [-1]}]
+
+    def predict(self, payload, headers: dict | None = None):
+        """Predict for a V1 body (a dict) or a V2 `kserve.InferRequest`.
+
+        Returns:
+            V1: {"predictions": [...], "model_version": VERSION}, plus "probabilities" and
+                "classes" when the body has "return_probabilities": true.
+            V2: an InferResponse with the output "predictions" (and "probabilities" when asked
+                for), and the model version.
+
+        Raises:
+            InvalidInput: the request is malformed (HTTP 400), naming the field and the row.
+            PayloadTooLarge: more rows than max_batch_rows (HTTP 413).
+        """
+        loaded = self._loaded  # read once: a reload during this request does not change it
+        if loaded is None or not self.ready:
+            raise kserve.errors.ModelNotReady(self.name)
+        is_v2 = isinstance(payload, kserve.InferRequest)
+        if is_v2:
+            want_predictions, want_probabilities = requested_v2_outputs(payload)
+            columns = columns_from_tensors(payload, loaded.schema, self.max_batch_rows)
+            field = f"parameter '{PROBABILITIES_FIELD}'"
+        else:
+            columns = columns_from_instances(payload, loaded.schema, self.max_batch_rows)
+            want_predictions, want_probabilities = True, v1_wants_probabilities(payload)
+            field = f"field '{PROBABILITIES_FIELD}'"
+        classes = None
+        if want_probabilities:
+            classes = loaded.classes()
+            if classes is None:
+                reason = (
+                    "a regression model"
+                    if loaded.schema["task"] == "regression"
+                    else f"a {type(loaded.model).__name__} without predict_proba"
+                )
+                raise InvalidInput(
+                    f"{field}: model '{self.name}' {loaded.version} is {reason}; it gives no "
+                    "class probabilities"
+                )
+        frame = frame_from_columns(columns, loaded.schema)
+        try:
+            predictions = np.asarray(loaded.model.predict(frame))
+            probabilities = (
+                np.asarray(loaded.model.predict_proba(frame), dtype=np.float64)
+                if want_probabilities
+                else None
+            )
+        except PipelineInputError as error:
+            # A model with fairness post-processing decides by the sensitive column's group:
+            # a group it was not fitted with is the client's to fix (components.common.mitigation).
+            raise InvalidInput(str(error)) from None
+        if is_v2:
+            return self._infer_response(
+                payload, loaded, predictions if want_predictions else None, probabilities, classes
+            )
+        response = {"predictions": predictions.tolist()}
+        if probabilities is not None:
+            response["probabilities"] = probabilities.tolist()
+            response["classes"] = classes
+        response["model_version"] = loaded.version
+        return response
+
+    def _infer_response(self, request, loaded, predictions, probabilities, classes):
+        outputs = []
+        if predictions is not None:
+            values, datatype = output_datatype(predictions)
+            output = kserve.InferOutput(
+                name=OUTPUT_NAME, shape=list(values.shape), datatype=datatype
+            )
+            output.set_data_from_numpy(values, binary_data=request.use_binary_outputs)
+            outputs.append(output)
+        if probabilities is not None:
+            output = kserve.InferOutput(
+                name=PROBABILITIES_OUTPUT,
+                shape=list(probabilities.shape),
+                datatype="FP64",
+                # V2 parameters are scalars: the labels travel as one JSON array in a string.
+                parameters={"classes": json.dumps(classes)},
+            )
+            output.set_data_from_numpy(probabilities, binary_data=request.use_binary_outputs)
+            outputs.append(output)
+        return kserve.InferResponse(
+            response_id=request.id or str(uuid.uuid4()),
+            model_name=self.name,
+            infer_outputs=outputs,
+            model_version=loaded.version,
+        )
