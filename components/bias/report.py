@@ -2,15 +2,14 @@
 (tables, and a bar chart of selection rate and TPR by group as a PNG data URI) that the Kubeflow
 dashboard renders, plus the same tables in Markdown for the local run's report.md."""
 
-import base64
 import html
-import io
 import math
 
 import pandas as pd
 
 from components.bias.gate import GateResult
 from components.bias.metrics import GroupResult
+from components.common.charts import figure_png_data_uri, pyplot
 from components.common.vocabulary import SUMMARY_METRICS
 
 RATE_NAMES = {
@@ -225,12 +224,9 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 def bar_chart(result: GroupResult, title: str) -> str | None:
     """Selection rate and TPR by group as a PNG data URI, with the bootstrap intervals as error
     bars; None when the table has neither rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = pyplot()
     table = result.table
     rates = [r for r in CHARTED if r in table.columns]
     if not rates:
@@ -263,11 +259,7 @@ def bar_chart(result: GroupResult, title: str) -> str | None:
     axes.set_ylim(0, 1.25)
     axes.set_title(title)
     axes.legend(loc="upper center", ncols=len(rates), fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return figure_png_data_uri(figure)
 
 
 def model_html(

@@ -7,9 +7,7 @@ Each section renders on its own: a missing input shows a short "not run" line, a
 cannot be drawn shows why, so one bad input never costs the whole page.
 """
 
-import base64
 import html
-import io
 import json
 import math
 import os
@@ -18,6 +16,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from components.common.charts import figure_png_data_uri, pyplot
 from components.common.io import read_json
 from components.common.vocabulary import (
     CLASSIFICATION_METRICS,
@@ -133,26 +132,6 @@ def _not_run(what: str) -> str:
 
 def _img(uri: str | None, alt: str) -> str:
     return f"<img alt='{_e(alt)}' src='{uri}'>" if uri else ""
-
-
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend (no display; imported only when a chart is drawn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(figure) -> str:
-    """The figure as a PNG data URI (and closed, so that many reports do not pile up figures)."""
-    plt = _pyplot()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _short(value, limit: int = 120) -> str:
@@ -318,7 +297,7 @@ def tuning_curve(trials: pd.DataFrame, metric: str) -> str | None:
     progress = tuning_progress(trials)
     if progress.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     families = progress["family"] if "family" in progress else pd.Series("trial", progress.index)
@@ -342,7 +321,7 @@ def tuning_curve(trials: pd.DataFrame, metric: str) -> str | None:
     axes.set_ylabel(f"CV {metric}")
     axes.set_title("tuning curve (hollow: stopped early)", fontsize=9)
     axes.legend(fontsize=8, loc="lower right")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def _tuning_section(best, trials) -> str:
@@ -472,18 +451,18 @@ def _metrics_section(evaluation) -> str:
 
 
 def roc_chart(roc: dict, auc) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(4, 3.6), dpi=100)
     axes.plot(_floats(roc.get("fpr")), _floats(roc.get("tpr")), lw=1.5, label=f"AUC {fmt(auc)}")
     axes.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     axes.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
     axes.set_title("ROC", fontsize=10)
     axes.legend(fontsize=8, loc="lower right")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def pr_chart(pr: dict, average_precision) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(4, 3.6), dpi=100)
     axes.step(
         _floats(pr.get("recall")),
@@ -495,11 +474,11 @@ def pr_chart(pr: dict, average_precision) -> str:
     axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     axes.set_title("precision-recall", fontsize=10)
     axes.legend(fontsize=8, loc="lower left")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def calibration_chart(calibration: dict, brier) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(4, 3.6), dpi=100)
     axes.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
     axes.plot(
@@ -517,11 +496,11 @@ def calibration_chart(calibration: dict, brier) -> str:
     )
     axes.set_title("calibration", fontsize=10)
     axes.legend(fontsize=8, loc="upper left")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def confusion_chart(labels: list, matrix: list[list[int]]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     import numpy as np
 
     counts = np.asarray(matrix, dtype=float)
@@ -538,11 +517,11 @@ def confusion_chart(labels: list, matrix: list[list[int]]) -> str:
         colour = "white" if high and value > high / 2 else "black"
         axes.text(j, i, f"{int(value)}", ha="center", va="center", color=colour, fontsize=9)
     axes.set_title("confusion matrix", fontsize=10)
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def residual_chart(residuals: dict) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5.5, 3.6), dpi=100)
     axes.scatter(
         _floats(residuals.get("predicted")), _floats(residuals.get("residual")), s=10, alpha=0.6
@@ -550,7 +529,7 @@ def residual_chart(residuals: dict) -> str:
     axes.axhline(0, color="grey", ls="--", lw=1)
     axes.set(xlabel="predicted", ylabel="residual (actual - predicted)")
     axes.set_title("residuals", fontsize=10)
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def _confusion_table(labels: list, matrix: list[list[int]]) -> str:
