@@ -210,7 +210,7 @@ def training_pipeline(
         contract=validate_task.outputs["contract"],
         anomalies=validate_task.outputs["anomalies"],
         data_bias=bias_task.outputs["report"],
-        fairness_report=fairness_task.outputs["report"],
+        fairness_data=fairness_task.outputs["report_data"],
         fairness_summary=fairness_task.outputs["summary"],
         best=tune_task.outputs["best"],
         trials=tune_task.outputs["trials"],

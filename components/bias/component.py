@@ -73,6 +73,7 @@ def fairness(
     report: Output[HTML],
     tables: Output[Markdown],
     summary: Output[Artifact],
+    report_data: Output[Artifact],
 ) -> bool:
     """Fairness of the model on the held-out rows, and the gate that decides deployment.
 
@@ -105,6 +106,8 @@ def fairness(
         tables: the same tables in Markdown (the local run's report.md).
         summary: the gate's result ({"gate": {"passed", "reason", "findings"}, ...}) and the
             summary metrics (JSON).
+        report_data: what `report` shows, as data (JSON: the gate, the tables, the charts'
+            numbers); the run report renders its fairness section from it.
 
     Returns:
         Whether the model passed the gate (no blocking threshold broken).
@@ -112,7 +115,7 @@ def fairness(
     import joblib
 
     from components.bias.assess import assess_model
-    from components.bias.report import model_html, model_markdown
+    from components.bias.report import data_html, fairness_data, model_markdown
     from components.common.io import read_frame, read_json, write_json, write_text
     from components.common.settings.parse import parse_section
     from components.common.settings.prepare import parse_split_options
@@ -139,7 +142,9 @@ def fairness(
     for name, value in result.kfp_metrics().items():
         metrics.log_metric(name, value)
     extra = (result.problems, mitigation, result.before, result.accuracy)
-    write_text(report.path, model_html(result.results, result.gate, *extra))
+    page_data = fairness_data(result.results, result.gate, *extra)
+    write_json(report_data.path, page_data)
+    write_text(report.path, data_html(page_data))
     write_text(tables.path, model_markdown(result.results, result.gate, *extra))
     write_json(summary.path, result.as_dict())
     for note in result.problems:

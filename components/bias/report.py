@@ -1,16 +1,16 @@
-"""The bias reports: Markdown for the data step, and for the model a self-contained HTML page
-(tables, and a bar chart of selection rate and TPR by group as a PNG data URI) that the Kubeflow
-dashboard renders, plus the same tables in Markdown for the local run's report.md."""
+"""The bias reports: Markdown for the data step; for the model, its report data (JSON: the gate,
+the tables, the numbers of a bar chart of selection rate and TPR by group), the self-contained
+HTML page rendered from it (components.common.pages) that the Kubeflow dashboard shows, and the
+same tables in Markdown for the local run's report.md. The run report renders its fairness
+section from the same data, never from this page's HTML."""
 
-import base64
-import html
-import io
 import math
 
 import pandas as pd
 
 from components.bias.gate import GateResult
 from components.bias.metrics import GroupResult
+from components.common.pages import fairness_context, render_page
 from components.common.vocabulary import SUMMARY_METRICS
 
 RATE_NAMES = {
@@ -202,72 +202,85 @@ def _mitigation_lines(mitigation: str, accuracy: tuple[float, float] | None) -> 
     return lines
 
 
-# --- HTML --------------------------------------------------------------------------------------
-
-STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
-th { background: #f0f0f0; }
-.passed { color: #17632a; } .blocked { color: #a01010; }
-.note { color: #555; font-size: 0.9em; }
-"""
+# --- the report's data, and its HTML page ---------------------------------------------------
 
 
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+def _bounds(table: pd.DataFrame, column: str) -> list | None:
+    if column not in table:
+        return None
+    return [None if pd.isna(v) else float(v) for v in table[column]]
 
 
-def bar_chart(result: GroupResult, title: str) -> str | None:
-    """Selection rate and TPR by group as a PNG data URI, with the bootstrap intervals as error
-    bars; None when the table has neither rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+def chart_data(result: GroupResult, name: str) -> dict | None:
+    """The numbers of a set's chart: selection rate and TPR by group with their intervals;
+    None when the table has neither rate."""
     table = result.table
     rates = [r for r in CHARTED if r in table.columns]
     if not rates:
         return None
-    groups = [f"{g}\n(n={int(n)})" for g, n in zip(table.index, table["rows"], strict=True)]
-    x = np.arange(len(groups))
-    width = 0.8 / len(rates)
-    figure, axes = plt.subplots(figsize=(max(4.5, 0.9 * len(groups) + 2), 3.2), dpi=100)
-    for i, rate in enumerate(rates):
-        values = table[rate].to_numpy(dtype=float)
-        errors = None
-        if f"{rate}_low" in table:
-            low = table[f"{rate}_low"].to_numpy(dtype=float)
-            high = table[f"{rate}_high"].to_numpy(dtype=float)
-            errors = np.nan_to_num(np.vstack([values - low, high - values]).clip(min=0))
-        axes.bar(
-            x + (i - (len(rates) - 1) / 2) * width,
-            np.nan_to_num(values),
-            width,
-            yerr=errors,
-            capsize=3,
-            label=RATE_NAMES[rate],
-        )
-    axes.set_xticks(
-        x,
-        groups,
-        rotation=20 if len(groups) > 4 else 0,
-        ha="right" if len(groups) > 4 else "center",
+    return {
+        "title": f"{name}: selection rate and TPR by group",
+        "alt": f"selection rate and TPR by {name}",
+        "groups": [str(g) for g in table.index],
+        "rows": [int(n) for n in table["rows"]],
+        "series": [
+            {
+                "name": RATE_NAMES[rate],
+                "value": _bounds(table, rate),
+                "low": _bounds(table, f"{rate}_low"),
+                "high": _bounds(table, f"{rate}_high"),
+            }
+            for rate in rates
+        ],
+    }
+
+
+def _table(header: list[str], rows: list[list[str]]) -> dict:
+    return {"header": header, "rows": rows}
+
+
+def fairness_data(
+    results: dict[str, GroupResult],
+    gate: GateResult,
+    problems: list[str],
+    mitigation: str = "none",
+    before: dict[str, GroupResult] | None = None,
+    accuracy: tuple[float, float] | None = None,
+    title: str = "Fairness report",
+) -> dict:
+    """What the fairness page shows, as data (JSON): the gate and its findings, the mitigation
+    lines, per set its summary and per-group tables (text, rates with their 95% intervals), the
+    numbers of its chart and its notes, and what could not be computed. The fairness page and
+    the run report's fairness section both render it (components.common.pages)."""
+    return {
+        "title": title,
+        "gate": {
+            "passed": bool(gate.passed),
+            "reason": gate.reason,
+            "findings": _table(*gate_rows(gate)),
+        },
+        "mitigation": [
+            line.strip().replace("`", "") for line in _mitigation_lines(mitigation, accuracy)
+        ],
+        "sets": [
+            {
+                "name": name,
+                "summary": _table(*summary_rows(result, (before or {}).get(name))),
+                "groups": _table(*group_rows(result)),
+                "chart": chart_data(result, name),
+                "notes": list(result.notes),
+            }
+            for name, result in results.items()
+        ],
+        "problems": list(problems),
+    }
+
+
+def data_html(data: dict) -> str:
+    """The fairness step's own page (its `report` artifact), from its report data."""
+    return render_page(
+        "fairness.html.j2", title=data["title"], subtitle="", fairness=fairness_context(data)
     )
-    axes.set_ylim(0, 1.25)
-    axes.set_title(title)
-    axes.legend(loc="upper center", ncols=len(rates), fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def model_html(
@@ -281,33 +294,4 @@ def model_html(
 ) -> str:
     """A self-contained HTML page: the gate, then per set its summary metrics, its per-group
     table (with 95% bootstrap intervals) and a bar chart of selection rate and TPR."""
-    state = "passed" if gate.passed else "blocked"
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class='{state}'><b>Gate: {html.escape(gate.reason)}</b></p>",
-    ]
-    if gate.findings:
-        parts.append(html_table(*gate_rows(gate)))
-    for line in _mitigation_lines(mitigation, accuracy):
-        parts.append(f"<p>{html.escape(line.strip()).replace('`', '')}</p>")
-    parts.append(
-        "<p class='note'>Numbers in brackets are 95% bootstrap intervals: a small group's rate is "
-        "an estimate, not an exact value. Small groups are shown but left out of the summary "
-        "metrics.</p>"
-    )
-    for name, result in results.items():
-        parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(html_table(*summary_rows(result, (before or {}).get(name))))
-        parts.append(html_table(*group_rows(result)))
-        chart = bar_chart(result, f"{name}: selection rate and TPR by group")
-        if chart:
-            parts.append(f"<img alt='selection rate and TPR by {html.escape(name)}' src='{chart}'>")
-        parts += [f"<p class='note'>{html.escape(note)}</p>" for note in result.notes]
-    if problems:
-        parts.append("<h2>Not computed</h2><ul>")
-        parts += [f"<li>{html.escape(p)}</li>" for p in problems]
-        parts.append("</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return data_html(fairness_data(results, gate, problems, mitigation, before, accuracy, title))

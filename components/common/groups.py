@@ -2,17 +2,18 @@
 
 A sensitive column's groups are its values (categorical), or bands of a numeric column: the
 bands declared in the run config (`bias.bands`, for example age bands), or else quartile bands of
-the data. Missing values are a group of their own, "missing". The bias stage analyses these
-groups; train balances them when it mitigates bias; a mitigated model carries its Grouping, so
+the data, both cut by components.common.binning's rule (values below or above the declared edges
+are in the open end bands "< first" and ">= last"). Missing values are a group of their own,
+"missing". The bias stage analyses these groups; train balances them when it mitigates bias; a mitigated model carries its Grouping, so
 that the same value lands in the same group at training, evaluation and serving time.
 """
 
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from components.common.binning import bin_values
 from components.common.errors import PipelineInputError
 
 # A numeric column with more distinct values than this, and no declared bands, is compared in
@@ -22,19 +23,6 @@ NUMERIC_BANDS = 4
 MISSING_GROUP = "missing"
 
 
-def _edge(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def band_label(low: float, high: float) -> str:
-    """A band's label: "[18, 25)", or "< 18" and ">= 50" for the open ends."""
-    if math.isinf(low):
-        return f"< {_edge(high)}"
-    if math.isinf(high):
-        return f">= {_edge(low)}"
-    return f"[{_edge(low)}, {_edge(high)})"
-
-
 @dataclass(frozen=True)
 class Grouping:
     """How one sensitive column's rows become groups; fixed once made, so that the same value
@@ -42,8 +30,9 @@ class Grouping:
 
     Attributes:
         column: the sensitive column.
-        edges: band edges for a numeric column (a value v is in [edges[i], edges[i+1])), or None
-            to group by value.
+        edges: band edges for a numeric column, cut by components.common.binning's rule (a
+            value v is in [edges[i], edges[i+1]); below the first edge and at or above the
+            last are bands of their own), or None to group by value.
     """
 
     column: str
@@ -59,15 +48,8 @@ class Grouping:
         if self.edges is None:
             labels = values.astype(str)
         else:
-            numbers = pd.to_numeric(values, errors="coerce")
-            bins = np.searchsorted(np.asarray(self.edges), numbers.to_numpy(), side="right") - 1
-            names = [band_label(lo, hi) for lo, hi in zip(self.edges, self.edges[1:], strict=False)]
-            outside = f"outside [{_edge(self.edges[0])}, {_edge(self.edges[-1])})"
-            labels = pd.Series(
-                [names[b] if 0 <= b < len(names) else outside for b in bins],
-                index=values.index,
-                dtype=object,
-            )
+            bands = bin_values(values, self.edges, missing=MISSING_GROUP)
+            labels = pd.Series(bands, index=values.index, dtype=object)
         return labels.where(values.notna(), MISSING_GROUP).astype(object).rename(self.column)
 
 

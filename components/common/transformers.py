@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.impute import SimpleImputer
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from components.common.binning import bin_index, bin_values
 from components.common.columnwise import columnwise
 from components.common.schema import MISSING_CATEGORY
 
@@ -220,19 +221,11 @@ def _date_part(dates: pd.Series, part: str) -> np.ndarray:
     return values.to_numpy(dtype=float, na_value=np.nan)
 
 
-def _bin_labels(edges: list[float]) -> list[str]:
-    """One label per np.searchsorted(edges, x, side='right') value: below, [a, b) ..., at/above."""
-    labels = [f"< {edges[0]:g}"]
-    labels += [f"[{low:g}, {high:g})" for low, high in zip(edges, edges[1:], strict=False)]
-    return labels + [f">= {edges[-1]:g}"]
-
-
-def _as_categories(numbers: np.ndarray, labels: list[str] | None = None) -> np.ndarray:
+def _as_categories(numbers: np.ndarray) -> np.ndarray:
     """Numbers as the strings a categorical encoder expects, the missing token for NaN."""
     out = np.full(len(numbers), MISSING_CATEGORY, dtype=object)
     present = ~np.isnan(numbers)
-    codes = numbers[present].astype(int)
-    out[present] = [labels[c] for c in codes] if labels else [str(c) for c in codes]
+    out[present] = [str(c) for c in numbers[present].astype(int)]
     return out
 
 
@@ -249,11 +242,12 @@ def derive(frame: pd.DataFrame, feature: dict) -> np.ndarray:
         column, part = feature["date_part"]
         numbers = _date_part(parse_dates(frame[column]), part)
         return _as_categories(numbers) if categorical else numbers
+    # components.common.binning's rule: [low, high), open end bins, missing stays missing.
     bins = feature["bins"]
-    values = _numbers(frame[bins["column"]])
-    index = np.searchsorted(np.asarray(bins["edges"], dtype=float), values, side="right")
-    numbers = np.where(np.isnan(values), np.nan, index.astype(float))
-    return _as_categories(numbers, _bin_labels(bins["edges"])) if categorical else numbers
+    values = frame[bins["column"]]
+    if categorical:
+        return bin_values(values, bins["edges"], missing=MISSING_CATEGORY)
+    return bin_index(values, bins["edges"])
 
 
 class DerivedFeatures(TransformerMixin, BaseEstimator):

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from components.common.binning import bin_values
 from components.common.errors import PipelineInputError
 from components.common.io import write_json
 from components.common.settings.etl import (
@@ -468,13 +469,10 @@ def _derive(step: _Step, rule: Derivation) -> pd.Series:
             raise step.error(
                 f"bins: column '{rule.bins.column}' holds {values.dtype} values, not numbers"
             )
-        edges = rule.bins.edges
-        labels = rule.bins.labels or [
-            f"[{low:g}, {high:g})" for low, high in zip(edges, edges[1:], strict=False)
-        ]
-        # Left-closed bands, as bias bands are: [18, 25) holds 18 but not 25.
-        banded = pd.cut(values.astype("float64"), bins=edges, labels=labels, right=False)
-        return _strings(banded.astype(object))
+        # components.common.binning's rule, as prepare's derived bins and bias bands: [18, 25)
+        # holds 18 but not 25; below and above the edges are the open bins "< 0" and ">= 120".
+        banded = bin_values(values, rule.bins.edges, rule.bins.labels, missing=None)
+        return pd.Series(banded, index=values.index, dtype=object)
     parts = [step.column(c) for c in rule.concat]
     joined = _strings(parts[0]).astype(object)
     missing = parts[0].isna()

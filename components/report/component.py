@@ -13,7 +13,7 @@ def run_report(
     contract: Input[Artifact],
     anomalies: Input[Artifact],
     data_bias: Input[Markdown],
-    fairness_report: Input[HTML],
+    fairness_data: Input[Artifact],
     fairness_summary: Input[Artifact],
     best: Input[Artifact],
     trials: Input[Dataset],
@@ -36,7 +36,8 @@ def run_report(
         contract: the data contract; its metadata says whether it was inferred on this run.
         anomalies: the data contract's anomalies (JSON).
         data_bias: the bias step's Markdown report (groups and base rates in the data).
-        fairness_report: the fairness step's HTML page; its body is embedded.
+        fairness_data: the fairness step's report data (JSON: gate, tables, charts' numbers),
+            rendered as the fairness section with the fairness page's own templates.
         fairness_summary: the fairness step's summary (JSON) with the fairness gate's result.
         best: the tuning result (JSON).
         trials: every tuning trial (CSV).
@@ -68,7 +69,7 @@ def run_report(
             anomalies=read_optional_json(anomalies.path),
             contract_inferred=bool(contract.metadata.get("inferred", False)),
             data_bias_markdown=read_optional_text(data_bias.path),
-            fairness_html=read_optional_text(fairness_report.path),
+            fairness_data=read_optional_json(fairness_data.path),
             fairness_summary=read_optional_json(fairness_summary.path),
             best=read_optional_json(best.path),
             trials=read_optional_csv(trials.path),

@@ -2,14 +2,14 @@
 
 Everything is inline (CSS in a <style> element, charts as PNG data URIs drawn with matplotlib),
 with no script, no web font and no external URL, so the page opens offline from the run folder
-or as a Kubeflow HTML artifact. Every string that comes from the data or the config is escaped.
-Each section renders on its own: a missing input shows a short "not run" line, and a section that
-cannot be drawn shows why, so one bad input never costs the whole page.
+or as a Kubeflow HTML artifact. The page is the template run_report.html.j2 of
+components.common.pages (autoescaped: every string from the data or the config is text); this
+module computes what each section shows. The fairness section is rendered from the fairness
+step's report data (JSON) with the same macros as the fairness step's own page, never from that
+page's HTML. Each section renders on its own: a missing input shows a short "not run" line, and
+a section that cannot be drawn shows why, so one bad input never costs the whole page.
 """
 
-import base64
-import html
-import io
 import json
 import math
 import os
@@ -17,8 +17,11 @@ import re
 from collections.abc import Callable
 
 import pandas as pd
+from markupsafe import Markup
 
+from components.common.charts import figure_png_data_uri, pyplot
 from components.common.io import read_json
+from components.common.pages import fairness_context, macros, markup, render_page
 from components.common.vocabulary import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
@@ -46,44 +49,17 @@ THRESHOLD_RULES = {
 }
 TOP_TRIALS = 10
 
-STYLE = """
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
-  color: #1f2328; background: #fff; line-height: 1.4; }
-header { background: #24292f; color: #fff; padding: 1em 1.5em; }
-header h1 { margin: 0 0 0.2em; font-size: 1.5em; }
-header p { margin: 0; color: #d0d7de; }
-nav { padding: 0.5em 1.5em; border-bottom: 1px solid #d0d7de; font-size: 0.9em; }
-nav a { margin-right: 1em; color: #0969da; text-decoration: none; }
-main { padding: 0 1.5em 2em; max-width: 75em; }
-section { border-bottom: 1px solid #d0d7de; padding: 0.5em 0 1em; }
-h2 { font-size: 1.3em; margin: 0.8em 0 0.4em; }
-h3 { font-size: 1.05em; margin: 0.9em 0 0.3em; }
-h4 { font-size: 0.95em; margin: 0.8em 0 0.3em; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f6f8fa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.9em; }
-img { max-width: 100%; height: auto; }
-.charts { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
-.verdict { font-size: 1.2em; font-weight: bold; padding: 0.6em 0.9em; border-radius: 6px; }
-.verdict.blessed { background: #dafbe1; color: #116329; border: 1px solid #4ac26b; }
-.verdict.not-blessed { background: #ffebe9; color: #82071e; border: 1px solid #ff8182; }
-.verdict.unknown { background: #f6f8fa; color: #57606a; border: 1px solid #d0d7de; }
-.passed, .better { color: #116329; } .blocked, .failed, .worse { color: #a40e26; }
-.block { color: #a40e26; font-weight: bold; } .warn { color: #9a6700; }
-.note, .not-run { color: #57606a; font-size: 0.95em; }
-.render-error { color: #a40e26; font-family: ui-monospace, monospace; }
-"""
-
-
 # --- small helpers --------------------------------------------------------------------------
 
 
-def _e(value) -> str:
-    """Escape anything for HTML text or a quoted attribute."""
-    return html.escape("" if value is None else str(value), quote=True)
+def _sections():
+    """The section macros (report_sections.html.j2)."""
+    return macros("report_sections.html.j2")
+
+
+def _cell(text, css_class) -> dict:
+    """A table cell with a class (the table macro's mapping form)."""
+    return {"text": text, "class": css_class}
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -110,49 +86,6 @@ def _count(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return fmt(value)
-
-
-def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
-    """An HTML table; cells are escaped, columns listed in `numeric` are right-aligned."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td class='num'>{_e(c)}</td>" if i in numeric else f"<td>{_e(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
-
-
-def _not_run(what: str) -> str:
-    return f"<p class='not-run'>Not run: {_e(what)}.</p>"
-
-
-def _img(uri: str | None, alt: str) -> str:
-    return f"<img alt='{_e(alt)}' src='{uri}'>" if uri else ""
-
-
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend (no display; imported only when a chart is drawn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(figure) -> str:
-    """The figure as a PNG data URI (and closed, so that many reports do not pile up figures)."""
-    plt = _pyplot()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _short(value, limit: int = 120) -> str:
@@ -182,104 +115,61 @@ def markdown_html(text: str) -> str:
     return converted
 
 
-def _data_section(dataset, schema, anomalies, contract_inferred, data_bias_markdown) -> str:
-    parts = []
+def _data_section(dataset, schema, anomalies, contract_inferred, data_bias_markdown) -> Markup:
+    dataset_rows = []
     if dataset:
-        rows = [
+        dataset_rows = [
             ["source", dataset.get("source_uri")],
             ["rows", _count(dataset.get("rows"))],
             ["content hash", dataset.get("content_hash")],
         ]
         if dataset.get("bytes") is not None:
-            rows.append(["bytes", _count(dataset.get("bytes"))])
+            dataset_rows.append(["bytes", _count(dataset.get("bytes"))])
         if dataset.get("columns") is not None:
-            rows.append(["columns", len(dataset["columns"])])
+            dataset_rows.append(["columns", len(dataset["columns"])])
         if dataset.get("incremental"):
-            rows.append(["read", "incrementally: only files new or changed since the watermark"])
-        parts.append(_table(["", "value"], rows))
-    else:
-        parts.append(_not_run("no dataset metadata"))
-
-    parts.append("<h3>Schema</h3>")
+            dataset_rows.append(
+                ["read", "incrementally: only files new or changed since the watermark"]
+            )
+    facts, features = None, []
     if schema:
-        facts = f"Target <code>{_e(schema.get('target'))}</code> ({_e(schema.get('task'))})"
-        if schema.get("classes") is not None:
-            facts += "; classes: " + ", ".join(f"<code>{_e(c)}</code>" for c in schema["classes"])
-        if schema.get("missing_labels"):
-            facts += f"; {_e(schema['missing_labels'])} rows without a label were dropped"
-        parts.append(f"<p>{facts}.</p>")
-        features = schema.get("features") or []
-        parts.append(
-            _table(["feature", "kind"], [[f.get("name"), f.get("kind")] for f in features])
-        )
-    else:
-        parts.append(_not_run("no schema"))
-
-    parts.append("<h3>Data contract</h3>")
-    if contract_inferred:
-        parts.append(
-            "<p class='note'>No reviewed contract was given, so this run inferred one from its "
-            "data and checked nothing against it. Review the <code>contract</code> artifact, "
-            "commit it and name it in the run config (<code>contract.path</code>).</p>"
-        )
-    if anomalies is None:
-        parts.append(_not_run("no anomalies file"))
-    elif not anomalies:
-        parts.append("<p class='passed'>No anomalies: the data meets the contract.</p>")
-    else:
+        facts = {
+            "target": schema.get("target"),
+            "task": schema.get("task"),
+            "classes": schema.get("classes"),
+            "missing_labels": schema.get("missing_labels"),
+        }
+        features = [[f.get("name"), f.get("kind")] for f in schema.get("features") or []]
+    rows = None
+    if anomalies is not None:
         ordered = sorted(
             anomalies,
             key=lambda a: (a.get("severity") != "block", str(a.get("kind")), str(a.get("column"))),
         )
-        header = ["severity", "kind", "column", "expected", "observed"]
-        head = "".join(f"<th>{h}</th>" for h in header)
-        body = "".join(
-            f"<tr><td class='{_e(a.get('severity'))}'>{_e(a.get('severity'))}</td>"
-            f"<td>{_e(a.get('kind'))}</td><td>{_e(a.get('column') or '')}</td>"
-            f"<td>{_e(a.get('expectation'))}</td><td>{_e(a.get('observed'))}</td></tr>"
+        rows = [
+            [
+                _cell(a.get("severity"), a.get("severity")),
+                a.get("kind"),
+                a.get("column") or "",
+                a.get("expectation"),
+                a.get("observed"),
+            ]
             for a in ordered
-        )
-        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
+        ]
+    bias_html = None
     if data_bias_markdown and data_bias_markdown.strip():
-        parts.append(markdown_html(data_bias_markdown))
-    else:
-        parts += ["<h3>Groups in the data</h3>", _not_run("no data bias report")]
-    return "\n".join(parts)
+        bias_html = markup(markdown_html(data_bias_markdown))
+    return _sections().data(dataset_rows, facts, features, contract_inferred, rows, bias_html)
 
 
 # --- fairness -------------------------------------------------------------------------------
 
 
-def fairness_body(page: str) -> str:
-    """The <body> of the fairness step's own page, to sit inside this one: its title dropped,
-    its headings one level down, and any script removed (this page runs none)."""
-    match = re.search(r"<body[^>]*>(.*)</body\s*>", page, flags=re.S | re.I)
-    body = match.group(1) if match else page
-    body = re.sub(r"<script\b.*?(</script\s*>|$)", "", body, flags=re.S | re.I)
-    body = re.sub(r"<h1\b[^>]*>.*?</h1\s*>", "", body, flags=re.S | re.I)
-    for level in (5, 4, 3, 2):
-        body = re.sub(rf"<(/?)h{level}\b", rf"<\1h{level + 1}", body, flags=re.I)
-    return body
-
-
-def _fairness_section(fairness_html, fairness_summary) -> str:
-    parts = []
-    page = fairness_html if fairness_html and fairness_html.strip() else None
+def _fairness_section(fairness_data, fairness_summary) -> Markup:
     gate = (fairness_summary or {}).get("gate")
-    if gate and page is None:  # the fairness page opens with the same line
-        state = "passed" if gate.get("passed") else "blocked"
-        parts.append(f"<p class='{state}'><b>Gate: {_e(gate.get('reason'))}</b></p>")
-    if fairness_summary is not None and not fairness_summary.get("summaries"):
-        parts.append(
-            "<p class='note'>No group metrics: the run names no sensitive columns "
-            "(<code>sensitive_columns</code>), or none could be computed.</p>"
-        )
-    if page is not None:
-        parts.append(f"<div class='fairness'>{fairness_body(page)}</div>")
-    elif not parts:
-        parts.append(_not_run("no fairness report"))
-    return "\n".join(parts)
+    no_groups = fairness_summary is not None and not fairness_summary.get("summaries")
+    view = fairness_context(fairness_data) if fairness_data else None
+    return _sections().fairness(gate, no_groups, view)
 
 
 # --- tuning ---------------------------------------------------------------------------------
@@ -318,7 +208,7 @@ def tuning_curve(trials: pd.DataFrame, metric: str) -> str | None:
     progress = tuning_progress(trials)
     if progress.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     families = progress["family"] if "family" in progress else pd.Series("trial", progress.index)
@@ -342,55 +232,43 @@ def tuning_curve(trials: pd.DataFrame, metric: str) -> str | None:
     axes.set_ylabel(f"CV {metric}")
     axes.set_title("tuning curve (hollow: stopped early)", fontsize=9)
     axes.legend(fontsize=8, loc="lower right")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
-def _tuning_section(best, trials) -> str:
-    parts = []
+def _tuning_section(best, trials) -> Markup:
     metric = (best or {}).get("metric") or "score"
+    facts = None
     if best:
         score = fmt(best.get("cv_score"))
         if best.get("cv_std") is not None:
             score += f" ± {fmt(best.get('cv_std'))}"
-        params = json.dumps(best.get("params", {}), sort_keys=True, default=str)
-        parts.append(
-            f"<p>Best: <code>{_e(best.get('family'))}</code> <code>{_e(params)}</code>, "
-            f"CV {_e(metric)} <b>{_e(score)}</b> ({_e(best.get('cv_folds'))} folds).</p>"
-        )
-        parts.append(
-            f"<p class='note'>{_e(best.get('num_trials'))} trials, {_e(best.get('search'))} "
-            f"search, {_e(best.get('scheduler'))} scheduler, on {_e(best.get('ray'))}: "
-            f"{_e(best.get('stopped_trials', 0))} stopped early, "
-            f"{_e(best.get('failed_trials', 0))} failed, {_e(best.get('seconds'))} s.</p>"
-        )
-    else:
-        parts.append(_not_run("no tuning result"))
+        facts = {
+            "family": best.get("family"),
+            "params": json.dumps(best.get("params", {}), sort_keys=True, default=str),
+            "metric": metric,
+            "score": score,
+            "folds": best.get("cv_folds"),
+            "num_trials": best.get("num_trials"),
+            "search": best.get("search"),
+            "scheduler": best.get("scheduler"),
+            "ray": best.get("ray"),
+            "stopped": best.get("stopped_trials", 0),
+            "failed": best.get("failed_trials", 0),
+            "seconds": best.get("seconds"),
+        }
     if trials is None or trials.empty:
-        parts.append(_not_run("no trials table"))
-        return "\n".join(parts)
-    parts.append(
-        _img(tuning_curve(trials, metric), f"tuning curve: best CV {metric} by trial") + "\n"
-    )
+        return _sections().tuning(facts, "no trials table", None, "", TOP_TRIALS, None, [])
+    curve = tuning_curve(trials, metric)
+    top_rows = None
     if "score" in trials:
-        parts.append(f"<h3>Top {TOP_TRIALS} trials</h3>")
         ranked = trials.assign(_score=pd.to_numeric(trials["score"], errors="coerce"))
         ranked = ranked.sort_values("_score", ascending=False, na_position="last", kind="stable")
-        header = [
-            "rank",
-            "trial",
-            "family",
-            "parameters",
-            "CV score",
-            "status",
-            "budget",
-            "finished (s)",
-        ]
-        rows = []
+        top_rows = []
         for rank, (_, row) in enumerate(ranked.head(TOP_TRIALS).iterrows(), start=1):
             score = fmt(row["_score"])
             if pd.notna(row.get("score_std")):
                 score += f" ± {fmt(row['score_std'])}"
-            rows.append(
+            top_rows.append(
                 [
                     rank,
                     fmt(row.get("trial")),
@@ -402,15 +280,12 @@ def _tuning_section(best, trials) -> str:
                     fmt(row.get("seconds"), 1),
                 ]
             )
-        parts.append(_table(header, rows, numeric={0, 1, 4, 6, 7}))
+    failed = []
     if "status" in trials:
-        failed = trials[trials["status"] == "failed"]
-        for _, row in failed.head(5).iterrows():
-            parts.append(
-                f"<p class='failed'>Trial {_e(row.get('trial'))} failed: "
-                f"<code>{_e(row.get('error'))}</code></p>"
-            )
-    return "\n".join(parts)
+        rows = trials[trials["status"] == "failed"].head(5)
+        failed = [(row.get("trial"), row.get("error")) for _, row in rows.iterrows()]
+    alt = f"tuning curve: best CV {metric} by trial"
+    return _sections().tuning(facts, None, curve, alt, TOP_TRIALS, top_rows, failed)
 
 
 # --- metrics and curves ---------------------------------------------------------------------
@@ -433,22 +308,12 @@ def threshold_text(threshold: dict | None) -> str:
     return text + "."
 
 
-def _metrics_section(evaluation) -> str:
+def _metrics_section(evaluation) -> Markup:
     if not evaluation:
-        return _not_run("no evaluation")
+        return macros().not_run("no evaluation")
     metrics = evaluation.get("metrics") or {}
     cv = evaluation.get("cv") or {}
     cv_scores = cv.get("scores") or {}
-    parts = []
-    facts = f"{_e(evaluation.get('task'))} on {_e(fmt(evaluation.get('rows')))} held-out rows"
-    if evaluation.get("classes"):
-        facts += "; classes " + ", ".join(f"<code>{_e(c)}</code>" for c in evaluation["classes"])
-    if evaluation.get("positive_class") is not None:
-        facts += f"; positive class <code>{_e(evaluation['positive_class'])}</code>"
-    parts.append(f"<p>{facts}.</p>")
-    line = threshold_text(evaluation.get("threshold"))
-    if line:
-        parts.append(f"<p>{_e(line)}</p>")
     header = ["metric", "test"]
     if cv_scores:
         header.append(f"CV mean ± std ({cv.get('folds', '?')} folds)")
@@ -461,29 +326,31 @@ def _metrics_section(evaluation) -> str:
                 f"{fmt(score.get('mean'))} ± {fmt(score.get('std'))}" if score else "not scored"
             )
         rows.append(row)
-    parts.append(_table(header, rows, numeric={1}))
-    if cv_scores:
-        parts.append(
-            "<p class='note'>Test: the held-out split, scored once. CV: the same pipeline "
-            "cross-validated on the training rows; the spread shows how much a score moves "
-            "between folds.</p>"
-        )
-    return "\n".join(parts)
+    return _sections().metrics(
+        evaluation.get("task"),
+        fmt(evaluation.get("rows")),
+        evaluation.get("classes"),
+        evaluation.get("positive_class"),
+        threshold_text(evaluation.get("threshold")),
+        header,
+        rows,
+        bool(cv_scores),
+    )
 
 
 def roc_chart(roc: dict, auc) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(4, 3.6), dpi=100)
     axes.plot(_floats(roc.get("fpr")), _floats(roc.get("tpr")), lw=1.5, label=f"AUC {fmt(auc)}")
     axes.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
     axes.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
     axes.set_title("ROC", fontsize=10)
     axes.legend(fontsize=8, loc="lower right")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def pr_chart(pr: dict, average_precision) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(4, 3.6), dpi=100)
     axes.step(
         _floats(pr.get("recall")),
@@ -495,11 +362,11 @@ def pr_chart(pr: dict, average_precision) -> str:
     axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     axes.set_title("precision-recall", fontsize=10)
     axes.legend(fontsize=8, loc="lower left")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def calibration_chart(calibration: dict, brier) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(4, 3.6), dpi=100)
     axes.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
     axes.plot(
@@ -517,11 +384,11 @@ def calibration_chart(calibration: dict, brier) -> str:
     )
     axes.set_title("calibration", fontsize=10)
     axes.legend(fontsize=8, loc="upper left")
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def confusion_chart(labels: list, matrix: list[list[int]]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     import numpy as np
 
     counts = np.asarray(matrix, dtype=float)
@@ -538,11 +405,11 @@ def confusion_chart(labels: list, matrix: list[list[int]]) -> str:
         colour = "white" if high and value > high / 2 else "black"
         axes.text(j, i, f"{int(value)}", ha="center", va="center", color=colour, fontsize=9)
     axes.set_title("confusion matrix", fontsize=10)
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
 def residual_chart(residuals: dict) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5.5, 3.6), dpi=100)
     axes.scatter(
         _floats(residuals.get("predicted")), _floats(residuals.get("residual")), s=10, alpha=0.6
@@ -550,93 +417,82 @@ def residual_chart(residuals: dict) -> str:
     axes.axhline(0, color="grey", ls="--", lw=1)
     axes.set(xlabel="predicted", ylabel="residual (actual - predicted)")
     axes.set_title("residuals", fontsize=10)
-    return _png(figure)
+    return figure_png_data_uri(figure)
 
 
-def _confusion_table(labels: list, matrix: list[list[int]]) -> str:
-    header = ["actual \\ predicted", *(str(label) for label in labels)]
-    rows = [[str(label), *row] for label, row in zip(labels, matrix, strict=True)]
-    return _table(header, rows, numeric=set(range(1, len(labels) + 1)))
+def _confusion_table(labels: list, matrix: list[list[int]]) -> dict:
+    return {
+        "header": ["actual \\ predicted", *(str(label) for label in labels)],
+        "rows": [[str(label), *row] for label, row in zip(labels, matrix, strict=True)],
+        "numeric": tuple(range(1, len(labels) + 1)),
+    }
 
 
-def _curves_section(evaluation) -> str:
+def _curves_section(evaluation) -> Markup:
     if not evaluation:
-        return _not_run("no evaluation")
+        return macros().not_run("no evaluation")
     metrics = evaluation.get("metrics") or {}
     curves = evaluation.get("curves") or {}
     charts, tables = [], []
     if curves.get("roc"):
-        charts.append(_img(roc_chart(curves["roc"], metrics.get("roc_auc")), "ROC curve"))
+        charts.append((roc_chart(curves["roc"], metrics.get("roc_auc")), "ROC curve"))
     if curves.get("pr"):
-        charts.append(_img(pr_chart(curves["pr"], metrics.get("pr_auc")), "precision-recall curve"))
+        charts.append((pr_chart(curves["pr"], metrics.get("pr_auc")), "precision-recall curve"))
     if curves.get("calibration"):
-        charts.append(
-            _img(
-                calibration_chart(curves["calibration"], metrics.get("brier")), "calibration curve"
-            )
-        )
+        calibration = calibration_chart(curves["calibration"], metrics.get("brier"))
+        charts.append((calibration, "calibration curve"))
     confusion = evaluation.get("confusion_matrix")
     if confusion and confusion.get("labels"):
         labels, matrix = confusion["labels"], confusion["matrix"]
-        charts.append(_img(confusion_chart(labels, matrix), "confusion matrix"))
+        charts.append((confusion_chart(labels, matrix), "confusion matrix"))
         tables.append(_confusion_table(labels, matrix))
     residuals = evaluation.get("residuals")
     if residuals and residuals.get("predicted"):
-        charts.append(_img(residual_chart(residuals), "residuals against predicted values"))
+        charts.append((residual_chart(residuals), "residuals against predicted values"))
     if not charts:
-        return _not_run("the evaluation has no curves for this task")
-    return "<div class='charts'>" + "\n".join(charts) + "</div>\n" + "\n".join(tables)
+        return macros().not_run("the evaluation has no curves for this task")
+    return _sections().curves(charts, tables)
 
 
 # --- decision and champion ------------------------------------------------------------------
 
 
-def _verdict(gate) -> str:
+def _verdict(gate) -> tuple[str, str]:
+    """The verdict's class and line."""
     if not gate:
-        return "<p class='verdict unknown'>No decision: the gate did not run.</p>"
+        return "unknown", "No decision: the gate did not run."
     blessed = bool(gate.get("blessed"))
     state, word = ("blessed", "Blessed") if blessed else ("not-blessed", "Not blessed")
     reason = str(gate.get("reason") or "")
     # The gate's reason usually opens with the verdict itself ("not blessed: ..."): say it once.
     reason = re.sub(rf"^\s*{word}\s*[:\-–]\s*", "", reason, flags=re.I)
-    return f"<p class='verdict {state}'>{word}" + (f": {_e(reason)}" if reason else "") + "</p>"
+    return state, word + (f": {reason}" if reason else "")
 
 
-def _decision_section(gate, version) -> str:
-    parts = [_verdict(gate)]
+def _decision_section(gate, version) -> Markup:
+    checks = [
+        [
+            c.get("kind"),
+            c.get("name"),
+            _cell("passed", "passed") if c.get("passed") else _cell("failed", "failed"),
+            c.get("detail"),
+        ]
+        for c in ((gate or {}).get("checks") or [])
+    ]
+    blessed = bool(gate and gate.get("blessed"))
+    return _sections().decision(*_verdict(gate), blessed, version, checks)
+
+
+def _champion_section(gate, evaluation, version) -> Markup:
+    champion_macro = _sections().champion
     if not gate:
-        return "\n".join(parts)
-    if gate.get("blessed"):
-        parts.append(
-            f"<p>This model ({_e(version)}) may replace the serving model.</p>"
-            if version
-            else "<p>This model may replace the serving model.</p>"
-        )
-    checks = gate.get("checks") or []
-    if checks:
-        head = "".join(f"<th>{h}</th>" for h in ("kind", "check", "result", "detail"))
-        body = "".join(
-            f"<tr><td>{_e(c.get('kind'))}</td><td>{_e(c.get('name'))}</td>"
-            f"<td class='{'passed' if c.get('passed') else 'failed'}'>"
-            f"{'passed' if c.get('passed') else 'failed'}</td><td>{_e(c.get('detail'))}</td></tr>"
-            for c in checks
-        )
-        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    return "\n".join(parts)
-
-
-def _champion_section(gate, evaluation, version) -> str:
-    if not gate:
-        return _not_run("no gate result")
+        return champion_macro("no-gate", "", None, None, [], [], "", "")
     champion = gate.get("champion")
     if not champion:
-        return "<p>No champion yet: this is the first model.</p>"
+        return champion_macro("first", "", None, None, [], [], "", "")
     name = champion.get("version") or "champion"
     if champion.get("error"):
-        return (
-            f"<p class='failed'>Champion {_e(name)} could not be scored on this run's test split: "
-            f"{_e(champion['error'])}</p>"
-        )
+        return champion_macro("error", name, champion["error"], None, [], [], "", "")
     candidate = (evaluation or {}).get("metrics") or {}
     theirs = champion.get("metrics") or {}
     rows = []
@@ -654,45 +510,28 @@ def _champion_section(gate, evaluation, version) -> str:
                 verdict = "better" if better else "worse"
             else:
                 verdict = "equal"
-        rows.append((metric, fmt(mine), fmt(other), difference, verdict))
-    head = "".join(
-        f"<th>{_e(h)}</th>"
-        for h in (
-            "metric",
-            f"candidate {version}".strip(),
-            f"champion {name}",
-            "difference",
-            "candidate is",
-        )
-    )
-    body = "".join(
-        f"<tr><td>{_e(m)}</td><td class='num'>{_e(a)}</td><td class='num'>{_e(b)}</td>"
-        f"<td class='num'>{_e(d)}</td><td class='{_e(v)}'>{_e(v)}</td></tr>"
-        for m, a, b, d, v in rows
-    )
-    parts = [
-        "<p>Both models scored on this run's held-out split"
-        + (f"; margin {_e(fmt(gate.get('margin')))}" if gate.get("margin") is not None else "")
-        + ".</p>",
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
-        _verdict(gate),
+        rows.append([metric, fmt(mine), fmt(other), difference, _cell(verdict, verdict)])
+    header = [
+        "metric",
+        f"candidate {version}".strip(),
+        f"champion {name}",
+        "difference",
+        "candidate is",
     ]
-    return "\n".join(parts)
+    margin = fmt(gate.get("margin")) if gate.get("margin") is not None else None
+    return champion_macro("compared", name, None, margin, header, rows, *_verdict(gate))
 
 
 # --- the page -------------------------------------------------------------------------------
 
 
-def _guarded(render: Callable[[], str]) -> str:
+def _guarded(render: Callable[[], Markup]) -> Markup:
     """A section's HTML, or one line saying why it could not be drawn: a report is read after
     the run, and one malformed input should cost its section, not the whole page."""
     try:
         return render()
     except Exception as error:  # noqa: BLE001 - shown in the page and logged by the component
-        return (
-            f"<p class='{RENDER_ERROR_CLASS}'>This section could not be drawn: "
-            f"{_e(type(error).__name__)}: {_e(error)}</p>"
-        )
+        return _sections().render_error(RENDER_ERROR_CLASS, type(error).__name__, str(error))
 
 
 def render_run_report(
@@ -704,7 +543,7 @@ def render_run_report(
     anomalies: list[dict] | None = None,
     contract_inferred: bool = False,
     data_bias_markdown: str | None = None,
-    fairness_html: str | None = None,
+    fairness_data: dict | None = None,
     fairness_summary: dict | None = None,
     best: dict | None = None,
     trials: pd.DataFrame | None = None,
@@ -723,7 +562,8 @@ def render_run_report(
             severity); an empty list means none.
         contract_inferred: True when no reviewed contract was given, so nothing was checked.
         data_bias_markdown: the bias step's Markdown report (groups and base rates).
-        fairness_html: the fairness step's HTML page; its body is embedded.
+        fairness_data: the fairness step's report data (JSON: gate, tables, charts' numbers;
+            components.common.pages.fairness_context), rendered as this page's fairness section.
         fairness_summary: the fairness step's summary JSON ({"gate": ..., "summaries": ...}).
         best: the tune step's best trial.
         trials: the tune step's trials table.
@@ -740,24 +580,16 @@ def render_run_report(
         "data": lambda: _data_section(
             dataset, schema, anomalies, contract_inferred, data_bias_markdown
         ),
-        "fairness": lambda: _fairness_section(fairness_html, fairness_summary),
+        "fairness": lambda: _fairness_section(fairness_data, fairness_summary),
         "tuning": lambda: _tuning_section(best, trials),
         "metrics": lambda: _metrics_section(evaluation),
         "curves": lambda: _curves_section(evaluation),
         "champion": lambda: _champion_section(gate, evaluation, version),
     }
-    nav = "".join(f"<a href='#{sid}'>{_e(heading)}</a>" for sid, heading in SECTIONS)
     sections = [
-        f"<section id='{sid}'>\n<h2>{_e(heading)}</h2>\n{_guarded(bodies[sid])}\n</section>"
-        for sid, heading in SECTIONS
+        {"id": sid, "heading": heading, "body": _guarded(bodies[sid])} for sid, heading in SECTIONS
     ]
-    return (
-        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
-        f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>\n"
-        f"<nav>{nav}</nav>\n<main>\n" + "\n".join(sections) + "\n</main>\n</body>\n</html>\n"
-    )
+    return render_page("run_report.html.j2", title=title, subtitle=subtitle, sections=sections)
 
 
 # --- reading the inputs ---------------------------------------------------------------------

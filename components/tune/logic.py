@@ -10,9 +10,7 @@ With a storage path (`ray.storage_path`, or MLPIPE_TUNE_STORAGE_PATH) the experi
 driver died resumes it with `Tuner.restore`, and finished trials are not run again.
 """
 
-import base64
 import hashlib
-import io
 import json
 import logging
 import math
@@ -25,6 +23,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
+from components.common.charts import figure_png_data_uri, pyplot
 from components.common.errors import PipelineInputError
 from components.common.families import check_metric, family_params
 from components.common.schema import as_model_input
@@ -342,13 +341,10 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def trials_plot_png(trials: pd.DataFrame, best: dict) -> bytes:
-    """Score against time since the start, per family; stopped trials hollow, best line drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def trials_chart(trials: pd.DataFrame, best: dict) -> str:
+    """Score against time since the start, per family; stopped trials hollow, best line drawn;
+    a PNG data URI."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 3.6), dpi=100)
     scored = trials[trials["score"].notna()].sort_values("seconds")
     for family, rows in scored.groupby("family"):
@@ -365,16 +361,12 @@ def trials_plot_png(trials: pd.DataFrame, best: dict) -> bytes:
     axes.set_ylabel(f"CV {best['metric']}")
     axes.set_title("trials (hollow: stopped early by ASHA; line: best so far)", fontsize=9)
     axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png_data_uri(figure)
 
 
 def tune_report(best: dict, trials: pd.DataFrame) -> str:
     """Markdown for the run report: the best configuration, the counts, the plot, the top trials."""
-    png = base64.b64encode(trials_plot_png(trials, best)).decode()
+    chart = trials_chart(trials, best)
     counts = trials["status"].value_counts()
     lines = [
         "## Tuning\n",
@@ -384,7 +376,7 @@ def tune_report(best: dict, trials: pd.DataFrame) -> str:
         f"{counts.get('failed', 0)} failed.\n",
         f"Best: `{best['family']}` `{json.dumps(best['params'])}`, CV {best['metric']} "
         f"{best['cv_score']:.4f} ± {best['cv_std']:.4f} ({best['cv_folds']} folds).\n",
-        f"![score against time](data:image/png;base64,{png})\n",
+        f"![score against time]({chart})\n",
         "| trial | family | score | status | seconds |",
         "|---|---|---|---|---|",
     ]

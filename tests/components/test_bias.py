@@ -168,11 +168,14 @@ def test_declared_bands_and_quartile_bands(arrests):
     assert list(grouping.labels(pd.DataFrame({"age": [5, 99]}))) == ["< 18", ">= 27"]
 
 
-def test_outside_the_bands_and_missing_are_groups_of_their_own():
-    frame = pd.DataFrame({"age": [10, 130, None]})
+def test_outside_the_bands_are_the_open_end_bands_and_missing_a_group_of_its_own():
+    # components.common.binning's rule, as the ETL's and prepare's bins.
+    frame = pd.DataFrame({"age": [10, 130, -1, 120, None]})
     assert list(sensitive_groups(frame, "age", {"age": [0, 18, 120]})) == [
         "[0, 18)",
-        "outside [0, 120)",
+        ">= 120",
+        "< 0",
+        ">= 120",
         "missing",
     ]
 

@@ -229,8 +229,9 @@ def test_derived_columns(people_csv, root):
     assert frame["joined_year"].tolist() == dates.dt.year.tolist()
     assert frame["joined_dow"].tolist() == dates.dt.dayofweek.tolist()
     assert frame["joined_year"].dtype == np.int64
-    # Left-closed bands, as pandas.cut(right=False) makes them; 63 is in none: missing.
-    assert frame["band"].tolist() == ["[18, 40)", "[0, 18)", "[40, 60)", "[18, 40)", None]
+    # Left-closed bands, as pandas.cut(right=False) makes them; 63, at or above the last edge,
+    # is in the open end bin (components.common.binning), not missing.
+    assert frame["band"].tolist() == ["[18, 40)", "[0, 18)", "[40, 60)", "[18, 40)", ">= 60"]
     expected = pd.cut(PEOPLE["age"], [0, 18, 40, 60], right=False).astype(str).tolist()
     assert frame["band"].tolist()[:4] == expected[:4]
     assert frame["named_band"].tolist() == ["young", "young", "older", "young", "older"]

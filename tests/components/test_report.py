@@ -36,7 +36,6 @@ from sklearn.model_selection import cross_validate, train_test_split
 from components.report.logic import (
     RENDER_ERROR_CLASS,
     SECTIONS,
-    fairness_body,
     read_optional_csv,
     read_optional_json,
     render_run_report,
@@ -58,7 +57,7 @@ EXTERNAL = re.compile(
 def fairness_outputs():
     """The bias and fairness steps' real outputs for a model on a small loans table."""
     from components.bias.assess import assess_data, assess_model
-    from components.bias.report import data_markdown, model_html
+    from components.bias.report import data_markdown, fairness_data, model_html
     from components.common.settings.sections import BiasConfig
     from components.validate.logic import validate_table
 
@@ -79,7 +78,14 @@ def fairness_outputs():
     return {
         "schema": schema,
         "data_bias_markdown": data_markdown(tables, notes, settings.min_group_size),
-        "fairness_html": model_html(assessment.results, assessment.gate, assessment.problems),
+        "fairness_page": model_html(assessment.results, assessment.gate, assessment.problems),
+        # As the fairness step writes its report_data artifact (JSON), and the report reads it.
+        "fairness_data": json.loads(
+            json.dumps(
+                fairness_data(assessment.results, assessment.gate, assessment.problems),
+                default=str,
+            )
+        ),
         "fairness_summary": json.loads(json.dumps(assessment.as_dict(), default=str)),
     }
 
@@ -304,7 +310,7 @@ def binary_inputs(fairness_outputs) -> dict:
         ],
         "contract_inferred": False,
         "data_bias_markdown": fairness_outputs["data_bias_markdown"],
-        "fairness_html": fairness_outputs["fairness_html"],
+        "fairness_data": fairness_outputs["fairness_data"],
         "fairness_summary": fairness_outputs["fairness_summary"],
         "best": best,
         "trials": trials,
@@ -354,15 +360,15 @@ def test_the_steps_values_appear(binary_page, binary_inputs):
 
     fairness = section(binary_page, "fairness")
     reason = binary_inputs["fairness_summary"]["gate"]["reason"]
-    assert reason and reason.replace("'", "&#x27;") in fairness
+    assert reason and reason.replace("'", "&#39;") in fairness
     assert "<th>selection rate</th>" in fairness and "data:image/png;base64," in fairness
-    assert "<h1" not in fairness  # the fairness page's own title is dropped
+    assert "<h1" not in fairness  # the fairness page's own title is not repeated
 
     tuning = section(binary_page, "tuning")
     rows = re.findall(r"<tr><td class='num'>(\d+)</td><td class='num'>(\d+)</td>", tuning)
     # Ranked by score, best first; the failed trial (no score) last.
     assert [trial for _, trial in rows] == ["3", "1", "2", "0", "4"]
-    assert "0.7532 ± 0.0123" in tuning and "{&quot;C&quot;: 1.0}" in tuning
+    assert "0.7532 ± 0.0123" in tuning and "{&#34;C&#34;: 1.0}" in tuning
     assert "ValueError: learning_rate too large" in tuning
     assert tuning.count("<img ") == 1
 
@@ -442,6 +448,39 @@ def test_hostile_strings_are_escaped(binary_inputs):
     assert "evil.example" in page  # kept as text, never as a link or an image
 
 
+ONERROR = "<img src=x onerror=alert(1)>"
+
+
+def test_hostile_groups_and_columns_are_escaped_in_both_pages(binary_inputs):
+    """A category value and a sensitive column's name that are markup reach the fairness page
+    and the run report as text: the fairness data carries them, the templates escape them."""
+    from components.bias.assess import assess_model
+    from components.bias.report import fairness_data, model_html
+    from components.common.settings.sections import BiasConfig
+    from components.validate.logic import validate_table
+
+    class IncomeRule:
+        def predict(self, frame):
+            return np.where(frame["income"].fillna(0) > 50, "yes", "no")
+
+    loans = make_loans(rows=400).rename(columns={"region": HOSTILE})
+    loans["group"] = loans["group"].replace({"a": ONERROR})
+    schema = validate_table(loans, "approved", "classification", ["group", HOSTILE], {})
+    settings = BiasConfig(bootstrap=0)
+    result = assess_model(IncomeRule(), loans, schema, ["group", HOSTILE], "yes", settings, 0)
+    data = json.loads(json.dumps(fairness_data(result.results, result.gate, result.problems)))
+    fairness_page = model_html(result.results, result.gate, result.problems)
+    report = render_run_report(**{**binary_inputs, "fairness_data": data})
+    for page, where in ((fairness_page, fairness_page), (report, section(report, "fairness"))):
+        assert "<script" not in page.lower() and "<img src=x" not in page
+        assert "onerror=alert(1)" in where  # shown, as text
+        assert "&lt;img src=x onerror=alert(1)&gt;" in where
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in where
+        assert all(
+            s.startswith("data:image/png;base64,") for s in re.findall(r"src='([^']*)'", page)
+        )
+
+
 @pytest.mark.parametrize("variant", ["binary", "multiclass", "regression"])
 def test_no_variant_points_off_the_page(binary_inputs, variant):
     inputs = dict(binary_inputs)
@@ -517,7 +556,7 @@ def test_a_champion_that_could_not_be_scored_says_why(binary_inputs):
     }
     page = render_run_report(**{**binary_inputs, "gate": gate})
     champion = section(page, "champion")
-    assert "Champion v1 could not be scored" in champion and "column &#x27;age&#x27;" in champion
+    assert "Champion v1 could not be scored" in champion and "column &#39;age&#39;" in champion
 
 
 def test_an_inferred_contract_and_no_anomalies_are_said(binary_inputs):
@@ -558,14 +597,16 @@ def test_threshold_rules_are_explained():
     assert "maximises F1" in threshold_text({"rule": "max_f1", "value": 0.4})
 
 
-def test_the_fairness_page_body_is_embedded_without_its_title_or_scripts():
-    page = (
-        "<!DOCTYPE html><html><head><title>t</title><style>x</style></head><body>"
-        "<h1>Fairness report</h1><h2>colour</h2><table></table><script>alert(1)</script>"
-        "</body></html>"
-    )
-    body = fairness_body(page)
-    assert body == "<h3>colour</h3><table></table>"
+def test_the_fairness_section_shows_what_the_fairness_page_shows(binary_page, fairness_outputs):
+    """Both pages render the fairness step's data with the same macros: the same tables and as
+    many charts, the sets' headings one level down in the run report."""
+    page = fairness_outputs["fairness_page"]
+    fairness = section(binary_page, "fairness")
+    tables = re.findall(r"<table>.*?</table>", page, flags=re.S)
+    assert len(tables) >= 3 and tables == re.findall(r"<table>.*?</table>", fairness, flags=re.S)
+    assert "<h2>group</h2>" in page and "<h3>group</h3>" in fairness
+    assert page.count("<img ") == fairness.count("<img ") == 1
+    assert "<h1>Fairness report</h1>" in page
 
 
 def test_optional_readers_treat_an_empty_file_as_not_written(tmp_path):
@@ -599,7 +640,7 @@ def test_the_component_writes_the_page_from_artifact_files(tmp_path, binary_inpu
         contract=artifact(Artifact, "contract", "columns: {}\n", {"inferred": True}),
         anomalies=artifact(Artifact, "anomalies", json.dumps(inputs["anomalies"])),
         data_bias=artifact(Markdown, "bias.md", inputs["data_bias_markdown"]),
-        fairness_report=artifact(HTML, "fairness.html", inputs["fairness_html"]),
+        fairness_data=artifact(Artifact, "fairness.json", json.dumps(inputs["fairness_data"])),
         fairness_summary=artifact(Artifact, "summary", json.dumps(inputs["fairness_summary"])),
         best=artifact(Artifact, "best", json.dumps(inputs["best"])),
         trials=Dataset(uri=str(tmp_path / "trials.csv")),
@@ -636,7 +677,7 @@ def test_the_component_compiles_with_its_inputs(tmp_path):
         "contract",
         "anomalies",
         "data_bias",
-        "fairness_report",
+        "fairness_data",
         "fairness_summary",
         "best",
         "trials",

@@ -98,6 +98,11 @@ class FilterStep(_Strict):
 
 
 class Bins(_Strict):
+    """Bins of a numeric column, by components.common.binning's rule: [low, high), values below
+    the first edge in `< first` and at or above the last in `>= last`, missing stays missing.
+    `labels` names the bins between edges (the open ends keep `< first` and `>= last`), or
+    every bin, the two open ends first and last."""
+
     column: str
     edges: list[float] = Field(min_length=2)
     labels: list[str] | None = None
@@ -106,8 +111,12 @@ class Bins(_Strict):
     def _increasing(self):
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ValueError(f"edges {self.edges} must increase strictly")
-        if self.labels is not None and len(self.labels) != len(self.edges) - 1:
-            raise ValueError(f"{len(self.edges) - 1} labels needed for {len(self.edges)} edges")
+        inner, every = len(self.edges) - 1, len(self.edges) + 1
+        if self.labels is not None and len(self.labels) not in (inner, every):
+            raise ValueError(
+                f"{inner} labels (one per pair of edges) or {every} (the open ends too) needed "
+                f"for {len(self.edges)} edges, got {len(self.labels)}"
+            )
         return self
 
 

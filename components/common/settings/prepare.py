@@ -183,7 +183,8 @@ class DerivedFeature(_Options):
 
     Exactly one of `ratio` ([numerator, denominator]; a zero denominator gives a missing value),
     `date_part` ([date column, part]) or `bins` ({column, edges}; intervals are [low, high),
-    values below the first edge or at/above the last get bins of their own).
+    values below the first edge or at/above the last get bins of their own: the rule of
+    components.common.binning).
     """
 
     name: str = Field(min_length=1)
