@@ -1,4 +1,4 @@
-"""Every table the CLI prints, as a user reads it at 80 and 120 columns and in a pipe.
+"""Every table the CLI prints, as a user reads it at 80, 100 and 120 columns and in a pipe.
 
 Key columns (version, aliases, blessed, created, metric and diff keys) never shrink: each
 version's row shows them on its first line; long text (the gate's reason, diff values) wraps.
@@ -22,7 +22,7 @@ from pipelines.cli import main
 
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
 NAME = "arrests-release"
-WIDTHS = (80, 120)
+WIDTHS = (80, 100, 120)
 METRICS = ("roc_auc", "f1", "balanced_accuracy", "log_loss")
 
 
