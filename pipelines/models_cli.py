@@ -32,6 +32,40 @@ def _number(value) -> str:
     return "" if value is None else escape(str(value))
 
 
+# A table's key columns (version, aliases, created, blessed; a diff's keys) never shrink: rich
+# narrows only the columns that may wrap (metrics, the gate's reason, diff values). The gate's
+# reason gets a column when there is room for it, else it is listed under the table.
+REASON_MIN_WIDTH = 30
+VALUE_MIN_WIDTH = 8
+
+
+def _created(meta: dict) -> str:
+    """The creation time in UTC to the minute: 2026-11-23 19:30."""
+    created = str(meta.get("created", ""))
+    return created.replace("T", " ")[:16] if created else ""
+
+
+def _listed_metrics(meta: dict) -> str:
+    """The metrics the gate compared (else the first two), one a line."""
+    gate = meta.get("gate") or {}
+    metrics = meta.get("metrics") or {}
+    compared = [c["name"].split(" ")[0] for c in gate.get("checks", []) if c["kind"] != "fairness"]
+    names = [n for n in dict.fromkeys(compared) if n in metrics] or list(metrics)[:2]
+    return "\n".join(f"{n}={metrics[n]:.4f}" for n in names)
+
+
+def _list_table(title: str, rows: list[list[str]], reasons: list[str] | None) -> Table:
+    table = Table(title=title)
+    for column in ("version", "aliases", "created (UTC)", "blessed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("metrics", overflow="fold")
+    if reasons is not None:
+        table.add_column("reason", overflow="fold")
+    for index, row in enumerate(rows):
+        table.add_row(*row, *([reasons[index]] if reasons is not None else []))
+    return table
+
+
 def cmd_list(args) -> int:
     registry = _registry(args)
     versions = registry.versions()
@@ -39,28 +73,37 @@ def cmd_list(args) -> int:
         console.print(f"No versions of {registry.name} in {registry.store_uri}.")
         return 0
     aliases = registry.aliases()
-    table = Table(title=f"{registry.name} in {registry.store_uri}")
-    for column in ("version", "aliases", "created", "blessed", "metrics"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=70)
+    rows, reasons = [], []
     for version in versions:
         meta = registry.metadata(version)
         gate = meta.get("gate") or {}
-        metrics = meta.get("metrics") or {}
-        compared = [
-            c["name"].split(" ")[0] for c in gate.get("checks", []) if c["kind"] != "fairness"
-        ]
-        names = [n for n in dict.fromkeys(compared) if n in metrics] or list(metrics)[:2]
-        shown = ", ".join(f"{n}={metrics[n]:.4f}" for n in names)
-        table.add_row(
-            version,
-            ", ".join(a for a, v in aliases.items() if v == version),
-            meta.get("created", "").replace("T", " ").removesuffix("+00:00"),
-            {True: "yes", False: "no"}.get(gate.get("blessed"), ""),
-            shown,
-            escape(gate.get("reason", "")),
+        rows.append(
+            [
+                version,
+                "\n".join(a for a, v in aliases.items() if v == version),
+                _created(meta),
+                {True: "yes", False: "no"}.get(gate.get("blessed"), ""),
+                _listed_metrics(meta),
+            ]
         )
-    console.print(table)
+        reasons.append(escape(str(gate.get("reason") or "")))
+    title = escape(f"{registry.name} in {registry.store_uri}")
+    table = _list_table(title, rows, None)
+    # What the key columns and metrics leave for a reason column, less its padding and border.
+    room = console.width - console.measure(table).maximum - 3
+    if room >= REASON_MIN_WIDTH:
+        console.print(_list_table(title, rows, reasons), soft_wrap=False)
+        return 0
+    console.print(table, soft_wrap=False)
+    if any(reasons):
+        below = Table.grid(padding=(0, 2))
+        below.add_column(no_wrap=True)
+        below.add_column(overflow="fold")
+        for version, reason in zip(versions, reasons, strict=True):
+            if reason:
+                below.add_row(version, reason)
+        console.print("gate reasons", soft_wrap=False)
+        console.print(below, soft_wrap=False)
     return 0
 
 
@@ -78,12 +121,17 @@ def cmd_diff(args) -> int:
     for section, rows in differences.items():
         if not rows:
             continue
+        # The keys keep their width (folded only when they would leave the two values less
+        # than VALUE_MIN_WIDTH each); the values wrap. 10: three columns' borders and padding.
+        longest = max(len(key) for key in [*rows, "key"])
+        key_width = max(3, min(longest, console.width - 10 - 2 * VALUE_MIN_WIDTH))
         table = Table(title=section)
-        for column in ("key", first, second):
-            table.add_column(column)
+        table.add_column("key", width=key_width, overflow="fold")
+        for column in (first, second):
+            table.add_column(column, overflow="fold")
         for key, (left, right) in rows.items():
             table.add_row(escape(key), _number(left), _number(right))
-        console.print(table)
+        console.print(table, soft_wrap=False)
     if not any(differences.values()):
         console.print(f"{first} and {second} have the same metrics, config and data.")
     return 0

@@ -1,8 +1,10 @@
 """Submit the pipeline to a Kubeflow Pipelines API server with the Python SDK (kfp.Client).
 
-    python -m pipelines.submit --config configs/arrests.yaml --host https://kfp.example.com
+A library module: the command line is
 
-is the same as `mlpipe submit`. One submission:
+    mlpipe submit --config configs/arrests.yaml --host https://kfp.example.com
+
+One submission:
 
 1. compiles the pipeline;
 2. creates the experiment, or reuses the one with that name;
@@ -30,7 +32,6 @@ import io
 import json
 import os
 import re
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -395,9 +396,3 @@ def submit_run(
         return submission
     state = _follow(client, run.run_id, submission.url, run_timeout, poll_seconds)
     return Submission(**made, run_id=run.run_id, state=state)
-
-
-if __name__ == "__main__":
-    from pipelines.cli import main
-
-    sys.exit(main(["submit", *sys.argv[1:]]))

@@ -9,6 +9,7 @@ from components.common.families import family_params, make_estimator
 from components.prepare.logic import build_preprocessor, split_table
 from components.tune.logic import default_metric, local_ray, tune_model
 from components.tune.search_space import search_space
+from tests.components.conftest import descendant_pids, new_descendants, still_running
 
 
 def test_search_space_is_flat_and_prefixed_by_family():
@@ -102,13 +103,12 @@ def _is_loopback(ip: str) -> bool:
 
 @pytest.mark.ray
 def test_embedded_ray_listens_on_loopback_only():
-    me = psutil.Process()
-    already_running = {proc.pid for proc in me.children(recursive=True)}
+    already_running = descendant_pids()
     with local_ray(num_cpus=1):
         import ray
 
         assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
-        ours = [p for p in me.children(recursive=True) if p.pid not in already_running]
+        ours = new_descendants(already_running)
         listening = {
             (proc.pid, conn.laddr.ip)
             for proc in ours
@@ -118,7 +118,7 @@ def test_embedded_ray_listens_on_loopback_only():
         }
     assert listening, "Ray started no listening processes under this one"
     assert all(_is_loopback(ip) for _, ip in listening), listening
-    assert not any(proc.is_running() and proc.status() != "zombie" for proc in ours)
+    assert not still_running(ours)
 
 
 # --- search space: defaults, overrides, and checks that run before Ray starts -----------------

@@ -7,7 +7,6 @@ by importing components.tune). The test starts them and stops them, by handle, e
 
 import socket
 
-import psutil
 import pytest
 
 import components.tune  # noqa: F401  (keeps Ray on loopback: imported before ray)
@@ -15,11 +14,7 @@ from components.common.errors import PipelineInputError
 from components.prepare.logic import build_preprocessor
 from components.tune.cluster import probe_cluster
 from components.tune.logic import tune_model
-
-
-def _our_ray_processes() -> set[int]:
-    me = psutil.Process()
-    return {p.pid for p in me.children(recursive=True)}
+from tests.components.conftest import descendant_pids, new_descendants, still_running
 
 
 @pytest.mark.ray
@@ -27,7 +22,7 @@ def test_tuning_on_a_two_node_cluster_runs_trials_on_both_nodes(loans, loans_sch
     import ray
     from ray.cluster_utils import Cluster
 
-    before = _our_ray_processes()
+    before = descendant_pids()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     address = cluster.address
     try:
@@ -59,7 +54,7 @@ def test_tuning_on_a_two_node_cluster_runs_trials_on_both_nodes(loans, loans_sch
     assert set(trials["node"]) == node_ids
     assert best["nodes"] == 2 and best["ray"] == address
     assert best["experiment"].startswith(str(tmp_path / "tune"))
-    leftover = [p for p in _our_ray_processes() - before if psutil.Process(p).status() != "zombie"]
+    leftover = still_running(new_descendants(before))
     assert not leftover
 
 

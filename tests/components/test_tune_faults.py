@@ -19,6 +19,7 @@ import pytest
 
 from components.prepare.logic import build_preprocessor
 from components.tune.logic import tune_model
+from tests.components.conftest import descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_tuning_goes_on(loans, loa
 def _trial_workers(root: psutil.Process) -> list[psutil.Process]:
     """Our Ray's trial actors: descendants of this process whose title names the trainable."""
     found = []
-    for proc in root.children(recursive=True):
+    for proc in descendants(root):
         try:
             if "ImplicitFunc" in " ".join(proc.cmdline()):
                 found.append(proc)
@@ -156,7 +157,7 @@ def test_a_run_whose_driver_died_resumes_without_redoing_finished_trials(
             assert time.monotonic() < deadline, "the driver never saved two finished trials"
             time.sleep(0.2)
         assert driver.poll() is None, "the driver finished before it could be killed"
-        family = psutil.Process(driver.pid).children(recursive=True)
+        family = descendants(psutil.Process(driver.pid))
         died_at = time.time()
         driver.send_signal(signal.SIGKILL)  # the driver dies without a word
         driver.wait()
