@@ -8,19 +8,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from components.common.errors import PipelineInputError
-from components.common.registry import ModelRegistry
 
 console = Console(highlight=False, soft_wrap=True)
 
 
-def _registry(args) -> ModelRegistry:
+def _registry(args):
+    """The registry the arguments name. Imported here, not at the top: `mlpipe --help` does not
+    need fsspec."""
+    from components.common.registry import ModelRegistry
+
     store, name = args.store, args.name
     if args.config:
-        from pipelines.config import load_config
+        from pipelines.config import load_store_keys
 
-        config = load_config(args.config)
-        store = store or config.model_store_uri
-        name = name or config.model_name
+        keys = load_store_keys(args.config)
+        store = store or keys.model_store_uri
+        name = name or keys.model_name
     if not store or not name:
         raise PipelineInputError("mlpipe models: give --config, or both --store and --name")
     return ModelRegistry(store, name)
@@ -151,7 +154,7 @@ def _deploy_settings(args):
     return deploy
 
 
-def _redeploy(deploy, registry: ModelRegistry, version: str) -> None:
+def _redeploy(deploy, registry, version: str) -> None:
     """Roll the new champion out as the run config's deploy section says (kserve or gitops)."""
     from components.common.image import SERVING_IMAGE
     from components.deploy.cluster import rollout

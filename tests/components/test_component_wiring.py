@@ -194,6 +194,7 @@ def fair(steps, validated, prepared, trained):
         "report": steps(HTML, "fairness.html"),
         "tables": steps(Markdown, "fairness.md"),
         "summary": steps(Artifact, "fairness.json"),
+        "report_data": steps(Artifact, "fairness-data.json"),
     }
     passed = fairness.python_func(
         model=trained["model"],
@@ -364,6 +365,9 @@ def test_fairness_checks_the_bias_sections_thresholds(fair):
     summary = json.loads(Path(outputs["summary"].path).read_text())
     assert passed is True and summary["gate"]["passed"] is True
     assert [f["metric"] for f in summary["gate"]["findings"]] == ["demographic_parity_ratio"]
+    # The run report renders the fairness section from this data, the page from the same.
+    data = json.loads(Path(outputs["report_data"].path).read_text())
+    assert "group" in json.dumps(data) and "group" in Path(outputs["report"].path).read_text()
 
 
 @pytest.mark.ray

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from components.common.errors import PipelineInputError
-from pipelines.config import check_config, load_config, pipeline_arguments
+from pipelines.config import check_config, load_config, load_store_keys, pipeline_arguments
 from tests.conftest import write_config
 
 
@@ -276,3 +276,18 @@ def test_etl_config_errors_are_named(tmp_path, demo_lake, overrides, message):
     path = write_config(tmp_path / "run.yaml", **({"data.source": str(demo_lake)} | overrides))
     with pytest.raises(PipelineInputError, match=message):
         _checked(path)
+
+
+def test_the_registry_commands_read_the_store_keys_and_refuse_a_mistyped_one(tmp_path):
+    path = write_config(tmp_path / "run.yaml", **{"model_store": "s3://models"})
+    keys = load_store_keys(path)
+    assert (keys.model_name, keys.model_store_uri) == ("arrests-release", "s3://models")
+    # No store named: <output_root>/models, as `mlpipe run` registers into.
+    keys = load_store_keys(write_config(tmp_path / "plain.yaml"))
+    assert keys.model_store_uri == "mlpipe-output/models"
+    # A mistyped top-level key would list another store without a word: it is refused.
+    typo = write_config(tmp_path / "typo.yaml", **{"model_stor": "s3://models"})
+    with pytest.raises(PipelineInputError, match=r"typo.yaml: unknown key 'model_stor'"):
+        load_store_keys(typo)
+    with pytest.raises(PipelineInputError, match=r"typo.yaml: unknown key 'model_stor'"):
+        load_config(typo)

@@ -254,8 +254,8 @@ def _parameters(body: dict) -> dict:
             id="unknown-parameter",
         ),
         pytest.param(
-            lambda b: _parameters(b).update(num_trials="16"),
-            "parameters.num_trials: '16' is not of the declared type NUMBER_INTEGER",
+            lambda b: _parameters(b).update(tuning="16"),
+            "parameters.tuning: '16' is not of the declared type STRUCT",
             id="parameter-type",
         ),
         pytest.param(

@@ -58,7 +58,9 @@ SPLIT_STRATEGIES = ("stratified", "random", "group", "time")
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: a model is compiled when it first checks a value, not when it is imported,
+    # so a command that reads a few keys (mlpipe models) does not pay for every section.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _check_rare(value: int | float | None) -> int | float | None:

@@ -26,7 +26,9 @@ from components.common.vocabulary import (
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: a model is compiled when it first checks a value, not when it is imported,
+    # so a command that reads a few keys (mlpipe models) does not pay for every section.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class DataConfig(_Section):
