@@ -6,13 +6,22 @@ storageUri points on a cluster). Layout:
     <store>/<name>/v<N>/model.joblib     the model, as KServe's scikit-learn runtime loads it
     <store>/<name>/v<N>/model.onnx       the same model for edge clients (when convertible)
     <store>/<name>/v<N>/metadata.json    lineage, and the SHA-256 of every other file
+    <store>/<name>/v<N>/.claim           object stores only: the run that holds number N
     <store>/<name>/aliases/<alias>.json  {"version", "updated", "reason", "history": [...]}
 
-A version exists once its metadata.json does: that file is written last. Locally a version is
-assembled under a temporary name and renamed into place; an alias is written to a temporary
-file and renamed over the old one under a lock, so concurrent promotions serialise and a reader
-never sees half an alias. Object stores put whole objects atomically; there a concurrent
-promotion is last-writer-wins (the alias is never broken, but the history may miss one move).
+A version exists once its metadata.json does: that file is written last. Two runs registering
+at once never share a version number. Locally a version is assembled under a temporary name and
+renamed into place (the rename fails when the number is taken, and the run takes the next). On
+an object store, which cannot rename a folder, a run first claims the number by creating
+<name>/v<N>/.claim only if it is absent (S3: If-None-Match: *; GCS: ifGenerationMatch=0 through
+gcsfs's mode="create", which gcsfs calls experimental and which is not tested here); the run
+that loses takes N+1, and only the claim's holder writes into v<N>. A claimed number whose run
+died before its metadata.json is a gap in the numbers, not a version.
+
+An alias is written to a temporary file and renamed over the old one under a lock, so
+concurrent promotions on a folder serialise and a reader never sees half an alias. Object
+stores put whole objects atomically; there a concurrent promotion is last-writer-wins (the alias
+is never broken, but the history may miss one move).
 
 Nothing is unpickled before its checksum is verified: a pickle is code.
 """
@@ -43,6 +52,9 @@ MODEL_FILE = "model.joblib"
 # The edge export of the same model, when it could be converted (components/export).
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+# Created, only if absent, before anything else of an object-store version: who holds v<N>.
+CLAIM_FILE = ".claim"
+MAX_CLAIM_ATTEMPTS = 100
 ALIASES_DIR = "aliases"
 ALIASES = ("champion", "candidate")
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
@@ -273,18 +285,33 @@ class ModelRegistry:
                 shutil.rmtree(staging)
 
     def _register_remote(self, files: dict[str, bytes], record: dict) -> ModelVersion:
-        # Object stores have no rename of folders: the version's files go first, metadata.json
-        # last, and a version without metadata.json is invisible to versions() and load().
+        # Object stores have no rename of folders. The version number is claimed first with a
+        # conditional create of v<N>/.claim (S3 If-None-Match: *, GCS ifGenerationMatch=0):
+        # exactly one run creates it, the others take the next number. Only the claim's holder
+        # writes into v<N>: its files first, metadata.json last, and a version without
+        # metadata.json is invisible to versions() and load().
         number = (self._taken_numbers() or [0])[-1] + 1
-        version = f"v{number}"
-        record["version"] = version
-        for name, data in files.items():
-            self.fs.pipe_file(self._path(version, name), data)
-        self.fs.pipe_file(
-            self._path(version, METADATA_FILE),
-            json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
+        claim = json.dumps({"claimed": _now(), "by": uuid.uuid4().hex}).encode()
+        for _ in range(MAX_CLAIM_ATTEMPTS):
+            version = f"v{number}"
+            try:
+                self.fs.pipe_file(self._path(version, CLAIM_FILE), claim, mode="create")
+            except FileExistsError:
+                number += 1  # another run claimed this number first
+                continue
+            record["version"] = version
+            for name, data in files.items():
+                self.fs.pipe_file(self._path(version, name), data)
+            self.fs.pipe_file(
+                self._path(version, METADATA_FILE),
+                json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
+            )
+            return ModelVersion(self.name, version, self.uri(version))
+        raise PipelineInputError(
+            f"model '{self.name}': could not claim a version number in {self.store_uri} after "
+            f"{MAX_CLAIM_ATTEMPTS} attempts (v{number - MAX_CLAIM_ATTEMPTS}..v{number - 1} "
+            "were all taken by other runs)"
         )
-        return ModelVersion(self.name, version, self.uri(version))
 
     def metadata(self, ref: str) -> dict:
         version = self.resolve(ref)

@@ -2,6 +2,7 @@
 
 import json
 import multiprocessing
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,59 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path):
     assert names == ["v1", "v2", "v3", "v4"]
     for name in names:
         assert json.loads((tmp_path / "race" / name / METADATA_FILE).read_text())["version"] == name
+
+
+def race_two_registrations(monkeypatch, store: str) -> dict:
+    """Two threads register at once (models answering "no" and "yes"), both seeing the same
+    versions before either writes (a barrier right after each lists the taken numbers), so both
+    pick the same next number: a real collision, not one left to timing."""
+    barrier = threading.Barrier(2, timeout=30)
+    listed = threading.local()
+    taken_numbers = ModelRegistry._taken_numbers
+
+    def listed_together(self):
+        numbers = taken_numbers(self)
+        if not getattr(listed, "once", False):  # only the first listing of each thread waits
+            listed.once = True
+            barrier.wait()
+        return numbers
+
+    monkeypatch.setattr(ModelRegistry, "_taken_numbers", listed_together)
+    results, errors = {}, []
+
+    def register(answer):
+        try:
+            registry = ModelRegistry(store, "churn")
+            results[answer] = registry.register(_model(answer), {"schema": SCHEMA, "run": answer})
+        except BaseException as error:  # reported by the test, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=register, args=(answer,)) for answer in ("no", "yes")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and len(results) == 2
+    return results
+
+
+def assert_each_run_kept_its_version(registry: ModelRegistry, results: dict) -> None:
+    """Each version holds its own run's model and lineage, checksums verified: neither run
+    wrote into the other's version."""
+    for answer, version in results.items():
+        model, metadata = registry.load(version.version)
+        assert metadata["run"] == answer and metadata["version"] == version.version
+        assert model.predict([[0]])[0] == answer
+        assert set(registry.verified_files(version.version)) == {MODEL_FILE}
+
+
+def test_two_registrations_racing_on_a_folder_get_distinct_intact_versions(tmp_path, monkeypatch):
+    results = race_two_registrations(monkeypatch, str(tmp_path))
+    assert sorted(v.version for v in results.values()) == ["v1", "v2"]
+    registry = ModelRegistry(str(tmp_path), "churn")
+    assert registry.versions() == ["v1", "v2"]
+    assert_each_run_kept_its_version(registry, results)
+    assert sorted(p.name for p in (tmp_path / "churn").iterdir()) == ["v1", "v2"]
 
 
 @pytest.mark.parametrize("name", ["Churn", "churn_model", "-churn", ""])

@@ -5,8 +5,17 @@ import json
 import pytest
 from sklearn.dummy import DummyClassifier
 
-from components.common.registry import MODEL_FILE, ModelIntegrityError, ModelRegistry
+from components.common.registry import (
+    CLAIM_FILE,
+    MODEL_FILE,
+    ModelIntegrityError,
+    ModelRegistry,
+)
 from components.deploy.logic import load_model_folder, local_model_folder
+from tests.components.test_register import (
+    assert_each_run_kept_its_version,
+    race_two_registrations,
+)
 
 pytestmark = pytest.mark.server
 
@@ -64,3 +73,26 @@ def test_a_version_without_metadata_is_not_a_version(bucket):
     fs.pipe_file(f"{store[5:]}/churn/v1/{MODEL_FILE}", b"partial")
     assert registry.versions() == []
     assert registry.register(_model("no"), {"schema": SCHEMA}).version == "v2"
+
+
+def test_two_registrations_racing_on_s3_get_distinct_intact_versions(bucket, monkeypatch):
+    fs, store = bucket
+    results = race_two_registrations(monkeypatch, store)
+    assert sorted(v.version for v in results.values()) == ["v1", "v2"]
+    registry = ModelRegistry(store, "churn")
+    assert registry.versions() == ["v1", "v2"]
+    assert_each_run_kept_its_version(registry, results)
+    # Each number was claimed once, by the run that wrote it.
+    assert all(fs.exists(f"{store[5:]}/churn/{v}/{CLAIM_FILE}") for v in ("v1", "v2"))
+
+
+def test_a_claimed_number_is_skipped_and_not_a_version(bucket):
+    fs, store = bucket
+    registry = ModelRegistry(store, "churn")
+    # A run that claimed v1 and has not written it yet (or died): v1 is not a version, and
+    # the next registration neither lists it as one nor writes into it.
+    fs.pipe_file(f"{store[5:]}/churn/v1/{CLAIM_FILE}", b"{}")
+    assert registry.versions() == []
+    assert registry.register(_model("no"), {"schema": SCHEMA}).version == "v2"
+    assert registry.versions() == ["v2"]
+    assert not fs.exists(f"{store[5:]}/churn/v1/{MODEL_FILE}")
