@@ -9,7 +9,7 @@ CONFIG ?= configs/arrests.yaml
 SERVE ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help install kubectl chromium run compile test test-fast lint format lock clean
+.PHONY: help install kubectl chromium databases run compile test test-fast lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,27 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
 		|| echo "warning: no chromium; the report rendering test skips (and fails under CI=true)"
 
+# The ETL tests start a real PostgreSQL and MariaDB on 127.0.0.1 (tests/components/
+# test_etl_databases.py): Debian's postgresql and mariadb-server, installed only where missing
+# (Debian keeps PostgreSQL's programs in /usr/lib/postgresql/<version>/bin, off PATH). No system
+# service is started (a policy-rc.d that says no, if there is none) or enabled: the tests start
+# their own servers.
+databases:
+	@missing=; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=postgresql; \
+	command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
+	[ -z "$$missing" ] || { \
+		policy=/usr/sbin/policy-rc.d; ours=; \
+		[ -e $$policy ] || { printf '#!/bin/sh\nexit 101\n' > $$policy && chmod +x $$policy && ours=1; }; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		status=$$?; \
+		[ -z "$$ours" ] || rm -f $$policy; \
+		for package in $$missing; do \
+			systemctl disable --quiet $${package%-server}.service 2>/dev/null || true; \
+		done; \
+		[ $$status = 0 ] || echo "warning: no$$missing; the database ETL tests skip (and fail under CI=true)"; \
+	}
+
 # The demo's second run is a deliberately weak challenger (one shallow five-tree forest): the gate
 # registers it as the candidate but does not bless it, and the champion from the first run stays.
 CHALLENGER := --set tuning.families=[random_forest] --set tuning.num_trials=1 \
@@ -53,10 +74,10 @@ lint: $(STAMP) ## ruff check and format check; the import layering (lint-imports
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: $(STAMP) kubectl chromium lint ## Run every test (the README's test command)
+test: $(STAMP) kubectl chromium databases lint ## Run every test (the README's test command)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) kubectl chromium ## Tests without the end-to-end pipeline runs
+test-fast: $(STAMP) kubectl chromium databases ## Tests without the end-to-end pipeline runs
 	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 format: $(STAMP) ## Apply ruff's formatter and fixes

@@ -215,6 +215,18 @@ def _check_lake_schemas(source: Source) -> None:
                 )
 
 
+# The drivers installed with the project: a URL without a driver (postgresql://, mysql://) gets
+# these, not SQLAlchemy's defaults (psycopg2, mysqlclient), which need C libraries to build.
+SQL_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+SHIPPED_DRIVERS = "sqlite, postgresql+psycopg, mysql+pymysql, mariadb+pymysql"
+
+
+def _with_shipped_driver(url):
+    """`url` (a SQLAlchemy URL) with the installed driver when it names none."""
+    driver = SQL_DRIVERS.get(url.drivername)
+    return url.set(drivername=f"{url.drivername}+{driver}") if driver else url
+
+
 def _read_sql(sql: SqlSource) -> tuple[pd.DataFrame, str]:
     """Run the query (or read the table); return the rows and the URL without its password."""
     from sqlalchemy import MetaData, Table, create_engine, select, text
@@ -244,10 +256,11 @@ def _read_sql(sql: SqlSource) -> tuple[pd.DataFrame, str]:
                     f"database '{shown}' cannot be reached: no such file '{database}'"
                 )
     try:
-        engine = create_engine(url)
+        engine = create_engine(_with_shipped_driver(url))
     except (NoSuchModuleError, ImportError) as error:
         raise PipelineInputError(
-            f"database '{shown}': no driver for '{url.drivername}' is installed ({clean(error)})"
+            f"source.sql.url {shown!r}: no driver for '{url.drivername}' is installed "
+            f"({clean(error)}); installed: {SHIPPED_DRIVERS}"
         ) from None
     try:
         try:
