@@ -31,7 +31,12 @@ from components.common.settings.sections import (
     TuningConfig,
     _Section,
 )
-from components.common.vocabulary import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from components.common.vocabulary import (
+    CLASSIFICATION_METRICS,
+    CLASSIFICATION_SUMMARIES,
+    REGRESSION_METRICS,
+    REGRESSION_SUMMARIES,
+)
 
 
 class RunConfig(_Section):
@@ -166,7 +171,8 @@ def load_store_keys(path: str | Path) -> StoreKeys:
 
 
 def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -> None:
-    """The checks a schema cannot make: names, search space, and (locally) the data itself."""
+    """The checks a schema cannot make: names, search space, the bias section against the
+    config's own columns, and (locally) every column the config names against the data itself."""
     prefix = f"{path}: "
     try:
         check_model_name(config.model_name)
@@ -180,28 +186,122 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
             raise PipelineInputError("key 'deploy.gitops_repo': set it for deploy.target gitops")
         if bool(config.data.source) == (config.data.etl is not None):
             raise PipelineInputError("key 'data': give exactly one of 'source' or 'etl'")
-        if not check_data or config.data.etl is not None:
-            return  # an ETL's columns exist once it ran: the validate step checks them then
-        # Here, not at the top: reading the data's columns needs pyarrow, loading a config not.
-        from components.ingest.logic import resolve_source, source_columns
+        # An ETL's columns exist once it ran: the validate step checks them then.
+        if check_data and config.data.etl is None:
+            # Here, not at the top: reading the data's columns needs pyarrow, loading a config not.
+            from components.ingest.logic import resolve_source, source_columns
 
-        columns = set(source_columns(resolve_source(config.data.source)))
-        named = [("target", config.target)]
-        named += [("sensitive_columns", c) for c in config.sensitive_columns]
-        named += [("columns", c) for c in config.columns]
-        named += [
-            (f"split.{key}", column)
-            for key in ("group_column", "time_column")
-            if (column := getattr(config.split, key))
-        ]
-        for key, column in named:
-            if column not in columns:
-                raise PipelineInputError(
-                    f"key '{key}': column '{column}' is not in the data source "
-                    f"'{config.data.source}' (its columns: {', '.join(sorted(columns))})"
-                )
+            check_columns(config, source_columns(resolve_source(config.data.source)))
+        # After the data's columns (a misspelt sensitive column is named as such), and without
+        # them: the bias section is checked against the config's own columns in every case.
+        check_bias(config)
     except PipelineInputError as error:
         raise PipelineInputError(prefix + str(error)) from None
+
+
+def _unknown(
+    key: str, column: str, what: str, known: list[str] | set[str], listed_as: str = "have"
+) -> PipelineInputError:
+    """One line naming the key and the column, with a hint when only the case differs."""
+    near = sorted(name for name in known if name.lower() == column.lower() and name != column)
+    hint = f"; did you mean '{near[0]}'? (names are case-sensitive)" if near else ""
+    listed = ", ".join(known if isinstance(known, list) else sorted(known)) or "none"
+    return PipelineInputError(
+        f"key '{key}': column '{column}' is not {what} ({listed_as}: {listed}){hint}"
+    )
+
+
+def _intersection_name(pair: tuple[str, str]) -> str:
+    # components.bias.logic.intersection_name, which this module cannot import (it loads pandas).
+    return "_x_".join(pair)
+
+
+def check_bias(config: RunConfig) -> None:
+    """The bias section against the config's own columns, needing no data (so ETL sources too):
+    a name here that matches nothing would make the fairness gate check nothing.
+
+    - bias.thresholds[i].columns: sensitive columns or intersections "a_x_b" of bias.intersections;
+    - bias.thresholds[i].metric: a summary metric of the task;
+    - a threshold needs sensitive columns or intersections to be checked on;
+    - bias.bands: keys that are sensitive columns or columns of an intersection (the only columns
+      grouped, so the only ones banded);
+    - bias.mitigate_by: a sensitive column.
+    """
+    bias, sensitive = config.bias, config.sensitive_columns
+    grouped = set(sensitive) | {column for pair in bias.intersections for column in pair}
+    sets = [*sensitive, *map(_intersection_name, bias.intersections)]
+    summaries = REGRESSION_SUMMARIES if config.task == "regression" else CLASSIFICATION_SUMMARIES
+    for index, threshold in enumerate(bias.thresholds):
+        key = f"bias.thresholds[{index}]"
+        if threshold.metric not in summaries:
+            raise PipelineInputError(
+                f"key '{key}.metric': '{threshold.metric}' is not a {config.task} summary metric "
+                f"(known: {', '.join(summaries)})"
+            )
+        if not sets:
+            raise PipelineInputError(
+                f"key '{key}': no sensitive_columns or bias.intersections to check it on"
+            )
+        for column in threshold.columns:
+            if column not in sets:
+                raise _unknown(f"{key}.columns", column, "a sensitive column or intersection", sets)
+    for column in bias.bands:
+        if column not in grouped:
+            raise _unknown(
+                "bias.bands", column, "a sensitive column or a column of an intersection", grouped
+            )
+    if bias.mitigate_by and bias.mitigate_by not in sensitive:
+        raise _unknown("bias.mitigate_by", bias.mitigate_by, "a sensitive column", sensitive)
+
+
+def check_columns(config: RunConfig, source_columns: list[str]) -> None:
+    """Every column the config names, against the data source's columns (and, when data.columns
+    projects them, against the projection: a column not read is not there)."""
+    source = f"the data source '{config.data.source}'"
+    data = set(source_columns)
+    for column in config.data.columns:
+        if column not in data:
+            raise _unknown("data.columns", column, f"in {source}", data, "its columns")
+    if config.data.columns:
+        data, source = set(config.data.columns), "in data.columns, the columns read"
+    else:
+        source = f"in {source}"
+    prepare = config.prepare
+    derived = {feature.name for feature in prepare.derived}
+    named = [("target", config.target)]
+    named += [("sensitive_columns", c) for c in config.sensitive_columns]
+    named += [("columns", c) for c in config.columns]
+    named += [
+        (f"bias.intersections[{index}]", column)
+        for index, pair in enumerate(config.bias.intersections)
+        for column in pair
+    ]
+    named += [
+        (f"split.{key}", column)
+        for key in ("group_column", "time_column")
+        if (column := getattr(config.split, key))
+    ]
+    named += [("prepare.exclude", c) for c in prepare.exclude]
+    for index, feature in enumerate(prepare.derived):
+        key = f"prepare.derived[{index}]"
+        if feature.name in data:
+            raise PipelineInputError(
+                f"key '{key}.name': '{feature.name}' is already a column {source}"
+            )
+        where = f"{key}.bins.column" if feature.bins is not None else f"{key}.{feature.source}"
+        named += [(where, column) for column in feature.inputs]
+    for key, column in named:
+        if column not in data:
+            raise _unknown(key, column, source, data, "its columns")
+    # These may also name a derived feature.
+    features = [("prepare.log_transform", c) for c in prepare.log_transform]
+    features += [("prepare.outliers.columns", c) for c in prepare.outliers.columns]
+    features += [(f"prepare.columns.{c}", c) for c in prepare.columns]
+    for key, column in features:
+        if column not in data and column not in derived:
+            raise _unknown(
+                key, column, f"{source} or a derived feature", data | derived, "its columns"
+            )
 
 
 def check_evaluation(config: RunConfig) -> None:

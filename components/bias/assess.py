@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from components.bias.gate import GateResult, apply_gate, parse_thresholds
-from components.bias.logic import Problems, checked_group_sets
+from components.bias.logic import Problems, checked_group_sets, intersection_name
 from components.bias.metrics import GroupResult, data_metrics, model_metrics
 from components.common.groups import positive_label
 from components.common.schema import as_model_input
@@ -119,8 +119,9 @@ def assess_model(
         baseline: with mitigation, the unmitigated model, measured for the before/after table.
 
     Raises:
-        PipelineInputError: bad settings, a missing sensitive column, or (on_not_computable
-            "fail") a metric that cannot be computed.
+        PipelineInputError: bad settings, a missing sensitive column, a blocking threshold
+            naming a set this run does not group by, or (on_not_computable "fail") a metric that
+            cannot be computed.
     """
     thresholds = parse_thresholds(settings.thresholds_as_dicts())
     problems = Problems(settings.on_not_computable)
@@ -145,7 +146,9 @@ def assess_model(
         settings.bootstrap,
         seed,
     )
-    gate = apply_gate(results, thresholds, schema["task"], positive, problems)
+    # Every set this run groups by, computed or left out: a threshold naming another is refused.
+    names = [*sensitive_columns, *map(intersection_name, settings.intersections)]
+    gate = apply_gate(results, thresholds, schema["task"], positive, problems, names)
     assessment = ModelAssessment(results, gate, problems.messages, settings.mitigation)
     if baseline is not None and settings.mitigation != "none":
         before = _predict(baseline, test, schema)

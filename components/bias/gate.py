@@ -9,9 +9,13 @@ A threshold is {metric, threshold, direction, blocking, columns}:
   means every set.
 
 The gate passes when no blocking threshold is broken. A threshold whose metric cannot be computed
-is a warning ("not checked"), or fails the step with on_not_computable "fail".
+is a warning ("not checked"), or fails the step with on_not_computable "fail". A blocking
+threshold that names a set this run does not group by (a misspelt column), or that has no set to
+be checked on, fails the step whatever on_not_computable says: it would check nothing, and the
+gate would pass.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from components.bias.logic import Problems
@@ -160,30 +164,69 @@ def _groups_detail(summary: Summary) -> str:
     return text
 
 
+def check_threshold_sets(thresholds: list[Threshold], sets: Sequence[str], problems: Problems):
+    """Every set a threshold names must be one this run groups by.
+
+    Raises:
+        PipelineInputError: a blocking threshold naming an unknown set, or with no set at all,
+            as "bias.thresholds[0].columns: column 'COLOUR' is not ...". A non-blocking one is a
+            problem (a warning, or an error with on_not_computable "fail").
+    """
+    have = ", ".join(sets) or "none"
+    for index, threshold in enumerate(thresholds):
+        where = f"bias.thresholds[{index}]"
+        unknown = [column for column in threshold.columns if column not in sets]
+        if not sets:
+            message = f"{where}: no sensitive column or intersection to check it on"
+        elif unknown:
+            message = (
+                f"{where}.columns: column '{unknown[0]}' is not a sensitive column or "
+                f"intersection of this run (have: {have})"
+            )
+        else:
+            continue
+        if threshold.blocking:
+            raise PipelineInputError(f"{message}; a blocking threshold must check something")
+        problems.add(f"{message}; the threshold is not checked there")
+
+
 def apply_gate(
     results: dict[str, GroupResult],
     thresholds: list[Threshold],
     task: str,
     positive: object,
     problems: Problems,
+    sets: Sequence[str] | None = None,
 ) -> GateResult:
     """Check every threshold on every set it applies to.
+
+    Args:
+        sets: every set this run groups by (sensitive columns, then intersections), including
+            those left out of `results` as not computable; default: the sets of `results`.
 
     Returns:
         passed (no blocking threshold broken) and a one-line reason: the first blocking breach,
         naming the metric, the set, the value and the groups; otherwise how many thresholds held
-        and how many warnings there were.
+        and how many warnings there were. A set that was left out (not computable) is a "not
+        checked" warning for each threshold on it.
+
+    Raises:
+        PipelineInputError: a blocking threshold that names a set not in `sets`, or with no set
+            to be checked on (check_threshold_sets).
     """
+    sets = list(results) if sets is None else list(sets)
+    check_threshold_sets(thresholds, sets, problems)
     findings = []
     for threshold in thresholds:
-        for column in threshold.columns:
+        for column in threshold.columns or tuple(sets):
+            if column not in sets:  # a non-blocking threshold's (check_threshold_sets)
+                detail = "not a sensitive column or intersection of this run"
+                findings.append(Finding(threshold, column, "not checked", detail=detail))
+                continue
             if column not in results:
-                problems.add(
-                    f"threshold {threshold.metric}: column '{column}' is not a sensitive column "
-                    f"or intersection of this run (have: {', '.join(results) or 'none'})"
-                )
-        for column in threshold.columns or tuple(results):
-            if column not in results:
+                # Left out of the analysis (too many groups): its problem is recorded already.
+                detail = "not computable: the set was left out of the analysis"
+                findings.append(Finding(threshold, column, "not checked", detail=detail))
                 continue
             summary = results[column].summaries.get(threshold.metric)
             if summary is None:

@@ -249,6 +249,87 @@ def test_a_classification_metric_on_regression_is_not_checked_or_fails_as_config
         apply_gate(results, thresholds, "regression", None, Problems("fail"))
 
 
+def test_a_blocking_threshold_on_a_set_the_run_does_not_have_fails_the_step():
+    # The issue: 'GROUP' for 'group' made a blocking gate check nothing, and it passed.
+    thresholds = parse_thresholds(
+        [{"metric": "demographic_parity_ratio", "threshold": 0.8, "columns": ["GROUP"]}]
+    )
+    for on_not_computable in ("warn", "fail"):
+        with pytest.raises(
+            PipelineInputError,
+            match=r"^bias.thresholds\[0\].columns: column 'GROUP' is not a sensitive column or "
+            r"intersection of this run \(have: group\); a blocking threshold must check",
+        ):
+            apply_gate(
+                _model_results(), thresholds, "classification", "yes", Problems(on_not_computable)
+            )
+
+
+def test_a_blocking_threshold_without_any_set_fails_the_step():
+    thresholds = parse_thresholds([{"metric": "demographic_parity_ratio", "threshold": 0.8}])
+    with pytest.raises(PipelineInputError, match=r"bias.thresholds\[0\]: no sensitive column"):
+        apply_gate({}, thresholds, "classification", "yes", Problems(), sets=[])
+
+
+def test_a_warning_threshold_on_an_unknown_set_is_a_warning_not_a_pass():
+    thresholds = parse_thresholds(
+        [
+            {
+                "metric": "demographic_parity_ratio",
+                "threshold": 0.8,
+                "blocking": False,
+                "columns": ["GROUP"],
+            }
+        ]
+    )
+    problems = Problems("warn")
+    gate = apply_gate(_model_results(), thresholds, "classification", "yes", problems)
+    assert gate.passed
+    assert gate.reason == (
+        "passed with 1 warning: demographic_parity_ratio for 'GROUP' not checked: "
+        "not a sensitive column or intersection of this run"
+    )
+    assert "bias.thresholds[0].columns: column 'GROUP' is not" in problems.messages[0]
+    with pytest.raises(PipelineInputError, match="column 'GROUP'.*on_not_computable is fail"):
+        apply_gate(_model_results(), thresholds, "classification", "yes", Problems("fail"))
+
+
+def test_a_threshold_on_a_set_left_out_as_not_computable_is_not_checked():
+    # 'zip' had too many groups (checked_group_sets left it out): a warning, never a silent pass.
+    thresholds = parse_thresholds(
+        [{"metric": "demographic_parity_ratio", "threshold": 0.1, "columns": ["zip"]}]
+    )
+    gate = apply_gate(
+        _model_results(), thresholds, "classification", "yes", Problems(), sets=["group", "zip"]
+    )
+    assert gate.passed and [f.status for f in gate.findings] == ["not checked"]
+    assert gate.reason.startswith("passed with 1 warning: demographic_parity_ratio for 'zip'")
+
+
+def test_assess_model_refuses_a_blocking_threshold_on_a_misspelt_column(loans, loans_schema):
+    settings = BiasConfig(
+        bootstrap=0,
+        thresholds=[{"metric": "demographic_parity_ratio", "threshold": 0.8, "columns": ["Group"]}],
+    )
+    with pytest.raises(PipelineInputError, match=r"bias.thresholds\[0\].columns: column 'Group'"):
+        assess_model(_Fixed(), loans, loans_schema, ["group"], "yes", settings, seed=0)
+
+
+def test_assess_model_warns_of_a_threshold_on_a_set_left_out(loans, loans_schema):
+    # 400 zip codes, more than max_groups: left out, so the threshold on it is not checked.
+    frame = loans.assign(zip=[f"z{i}" for i in range(len(loans))])
+    settings = BiasConfig(
+        bootstrap=0,
+        thresholds=[{"metric": "demographic_parity_ratio", "threshold": 0.8, "columns": ["zip"]}],
+    )
+    result = assess_model(_Fixed(), frame, loans_schema, ["group", "zip"], "yes", settings, seed=0)
+    assert result.gate.passed and set(result.results) == {"group"}
+    assert result.gate.reason.startswith(
+        "passed with 1 warning: demographic_parity_ratio for 'zip'"
+    )
+    assert "'zip' has 400 groups" in result.problems[0]
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -34,6 +34,21 @@ def assert_one_line_error(result, code, *fragments):
         ({"tuning.bogus": 3}, "unknown key 'tuning.bogus'"),
         ({"target": "outcome"}, "column 'outcome' is not in the data source"),
         ({"data.source": "nowhere/lake"}, "data source 'nowhere/lake': no such file or folder"),
+        # The issue: a blocking threshold on 'COLOUR' (the column is 'colour') switched the
+        # fairness gate off, and the run deployed.
+        (
+            {
+                "bias.thresholds": [
+                    {
+                        "metric": "demographic_parity_ratio",
+                        "threshold": 0.8,
+                        "blocking": True,
+                        "columns": ["COLOUR"],
+                    }
+                ]
+            },
+            "key 'bias.thresholds[0].columns': column 'COLOUR' is not a sensitive column",
+        ),
     ],
 )
 def test_run_with_a_bad_config_exits_2_and_writes_nothing(tmp_path, demo_lake, overrides, fragment):

@@ -291,3 +291,159 @@ def test_the_registry_commands_read_the_store_keys_and_refuse_a_mistyped_one(tmp
         load_store_keys(typo)
     with pytest.raises(PipelineInputError, match=r"typo.yaml: unknown key 'model_stor'"):
         load_config(typo)
+
+
+# --- Every column the config names, checked before anything runs ------------------------------
+
+DPR = "demographic_parity_ratio"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "column", "message"),
+    [
+        # Against the config itself: the case, a blocking threshold on 'COLOUR'.
+        (
+            {"bias.thresholds": [{"metric": DPR, "threshold": 0.8, "columns": ["COLOUR"]}]},
+            "bias.thresholds[0].columns",
+            "COLOUR",
+            "is not a sensitive column or intersection (have: colour, sex, age, colour_x_sex); "
+            "did you mean 'colour'?",
+        ),
+        (
+            {"bias.thresholds": [{"metric": DPR, "threshold": 0.8, "columns": ["sex_x_colour"]}]},
+            "bias.thresholds[0].columns",
+            "sex_x_colour",
+            "is not a sensitive column or intersection",
+        ),
+        (
+            {"bias.bands": {"checks": [0, 2, 6]}},
+            "bias.bands",
+            "checks",
+            "is not a sensitive column or a column of an intersection",
+        ),
+        ({"bias.mitigate_by": "Sex"}, "bias.mitigate_by", "Sex", "is not a sensitive column"),
+        # Against the data's columns.
+        (
+            {"bias.intersections": [["colour", "race"]]},
+            "bias.intersections[0]",
+            "race",
+            "is not in the data source",
+        ),
+        (
+            {"prepare.columns": {"income": {"scale": "robust"}}},
+            "prepare.columns.income",
+            "income",
+            "is not in the data source",
+        ),
+        ({"prepare.exclude": ["person_id"]}, "prepare.exclude", "person_id", "is not in the data"),
+        ({"prepare.log_transform": ["Checks"]}, "prepare.log_transform", "Checks", "did you mean"),
+        (
+            {"prepare.outliers": {"method": "iqr", "columns": ["salary"]}},
+            "prepare.outliers.columns",
+            "salary",
+            "is not in the data source",
+        ),
+        (
+            {"prepare.derived": [{"name": "r", "ratio": ["checks", "salary"]}]},
+            "prepare.derived[0].ratio",
+            "salary",
+            "is not in the data source",
+        ),
+        (
+            {"prepare.derived": [{"name": "m", "date_part": ["arrested_on", "month"]}]},
+            "prepare.derived[0].date_part",
+            "arrested_on",
+            "is not in the data source",
+        ),
+        (
+            {"prepare.derived": [{"name": "b", "bins": {"column": "Age", "edges": [0, 30]}}]},
+            "prepare.derived[0].bins.column",
+            "Age",
+            "did you mean 'age'?",
+        ),
+        (
+            {"split.strategy": "time", "split.time_column": "arrested_on"},
+            "split.time_column",
+            "arrested_on",
+            "is not in the data source",
+        ),
+        ({"data.columns": ["colour", "salary"]}, "data.columns", "salary", "is not in the data"),
+        (
+            {"data.columns": ["released", "colour", "age", "checks"]},
+            "sensitive_columns",
+            "sex",
+            "is not in data.columns, the columns read",
+        ),
+    ],
+)
+def test_every_column_the_config_names_is_checked(
+    tmp_path, demo_lake, overrides, key, column, message
+):
+    path = write_config(tmp_path / "run.yaml", **({"data.source": str(demo_lake)} | overrides))
+    with pytest.raises(PipelineInputError) as caught:
+        _checked(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: key '{key}': column '{column}' ") and "\n" not in text
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"bias.thresholds": [{"metric": DPR, "threshold": 0.8, "columns": ["COLOUR"]}]},
+            "key 'bias.thresholds[0].columns': column 'COLOUR' is not a sensitive column",
+        ),
+        (
+            {"bias.thresholds": [{"metric": "mae_ratio", "threshold": 0.8}]},
+            "key 'bias.thresholds[0].metric': 'mae_ratio' is not a classification summary metric",
+        ),
+        (
+            {
+                "task": "regression",
+                "positive_class": "",
+                "evaluation": {},
+                "tuning.families": ["random_forest"],
+                "tuning.metric": "r2",
+            },
+            "key 'bias.thresholds[0].metric': 'demographic_parity_ratio' is not a regression",
+        ),
+        (
+            {"sensitive_columns": [], "bias.intersections": []},
+            "key 'bias.thresholds[0]': no sensitive_columns or bias.intersections to check it on",
+        ),
+    ],
+)
+def test_the_bias_section_is_checked_without_the_data(tmp_path, overrides, message):
+    # No data source at all: these hold for ETL sources too, whose columns exist only at run time.
+    path = write_config(tmp_path / "run.yaml", **({"data.source": "nowhere/lake"} | overrides))
+    with pytest.raises(PipelineInputError) as caught:
+        check_config(load_config(path), path, check_data=False)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: ") and "\n" not in text
+    assert message in text
+
+
+def test_prepare_options_may_name_derived_features(tmp_path, demo_lake):
+    derived = [{"name": "checks_per_year", "ratio": ["checks", "age"]}]
+    path = write_config(
+        tmp_path / "run.yaml",
+        **{
+            "data.source": str(demo_lake),
+            "prepare.derived": derived,
+            "prepare.log_transform": ["checks_per_year"],
+            "prepare.columns": {"checks_per_year": {"scale": "robust"}},
+            "bias.intersections": [["colour", "employed"]],  # a column grouped only here
+            "bias.bands": {"age": [0, 30, 120]},
+        },
+    )
+    _checked(path)
+
+
+def test_a_derived_feature_may_not_take_a_data_columns_name(tmp_path, demo_lake):
+    derived = [{"name": "age", "ratio": ["checks", "year"]}]
+    path = write_config(
+        tmp_path / "run.yaml", **{"data.source": str(demo_lake), "prepare.derived": derived}
+    )
+    with pytest.raises(PipelineInputError, match=r"key 'prepare.derived\[0\].name': 'age' is"):
+        _checked(path)
