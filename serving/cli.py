@@ -28,7 +28,7 @@ the field and the row, never a 500, and the server keeps serving:
   - ±Infinity anywhere, and null or NaN (a missing value, which the model imputes) in a feature
     whose schema entry says `"nullable": false`; NaN and Infinity are not JSON, so a V1 body
     holding them is refused naming the row and the feature;
-  - an empty batch, a body that is not JSON;
+  - an empty batch, a body that is not JSON, a body nested deeper than 64 levels;
   - HTTP 413 for more rows than --max_batch_rows (env MLPIPE_MAX_BATCH_ROWS, default 10000),
     and for a body over --max_body_bytes (env MLPIPE_MAX_BODY_BYTES, default 10 MiB), refused
     before it is read in full.

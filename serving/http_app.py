@@ -2,7 +2,9 @@
 and the admin route that reloads the model.
 
 - A body over --max_body_bytes (env MLPIPE_MAX_BODY_BYTES, default 10 MiB) is refused with HTTP
-  413 before it is read in full (`BodyLimit`).
+  413 before it is read in full, and a body nested deeper than MAX_JSON_DEPTH (64) levels of
+  arrays and objects with HTTP 400, before any JSON parser sees it (`BodyLimit`, `json_depth`).
+- A predict or infer route asked with another method than POST answers 405 with `Allow: POST`.
 - Every `InvalidInput` is HTTP 400 (413 for the limits) with {"error": ...}; a V1 body that is
   not JSON is explained, naming the row and the feature of a NaN or Infinity (which are not
   JSON: `describe_bad_json`); a V2 body that FastAPI refuses gets 400 and {"error": ...} too,
@@ -17,6 +19,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 
 from serving.model import ReloadFailed, ReloadRefused, TabularModel
 from serving.protocol import InvalidInput
@@ -26,6 +29,18 @@ ADMIN_RELOAD_PATH = "/admin/reload"
 # Where the body-limit middleware leaves the request body, for the error handlers to explain
 # a body that is not JSON (KServe's own message does not say which value is wrong).
 BODY_SCOPE_KEY = "mlpipe.body"
+# The deepest JSON body accepted. A V1 body is 3 levels deep, a V2 body 4 plus the rank of its
+# tensors; a deeper one is refused before any parser sees it (Python's json module recurses once
+# per level, and a body 100,000 levels deep would end in RecursionError, an HTTP 500).
+MAX_JSON_DEPTH = 64
+# The V2 binary extension: a JSON header of this many bytes, then raw tensor bytes (not JSON).
+_BINARY_HEADER_LENGTH = b"inference-header-content-length"
+# A JSON string, escapes included (the unrolled form: linear, no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# The routes that take a request body, and the one method they answer.
+_POST_ONLY = re.compile(
+    r"^/v1/models/[^/]+:(?:predict|explain)$|^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$"
+)
 
 
 def _first_non_finite(payload) -> tuple[tuple, float] | None:
@@ -56,6 +71,45 @@ def _where(payload, path: tuple) -> str:
     return f"field '{dotted}'"
 
 
+def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep the arrays and objects of a JSON text nest, counted without parsing it.
+
+    Brackets inside strings do not count. A body with no more opening brackets than `limit`
+    cannot be deeper, and is answered at once (a V1 body has about two per row). Otherwise the
+    brackets and quotes are counted with numpy, not byte by byte in Python; a body with a
+    backslash (an escaped quote may be among them) has its strings cut out by a regular
+    expression first. An unterminated string counts the brackets after it: such a body is not
+    JSON anyway.
+
+    Returns:
+        The depth, or a number at most `limit` when it is known not to exceed it.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return 0
+    import numpy as np
+
+    if b"\\" in body:
+        body = _JSON_STRING.sub(b"", body)
+    # +1 opens, -1 closes, 2 is a quote; everything else is 0 and dropped.
+    table = np.zeros(256, dtype=np.int8)
+    table[[ord("["), ord("{")]] = 1
+    table[[ord("]"), ord("}")]] = -1
+    table[ord('"')] = 2
+    marks = table[np.frombuffer(body, dtype=np.uint8)]
+    marks = marks[marks != 0]
+    quotes = marks == 2
+    in_string = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
+    steps = np.where(quotes | in_string, 0, marks).astype(np.int64)
+    return int(np.cumsum(steps).max()) if len(steps) else 0
+
+
+def _too_deep(limit: int = MAX_JSON_DEPTH) -> str:
+    return (
+        f"request body: nested deeper than {limit} levels of arrays and objects; "
+        'a request is {"instances": [{feature: value}]} (V1) or {"inputs": [...]} (V2)'
+    )
+
+
 def describe_bad_json(body: bytes) -> str | None:
     """Why a request body is not JSON, naming the row and feature of a NaN or Infinity.
 
@@ -71,8 +125,12 @@ def describe_bad_json(body: bytes) -> str | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         return f"request body: not UTF-8 text (byte {error.start})"
+    if json_depth(body) > MAX_JSON_DEPTH:
+        return _too_deep()
     try:
         payload = json.loads(text)  # Python's parser reads NaN, Infinity and 1e999 (as inf)
+    except RecursionError:  # not reached after the depth check; kept as the last line of defence
+        return _too_deep()
     except json.JSONDecodeError as error:
         return (
             f"request body: not valid JSON ({error.msg} at line {error.lineno} "
@@ -97,7 +155,10 @@ def _is_loopback_client(host: str | None) -> bool:
     return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-async def _send_json(send, status: int, content: dict) -> None:
+async def _send_json(send, status: int, content: dict, headers: tuple = ()) -> None:
+    """Answer from a middleware, before the app: {"error": ...} and `Connection: close` (the
+    rest of the body, if any, is not read: this connection is done)."""
+    logging.getLogger("kserve").warning("rejected request (HTTP %d): %s", status, content["error"])
     body = json.dumps(content).encode()
     await send(
         {
@@ -106,25 +167,37 @@ async def _send_json(send, status: int, content: dict) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                # The rest of an oversized body is not read: this connection is done.
                 (b"connection", b"close"),
+                *headers,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request body over `max_bytes` with HTTP 413 before it is parsed.
+def _header(scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope.get("headers", ()) if key == name), None)
 
-    A declared Content-Length over the limit is refused before a byte of the body is read; a
-    body without one (chunked) is counted as it arrives and refused once it passes the limit.
-    A body within the limit is handed on whole, and kept in the scope for the error handlers.
+
+class BodyLimit:
+    """ASGI middleware: refuse what no route should parse, before it is parsed.
+
+    - A predict or infer route asked with any method but POST: HTTP 405 with `Allow: POST`
+      (KServe would answer a GET on `/v1/models/NAME:predict` with 404, reading it as the
+      readiness route of a model called "NAME:predict").
+    - A request body over `max_bytes` (None: no limit): HTTP 413. A declared Content-Length over
+      the limit is refused before a byte of the body is read; a body without one (chunked) is
+      counted as it arrives and refused once it passes the limit.
+    - A body nested deeper than `max_depth` levels of arrays and objects: HTTP 400
+      (`json_depth`). With the V2 binary extension, only the JSON header is counted.
+
+    A body within the limits is handed on whole, and kept in the scope for the error handlers.
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int | None, max_depth: int = MAX_JSON_DEPTH):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
 
     def _too_large(self, size: str) -> dict:
         return {
@@ -136,10 +209,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_json(send, 413, self._too_large(f"{int(value)} bytes"))
-                return
+        path, method = scope.get("path", ""), scope.get("method", "")
+        if method != "POST" and _POST_ONLY.match(path):
+            error = f"{path}: method {method} not allowed; send the request with POST"
+            await _send_json(send, 405, {"error": error}, ((b"allow", b"POST"),))
+            return
+        length = _header(scope, b"content-length")
+        limit = self.max_bytes
+        if limit is not None and length and length.isdigit() and int(length) > limit:
+            await _send_json(send, 413, self._too_large(f"{int(length)} bytes"))
+            return
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -147,13 +226,20 @@ class BodyLimit:
                 return  # the client left; nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await _send_json(send, 413, self._too_large(f"more than {self.max_bytes} bytes"))
+            if limit is not None and size > limit:
+                await _send_json(send, 413, self._too_large(f"more than {limit} bytes"))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        json_part = body
+        header_length = _header(scope, _BINARY_HEADER_LENGTH)
+        if header_length is not None and header_length.isdigit():
+            json_part = body[: int(header_length)]
+        if json_depth(json_part, self.max_depth) > self.max_depth:
+            await _send_json(send, 400, {"error": _too_deep(self.max_depth)})
+            return
         scope[BODY_SCOPE_KEY] = body
         sent = False
 
@@ -223,8 +309,7 @@ def harden_app(app, model: TabularModel, max_body_bytes: int | None = DEFAULT_MA
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
-    if max_body_bytes is not None:
-        app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_exception_handler(InvalidInput, _invalid_input_handler)
     app.add_exception_handler(RequestValidationError, _request_validation_handler)
 

@@ -919,3 +919,80 @@ def test_the_served_frame_equals_what_training_builds():
     expected["age"] = expected["age"].astype(float)
     served = frame_from_columns(columns, schema)
     pd.testing.assert_frame_equal(served, expected)
+
+
+# --- Bodies no parser should see, methods no route takes ----------------------------------------
+
+DEEP = 100_000
+DEEP_BODIES = {
+    "bare v1": ("v1", b"[" * DEEP + b"]" * DEEP),
+    "in instances v1": ("v1", b'{"instances": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+    "bare v2": ("v2", b"[" * DEEP + b"]" * DEEP),
+    "in a tensor v2": (
+        "v2",
+        b'{"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": '
+        + b"[" * DEEP
+        + b"]" * DEEP
+        + b"}]}",
+    ),
+    "objects v1": ("v1", b'{"a":' * DEEP + b"1" + b"}" * DEEP),
+}
+
+
+def test_json_depth_counts_brackets_outside_strings():
+    from serving.http_app import MAX_JSON_DEPTH, json_depth
+
+    assert json_depth(b"[" * DEEP + b"]" * DEEP) == DEEP
+    nested = b'{"instances": [' + b"[" * 100 + b"]" * 100 + b"]}"
+    assert json_depth(nested) == 102
+    # Brackets in strings do not count, escaped quotes included.
+    hidden = b'{"x": "' + b"[" * 100 + b'", "y": "\\"' + b"{" * 100 + b'"}'
+    assert json_depth(hidden) == 1
+    assert json_depth(b'["\\\\"' + b"[" * 100 + b"]" * 100 + b"]") == 101
+    assert json_depth(b'{"instances": [{"a": 1}]}') <= MAX_JSON_DEPTH
+    assert "nested deeper than" in describe_bad_json(b"[" * DEEP + b"]" * DEEP)
+
+
+@pytest.fixture(scope="module")
+def roomy(tmp_path_factory, models):
+    """v1, served from its folder with the default limits (a 10 MiB body)."""
+    registry = _registry(tmp_path_factory.mktemp("roomy"), models.first)
+    with _server("--model_dir", registry.uri("v1")) as server:
+        yield server
+
+
+@pytest.mark.server
+def test_a_deeply_nested_body_is_a_400_and_the_server_keeps_serving(roomy, models):
+    rows = {"instances": to_json_rows(models.sample.head(3))}
+    with _http() as http:
+        for what, (protocol, body) in DEEP_BODIES.items():
+            url = roomy.predict_url() if protocol == "v1" else roomy.infer_url()
+            response = http.post(url, timeout=60, **_raw(body.decode()))
+            assert response.status_code == 400, (what, response.status_code, response.text)
+            assert "nested deeper than 64 levels" in response.json()["error"], what
+            good = http.post(roomy.predict_url(), json=rows, timeout=30)
+            assert good.status_code == 200, (what, good.text)
+            assert good.json()["predictions"] == models.expected(
+                models.first, models.sample.head(3)
+            )
+    assert roomy.process.poll() is None
+    assert "RecursionError" not in roomy.log()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_predict_routes_answer_other_methods_with_405(roomy, method):
+    with _http() as http:
+        for url in (
+            roomy.predict_url(),
+            roomy.infer_url(),
+            f"{roomy.url}/v2/models/{NAME}/versions/v1/infer",
+        ):
+            response = http.request(method, url, timeout=30)
+            assert response.status_code == 405, (url, response.text)
+            assert response.headers["allow"] == "POST"
+            error = response.json()["error"]
+            assert f"method {method} not allowed" in error and "POST" in error, error
+        # The routes that do answer GET still do.
+        assert http.get(f"{roomy.url}/v1/models/{NAME}", timeout=30).status_code == 200
+        assert http.get(f"{roomy.url}/v2/models/{NAME}/ready", timeout=30).status_code == 200
