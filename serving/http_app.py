@@ -9,23 +9,44 @@ and the admin route that reloads the model.
   not JSON is explained, naming the row and the feature of a NaN or Infinity (which are not
   JSON: `describe_bad_json`); a V2 body that FastAPI refuses gets 400 and {"error": ...} too,
   not FastAPI's 422 and {"detail": [...]}.
-- `POST /admin/reload`, from this machine only, reloads the alias the model follows
-  (`TabularModel.reload`): 200 with its answer, 409 or 500 with {"error", "version",
-  "changed": false}, 403 for any other client.
+- `POST /admin/reload` reloads the alias the model follows (`TabularModel.reload`): 200 with
+  its answer, 409 or 500 with {"error", "version", "changed": false}.
+
+The admin token. Where the client comes from proves nothing: in a KServe pod the queue-proxy
+and agent sidecars connect from 127.0.0.1, so every outside request looks local. A route that
+changes the server's state (under ADMIN_PREFIXES: `/admin/...`, and KServe's own model
+repository routes `/v2/repository/models/NAME/load|unload`) therefore answers only a request
+that carries `Authorization: Bearer <token>` (`AdminGuard`, checked before the body is read):
+
+- the token is read once, at start, from the environment variable MLPIPE_ADMIN_TOKEN
+  (`read_admin_token`; on a cluster it comes from the Secret `mlpipe-admin-token`), never from
+  the command line, and is never logged; at least 16 visible ASCII characters, e.g.
+  `python -c 'import secrets; print(secrets.token_urlsafe(32))'`;
+- none configured (unset or blank): those routes are off, HTTP 403 saying how to turn them on;
+- a missing or wrong token: HTTP 401 with `WWW-Authenticate: Bearer`, the same answer for both;
+  compared in constant time (`hmac.compare_digest`).
+SIGHUP reloads as before: a signal needs the rights of the process's own user.
 """
 
 import asyncio
-import ipaddress
+import hmac
 import json
 import logging
 import math
+import os
 import re
 
+from components.common.errors import PipelineInputError
 from serving.model import ReloadFailed, ReloadRefused, TabularModel
 from serving.protocol import InvalidInput
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 ADMIN_RELOAD_PATH = "/admin/reload"
+ADMIN_TOKEN_ENV = "MLPIPE_ADMIN_TOKEN"
+MIN_ADMIN_TOKEN_CHARS = 16
+# Every route that changes the server's state starts with one of these: a new one (the label
+# feedback route, say) goes under /admin/ or is added here, and needs the token too.
+ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
 # Where the body-limit middleware leaves the request body, for the error handlers to explain
 # a body that is not JSON (KServe's own message does not say which value is wrong).
 BODY_SCOPE_KEY = "mlpipe.body"
@@ -146,13 +167,29 @@ def describe_bad_json(body: bytes) -> str | None:
     return f"{where} must be a finite number, got {'' if value > 0 else '-'}Infinity"
 
 
-def _is_loopback_client(host: str | None) -> bool:
-    try:
-        address = ipaddress.ip_address(host or "")
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
-    return address.is_loopback or bool(mapped and mapped.is_loopback)
+def read_admin_token(environ=None) -> str | None:
+    """The admin token, from the environment variable MLPIPE_ADMIN_TOKEN (only there).
+
+    Args:
+        environ: the environment to read (default: this process's).
+
+    Returns:
+        The token, or None when it is unset or blank: the admin routes are off.
+
+    Raises:
+        PipelineInputError: the token is shorter than 16 characters, or holds a character that
+            is not visible ASCII (it is sent in an HTTP header). The message never quotes it.
+    """
+    token = (os.environ if environ is None else environ).get(ADMIN_TOKEN_ENV, "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_ADMIN_TOKEN_CHARS or not all("!" <= c <= "~" for c in token):
+        raise PipelineInputError(
+            f"{ADMIN_TOKEN_ENV}: the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} "
+            "visible ASCII characters (this one is not; it is not shown), e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token
 
 
 async def _send_json(send, status: int, content: dict, headers: tuple = ()) -> None:
@@ -253,6 +290,44 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class AdminGuard:
+    """ASGI middleware: a request to a route under ADMIN_PREFIXES passes only with
+    `Authorization: Bearer <token>`; with no token configured, those routes are off (403).
+
+    It runs before the body is read, so a client without the token cannot make the server read
+    or parse anything.
+    """
+
+    def __init__(self, app, token: str | None):
+        self.app = app
+        self._token = token.encode("ascii") if token else None
+
+    def _authorized(self, scope) -> bool:
+        scheme, _, credentials = (_header(scope, b"authorization") or b"").partition(b" ")
+        # Compared even when the scheme is wrong: the time taken says nothing either way.
+        same = hmac.compare_digest(credentials.strip(), self._token)
+        return same and scheme.lower() == b"bearer"
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(ADMIN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        if self._token is None:
+            error = (
+                f"{path}: off, this server has no admin token: set {ADMIN_TOKEN_ENV} in its "
+                "environment (from a Kubernetes Secret on a cluster) and send "
+                "'Authorization: Bearer <token>'; or send the server SIGHUP to reload"
+            )
+            await _send_json(send, 403, {"error": error})
+            return
+        if not self._authorized(scope):
+            error = f"{path}: needs a valid 'Authorization: Bearer <token>' header"
+            await _send_json(send, 401, {"error": error}, ((b"www-authenticate", b"Bearer"),))
+            return
+        await self.app(scope, receive, send)
+
+
 def _rejected(status: int, message: str):
     from fastapi.responses import JSONResponse
 
@@ -294,8 +369,14 @@ async def _request_validation_handler(request, error):
     return _rejected(400, f"field '{field}': {first.get('msg')}{more}")
 
 
-def harden_app(app, model: TabularModel, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES):
-    """Add the body limit, this server's error answers and `POST /admin/reload` to a FastAPI app.
+def harden_app(
+    app,
+    model: TabularModel,
+    max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+    admin_token: str | None = None,
+):
+    """Add the body limit, this server's error answers, the admin token check and
+    `POST /admin/reload` to a FastAPI app.
 
     Call it after KServe has added its own exception handlers, so that these replace them
     (`kserve_compat.RestServer` calls it then, as its `configure_app`).
@@ -304,25 +385,21 @@ def harden_app(app, model: TabularModel, max_body_bytes: int | None = DEFAULT_MA
         app: the FastAPI app (KServe's, or any FastAPI app in tests).
         model: the served model, which the admin route reloads.
         max_body_bytes: the largest request body (None: no limit).
+        admin_token: the token the admin routes require (`read_admin_token`); None: they are
+            off.
     """
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # Added last, so it runs first: no body is read for a request without the token.
+    app.add_middleware(AdminGuard, token=admin_token)
     app.add_exception_handler(InvalidInput, _invalid_input_handler)
     app.add_exception_handler(RequestValidationError, _request_validation_handler)
 
     async def admin_reload(request: Request) -> JSONResponse:
-        client = request.client.host if request.client else None
-        if not _is_loopback_client(client):
-            return JSONResponse(
-                status_code=403,
-                content={
-                    "error": f"{ADMIN_RELOAD_PATH}: allowed from this machine only "
-                    f"(127.0.0.1 or ::1), not from {client}; or send the server SIGHUP"
-                },
-            )
+        # AdminGuard has checked the token.
         try:
             # In a worker thread: requests go on being answered while the new version loads.
             answer = await asyncio.to_thread(model.reload)
