@@ -5,6 +5,7 @@ failed step or anything unexpected. --debug shows the traceback instead.
 """
 
 import argparse
+import os
 import socket
 import sys
 import traceback
@@ -127,7 +128,8 @@ def cmd_run(args) -> int:
     which = "the new model" if run.blessed else f"the champion {run.champion}"
     console.print(
         f"\nServing {which} until Ctrl-C (the champion alias: after `mlpipe models promote`, "
-        "send SIGHUP or POST /admin/reload from this machine to switch)."
+        f"kill -HUP {os.getpid()} to switch, or POST /admin/reload with 'Authorization: Bearer "
+        "$MLPIPE_ADMIN_TOKEN' if that variable is set here)."
     )
     return _serve(host, port, model_store=config.model_store_uri, name=config.model_name)
 

@@ -15,12 +15,18 @@ What it serves:
   --model_store URI        the registry (a path, file://, s3://, gs://) and --model_name NAME:
   --alias champion         serve the version this alias (or a version like v3) names. On SIGHUP
                            (which therefore does not end this server), or `POST /admin/reload`
-                           from this machine, the alias is read again and a new version is
+                           with the admin token, the alias is read again and a new version is
                            loaded in the background and swapped in at once; requests in flight
                            finish on the version they started with. The answer is {"version",
                            "previous", "changed", "alias"}; a version that cannot be loaded (a
                            checksum differs, it is missing) is refused with HTTP 409, a failure
                            of the store with 500, and the old version keeps serving.
+
+The admin token: `POST /admin/reload` (and KServe's /v2/repository/... load and unload routes)
+need the header `Authorization: Bearer TOKEN`, where TOKEN is the environment variable
+MLPIPE_ADMIN_TOKEN of the server (at least 16 characters; on a cluster, from a Secret). It is
+read from the environment only, never from the command line. Without it those routes are off
+(HTTP 403); a missing or wrong token gets HTTP 401. SIGHUP needs no token.
 
 Every request is validated before the model sees it: a client's mistake is an HTTP 400 naming
 the field and the row, never a 500, and the server keeps serving:
@@ -28,7 +34,7 @@ the field and the row, never a 500, and the server keeps serving:
   - ±Infinity anywhere, and null or NaN (a missing value, which the model imputes) in a feature
     whose schema entry says `"nullable": false`; NaN and Infinity are not JSON, so a V1 body
     holding them is refused naming the row and the feature;
-  - an empty batch, a body that is not JSON;
+  - an empty batch, a body that is not JSON, a body nested deeper than 64 levels;
   - HTTP 413 for more rows than --max_batch_rows (env MLPIPE_MAX_BATCH_ROWS, default 10000),
     and for a body over --max_body_bytes (env MLPIPE_MAX_BODY_BYTES, default 10 MiB), refused
     before it is read in full.
@@ -49,7 +55,7 @@ import os
 import sys
 
 from components.common.errors import PipelineInputError
-from serving.http_app import ADMIN_RELOAD_PATH, DEFAULT_MAX_BODY_BYTES
+from serving.http_app import ADMIN_RELOAD_PATH, ADMIN_TOKEN_ENV, DEFAULT_MAX_BODY_BYTES
 from serving.kserve_compat import server_flags
 from serving.model import DEFAULT_ALIAS
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS
@@ -94,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--model_store",
         help="serve the version --alias names in this registry (with --model_name); "
-        f"SIGHUP or POST {ADMIN_RELOAD_PATH} (from this machine) reads the alias again",
+        f"SIGHUP, or POST {ADMIN_RELOAD_PATH} with the token in {ADMIN_TOKEN_ENV}, reads the "
+        "alias again",
     )
     parser.add_argument(
         "--alias",

@@ -2,30 +2,66 @@
 and the admin route that reloads the model.
 
 - A body over --max_body_bytes (env MLPIPE_MAX_BODY_BYTES, default 10 MiB) is refused with HTTP
-  413 before it is read in full (`BodyLimit`).
+  413 before it is read in full, and a body nested deeper than MAX_JSON_DEPTH (64) levels of
+  arrays and objects with HTTP 400, before any JSON parser sees it (`BodyLimit`, `json_depth`).
+- A predict or infer route asked with another method than POST answers 405 with `Allow: POST`.
 - Every `InvalidInput` is HTTP 400 (413 for the limits) with {"error": ...}; a V1 body that is
   not JSON is explained, naming the row and the feature of a NaN or Infinity (which are not
   JSON: `describe_bad_json`); a V2 body that FastAPI refuses gets 400 and {"error": ...} too,
   not FastAPI's 422 and {"detail": [...]}.
-- `POST /admin/reload`, from this machine only, reloads the alias the model follows
-  (`TabularModel.reload`): 200 with its answer, 409 or 500 with {"error", "version",
-  "changed": false}, 403 for any other client.
+- `POST /admin/reload` reloads the alias the model follows (`TabularModel.reload`): 200 with
+  its answer, 409 or 500 with {"error", "version", "changed": false}.
+
+The admin token. Where the client comes from proves nothing: in a KServe pod the queue-proxy
+and agent sidecars connect from 127.0.0.1, so every outside request looks local. A route that
+changes the server's state (under ADMIN_PREFIXES: `/admin/...`, and KServe's own model
+repository routes `/v2/repository/models/NAME/load|unload`) therefore answers only a request
+that carries `Authorization: Bearer <token>` (`AdminGuard`, checked before the body is read):
+
+- the token is read once, at start, from the environment variable MLPIPE_ADMIN_TOKEN
+  (`read_admin_token`; on a cluster it comes from the Secret `mlpipe-admin-token`), never from
+  the command line, and is never logged; at least 16 visible ASCII characters, e.g.
+  `python -c 'import secrets; print(secrets.token_urlsafe(32))'`;
+- none configured (unset or blank): those routes are off, HTTP 403 saying how to turn them on;
+- a missing or wrong token: HTTP 401 with `WWW-Authenticate: Bearer`, the same answer for both;
+  compared in constant time (`hmac.compare_digest`).
+SIGHUP reloads as before: a signal needs the rights of the process's own user.
 """
 
 import asyncio
-import ipaddress
+import hmac
 import json
 import logging
 import math
+import os
+import re
 
+from components.common.errors import PipelineInputError
 from serving.model import ReloadFailed, ReloadRefused, TabularModel
 from serving.protocol import InvalidInput
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 ADMIN_RELOAD_PATH = "/admin/reload"
+ADMIN_TOKEN_ENV = "MLPIPE_ADMIN_TOKEN"
+MIN_ADMIN_TOKEN_CHARS = 16
+# Every route that changes the server's state starts with one of these: a new one (the label
+# feedback route, say) goes under /admin/ or is added here, and needs the token too.
+ADMIN_PREFIXES = ("/admin/", "/v2/repository/")
 # Where the body-limit middleware leaves the request body, for the error handlers to explain
 # a body that is not JSON (KServe's own message does not say which value is wrong).
 BODY_SCOPE_KEY = "mlpipe.body"
+# The deepest JSON body accepted. A V1 body is 3 levels deep, a V2 body 4 plus the rank of its
+# tensors; a deeper one is refused before any parser sees it (Python's json module recurses once
+# per level, and a body 100,000 levels deep would end in RecursionError, an HTTP 500).
+MAX_JSON_DEPTH = 64
+# The V2 binary extension: a JSON header of this many bytes, then raw tensor bytes (not JSON).
+_BINARY_HEADER_LENGTH = b"inference-header-content-length"
+# A JSON string, escapes included (the unrolled form: linear, no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# The routes that take a request body, and the one method they answer.
+_POST_ONLY = re.compile(
+    r"^/v1/models/[^/]+:(?:predict|explain)$|^/v2/models/[^/]+(?:/versions/[^/]+)?/infer$"
+)
 
 
 def _first_non_finite(payload) -> tuple[tuple, float] | None:
@@ -56,6 +92,45 @@ def _where(payload, path: tuple) -> str:
     return f"field '{dotted}'"
 
 
+def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep the arrays and objects of a JSON text nest, counted without parsing it.
+
+    Brackets inside strings do not count. A body with no more opening brackets than `limit`
+    cannot be deeper, and is answered at once (a V1 body has about two per row). Otherwise the
+    brackets and quotes are counted with numpy, not byte by byte in Python; a body with a
+    backslash (an escaped quote may be among them) has its strings cut out by a regular
+    expression first. An unterminated string counts the brackets after it: such a body is not
+    JSON anyway.
+
+    Returns:
+        The depth, or a number at most `limit` when it is known not to exceed it.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return 0
+    import numpy as np
+
+    if b"\\" in body:
+        body = _JSON_STRING.sub(b"", body)
+    # +1 opens, -1 closes, 2 is a quote; everything else is 0 and dropped.
+    table = np.zeros(256, dtype=np.int8)
+    table[[ord("["), ord("{")]] = 1
+    table[[ord("]"), ord("}")]] = -1
+    table[ord('"')] = 2
+    marks = table[np.frombuffer(body, dtype=np.uint8)]
+    marks = marks[marks != 0]
+    quotes = marks == 2
+    in_string = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
+    steps = np.where(quotes | in_string, 0, marks).astype(np.int64)
+    return int(np.cumsum(steps).max()) if len(steps) else 0
+
+
+def _too_deep(limit: int = MAX_JSON_DEPTH) -> str:
+    return (
+        f"request body: nested deeper than {limit} levels of arrays and objects; "
+        'a request is {"instances": [{feature: value}]} (V1) or {"inputs": [...]} (V2)'
+    )
+
+
 def describe_bad_json(body: bytes) -> str | None:
     """Why a request body is not JSON, naming the row and feature of a NaN or Infinity.
 
@@ -71,8 +146,12 @@ def describe_bad_json(body: bytes) -> str | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         return f"request body: not UTF-8 text (byte {error.start})"
+    if json_depth(body) > MAX_JSON_DEPTH:
+        return _too_deep()
     try:
         payload = json.loads(text)  # Python's parser reads NaN, Infinity and 1e999 (as inf)
+    except RecursionError:  # not reached after the depth check; kept as the last line of defence
+        return _too_deep()
     except json.JSONDecodeError as error:
         return (
             f"request body: not valid JSON ({error.msg} at line {error.lineno} "
@@ -88,16 +167,35 @@ def describe_bad_json(body: bytes) -> str | None:
     return f"{where} must be a finite number, got {'' if value > 0 else '-'}Infinity"
 
 
-def _is_loopback_client(host: str | None) -> bool:
-    try:
-        address = ipaddress.ip_address(host or "")
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
-    return address.is_loopback or bool(mapped and mapped.is_loopback)
+def read_admin_token(environ=None) -> str | None:
+    """The admin token, from the environment variable MLPIPE_ADMIN_TOKEN (only there).
+
+    Args:
+        environ: the environment to read (default: this process's).
+
+    Returns:
+        The token, or None when it is unset or blank: the admin routes are off.
+
+    Raises:
+        PipelineInputError: the token is shorter than 16 characters, or holds a character that
+            is not visible ASCII (it is sent in an HTTP header). The message never quotes it.
+    """
+    token = (os.environ if environ is None else environ).get(ADMIN_TOKEN_ENV, "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_ADMIN_TOKEN_CHARS or not all("!" <= c <= "~" for c in token):
+        raise PipelineInputError(
+            f"{ADMIN_TOKEN_ENV}: the admin token must be at least {MIN_ADMIN_TOKEN_CHARS} "
+            "visible ASCII characters (this one is not; it is not shown), e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return token
 
 
-async def _send_json(send, status: int, content: dict) -> None:
+async def _send_json(send, status: int, content: dict, headers: tuple = ()) -> None:
+    """Answer from a middleware, before the app: {"error": ...} and `Connection: close` (the
+    rest of the body, if any, is not read: this connection is done)."""
+    logging.getLogger("kserve").warning("rejected request (HTTP %d): %s", status, content["error"])
     body = json.dumps(content).encode()
     await send(
         {
@@ -106,25 +204,37 @@ async def _send_json(send, status: int, content: dict) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                # The rest of an oversized body is not read: this connection is done.
                 (b"connection", b"close"),
+                *headers,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request body over `max_bytes` with HTTP 413 before it is parsed.
+def _header(scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope.get("headers", ()) if key == name), None)
 
-    A declared Content-Length over the limit is refused before a byte of the body is read; a
-    body without one (chunked) is counted as it arrives and refused once it passes the limit.
-    A body within the limit is handed on whole, and kept in the scope for the error handlers.
+
+class BodyLimit:
+    """ASGI middleware: refuse what no route should parse, before it is parsed.
+
+    - A predict or infer route asked with any method but POST: HTTP 405 with `Allow: POST`
+      (KServe would answer a GET on `/v1/models/NAME:predict` with 404, reading it as the
+      readiness route of a model called "NAME:predict").
+    - A request body over `max_bytes` (None: no limit): HTTP 413. A declared Content-Length over
+      the limit is refused before a byte of the body is read; a body without one (chunked) is
+      counted as it arrives and refused once it passes the limit.
+    - A body nested deeper than `max_depth` levels of arrays and objects: HTTP 400
+      (`json_depth`). With the V2 binary extension, only the JSON header is counted.
+
+    A body within the limits is handed on whole, and kept in the scope for the error handlers.
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int | None, max_depth: int = MAX_JSON_DEPTH):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
 
     def _too_large(self, size: str) -> dict:
         return {
@@ -136,10 +246,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_json(send, 413, self._too_large(f"{int(value)} bytes"))
-                return
+        path, method = scope.get("path", ""), scope.get("method", "")
+        if method != "POST" and _POST_ONLY.match(path):
+            error = f"{path}: method {method} not allowed; send the request with POST"
+            await _send_json(send, 405, {"error": error}, ((b"allow", b"POST"),))
+            return
+        length = _header(scope, b"content-length")
+        limit = self.max_bytes
+        if limit is not None and length and length.isdigit() and int(length) > limit:
+            await _send_json(send, 413, self._too_large(f"{int(length)} bytes"))
+            return
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -147,13 +263,20 @@ class BodyLimit:
                 return  # the client left; nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await _send_json(send, 413, self._too_large(f"more than {self.max_bytes} bytes"))
+            if limit is not None and size > limit:
+                await _send_json(send, 413, self._too_large(f"more than {limit} bytes"))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        json_part = body
+        header_length = _header(scope, _BINARY_HEADER_LENGTH)
+        if header_length is not None and header_length.isdigit():
+            json_part = body[: int(header_length)]
+        if json_depth(json_part, self.max_depth) > self.max_depth:
+            await _send_json(send, 400, {"error": _too_deep(self.max_depth)})
+            return
         scope[BODY_SCOPE_KEY] = body
         sent = False
 
@@ -165,6 +288,44 @@ class BodyLimit:
             return await receive()  # after the body: wait for the client to disconnect
 
         await self.app(scope, replay, send)
+
+
+class AdminGuard:
+    """ASGI middleware: a request to a route under ADMIN_PREFIXES passes only with
+    `Authorization: Bearer <token>`; with no token configured, those routes are off (403).
+
+    It runs before the body is read, so a client without the token cannot make the server read
+    or parse anything.
+    """
+
+    def __init__(self, app, token: str | None):
+        self.app = app
+        self._token = token.encode("ascii") if token else None
+
+    def _authorized(self, scope) -> bool:
+        scheme, _, credentials = (_header(scope, b"authorization") or b"").partition(b" ")
+        # Compared even when the scheme is wrong: the time taken says nothing either way.
+        same = hmac.compare_digest(credentials.strip(), self._token)
+        return same and scheme.lower() == b"bearer"
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(ADMIN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        if self._token is None:
+            error = (
+                f"{path}: off, this server has no admin token: set {ADMIN_TOKEN_ENV} in its "
+                "environment (from a Kubernetes Secret on a cluster) and send "
+                "'Authorization: Bearer <token>'; or send the server SIGHUP to reload"
+            )
+            await _send_json(send, 403, {"error": error})
+            return
+        if not self._authorized(scope):
+            error = f"{path}: needs a valid 'Authorization: Bearer <token>' header"
+            await _send_json(send, 401, {"error": error}, ((b"www-authenticate", b"Bearer"),))
+            return
+        await self.app(scope, receive, send)
 
 
 def _rejected(status: int, message: str):
@@ -208,8 +369,14 @@ async def _request_validation_handler(request, error):
     return _rejected(400, f"field '{field}': {first.get('msg')}{more}")
 
 
-def harden_app(app, model: TabularModel, max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES):
-    """Add the body limit, this server's error answers and `POST /admin/reload` to a FastAPI app.
+def harden_app(
+    app,
+    model: TabularModel,
+    max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+    admin_token: str | None = None,
+):
+    """Add the body limit, this server's error answers, the admin token check and
+    `POST /admin/reload` to a FastAPI app.
 
     Call it after KServe has added its own exception handlers, so that these replace them
     (`kserve_compat.RestServer` calls it then, as its `configure_app`).
@@ -218,26 +385,21 @@ def harden_app(app, model: TabularModel, max_body_bytes: int | None = DEFAULT_MA
         app: the FastAPI app (KServe's, or any FastAPI app in tests).
         model: the served model, which the admin route reloads.
         max_body_bytes: the largest request body (None: no limit).
+        admin_token: the token the admin routes require (`read_admin_token`); None: they are
+            off.
     """
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
-    if max_body_bytes is not None:
-        app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # Added last, so it runs first: no body is read for a request without the token.
+    app.add_middleware(AdminGuard, token=admin_token)
     app.add_exception_handler(InvalidInput, _invalid_input_handler)
     app.add_exception_handler(RequestValidationError, _request_validation_handler)
 
     async def admin_reload(request: Request) -> JSONResponse:
-        client = request.client.host if request.client else None
-        if not _is_loopback_client(client):
-            return JSONResponse(
-                status_code=403,
-                content={
-                    "error": f"{ADMIN_RELOAD_PATH}: allowed from this machine only "
-                    f"(127.0.0.1 or ::1), not from {client}; or send the server SIGHUP"
-                },
-            )
+        # AdminGuard has checked the token.
         try:
             # In a worker thread: requests go on being answered while the new version loads.
             answer = await asyncio.to_thread(model.reload)

@@ -3,7 +3,7 @@
 A server of one version folder (`model_dir`: a path, file://, or s3:// / gs://, downloaded into
 a temporary folder first) loads it once; every file's SHA-256 is checked before the model is
 unpickled. A server of a registry alias (`registry` and `alias`, e.g. champion) reads the alias
-again on `reload()` (SIGHUP, or `POST /admin/reload` from this machine): a new version is loaded
+again on `reload()` (SIGHUP, or `POST /admin/reload` with the admin token): a new version is loaded
 in the background and swapped in at once, and requests in flight finish on the version they
 started with. The answer is {"version", "previous", "changed", "alias"}; a version that cannot
 be loaded (a checksum differs, it is missing) is refused (`ReloadRefused`, HTTP 409), a failure

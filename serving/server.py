@@ -4,7 +4,8 @@
 (`/v2/models/NAME/infer`), with one worker and no gRPC, bound to `host`: 127.0.0.1 unless told
 otherwise, where the stock `kserve.ModelServer` always binds 0.0.0.0. It runs in the foreground;
 SIGINT and SIGTERM stop it gracefully with exit code 0, and a server that follows a registry
-alias reloads it on SIGHUP (which therefore does not end it). A client's bad request is logged
+alias reloads it on SIGHUP (which therefore does not end it), or on `POST /admin/reload` with the
+admin token from MLPIPE_ADMIN_TOKEN (off without one). A client's bad request is logged
 as one WARNING line, not as a server ERROR with a traceback.
 """
 
@@ -15,7 +16,7 @@ import threading
 
 from components.common.errors import PipelineInputError
 from components.common.model_files import read_model_metadata
-from serving.http_app import DEFAULT_MAX_BODY_BYTES, harden_app
+from serving.http_app import DEFAULT_MAX_BODY_BYTES, harden_app, read_admin_token
 from serving.kserve_compat import RestServer, ignore_kserve_warnings, import_kserve
 from serving.model import DEFAULT_ALIAS, ReloadFailed, ReloadRefused, TabularModel, say
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS, InvalidInput
@@ -115,20 +116,23 @@ def serve(
         rest_options: more keyword arguments for KServe's RESTServer (event_loop,
             timeout_keep_alive, access_log_format, ssl_certfile, ssl_keyfile).
         model_store: serve the version `alias` names in this registry, and read the alias again
-            on SIGHUP or `POST /admin/reload`.
+            on SIGHUP or `POST /admin/reload` (which needs the token in MLPIPE_ADMIN_TOKEN:
+            see `serving.http_app`).
         alias: champion, candidate, or a version such as v3.
         max_batch_rows: the most rows per request (HTTP 413 above it); None: no limit.
         max_body_bytes: the largest request body (HTTP 413 above it); None: no limit.
 
     Raises:
         PipelineInputError: the model folder is incomplete, a checksum differs, the alias names
-            no version, or the model cannot be loaded.
+            no version, the model cannot be loaded, or MLPIPE_ADMIN_TOKEN is too short.
     """
     from components.common.registry import ModelRegistry
 
     shutdown = _Shutdown()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, shutdown)
+    # From the environment only (MLPIPE_ADMIN_TOKEN): a bad one stops the server before it loads.
+    admin_token = read_admin_token()
 
     if model_store is not None:
         if model_dir is not None:
@@ -170,7 +174,7 @@ def serve(
         model_server,
         host,
         port,
-        configure_app=lambda app: harden_app(app, model, max_body_bytes),
+        configure_app=lambda app: harden_app(app, model, max_body_bytes, admin_token),
         rest_options=rest_options,
     )
     shutdown.server = rest_server.uvicorn_server

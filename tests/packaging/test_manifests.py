@@ -302,6 +302,13 @@ def test_credentials_are_secret_references_only(rendered):
     assert serving["secrets"] == [{"name": "mlpipe-object-store"}]
     isvc = _one(rendered, "InferenceService")
     assert isvc["spec"]["predictor"]["serviceAccountName"] == "mlpipe-serving"
+    # The model server's admin token: from its own Secret, optional (no Secret: admin routes off).
+    env = isvc["spec"]["predictor"]["containers"][0]["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+    assert refs == {
+        "MLPIPE_ADMIN_TOKEN": {"name": "mlpipe-admin-token", "key": "token", "optional": True}
+    }
+    assert not [e for e in env if "TOKEN" in e["name"] and "value" in e]
 
 
 # --- Values that must agree with the code ----------------------------------------------------
@@ -399,6 +406,7 @@ def test_run_config_map_is_a_valid_run_config(rendered, tmp_path):
     assert config.data.source.startswith("s3://")
     assert config.model_store == "s3://mlpipe-models"
     isvc = _one(rendered, "InferenceService")
-    storage = {e["name"]: e["value"] for e in isvc["spec"]["predictor"]["containers"][0]["env"]}
+    container = isvc["spec"]["predictor"]["containers"][0]
+    storage = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert storage["STORAGE_URI"].startswith(f"{config.model_store}/{config.model_name}/v")
     assert isvc["metadata"]["name"] == config.model_name

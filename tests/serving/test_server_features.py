@@ -30,7 +30,13 @@ from components.common.schema import as_model_input
 from components.deploy.logic import ServerProcess, to_json_rows
 from components.prepare.logic import build_preprocessor
 from serving.cli import build_parser, main
-from serving.http_app import ADMIN_RELOAD_PATH, describe_bad_json, harden_app
+from serving.http_app import (
+    ADMIN_RELOAD_PATH,
+    ADMIN_TOKEN_ENV,
+    describe_bad_json,
+    harden_app,
+    read_admin_token,
+)
 from serving.model import ReloadRefused, TabularModel
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS, InvalidInput, PayloadTooLarge
 from tests.conftest import make_parole
@@ -56,6 +62,9 @@ MAX_BYTES = 20_000
 # The reload-under-load clients: at most this many requests each, and this long to see a switch.
 MAX_REQUESTS = 400
 SWITCH_DEADLINE_S = 20.0
+# The admin token the servers under test get in their environment, and a wrong one.
+TOKEN = "test-admin-token-0123456789abcdef"
+WRONG_TOKEN = "test-admin-token-0123456789abcdeX"
 
 
 def _fit(estimator, schema: dict = SCHEMA) -> Pipeline:
@@ -336,30 +345,75 @@ def test_a_missing_alias_fails_the_load_naming_it(tmp_path, models):
     assert not model.ready
 
 
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
 # Starlette's TestClient still runs on httpx here, which this Starlette deprecates.
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-def test_admin_reload_answers_only_this_machine(registry):
+def test_admin_reload_needs_the_token_even_from_loopback(registry, caplog):
+    """In a KServe pod the sidecars connect from 127.0.0.1: loopback proves nothing."""
     from fastapi import FastAPI
     from starlette.testclient import TestClient
 
     model = TabularModel(NAME, registry=registry)
     model.load()
     app = FastAPI()
-    harden_app(app, model, max_body_bytes=MAX_BYTES)
+    harden_app(app, model, max_body_bytes=MAX_BYTES, admin_token=TOKEN)
     registry.promote("v2")
-    with TestClient(app, client=("203.0.113.7", 40000)) as remote:
-        response = remote.post(ADMIN_RELOAD_PATH)
-    assert response.status_code == 403
-    assert "this machine only" in response.json()["error"] and model.version == "v1"
     with TestClient(app, client=("127.0.0.1", 40000)) as local:
-        response = local.post(ADMIN_RELOAD_PATH)
-    assert response.status_code == 200
+        for headers in ({}, _bearer(WRONG_TOKEN), {"Authorization": TOKEN}, _bearer("")):
+            response = local.post(ADMIN_RELOAD_PATH, headers=headers)
+            assert response.status_code == 401, (headers, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert "Authorization: Bearer <token>" in response.json()["error"]
+        # KServe's model repository routes (unload would stop the model) need it too.
+        response = local.post(f"/v2/repository/models/{NAME}/unload")
+        assert response.status_code == 401
+    assert model.version == "v1"  # nothing was reloaded
+    # The token works from anywhere, and the scheme is case-insensitive.
+    with TestClient(app, client=("203.0.113.7", 40000)) as remote:
+        response = remote.post(ADMIN_RELOAD_PATH, headers={"Authorization": f"bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
     assert response.json() == {
         "version": "v2",
         "previous": "v1",
         "changed": True,
         "alias": "champion",
     }
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_admin_routes_are_off_without_a_token(registry):
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    model = TabularModel(NAME, registry=registry)
+    model.load()
+    app = FastAPI()
+    harden_app(app, model, max_body_bytes=MAX_BYTES)  # no admin_token
+    registry.promote("v2")
+    with TestClient(app, client=("127.0.0.1", 40000)) as local:
+        for headers in ({}, _bearer(TOKEN)):
+            response = local.post(ADMIN_RELOAD_PATH, headers=headers)
+            assert response.status_code == 403, response.text
+            error = response.json()["error"]
+            assert "off" in error and ADMIN_TOKEN_ENV in error and "SIGHUP" in error
+    assert model.version == "v1"
+
+
+def test_the_admin_token_comes_from_the_environment_only():
+    assert read_admin_token({}) is None
+    assert read_admin_token({ADMIN_TOKEN_ENV: "   "}) is None
+    assert read_admin_token({ADMIN_TOKEN_ENV: f" {TOKEN}\n"}) == TOKEN
+    for bad in ("short-secret", "x" * 15, "é" * 20, "with a space in it, long"):
+        with pytest.raises(PipelineInputError, match="at least 16 visible ASCII") as caught:
+            read_admin_token({ADMIN_TOKEN_ENV: bad})
+        assert bad not in str(caught.value)
+    # No command-line flag takes it.
+    flags = [flag for action in build_parser()._actions for flag in action.option_strings]
+    assert "--model_store" in flags and not [flag for flag in flags if "token" in flag]
 
 
 @pytest.mark.server
@@ -420,10 +474,16 @@ class Server(ServerProcess):
     (SIGTERM to its PID, then SIGKILL after 10 s) when the `with` block ends, whatever the test
     did."""
 
-    def __init__(self, *args: str, ready_timeout: float = 60.0):
+    def __init__(self, *args: str, ready_timeout: float = 60.0, token: str | None = None):
+        # The admin token reaches the server through its environment only, as on a cluster.
+        env = {k: v for k, v in os.environ.items() if k != ADMIN_TOKEN_ENV}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO_ROOT), env.get("PYTHONPATH"))))
+        if token is not None:
+            env[ADMIN_TOKEN_ENV] = token
         super().__init__(
             ready_paths=(f"/v2/models/{NAME}/ready",),
             ready_timeout=ready_timeout,
+            env=env,
             cwd=REPO_ROOT,
             what="the model server",
         )
@@ -449,8 +509,8 @@ def _http() -> requests.Session:
     return session
 
 
-def _server(*args: str, ready_timeout: float = 60.0) -> Server:
-    return Server(*args, ready_timeout=ready_timeout)
+def _server(*args: str, ready_timeout: float = 60.0, token: str | None = None) -> Server:
+    return Server(*args, ready_timeout=ready_timeout, token=token)
 
 
 @pytest.fixture(scope="module")
@@ -464,6 +524,7 @@ def served(tmp_path_factory, models):
         str(MAX_ROWS),
         "--max_body_bytes",
         str(MAX_BYTES),
+        token=TOKEN,
     ) as server:
         yield server
 
@@ -745,13 +806,22 @@ def test_every_bad_input_is_refused_and_the_server_keeps_serving(
 @pytest.mark.server
 def test_admin_reload_on_a_folder_server_is_refused(served):
     with _http() as http:
-        response = http.post(served.url + ADMIN_RELOAD_PATH, timeout=30)
+        response = http.post(served.url + ADMIN_RELOAD_PATH, headers=_bearer(TOKEN), timeout=30)
     assert response.status_code == 409
     assert "--model_dir" in response.json()["error"] and response.json()["version"] == "v1"
+    assert TOKEN not in " ".join(served.command_line()) and TOKEN not in served.log()
 
 
 def _alias_server(registry: ModelRegistry):
-    return _server("--model_store", registry.store_uri, "--model_name", NAME, "--alias", "champion")
+    return _server(
+        "--model_store",
+        registry.store_uri,
+        "--model_name",
+        NAME,
+        "--alias",
+        "champion",
+        token=TOKEN,
+    )
 
 
 class Client(threading.Thread):
@@ -819,7 +889,20 @@ def test_admin_reload_under_load_switches_versions_without_a_failed_request(regi
             _wait_for(lambda: all(c.count("v1") >= 10 for c in clients), "v1 answers", clients)
             registry.promote("v2")
             with _http() as http:
-                reload = http.post(server.url + ADMIN_RELOAD_PATH, timeout=60)
+                # From loopback, like a sidecar's request in a pod, but without the token.
+                refused = http.post(server.url + ADMIN_RELOAD_PATH, timeout=60)
+                wrong = http.post(
+                    server.url + ADMIN_RELOAD_PATH, headers=_bearer(WRONG_TOKEN), timeout=60
+                )
+                unload = http.post(f"{server.url}/v2/repository/models/{NAME}/unload", timeout=60)
+                still = http.post(
+                    server.predict_url(),
+                    json={"instances": to_json_rows(models.sample)},
+                    timeout=30,
+                )
+                reload = http.post(
+                    server.url + ADMIN_RELOAD_PATH, headers=_bearer(TOKEN), timeout=60
+                )
             _wait_for(lambda: all(c.count("v2") >= 10 for c in clients), "v2 answers", clients)
         finally:
             for client in clients:
@@ -827,8 +910,12 @@ def test_admin_reload_under_load_switches_versions_without_a_failed_request(regi
             for client in clients:
                 client.join(timeout=60)
         with _http() as http:
-            again = http.post(server.url + ADMIN_RELOAD_PATH, timeout=60)
+            again = http.post(server.url + ADMIN_RELOAD_PATH, headers=_bearer(TOKEN), timeout=60)
         log = server.log()
+    assert (refused.status_code, wrong.status_code, unload.status_code) == (401, 401, 401)
+    assert refused.json() == wrong.json()  # a wrong token is told no more than a missing one
+    assert still.status_code == 200 and still.json()["model_version"] == "v1"
+    assert TOKEN not in log
     assert reload.status_code == 200, reload.text
     assert reload.json() == {
         "version": "v2",
@@ -879,7 +966,7 @@ def test_a_tampered_version_is_refused_and_the_old_one_keeps_serving(registry, m
         registry.register(_fit(LogisticRegression(C=0.1)), {"schema": SCHEMA})
         _tamper(registry, "v3")
         registry.promote("v3")
-        response = http.post(server.url + ADMIN_RELOAD_PATH, timeout=60)
+        response = http.post(server.url + ADMIN_RELOAD_PATH, headers=_bearer(TOKEN), timeout=60)
         rows = {"instances": to_json_rows(models.sample)}
         after = http.post(server.predict_url(), json=rows, timeout=30)
         log = server.log()
@@ -919,3 +1006,91 @@ def test_the_served_frame_equals_what_training_builds():
     expected["age"] = expected["age"].astype(float)
     served = frame_from_columns(columns, schema)
     pd.testing.assert_frame_equal(served, expected)
+
+
+# --- Bodies no parser should see, methods no route takes ----------------------------------------
+
+DEEP = 100_000
+DEEP_BODIES = {
+    "bare v1": ("v1", b"[" * DEEP + b"]" * DEEP),
+    "in instances v1": ("v1", b'{"instances": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+    "bare v2": ("v2", b"[" * DEEP + b"]" * DEEP),
+    "in a tensor v2": (
+        "v2",
+        b'{"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": '
+        + b"[" * DEEP
+        + b"]" * DEEP
+        + b"}]}",
+    ),
+    "objects v1": ("v1", b'{"a":' * DEEP + b"1" + b"}" * DEEP),
+}
+
+
+def test_json_depth_counts_brackets_outside_strings():
+    from serving.http_app import MAX_JSON_DEPTH, json_depth
+
+    assert json_depth(b"[" * DEEP + b"]" * DEEP) == DEEP
+    nested = b'{"instances": [' + b"[" * 100 + b"]" * 100 + b"]}"
+    assert json_depth(nested) == 102
+    # Brackets in strings do not count, escaped quotes included.
+    hidden = b'{"x": "' + b"[" * 100 + b'", "y": "\\"' + b"{" * 100 + b'"}'
+    assert json_depth(hidden) == 1
+    assert json_depth(b'["\\\\"' + b"[" * 100 + b"]" * 100 + b"]") == 101
+    assert json_depth(b'{"instances": [{"a": 1}]}') <= MAX_JSON_DEPTH
+    assert "nested deeper than" in describe_bad_json(b"[" * DEEP + b"]" * DEEP)
+
+
+@pytest.fixture(scope="module")
+def roomy(tmp_path_factory, models):
+    """v1, served from its folder with the default limits (a 10 MiB body)."""
+    registry = _registry(tmp_path_factory.mktemp("roomy"), models.first)
+    with _server("--model_dir", registry.uri("v1")) as server:
+        yield server
+
+
+@pytest.mark.server
+def test_a_deeply_nested_body_is_a_400_and_the_server_keeps_serving(roomy, models):
+    rows = {"instances": to_json_rows(models.sample.head(3))}
+    with _http() as http:
+        for what, (protocol, body) in DEEP_BODIES.items():
+            url = roomy.predict_url() if protocol == "v1" else roomy.infer_url()
+            response = http.post(url, timeout=60, **_raw(body.decode()))
+            assert response.status_code == 400, (what, response.status_code, response.text)
+            assert "nested deeper than 64 levels" in response.json()["error"], what
+            good = http.post(roomy.predict_url(), json=rows, timeout=30)
+            assert good.status_code == 200, (what, good.text)
+            assert good.json()["predictions"] == models.expected(
+                models.first, models.sample.head(3)
+            )
+    assert roomy.process.poll() is None
+    assert "RecursionError" not in roomy.log()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_predict_routes_answer_other_methods_with_405(roomy, method):
+    with _http() as http:
+        for url in (
+            roomy.predict_url(),
+            roomy.infer_url(),
+            f"{roomy.url}/v2/models/{NAME}/versions/v1/infer",
+        ):
+            response = http.request(method, url, timeout=30)
+            assert response.status_code == 405, (url, response.text)
+            assert response.headers["allow"] == "POST"
+            error = response.json()["error"]
+            assert f"method {method} not allowed" in error and "POST" in error, error
+        # The routes that do answer GET still do.
+        assert http.get(f"{roomy.url}/v1/models/{NAME}", timeout=30).status_code == 200
+        assert http.get(f"{roomy.url}/v2/models/{NAME}/ready", timeout=30).status_code == 200
+
+
+@pytest.mark.server
+def test_admin_routes_are_off_on_a_server_without_a_token(roomy, models):
+    with _http() as http:
+        for path in (ADMIN_RELOAD_PATH, f"/v2/repository/models/{NAME}/unload"):
+            response = http.post(roomy.url + path, headers=_bearer(TOKEN), timeout=30)
+            assert response.status_code == 403, response.text
+            assert ADMIN_TOKEN_ENV in response.json()["error"]
+        rows = {"instances": to_json_rows(models.sample.head(3))}
+        assert http.post(roomy.predict_url(), json=rows, timeout=30).status_code == 200
