@@ -77,6 +77,16 @@ def redact_url(url: str) -> str:
     return f"{scheme}{authority}{path}{query}"
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+
+
+def redact_text(text: str) -> str:
+    """Free text (a log line, a message) with every URL in it shown by `redact_url`."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+
+
 def redacted(value):
     """A copy of a JSON-like value (dicts, lists, strings) with every URL's password hidden."""
     if isinstance(value, dict):

@@ -117,3 +117,20 @@ def test_mlpipe_run_refuses_a_password_in_the_url_exits_2_and_writes_nothing(tmp
     assert not (tmp_path / "out").exists()
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "run.yaml"]
     assert written == []
+
+
+def test_model_version_metadata_hides_url_passwords():
+    from components.register.logic import lineage
+
+    metadata = lineage(
+        {},
+        {"source_uri": f"postgresql://scott:{SECRET}@db/sales", "rows": 3},
+        {},
+        {},
+        None,
+        {"blessed": True, "reason": "ok"},
+        {"deploy": {"gitops_repo": f"https://bot:{SECRET}@git.example/ops.git"}},
+    )
+    assert SECRET not in json.dumps(metadata)
+    assert metadata["data"]["source_uri"] == "postgresql://scott:***@db/sales"
+    assert metadata["data"]["rows"] == 3 and metadata["deployable"] is True
