@@ -67,8 +67,11 @@ def _describe(error: ValidationError, path: Path) -> str:
         return f"{path}: unknown key '{key}'"
     if first["type"] == "missing":
         return f"{path}: missing key '{key}'"
-    # The input is echoed with any URL's password hidden.
-    return f"{path}: key '{key}': {first['msg']} (got {redacted(first.get('input'))!r})"
+    # The input is echoed with any URL's password hidden, unless the message shows it already.
+    shown = redacted(first.get("input"))
+    if isinstance(shown, str) and shown in first["msg"]:
+        return f"{path}: key '{key}': {first['msg']}"
+    return f"{path}: key '{key}': {first['msg']} (got {shown!r})"
 
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -147,9 +150,9 @@ def check_no_credentials(config: RunConfig, path: str | Path) -> None:
     found = find_url_with_password(config.model_dump(mode="json"))
     if found:
         key, place, value = found
+        where = "GITOPS_TOKEN" if key == "deploy.gitops_repo" else "the environment"
         raise PipelineInputError(
-            f"{path}: key '{key}': put the password in the environment, not {place}: "
-            f"{redact_url(value)}"
+            f"{path}: key '{key}': put the password in {where}, not {place}: {redact_url(value)}"
         )
 
 

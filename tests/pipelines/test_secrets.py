@@ -82,7 +82,7 @@ def test_a_password_in_the_database_url_is_refused_at_load(tmp_path):
 )
 def test_a_password_in_any_url_of_the_config_is_refused(tmp_path, key, url):
     path = write_config(tmp_path / "run.yaml", **{key: url})
-    with pytest.raises(PipelineInputError, match=f"key '{key}': put the password") as caught:
+    with pytest.raises(PipelineInputError, match=f"key '{key}': put the password in") as caught:
         load_config(path)
     assert SECRET not in str(caught.value)
 
@@ -113,6 +113,7 @@ def test_mlpipe_run_refuses_a_password_in_the_url_exits_2_and_writes_nothing(tmp
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "key 'data.etl.source.sql.url'" in lines[0], result.stderr
     assert "postgresql://scott:***@db.example/sales" in lines[0]
+    assert lines[0].count("db.example") == 1 and "Value error" not in lines[0]
     assert SECRET not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "run.yaml"]

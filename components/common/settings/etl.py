@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from components.common.errors import PipelineInputError
 from components.common.secrets import redact_url, url_password_place
@@ -56,9 +57,11 @@ class SqlSource(_Strict):
     @classmethod
     def _no_password(cls, value: str) -> str:
         if place := url_password_place(value):
-            raise ValueError(
-                f"put the password in the environment, not {place}: {redact_url(value)} "
-                "(name the variable in password_env)"
+            raise PydanticCustomError(
+                "url_password",
+                "put the password in the environment, not {place}: {url} "
+                "(name the variable in password_env)",
+                {"place": place, "url": redact_url(value)},
             )
         return value
 
