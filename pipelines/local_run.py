@@ -172,8 +172,8 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
                 step_log.finish()
     except RuntimeError as error:
         if error_file.exists():
-            raise StepFailed(error_file.read_text(encoding="utf-8").strip()) from None
-        raise StepFailed(str(error).splitlines()[0]) from None
+            raise StepFailed(redact_text(error_file.read_text(encoding="utf-8").strip())) from None
+        raise StepFailed(redact_text(str(error).splitlines()[0])) from None
     finally:
         if previous is None:
             os.environ.pop(ERROR_FILE_ENV, None)

@@ -679,7 +679,7 @@ def export_snapshot(result: SnapshotResult, path: str | os.PathLike) -> None:
 def snapshot_metadata(result: SnapshotResult, spec: dict) -> dict:
     """The Dataset artifact's metadata for a snapshot, so lineage and caching work in Kubeflow."""
     source = spec.get("source", {})
-    origin = source.get("uri") or redact_url(source.get("sql", {}).get("url", ""))
+    origin = redact_url(source.get("uri") or source.get("sql", {}).get("url", ""))
     return {
         "snapshot_id": result.snapshot_id,
         "source_uri": result.uri,

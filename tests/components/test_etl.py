@@ -16,7 +16,7 @@ from components.common.settings.etl import load_spec
 from components.ingest import snapshot
 from components.ingest.component import ingest
 from components.ingest.logic import content_hash
-from components.ingest.snapshot import DATA_FILE, MANIFEST_FILE, run_etl
+from components.ingest.snapshot import DATA_FILE, MANIFEST_FILE, run_etl, snapshot_metadata
 
 PEOPLE = pd.DataFrame(
     {
@@ -433,6 +433,19 @@ def test_the_password_comes_from_the_named_environment_variable(people_db, root,
     assert with_env.snapshot_id == without.snapshot_id
     written = [p.read_bytes() for p in root.rglob("*") if p.is_file()]
     assert written and not any(b"TopSecret123" in content for content in written)
+
+
+def test_the_datasets_origin_never_shows_a_password(people_db, root):
+    result = run_etl(
+        {"source": {"sql": {"url": f"sqlite:///{people_db}", "table": "people"}}}, root
+    )
+    # A spec from elsewhere than the checked config: the metadata still hides the password.
+    for source in (
+        {"uri": "https://u:TopSecret123@h/x.csv"},
+        {"sql": {"url": "mysql://u:TopSecret123@h/d"}},
+    ):
+        origin = snapshot_metadata(result, {"source": source})["origin"]
+        assert "TopSecret123" not in origin and "u:***@h" in origin
 
 
 def test_sqlalchemy_gets_the_password_from_the_environment(monkeypatch):
