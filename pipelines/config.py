@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from components.common.errors import PipelineInputError
 from components.common.families import check_families, check_metric
 from components.common.registry import check_model_name, version_storage_uri
+from components.common.secrets import find_url_with_password, redact_url, redacted
 from components.common.settings.contract import check_contract_format
 from components.common.settings.prepare import PrepareOptions, SplitOptions
 from components.common.settings.sections import (
@@ -71,7 +72,11 @@ def _describe(error: ValidationError, path: Path) -> str:
         return f"{path}: unknown key '{key}'"
     if first["type"] == "missing":
         return f"{path}: missing key '{key}'"
-    return f"{path}: key '{key}': {first['msg']} (got {first.get('input')!r})"
+    # The input is echoed with any URL's password hidden, unless the message shows it already.
+    shown = redacted(first.get("input"))
+    if isinstance(shown, str) and shown in first["msg"]:
+        return f"{path}: key '{key}': {first['msg']}"
+    return f"{path}: key '{key}': {first['msg']} (got {shown!r})"
 
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -132,9 +137,28 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     path = Path(path)
     raw = _read_raw(path, overrides)
     try:
-        return RunConfig.model_validate(raw)
+        config = RunConfig.model_validate(raw)
     except ValidationError as error:
         raise PipelineInputError(_describe(error, path)) from None
+    check_no_credentials(config, path)
+    return config
+
+
+def check_no_credentials(config: RunConfig, path: str | Path) -> None:
+    """No URL in the config carries a password: the config becomes pipeline parameters, which the
+    dashboard shows to anyone who can see the run, and is recorded in every model version.
+    Credentials come from the environment (a Kubernetes Secret on a cluster).
+
+    Raises:
+        PipelineInputError: one line naming the key, the URL shown without its password.
+    """
+    found = find_url_with_password(config.model_dump(mode="json"))
+    if found:
+        key, place, value = found
+        where = "GITOPS_TOKEN" if key == "deploy.gitops_repo" else "the environment"
+        raise PipelineInputError(
+            f"{path}: key '{key}': put the password in {where}, not {place}: {redact_url(value)}"
+        )
 
 
 class StoreKeys(BaseModel):
@@ -420,5 +444,6 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "deploy": section_parameter(config.deploy),
         # Recorded in each model version's metadata as this run's configuration.
         # JSON text, not a dict: KFP parameters cannot carry the config's nulls.
-        "run_config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
+        # Any URL's password hidden, whatever let it in: this text is shown and stored.
+        "run_config": json.dumps(redacted(config.model_dump(mode="json")), sort_keys=True),
     }

@@ -24,6 +24,7 @@ from kfp import components, local
 from components.common.errors import StepFailed
 from components.common.io import read_json
 from components.common.registry import ONNX_FILE, ModelRegistry
+from components.common.secrets import redact_text, redact_url
 from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
@@ -34,17 +35,21 @@ ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _StepLogFilter(io.TextIOBase):
-    """Stands in for stdout while kfp.local streams step logs: keeps all, echoes the summaries."""
+    """Stands in for stdout while kfp.local streams step logs: keeps all, echoes the summaries.
+
+    Whole lines only, each with any URL's password hidden (kfp.local logs every step's
+    parameters; the run config refuses a password in a URL, this is the second line)."""
 
     def __init__(self, log_file, console, verbose: bool):
         self._log, self._console, self._verbose = log_file, console, verbose
         self._pending = ""
 
     def write(self, text: str) -> int:
-        self._log.write(text)
         self._pending += text
         *lines, self._pending = self._pending.split("\n")
         for line in lines:
+            line = redact_text(line)
+            self._log.write(line + "\n")
             if self._verbose:
                 self._console.write(line + "\n")
             elif SUMMARY_MARK in line:
@@ -57,6 +62,13 @@ class _StepLogFilter(io.TextIOBase):
     def flush(self) -> None:
         self._log.flush()
         self._console.flush()
+
+    def finish(self) -> None:
+        """Write what is left of an unfinished last line."""
+        if self._pending:
+            self._log.write(redact_text(self._pending))
+            self._pending = ""
+        self.flush()
 
 
 @dataclass
@@ -96,7 +108,7 @@ def _write_report(run: LocalRun, config: RunConfig) -> None:
     """One Markdown page for the run: the steps' own reports, in the pipeline's order."""
     parts = [
         f"# Run {run.run_id}: {config.model_name} {run.model_version}\n",
-        f"Data: `{config.data.source or 'ETL snapshot'}`; target `{config.target}` ({config.task}).\n",
+        f"Data: `{redact_url(config.data.source) or 'ETL snapshot'}`; target `{config.target}` ({config.task}).\n",
         f"Model: `{run.model_uri}`.\n",
         f"Gate: {run.reason or 'not run'}.\n",
         f"Fairness gate: {run.fairness_reason or 'not run'}.\n",
@@ -152,13 +164,16 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
     try:
         with (
             open(log_path, "w", encoding="utf-8") as log_file,
-            contextlib.redirect_stdout(_StepLogFilter(log_file, sys.stdout, verbose)),
+            contextlib.redirect_stdout(step_log := _StepLogFilter(log_file, sys.stdout, verbose)),
         ):
-            outputs = pipeline(**pipeline_arguments(config)).outputs
+            try:
+                outputs = pipeline(**pipeline_arguments(config)).outputs
+            finally:
+                step_log.finish()
     except RuntimeError as error:
         if error_file.exists():
-            raise StepFailed(error_file.read_text(encoding="utf-8").strip()) from None
-        raise StepFailed(str(error).splitlines()[0]) from None
+            raise StepFailed(redact_text(error_file.read_text(encoding="utf-8").strip())) from None
+        raise StepFailed(redact_text(str(error).splitlines()[0])) from None
     finally:
         if previous is None:
             os.environ.pop(ERROR_FILE_ENV, None)

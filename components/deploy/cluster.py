@@ -10,17 +10,20 @@ The object is built with the KServe SDK's model classes, so a field of the wrong
 caught here, before any cluster sees it.
 """
 
+import base64
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 from components.common.errors import PipelineInputError
 from components.common.registry import version_storage_uri
+from components.common.secrets import redact_text, redact_url, url_password_place
 from components.common.vocabulary import DEPLOY_TARGETS
 
 KSERVE_GROUP = "serving.kserve.io"
@@ -259,18 +262,50 @@ def apply_inference_service(
         time.sleep(poll)
 
 
-def _git(*args: str, cwd: str | Path) -> str:
+def _git(*args: str, cwd: str | Path, env: dict[str, str] | None = None) -> str:
+    """Run git; `env` is laid over this process's environment (how a token reaches git)."""
     result = subprocess.run(
         ["git", "-c", "user.name=mlpipe", "-c", "user.email=mlpipe@localhost", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **env} if env else None,
     )
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise DeployFailed(f"git {args[0]} failed: {last}")
+        raise DeployFailed(f"git {args[0]} failed: {redact_text(last)}")
     return result.stdout.strip()
+
+
+def git_auth_env(repo_url: str, token: str | None = None) -> dict[str, str]:
+    """The environment that makes git send the GitOps token, from GITOPS_TOKEN unless given.
+
+    The token never goes into the URL (it would show in the process list and stay in the
+    clone's .git/config) nor into git's arguments: it travels as configuration in the
+    environment (GIT_CONFIG_COUNT/KEY/VALUE, git 2.31+), an HTTP Basic header
+    `x-access-token:<token>` (what GitHub, Gitea and GitLab accept for a token) sent only to the
+    repository's host, and only over https. Empty when there is no token or the URL is not https.
+    """
+    token = os.environ.get("GITOPS_TOKEN", "") if token is None else token
+    parsed = urlsplit(repo_url)
+    if not token or parsed.scheme != "https" or not parsed.hostname:
+        return {}
+    return _extra_header_env(f"https://{parsed.netloc.rpartition('@')[2]}/", token)
+
+
+def _extra_header_env(base_url: str, token: str) -> dict[str, str]:
+    """Environment-only git config: an Authorization header for requests under `base_url`."""
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": f"http.{base_url}.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        # No credential helper may store what it was given, and git never prompts.
+        "GIT_CONFIG_KEY_1": "credential.helper",
+        "GIT_CONFIG_VALUE_1": "",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
 
 
 def commit_to_gitops_repo(
@@ -278,7 +313,9 @@ def commit_to_gitops_repo(
 ) -> str:
     """Write the manifest to <folder>/<name>.yaml in the repository and push one commit.
 
-    A push that loses a race with another commit is retried on top of it.
+    A push that loses a race with another commit is retried on top of it. An https repository
+    is reached with the token from GITOPS_TOKEN, if set, through the environment only
+    (git_auth_env); a URL that carries a password or token itself is refused.
 
     Returns:
         The pushed commit's SHA.
@@ -290,9 +327,26 @@ def commit_to_gitops_repo(
     version = manifest["metadata"]["labels"].get("mlpipe.io/model-version", "")
     if Path(folder).is_absolute() or ".." in Path(folder).parts:
         raise PipelineInputError(f"deploy.gitops_path '{folder}': give a folder inside the repo")
+    if url_password_place(repo_url):
+        raise PipelineInputError(
+            f"deploy.gitops_repo '{redact_url(repo_url)}': put the token in GITOPS_TOKEN, "
+            "not in the URL"
+        )
+    auth = git_auth_env(repo_url)
     scratch = tempfile.mkdtemp(prefix="mlpipe-gitops-")
     try:
-        _git("clone", "--quiet", "--depth", "1", "--branch", branch, repo_url, "repo", cwd=scratch)
+        _git(
+            "clone",
+            "--quiet",
+            "--depth",
+            "1",
+            "--branch",
+            branch,
+            repo_url,
+            "repo",
+            cwd=scratch,
+            env=auth,
+        )
         checkout = Path(scratch) / "repo"
         target = checkout / folder / f"{name}.yaml"
         for _ in range(attempts):
@@ -303,23 +357,15 @@ def commit_to_gitops_repo(
                 return _git("rev-parse", "HEAD", cwd=checkout)  # already deployed as is
             _git("commit", "--quiet", "-m", f"deploy {name} {version}".strip(), cwd=checkout)
             try:
-                _git("push", "--quiet", "origin", f"HEAD:{branch}", cwd=checkout)
+                _git("push", "--quiet", "origin", f"HEAD:{branch}", cwd=checkout, env=auth)
                 return _git("rev-parse", "HEAD", cwd=checkout)
             except DeployFailed:
                 # Someone pushed first: start again from their commit.
-                _git("fetch", "--quiet", "--depth", "1", "origin", branch, cwd=checkout)
+                _git("fetch", "--quiet", "--depth", "1", "origin", branch, cwd=checkout, env=auth)
                 _git("reset", "--quiet", "--hard", f"origin/{branch}", cwd=checkout)
         raise DeployFailed(f"git push to {repo_url} lost {attempts} races in a row")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def token_in_url(repo_url: str) -> str:
-    """An https URL with the token from GITOPS_TOKEN, if set (never from the config file)."""
-    token = os.environ.get("GITOPS_TOKEN")
-    if token and repo_url.startswith("https://") and "@" not in repo_url:
-        return repo_url.replace("https://", f"https://x-access-token:{token}@", 1)
-    return repo_url
 
 
 def rollout(
@@ -367,5 +413,5 @@ def rollout(
         return apply_inference_service(manifest, timeout=timeout, api_client=api_client)
     if not gitops_repo:
         raise PipelineInputError("deploy.gitops_repo: set it for deploy.target gitops")
-    sha = commit_to_gitops_repo(manifest, token_in_url(gitops_repo), gitops_path, gitops_branch)
+    sha = commit_to_gitops_repo(manifest, gitops_repo, gitops_path, gitops_branch)
     return f"git:{sha}"

@@ -35,6 +35,7 @@ def ingest(
     import os
 
     from components.common.io import write_frame
+    from components.common.secrets import redact_url
     from components.common.settings.parse import parse_section
     from components.common.settings.sections import DataConfig
     from components.common.step import step_summary, user_errors
@@ -78,10 +79,12 @@ def ingest(
             "columns": list(frame.columns),
             "schema": parquet_schema(dataset.path),
             "bytes": os.path.getsize(dataset.path),
-            "source_uri": data.source,
+            "source_uri": redact_url(data.source),
             "content_hash": content_hash(frame),
             "incremental": bool(since_watermark),
             "watermark": watermark,
         }
     )
-    step_summary("ingest", f"{len(frame)} rows, {frame.shape[1]} columns from {data.source}")
+    step_summary(
+        "ingest", f"{len(frame)} rows, {frame.shape[1]} columns from {redact_url(data.source)}"
+    )

@@ -42,6 +42,7 @@ from fsspec.implementations.local import LocalFileSystem
 from components.common.binning import bin_values
 from components.common.errors import PipelineInputError
 from components.common.io import write_json
+from components.common.secrets import redact_url
 from components.common.settings.etl import (
     CsvOptions,
     Derivation,
@@ -98,18 +99,6 @@ class SnapshotResult:
     @property
     def columns(self) -> list[str]:
         return [column["name"] for column in self.schema]
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password, to show or store."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        parsed = urlparse(url)
-        return f"{parsed.scheme}://…" if parsed.scheme else "(not a URL)"
 
 
 # --- extract -------------------------------------------------------------------------------------
@@ -237,10 +226,21 @@ def _read_sql(sql: SqlSource) -> tuple[pd.DataFrame, str]:
         url = make_url(sql.url)
     except ArgumentError:
         raise PipelineInputError(
-            f"source.sql.url {redact_url(sql.url)!r}: not a database URL "
+            f"source.sql.url {redact_url(sql.url) if '://' in sql.url else '(not a URL)'!r}: "
+            "not a database URL "
             "(e.g. sqlite:///path/to.db or postgresql://user@host/db)"
         ) from None
     shown = url.render_as_string(hide_password=True)
+    if sql.password_env:
+        # The password joins the URL here, in memory, for the driver only.
+        password = os.environ.get(sql.password_env)
+        if password is None:
+            raise PipelineInputError(
+                f"source.sql.password_env: the environment variable '{sql.password_env}' is "
+                f"not set (database '{shown}'; set it, e.g. from a Kubernetes Secret)"
+            )
+        if url.get_backend_name() != "sqlite":  # SQLite has no passwords, and refuses one
+            url = url.set(password=password)
 
     def clean(error: Exception) -> str:
         message = _one_line(getattr(error, "orig", None) or error)
@@ -543,6 +543,8 @@ def _canonical_spec(spec: EtlSpec, described: dict) -> dict:
     canonical = spec.model_dump(mode="json")
     if spec.source.sql is not None:
         canonical["source"]["sql"]["url"] = described["sql"]["url"]  # no password
+        # Where the password comes from is not what the data is: the same id either way.
+        canonical["source"]["sql"].pop("password_env", None)
     else:
         canonical["source"]["uri"] = described["uri"]
     return canonical
@@ -690,7 +692,7 @@ def export_snapshot(result: SnapshotResult, path: str | os.PathLike) -> None:
 def snapshot_metadata(result: SnapshotResult, spec: dict) -> dict:
     """The Dataset artifact's metadata for a snapshot, so lineage and caching work in Kubeflow."""
     source = spec.get("source", {})
-    origin = source.get("uri") or redact_url(source.get("sql", {}).get("url", ""))
+    origin = redact_url(source.get("uri") or source.get("sql", {}).get("url", ""))
     return {
         "snapshot_id": result.snapshot_id,
         "source_uri": result.uri,

@@ -12,6 +12,7 @@ from components.common.registry import (
     check_model_name,
     sha256_file,
 )
+from components.common.secrets import redacted
 
 __all__ = [
     "METADATA_FILE",
@@ -47,32 +48,35 @@ def lineage(
         config: the run's parameters (the pipeline arguments this run was given).
         run_id: the KFP run id, when there is one.
     """
-    return {
-        "schema": schema,
-        "data": {
-            key: dataset_metadata.get(key)
-            for key in (
-                "source_uri",
-                "content_hash",
-                "rows",
-                "bytes",
-                "schema",
-                "watermark",
-                "snapshot_id",
-            )
-            if dataset_metadata.get(key) is not None
-        },
-        "config": config,
-        "tuning": tuning,
-        "metrics": evaluation.get("metrics", {}),
-        "cv": evaluation.get("cv"),
-        "threshold": evaluation.get("threshold"),
-        "fairness": fairness,
-        "gate": {key: gate[key] for key in ("blessed", "reason", "checks") if key in gate},
-        "champion_at_registration": (gate.get("champion") or {}).get("version"),
-        "deployable": bool(gate.get("blessed")),
-        "kfp_run_id": run_id,
-    }
+    # Any URL's password hidden (the config is refused with one, this is the second line).
+    return redacted(
+        {
+            "schema": schema,
+            "data": {
+                key: dataset_metadata.get(key)
+                for key in (
+                    "source_uri",
+                    "content_hash",
+                    "rows",
+                    "bytes",
+                    "schema",
+                    "watermark",
+                    "snapshot_id",
+                )
+                if dataset_metadata.get(key) is not None
+            },
+            "config": config,
+            "tuning": tuning,
+            "metrics": evaluation.get("metrics", {}),
+            "cv": evaluation.get("cv"),
+            "threshold": evaluation.get("threshold"),
+            "fairness": fairness,
+            "gate": {key: gate[key] for key in ("blessed", "reason", "checks") if key in gate},
+            "champion_at_registration": (gate.get("champion") or {}).get("version"),
+            "deployable": bool(gate.get("blessed")),
+            "kfp_run_id": run_id,
+        }
+    )
 
 
 def register_model(model, model_store_uri: str, name: str, metadata: dict) -> ModelVersion:

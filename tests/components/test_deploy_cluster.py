@@ -2,6 +2,7 @@
 checked in a contract test against a stub of the few custom-object routes it calls; the GitOps
 path runs for real against a local bare Git repository."""
 
+import base64
 import json
 import shutil
 import subprocess
@@ -17,13 +18,16 @@ from components.common.errors import PipelineInputError
 from components.common.image import SERVING_IMAGE
 from components.deploy.cluster import (
     DeployFailed,
+    _extra_header_env,
     apply_inference_service,
     check_inference_service,
     commit_to_gitops_repo,
+    git_auth_env,
     inference_service,
     rollout,
     version_storage_uri,
 )
+from components.deploy.cluster import _git as cluster_git
 
 ROOT = Path(__file__).parents[2]
 ROUTE = "/apis/serving.kserve.io/v1beta1/namespaces/mlpipe/inferenceservices"
@@ -255,6 +259,113 @@ def test_gitops_refuses_a_folder_outside_the_repo(gitops_repo, manifest):
 def test_gitops_names_gits_error_when_the_repo_is_missing(tmp_path, manifest):
     with pytest.raises(DeployFailed, match="git clone failed"):
         commit_to_gitops_repo(manifest, f"file://{tmp_path}/absent.git", "apps")
+
+
+TOKEN = "ghp_TopSecret123"
+
+
+def _recording_git(monkeypatch):
+    """subprocess.run as the deploy code calls it, recording each git call's arguments, the
+    environment it added, and every .git/config under its working folder just after it ran."""
+    import components.deploy.cluster as cluster
+
+    real_run, calls = subprocess.run, []
+
+    def run(argv, **kwargs):
+        result = real_run(argv, **kwargs)
+        configs = [
+            p.read_text() for p in Path(kwargs["cwd"]).rglob("config") if p.parent.name == ".git"
+        ]
+        calls.append({"argv": argv, "env": kwargs.get("env") or {}, "configs": configs})
+        return result
+
+    monkeypatch.setattr(cluster.subprocess, "run", run)
+    return calls
+
+
+def test_the_gitops_token_goes_through_the_environment_never_the_url(
+    gitops_repo, model_dir, tmp_path, monkeypatch
+):
+    # The https URL a user configures, served here by the local bare repository: git's
+    # insteadOf (in a global config of the test's own) rewrites it when git connects.
+    url = "https://git.example/org/gitops.git"
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text(f'[url "file://{gitops_repo}"]\n\tinsteadOf = {url}\n')
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
+    monkeypatch.setenv("GITOPS_TOKEN", TOKEN)
+    calls = _recording_git(monkeypatch)
+
+    result = rollout(
+        str(model_dir),
+        "gitops",
+        "mlpipe",
+        "s3://mlpipe-models",
+        SERVING_IMAGE,
+        gitops_repo=url,
+        gitops_path="apps/mlpipe",
+    )
+
+    assert result == "git:" + _git("rev-parse", "main", cwd=gitops_repo)
+    assert all(TOKEN not in " ".join(call["argv"]) for call in calls)
+    configs = [text for call in calls for text in call["configs"]]
+    assert configs and all(TOKEN not in text for text in configs)
+    assert any(url in text for text in configs)  # the clone's origin: the URL as given
+    # Clone and push carry the token, as an Authorization header set in the environment.
+    header = "Authorization: Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+    by_command = {call["argv"][5]: call["env"] for call in calls}
+    for command in ("clone", "push"):
+        assert by_command[command]["GIT_CONFIG_KEY_0"] == "http.https://git.example/.extraHeader"
+        assert by_command[command]["GIT_CONFIG_VALUE_0"] == header
+    assert "GIT_CONFIG_COUNT" not in by_command["commit"]  # only what talks to the server
+
+
+def test_git_sends_the_token_from_the_environment_as_a_header(tmp_path):
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/"
+        with pytest.raises(DeployFailed) as caught:
+            cluster_git(
+                "ls-remote",
+                base + "org/gitops.git",
+                cwd=tmp_path,
+                env=_extra_header_env(base, TOKEN),
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+    assert seen and seen[0] == expected
+    assert TOKEN not in str(caught.value)
+
+
+def test_git_auth_env_only_for_https_and_a_token(monkeypatch):
+    monkeypatch.delenv("GITOPS_TOKEN", raising=False)
+    assert git_auth_env("https://git.example/o/r.git") == {}
+    assert git_auth_env("file:///srv/r.git", TOKEN) == {}
+    assert git_auth_env("http://git.example/o/r.git", TOKEN) == {}  # never in clear text
+    monkeypatch.setenv("GITOPS_TOKEN", TOKEN)
+    env = git_auth_env("https://bot@git.example:8443/o/r.git")
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://git.example:8443/.extraHeader"
+
+
+def test_a_token_in_the_gitops_url_is_refused_without_showing_it(manifest):
+    with pytest.raises(PipelineInputError) as caught:
+        commit_to_gitops_repo(manifest, f"https://x-access-token:{TOKEN}@git.example/o.git", "apps")
+    assert "put the token in GITOPS_TOKEN" in str(caught.value)
+    assert "x-access-token:***@git.example" in str(caught.value)
+    assert TOKEN not in str(caught.value)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from components.common.settings.etl import load_spec
 from components.ingest import snapshot
 from components.ingest.component import ingest
 from components.ingest.logic import content_hash
-from components.ingest.snapshot import DATA_FILE, MANIFEST_FILE, run_etl
+from components.ingest.snapshot import DATA_FILE, MANIFEST_FILE, run_etl, snapshot_metadata
 
 PEOPLE = pd.DataFrame(
     {
@@ -394,10 +394,81 @@ def test_a_missing_table_and_a_bad_query(people_db, root):
     _fails(spec, root, "source.sql.query failed", "no such column: wage")
 
 
-def test_a_database_url_never_shows_its_password(root):
-    spec = {"source": {"sql": {"url": "mysql+pymysql://ana:s3cret@127.0.0.1:1/db", "table": "t"}}}
-    message = _fails(spec, root, "ana:***@127.0.0.1:1/db")
+def test_a_database_url_never_shows_its_password(root, monkeypatch):
+    # The password from the environment reaches the driver, never the error that echoes the URL.
+    monkeypatch.setenv("DB_PASSWORD", "s3cret")
+    sql = {"url": "mysql+pymysql://ana@127.0.0.1:1/db", "table": "t", "password_env": "DB_PASSWORD"}
+    message = _fails({"source": {"sql": sql}}, root, "ana@127.0.0.1:1/db")
     assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "place", "shown"),
+    [
+        ("postgresql://scott:TopSecret123@db.example/sales", "in the URL", "scott:***@db.example"),
+        ("postgresql://scott:Top@Secret123@db/s", "in the URL", "postgresql://scott:***@db/s"),
+        ("postgresql://scott@db/s?password=TopSecret123", "'password' parameter", "password=***"),
+    ],
+)
+def test_a_password_in_the_database_url_is_refused_without_showing_it(root, url, place, shown):
+    message = _fails(
+        {"source": {"sql": {"url": url, "table": "t"}}},
+        root,
+        "key 'source.sql.url': put the password in the environment, not",
+        place,
+        shown,
+    )
+    assert "TopSecret123" not in message and "Secret123" not in message
+
+
+def test_the_password_comes_from_the_named_environment_variable(people_db, root, monkeypatch):
+    url = f"sqlite:///{people_db}"
+    sql = {"url": url, "table": "people", "password_env": "DB_PASSWORD"}
+    _fails({"source": {"sql": sql}}, root, "password_env", "'DB_PASSWORD' is not set")
+
+    monkeypatch.setenv("DB_PASSWORD", "TopSecret123")  # SQLite has no password: not passed on
+    with_env = run_etl({"source": {"sql": sql}}, root)
+    without = run_etl({"source": {"sql": {"url": url, "table": "people"}}}, root)
+    # Where the password comes from is not part of the data: the same snapshot.
+    assert with_env.snapshot_id == without.snapshot_id
+    written = [p.read_bytes() for p in root.rglob("*") if p.is_file()]
+    assert written and not any(b"TopSecret123" in content for content in written)
+
+
+def test_the_datasets_origin_never_shows_a_password(people_db, root):
+    result = run_etl(
+        {"source": {"sql": {"url": f"sqlite:///{people_db}", "table": "people"}}}, root
+    )
+    # A spec from elsewhere than the checked config: the metadata still hides the password.
+    for source in (
+        {"uri": "https://u:TopSecret123@h/x.csv"},
+        {"sql": {"url": "mysql://u:TopSecret123@h/d"}},
+    ):
+        origin = snapshot_metadata(result, {"source": source})["origin"]
+        assert "TopSecret123" not in origin and "u:***@h" in origin
+
+
+def test_sqlalchemy_gets_the_password_from_the_environment(monkeypatch):
+    from sqlalchemy import create_engine
+
+    import components.ingest.snapshot as snapshot
+    from components.common.settings.etl import SqlSource
+
+    seen = []
+
+    def record(url, *args, **kwargs):
+        seen.append(url)
+        return create_engine("sqlite://")  # an empty in-memory database: no table 't'
+
+    monkeypatch.setattr("sqlalchemy.create_engine", record)
+    monkeypatch.setenv("PGPASS_FOR_TEST", "TopSecret123")
+    sql = SqlSource(
+        url="postgresql://scott@db.example/sales", table="t", password_env="PGPASS_FOR_TEST"
+    )
+    with pytest.raises(PipelineInputError) as caught:
+        snapshot._read_sql(sql)
+    assert seen[0].password == "TopSecret123" and seen[0].username == "scott"
+    assert "TopSecret123" not in str(caught.value)
 
 
 def test_a_transform_naming_a_missing_column(people_csv, root):

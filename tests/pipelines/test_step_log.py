@@ -24,3 +24,15 @@ def test_verbose_shows_every_line():
     log, console = io.StringIO(), io.StringIO()
     _StepLogFilter(log, console, verbose=True).write("a\nb\n")
     assert console.getvalue() == "a\nb\n"
+
+
+def test_a_url_password_never_reaches_the_log_or_the_console():
+    log, console = io.StringIO(), io.StringIO()
+    stream = _StepLogFilter(log, console, verbose=True)
+    text = '    {"url": "postgresql://scott:TopSecret123@db.example/sales"}\n    tail'
+    for start in range(0, len(text), 7):  # split anywhere, even inside the URL
+        stream.write(text[start : start + 7])
+    stream.finish()
+    shown = '    {"url": "postgresql://scott:***@db.example/sales"}\n'
+    assert log.getvalue() == shown + "    tail"
+    assert console.getvalue() == shown

@@ -16,8 +16,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from components.common.errors import PipelineInputError
+from components.common.secrets import redact_url, url_password_place
 
 CAST_TYPES = ("int64", "float64", "string", "bool", "datetime")
 DATE_PARTS = ("year", "month", "day", "dayofweek")
@@ -33,9 +35,35 @@ class _Strict(BaseModel):
 class SqlSource(_Strict):
     """A SQL database, by SQLAlchemy URL (e.g. sqlite:///path/to.db), and one table or query."""
 
-    url: str = Field(min_length=1)
+    url: str = Field(min_length=1, description="Without a password: it comes from the environment.")
     query: str = ""
     table: str = ""
+    password_env: str = Field(
+        "",
+        description="The environment variable holding the database password (e.g. set from a "
+        "Kubernetes Secret); empty: the driver's own (PGPASSWORD, ~/.pgpass, ...) or none.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hide_a_password(cls, data):
+        # pydantic's error carries the field's input, and error messages show it: the URL goes
+        # on redacted, so the refusal below names it without its password.
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            return {**data, "url": redact_url(data["url"])}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if place := url_password_place(value):
+            raise PydanticCustomError(
+                "url_password",
+                "put the password in the environment, not {place}: {url} "
+                "(name the variable in password_env)",
+                {"place": place, "url": redact_url(value)},
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_of_query_or_table(self):
