@@ -83,7 +83,19 @@ def inference_service(
             "--host",
             "0.0.0.0",
         ],
-        env=[client.V1EnvVar(name="STORAGE_URI", value=storage_uri)],
+        env=[
+            client.V1EnvVar(name="STORAGE_URI", value=storage_uri),
+            # The admin routes' token (serving.http_app): loopback proves nothing in a pod, whose
+            # sidecars connect from 127.0.0.1; without the Secret those routes stay off.
+            client.V1EnvVar(
+                name="MLPIPE_ADMIN_TOKEN",
+                value_from=client.V1EnvVarSource(
+                    secret_key_ref=client.V1SecretKeySelector(
+                        name="mlpipe-admin-token", key="token", optional=True
+                    )
+                ),
+            ),
+        ],
         ports=[client.V1ContainerPort(container_port=SERVING_PORT, protocol="TCP")],
         # The server's own health routes over HTTP: a TCP probe would pass before the model loads.
         readiness_probe=client.V1Probe(

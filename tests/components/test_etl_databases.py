@@ -125,9 +125,25 @@ class Server:
     schemes: tuple[str, ...]  # the URL schemes that reach it: the plain one first
     double: str  # the SQL type of a 64-bit float there
 
-    def url(self, scheme: str | None = None, password: str = PASSWORD, port: int | None = None):
+    def url(self, scheme: str | None = None, port: int | None = None):
+        """The server's URL as a run config names it: the user, never the password (that comes
+        from the environment variable the source's password_env names)."""
         scheme = scheme or self.schemes[0]
-        return f"{scheme}://etl:{password}@127.0.0.1:{port or self.port}/etl"
+        return f"{scheme}://etl@127.0.0.1:{port or self.port}/etl"
+
+
+# The variable that carries the password, as a run config's `sql.password_env` names it.
+PASSWORD_ENV = "MLPIPE_TEST_DB_PASSWORD"
+
+
+@pytest.fixture(autouse=True)
+def database_password(monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+
+
+def _sql(url: str, **source) -> dict:
+    """An ETL spec reading from `url` with the password from the environment."""
+    return {"source": {"sql": {"url": url, "password_env": PASSWORD_ENV, **source}}}
 
 
 def _start(name: str, start) -> Server:
@@ -238,8 +254,10 @@ def server(request) -> Server:
     """Each server, with the table `people` (ROWS) created by the ETL user."""
     server = request.getfixturevalue(f"{request.param}_server")
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
-    engine = create_engine(server.url(server.schemes[-1]))  # the explicit driver
+    # The explicit driver, with the password: this is the test's own connection, not a config.
+    engine = create_engine(make_url(server.url(server.schemes[-1])).set(password=PASSWORD))
     try:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE IF EXISTS people"))
@@ -286,7 +304,7 @@ def test_the_server_is_a_child_listening_on_127_0_0_1_only_and_unprivileged(serv
 
 def test_a_table_becomes_a_snapshot_with_its_values_and_types(server, root):
     url = server.url()  # postgresql:// or mysql://, no driver named: the installed one is used
-    result = run_etl({"source": {"sql": {"url": url, "table": "people"}}}, root)
+    result = run_etl(_sql(url, table="people"), root)
     assert result.created and result.rows == len(ROWS)
     frame = pd.read_parquet(result.data_path).sort_values("id", ignore_index=True)
     assert frame["id"].tolist() == [1, 2, 3, 4]
@@ -301,7 +319,8 @@ def test_a_table_becomes_a_snapshot_with_its_values_and_types(server, root):
         "joined": "date32[day]",
     }
     manifest = _manifest(result)
-    shown = f"{server.schemes[0]}://etl:***@127.0.0.1:{server.port}/etl"
+    shown = f"{server.schemes[0]}://etl@127.0.0.1:{server.port}/etl"
+    # The manifest records where the data came from, never the password nor its variable.
     assert manifest["source"] == {"sql": {"url": shown, "table": "people"}}
     assert PASSWORD not in (result.path / MANIFEST_FILE).read_text()
 
@@ -309,20 +328,23 @@ def test_a_table_becomes_a_snapshot_with_its_values_and_types(server, root):
 def test_a_query_with_each_url_form(server, root):
     query = "SELECT name, score FROM people WHERE score > 0 ORDER BY id"
     for scheme in server.schemes:
-        frame, shown = _read_sql(SqlSource(url=server.url(scheme), query=query))
+        source = SqlSource(url=server.url(scheme), query=query, password_env=PASSWORD_ENV)
+        frame, shown = _read_sql(source)
         assert frame.to_dict("list") == {"name": ["ann", "dan"], "score": [2.5, 1e6]}, scheme
-        assert shown == f"{scheme}://etl:***@127.0.0.1:{server.port}/etl"
-    result = run_etl({"source": {"sql": {"url": server.url(), "query": query}}}, root)
+        assert shown == f"{scheme}://etl@127.0.0.1:{server.port}/etl"
+    result = run_etl(_sql(server.url(), query=query), root)
     assert pd.read_parquet(result.data_path)["name"].tolist() == ["ann", "dan"]
     assert _manifest(result)["source"]["sql"]["query"] == query
 
 
-def test_a_wrong_password_is_one_line_naming_the_database_without_either_password(server, root):
-    url = server.url(password=WRONG_PASSWORD)
+def test_a_wrong_password_is_one_line_naming_the_database_without_either_password(
+    server, root, monkeypatch
+):
+    monkeypatch.setenv(PASSWORD_ENV, WRONG_PASSWORD)
     with pytest.raises(PipelineInputError) as caught:
-        run_etl({"source": {"sql": {"url": url, "table": "people"}}}, root)
+        run_etl(_sql(server.url(), table="people"), root)
     message = str(caught.value)
-    shown = f"{server.schemes[0]}://etl:***@127.0.0.1:{server.port}/etl"
+    shown = f"{server.schemes[0]}://etl@127.0.0.1:{server.port}/etl"
     assert message.startswith(f"database '{shown}' cannot be reached ("), message
     expected = {"postgresql": "password authentication failed", "mariadb": "Access denied"}
     assert expected[server.name] in message, message
@@ -333,18 +355,18 @@ def test_a_wrong_password_is_one_line_naming_the_database_without_either_passwor
 
 def test_a_missing_table_names_it(server, root):
     with pytest.raises(PipelineInputError, match="table 'nobody' does not exist"):
-        run_etl({"source": {"sql": {"url": server.url(), "table": "nobody"}}}, root)
+        run_etl(_sql(server.url(), table="nobody"), root)
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql", "mariadb"])
 def test_a_port_where_nothing_listens_fails_quickly_in_one_line(scheme, root):
     port = _free_port()  # bound and released: nothing listens there now
-    url = f"{scheme}://etl:{PASSWORD}@127.0.0.1:{port}/etl"
+    url = f"{scheme}://etl@127.0.0.1:{port}/etl"
     started = time.monotonic()
     with pytest.raises(PipelineInputError) as caught:
-        run_etl({"source": {"sql": {"url": url, "table": "people"}}}, root)
+        run_etl(_sql(url, table="people"), root)
     assert time.monotonic() - started < 5
     message = str(caught.value)
-    assert message.startswith(f"database '{scheme}://etl:***@127.0.0.1:{port}/etl' cannot be")
+    assert message.startswith(f"database '{scheme}://etl@127.0.0.1:{port}/etl' cannot be")
     assert "refused" in message.lower() and "\n" not in message and PASSWORD not in message
     assert _left(root) == []
