@@ -62,17 +62,19 @@ def test_default_metric_fits_the_task(loans_schema):
     assert default_metric({"task": "regression"}) == "r2"
 
 
-def _ray_processes() -> set[int]:
-    return {
-        p.pid
-        for p in psutil.process_iter(["name", "cmdline"])
-        if "raylet" in (p.info["name"] or "") or "gcs_server" in (p.info["name"] or "")
-    }
+def _our_ray_daemons(before: set[int]) -> list[psutil.Process]:
+    """The raylet and GCS server this test started (its descendants, by PID) still running:
+    another Ray on the same machine is not ours to count."""
+    return [
+        proc
+        for proc in still_running(new_descendants(before))
+        if proc.name() in ("raylet", "gcs_server")
+    ]
 
 
 @pytest.mark.ray
 def test_tuning_on_local_ray_finds_a_good_model_and_stops_ray(loans, loans_schema):
-    before = _ray_processes()
+    before = descendant_pids()
     train, _ = split_table(loans, loans_schema, 0.25, seed=0)
     best, trials = tune_model(
         train,
@@ -92,7 +94,7 @@ def test_tuning_on_local_ray_finds_a_good_model_and_stops_ray(loans, loans_schem
     assert best["cv_score"] > 0.75
     assert best["metric"] == "roc_auc" and best["num_trials"] == 4
     # The embedded Ray is shut down with the search: no raylet or GCS of ours is left.
-    assert _ray_processes() <= before
+    assert _our_ray_daemons(before) == []
 
 
 def _is_loopback(ip: str) -> bool:
