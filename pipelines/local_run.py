@@ -151,11 +151,12 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-def stop_descendants(grace: float = STOP_GRACE_SECONDS) -> int:
-    """SIGTERM every descendant of this process (the steps' shells and Pythons, Ray's gcs_server,
-    raylet, dashboard and workers), SIGKILL those still running after `grace` seconds, and
-    return how many there were. By PID, found through parent links, never by name; a process
-    that appears while they stop (a worker a raylet was starting) is found and stopped too."""
+def stop_descendants(spare: frozenset[int] = frozenset(), grace: float = STOP_GRACE_SECONDS) -> int:
+    """SIGTERM every descendant of this process but those in `spare` (the steps' shells and
+    Pythons, Ray's gcs_server, raylet, dashboard and workers), SIGKILL those still running after
+    `grace` seconds, and return how many there were. By PID, found through parent links, never
+    by name; a process that appears while they stop (a worker a raylet was starting) is found
+    and stopped too."""
     known: dict[int, psutil.Process] = {}
 
     def find_new() -> list[psutil.Process]:
@@ -166,7 +167,7 @@ def stop_descendants(grace: float = STOP_GRACE_SECONDS) -> int:
             except psutil.Error:
                 continue
             for child in children:
-                if child.pid not in known:
+                if child.pid not in known and child.pid not in spare:
                     known[child.pid] = child
                     new.append(child)
         return new
@@ -198,13 +199,15 @@ def _stop_on_signals(registry: ModelRegistry):
         yield  # signal handlers can only be set from the main thread
         return
     snapshot = registry.snapshot()
+    # Processes that were there before the run (in a test, say) are not the run's to stop.
+    spare = frozenset(child.pid for child in psutil.Process().children(recursive=True))
     received: list[int] = []
 
     def handler(signum, frame):
         if received:
             return  # a second Ctrl-C while stopping: the first one is being handled
         received.append(signum)
-        raise _Stop(signum, stop_descendants())
+        raise _Stop(signum, stop_descendants(spare))
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -19,9 +19,8 @@ import pytest
 from sklearn.dummy import DummyClassifier
 
 from components.common.registry import ModelRegistry
+from pipelines.local_run import stop_descendants
 from tests.conftest import write_config
-
-pytestmark = pytest.mark.e2e
 
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
 MODEL = "arrests-release"
@@ -151,6 +150,7 @@ def assert_stopped_cleanly(run: Run, code: int, exited: float, gone: float, aliv
     assert last.endswith("run again with: mlpipe " + " ".join(run.argv)), last
 
 
+@pytest.mark.e2e
 def test_ctrl_c_in_a_background_job_stops_the_run_and_its_ray(tmp_path, demo_lake):
     # The issue's case: started with SIGINT ignored (as `mlpipe run ... &` from a script is),
     # Ctrl-C to the whole process group was ignored and the run registered and promoted.
@@ -165,6 +165,7 @@ def test_ctrl_c_in_a_background_job_stops_the_run_and_its_ray(tmp_path, demo_lak
         run.kill_everything()
 
 
+@pytest.mark.e2e
 def test_ctrl_c_keeps_an_existing_champion_and_its_alias_files_byte_for_byte(tmp_path, demo_lake):
     store = tmp_path / "out" / "models"
     registry = ModelRegistry(str(store), MODEL)
@@ -184,6 +185,7 @@ def test_ctrl_c_keeps_an_existing_champion_and_its_alias_files_byte_for_byte(tmp
         run.kill_everything()
 
 
+@pytest.mark.e2e
 def test_sigterm_to_the_parent_alone_stops_the_tune_step_and_its_ray(tmp_path, demo_lake):
     # The issue: SIGTERM stopped the parent but left the tune step and Ray running for ~30 s.
     run = Run(tmp_path, _config(tmp_path, demo_lake))
@@ -194,3 +196,28 @@ def test_sigterm_to_the_parent_alone_stops_the_tune_step_and_its_ray(tmp_path, d
         assert registry.versions() == [] and registry.aliases() == {}
     finally:
         run.kill_everything()
+
+
+def test_stop_descendants_kills_what_ignores_sigterm_and_spares_older_processes():
+    older = psutil.Popen(["sleep", "60"])  # there before the "run": not the run's to stop
+    spare = frozenset(p.pid for p in psutil.Process().children(recursive=True))
+    # A step that ignores SIGTERM, as its child does (the disposition is inherited).
+    stubborn = psutil.Popen(["sh", "-c", "trap '' TERM; sleep 60 & wait"])
+    started = [stubborn]
+    try:
+        deadline = time.monotonic() + 10
+        while len(started) < 2 and time.monotonic() < deadline:
+            started = [stubborn, *stubborn.children()]
+            time.sleep(0.05)
+        sent = time.monotonic()
+        assert stop_descendants(spare, grace=1.0) == 2
+        assert 1.0 <= time.monotonic() - sent < 5
+        assert not [p for p in started if _running(p)]
+        assert _running(older)
+    finally:
+        for process in [older, *started]:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        older.wait(timeout=5)
