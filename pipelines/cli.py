@@ -6,6 +6,7 @@ failed step or anything unexpected. --debug shows the traceback instead.
 
 import argparse
 import os
+import shlex
 import socket
 import sys
 import traceback
@@ -56,7 +57,7 @@ def _example_row(run) -> dict:
 
 def cmd_run(args) -> int:
     from components.deploy.logic import curl_example
-    from pipelines.local_run import run_pipeline
+    from pipelines.local_run import RunInterrupted, run_pipeline
 
     config = _load_checked_config(args.config, overrides=args.set)
     host = args.host or config.serving.host
@@ -68,7 +69,10 @@ def cmd_run(args) -> int:
         f"(data {config.data.source or 'an ETL snapshot'}, {config.tuning.num_trials} trials, "
         f"{config.ray.num_cpus} CPUs for Ray)"
     )
-    run = run_pipeline(config, verbose=args.verbose)
+    try:
+        run = run_pipeline(config, verbose=args.verbose)
+    except RunInterrupted as stop:  # its processes are gone and the registry put back
+        return _interrupted(stop, args.argv)
     url = f"http://{host}:{port}"
     console.print(f"\n[bold green]Run {run.run_id} finished[/] in {run.seconds:.0f} s")
     console.print(f"  artifacts  {run.artifacts_dir}")
@@ -368,8 +372,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(stop, argv: list[str]) -> int:
+    """The one line after Ctrl-C or SIGTERM stopped a run; exit 128 + the signal (130, 143)."""
+    if stop.error:
+        registry = f"the registry could not be put back ({stop.error})"
+    elif stop.undone:
+        registry = f"the registry is as it was ({', '.join(stop.undone)})"
+    else:
+        registry = "the registry is as it was"
+    errors.print(
+        f"interrupted: stopped {stop.stopped} processes; {escape(registry)}; run again with: "
+        + escape(shlex.join(["mlpipe", *argv]))
+    )
+    return 128 + stop.signum
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv  # what to run again after Ctrl-C
     try:
         return args.handler(args)
     except PipelineInputError as error:

@@ -13,12 +13,15 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from kfp import components, local
 
 from components.common.errors import StepFailed
@@ -32,6 +35,8 @@ from pipelines.training_pipeline import compile_pipeline
 # kfp.local's own line when a step starts, its colour codes removed.
 TASK_STARTED = re.compile(r"Executing task '([^']+)'")
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+# After SIGTERM, how long a run's processes (steps, Ray) get before SIGKILL.
+STOP_GRACE_SECONDS = 3.0
 
 
 class _StepLogFilter(io.TextIOBase):
@@ -125,8 +130,116 @@ def _write_report(run: LocalRun, config: RunConfig) -> None:
     run.report.write_text("\n".join(parts), encoding="utf-8")
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run: its processes are gone and the registry is as it was.
+
+    Attributes:
+        signum: the signal (SIGINT or SIGTERM).
+        stopped: how many processes the run had started and this stopped.
+        undone: what the registry rollback undid, e.g. ["removed v2", "champion back to v1"].
+        error: why the rollback failed, or "" when it did not.
+    """
+
+    def __init__(self, signum: int, stopped: int, undone: list[str], error: str = ""):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.stopped, self.undone, self.error = signum, stopped, undone, error
+
+
+class _Stop(KeyboardInterrupt):
+    """Raised in the main thread by the signal handler, once the run's processes are gone.
+
+    A KeyboardInterrupt, so that subprocess.Popen's exit (kfp.local reads a step's output in
+    `with Popen`) does not wait for the step."""
+
+    def __init__(self, signum: int, stopped: int):
+        super().__init__(signum)
+        self.signum, self.stopped = signum, stopped
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_descendants(spare: frozenset[int] = frozenset(), grace: float = STOP_GRACE_SECONDS) -> int:
+    """SIGTERM every descendant of this process but those in `spare` (the steps' shells and
+    Pythons, Ray's gcs_server, raylet, dashboard and workers), SIGKILL those still running after
+    `grace` seconds, and return how many there were. By PID, found through parent links, never
+    by name; a process that appears while they stop (a worker a raylet was starting) is found
+    and stopped too."""
+    known: dict[int, psutil.Process] = {}
+
+    def find_new() -> list[psutil.Process]:
+        new = []
+        for root in [psutil.Process(), *known.values()]:
+            try:
+                children = root.children(recursive=True)
+            except psutil.Error:
+                continue
+            for child in children:
+                if child.pid not in known and child.pid not in spare:
+                    known[child.pid] = child
+                    new.append(child)
+        return new
+
+    def send(processes, sig: int) -> None:
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(sig)  # psutil checks the PID was not reused
+
+    send(find_new(), signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive := [p for p in known.values() if _running(p)]:
+        if time.monotonic() >= deadline:
+            send(alive, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=0.1)
+        send(find_new(), signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM)
+        if time.monotonic() >= deadline + grace:
+            break  # a process that outlives SIGKILL this long is stuck in the kernel
+    return len(known)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(registry: ModelRegistry):
+    """While the run runs, Ctrl-C (SIGINT) and SIGTERM stop it: every process it started is
+    stopped, then the registry is put back as it was before the run, and RunInterrupted says
+    so. The handlers are installed whatever the signals' dispositions were: a shell starts a
+    background job with SIGINT ignored, and a run that ignored Ctrl-C went on to promote."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    snapshot = registry.snapshot()
+    # Processes that were there before the run (in a test, say) are not the run's to stop.
+    spare = frozenset(child.pid for child in psutil.Process().children(recursive=True))
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            return  # a second Ctrl-C while stopping: the first one is being handled
+        received.append(signum)
+        raise _Stop(signum, stop_descendants(spare))
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stop as stop:
+        try:
+            undone, error = registry.restore(snapshot), ""
+        except Exception as failure:  # reported on the one line, never a traceback
+            undone, error = [], f"{type(failure).__name__}: {failure}"
+        raise RunInterrupted(stop.signum, stop.stopped, undone, error) from None
+    finally:
+        for sig, disposition in previous.items():
+            signal.signal(sig, disposition)
+
+
 def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
     """Compile the pipeline into a new run folder and run that file under kfp.local.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run: every process it started, Ray's included, then
+    the registry is put back as it was; RunInterrupted is raised.
 
     Args:
         config: the checked run config.
@@ -138,7 +251,13 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
 
     Raises:
         StepFailed: a step failed; its one-line error is the message.
+        RunInterrupted: SIGINT or SIGTERM stopped the run.
     """
+    with _stop_on_signals(ModelRegistry(config.model_store_uri, config.model_name)):
+        return _run_pipeline(config, verbose)
+
+
+def _run_pipeline(config: RunConfig, verbose: bool) -> LocalRun:
     started = time.monotonic()
     run_id, run_dir = new_run_dir(config.output_root)
     artifacts_dir = run_dir / "artifacts"

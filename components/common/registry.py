@@ -432,6 +432,65 @@ class ModelRegistry:
         finally:
             temporary.unlink(missing_ok=True)
 
+    # --- undoing a run ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """What `restore` puts back: the names in this model's folder and in its aliases folder,
+        and each alias record's bytes (None for an alias that is not set)."""
+
+        def names(path: str) -> list[str] | None:
+            try:
+                return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(path, False))
+            except FileNotFoundError:
+                return None
+
+        self.fs.invalidate_cache()  # another process (a run's step) may have written since
+        records = {}
+        for alias in ALIASES:
+            try:
+                records[alias] = self.fs.cat_file(self._path(ALIASES_DIR, f"{alias}.json"))
+            except FileNotFoundError:
+                records[alias] = None
+        return {
+            "model": names(self.root),
+            "aliases": names(self._path(ALIASES_DIR)),
+            "records": records,
+        }
+
+    def restore(self, snapshot: dict) -> list[str]:
+        """Undo what changed since `snapshot` (a stopped run's work, once its processes are
+        gone): remove what was added to this model's folder (versions, half-written ones, the
+        aliases' lock and temporary files) and write each alias record back byte for byte, or
+        remove an alias that was not set. Returns what it undid, e.g. ["removed v2"]."""
+        undone = []
+        if snapshot["model"] is None:
+            if self.fs.exists(self.root):
+                added = self.versions() + list(self.aliases())
+                self.fs.rm(self.root, recursive=True)
+                undone += [f"removed {name}" for name in added]
+            return undone
+        current = self.snapshot()
+        for name in sorted(set(current["model"] or []) - set(snapshot["model"])):
+            self.fs.rm(self._path(name), recursive=True)
+            if VERSION_PATTERN.match(name) or name == ALIASES_DIR:
+                undone.append(f"removed {name}")
+        if snapshot["aliases"] is None:
+            return undone
+        for name in sorted(set(current["aliases"] or []) - set(snapshot["aliases"])):
+            if name.removesuffix(".json") not in ALIASES:
+                self.fs.rm(self._path(ALIASES_DIR, name), recursive=True)
+        for alias, data in snapshot["records"].items():
+            target = self._path(ALIASES_DIR, f"{alias}.json")
+            if current["records"][alias] == data:
+                continue
+            if data is None:
+                self.fs.rm(target)
+                undone.append(f"removed {alias}")
+            else:
+                self.fs.pipe_file(target, data)
+                undone.append(f"{alias} back to {json.loads(data)['version']}")
+        return undone
+
     # --- comparing ------------------------------------------------------------------------
 
     def diff(self, first: str, second: str) -> dict:

@@ -338,3 +338,46 @@ def test_rollback_with_deploy_commits_the_previous_champion_by_gitops(tmp_path, 
     assert main(["models", "rollback", "--config", str(local), "--deploy"]) == 2
     assert "deploy.target is local" in capsys.readouterr().err
     assert registry.resolve("champion") == "v1"  # checked before the alias moved
+
+
+def _files(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root`, with each file's bytes (None for a folder)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_restore_undoes_a_stopped_runs_version_and_alias_moves_byte_for_byte(tmp_path):
+    # What an interrupted `mlpipe run` must undo: its register step wrote v2 and the candidate,
+    # its promote step moved the champion, and a killed step left a half-written version.
+    registry = ModelRegistry(str(tmp_path), "churn")
+    registry.register(_model("no"), {})
+    registry.promote("v1", "first")
+    before_files = _files(tmp_path)
+    snapshot = registry.snapshot()
+
+    registry.register(_model("yes"), {})
+    registry.set_alias("candidate", "v2", "registered")
+    registry.promote("v2", "better")
+    (tmp_path / "churn" / ".staging-killed").mkdir()
+    (tmp_path / "churn" / ".staging-killed" / MODEL_FILE).write_bytes(b"half")
+    (tmp_path / "churn" / "aliases" / "champion.json.abc.tmp").write_bytes(b"{")
+
+    assert sorted(registry.restore(snapshot)) == [
+        "champion back to v1",
+        "removed candidate",
+        "removed v2",
+    ]
+    assert _files(tmp_path) == before_files
+    assert registry.versions() == ["v1"] and registry.aliases() == {"champion": "v1"}
+    assert registry.restore(snapshot) == []  # nothing left to undo
+
+
+def test_restore_removes_a_model_folder_that_did_not_exist(tmp_path):
+    registry = ModelRegistry(str(tmp_path), "churn")
+    snapshot = registry.snapshot()
+    registry.register(_model(), {})
+    registry.promote("v1", "first")
+    assert sorted(registry.restore(snapshot)) == ["removed champion", "removed v1"]
+    assert list(tmp_path.iterdir()) == []
