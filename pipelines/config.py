@@ -37,6 +37,7 @@ from components.common.vocabulary import (
     CLASSIFICATION_SUMMARIES,
     REGRESSION_METRICS,
     REGRESSION_SUMMARIES,
+    intersection_name,
 )
 
 
@@ -235,11 +236,6 @@ def _unknown(
     )
 
 
-def _intersection_name(pair: tuple[str, str]) -> str:
-    # components.bias.logic.intersection_name, which this module cannot import (it loads pandas).
-    return "_x_".join(pair)
-
-
 def check_bias(config: RunConfig) -> None:
     """The bias section against the config's own columns, needing no data (so ETL sources too):
     a name here that matches nothing would make the fairness gate check nothing.
@@ -253,7 +249,7 @@ def check_bias(config: RunConfig) -> None:
     """
     bias, sensitive = config.bias, config.sensitive_columns
     grouped = set(sensitive) | {column for pair in bias.intersections for column in pair}
-    sets = [*sensitive, *map(_intersection_name, bias.intersections)]
+    sets = [*sensitive, *map(intersection_name, bias.intersections)]
     summaries = REGRESSION_SUMMARIES if config.task == "regression" else CLASSIFICATION_SUMMARIES
     for index, threshold in enumerate(bias.thresholds):
         key = f"bias.thresholds[{index}]"

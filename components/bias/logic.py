@@ -18,13 +18,11 @@ from components.common.groups import (  # noqa: F401  (Grouping: old pickles nam
     positive_label,
     sensitive_groups,
 )
-from components.common.vocabulary import ON_NOT_COMPUTABLE
-
-INTERSECTION_MARK = "_x_"
-
-
-def intersection_name(pair: list[str] | tuple[str, str]) -> str:
-    return INTERSECTION_MARK.join(pair)
+from components.common.vocabulary import (  # noqa: F401  (the bias modules' names for sets)
+    INTERSECTION_MARK,
+    ON_NOT_COMPUTABLE,
+    intersection_name,
+)
 
 
 def group_sets(

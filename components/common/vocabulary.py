@@ -73,6 +73,14 @@ def default_direction(metric: str) -> str:
 
 ON_NOT_COMPUTABLE = ("warn", "fail")
 
+# Two sensitive columns grouped together are a set named "a_x_b" (fairness thresholds name it).
+INTERSECTION_MARK = "_x_"
+
+
+def intersection_name(pair: list[str] | tuple[str, str]) -> str:
+    return INTERSECTION_MARK.join(pair)
+
+
 MITIGATIONS = ("none", "reweighing", "exponentiated_gradient", "threshold_optimizer")
 # fairlearn's reduction constraints, by the name the run config gives them.
 CONSTRAINTS = (
