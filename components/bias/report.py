@@ -281,17 +281,3 @@ def data_html(data: dict) -> str:
     return render_page(
         "fairness.html.j2", title=data["title"], subtitle="", fairness=fairness_context(data)
     )
-
-
-def model_html(
-    results: dict[str, GroupResult],
-    gate: GateResult,
-    problems: list[str],
-    mitigation: str = "none",
-    before: dict[str, GroupResult] | None = None,
-    accuracy: tuple[float, float] | None = None,
-    title: str = "Fairness report",
-) -> str:
-    """A self-contained HTML page: the gate, then per set its summary metrics, its per-group
-    table (with 95% bootstrap intervals) and a bar chart of selection rate and TPR."""
-    return data_html(fairness_data(results, gate, problems, mitigation, before, accuracy, title))

@@ -18,7 +18,13 @@ from components.bias.assess import assess_data, assess_model
 from components.bias.gate import apply_gate, parse_thresholds
 from components.bias.logic import Problems, checked_group_sets, group_sets
 from components.bias.metrics import data_metrics, model_metrics
-from components.bias.report import data_markdown, fmt, model_html, model_markdown
+from components.bias.report import (
+    data_html,
+    data_markdown,
+    fairness_data,
+    fmt,
+    model_markdown,
+)
 from components.common.errors import PipelineInputError
 from components.common.groups import make_grouping, positive_label, sensitive_groups
 from components.common.settings.sections import BiasConfig
@@ -374,7 +380,7 @@ def test_assess_model_writes_metrics_gate_and_reports(loans, loans_schema):
         "demographic_parity_ratio_age" in metrics and "equalized_odds_difference_group" in metrics
     )
     assert all(not math.isnan(v) for v in metrics.values())
-    page = model_html(result.results, result.gate, result.problems)
+    page = data_html(fairness_data(result.results, result.gate, result.problems))
     assert page.count("data:image/png;base64,") == 3 and "<h2>group_x_region</h2>" in page
     text_only = re.sub(r"data:image/png;base64,[^']+", "", page)
     assert "nan" not in text_only.lower()

@@ -57,7 +57,7 @@ EXTERNAL = re.compile(
 def fairness_outputs():
     """The bias and fairness steps' real outputs for a model on a small loans table."""
     from components.bias.assess import assess_data, assess_model
-    from components.bias.report import data_markdown, fairness_data, model_html
+    from components.bias.report import data_html, data_markdown, fairness_data
     from components.common.settings.sections import BiasConfig
     from components.validate.logic import validate_table
 
@@ -78,7 +78,9 @@ def fairness_outputs():
     return {
         "schema": schema,
         "data_bias_markdown": data_markdown(tables, notes, settings.min_group_size),
-        "fairness_page": model_html(assessment.results, assessment.gate, assessment.problems),
+        "fairness_page": data_html(
+            fairness_data(assessment.results, assessment.gate, assessment.problems)
+        ),
         # As the fairness step writes its report_data artifact (JSON), and the report reads it.
         "fairness_data": json.loads(
             json.dumps(
@@ -455,7 +457,7 @@ def test_hostile_groups_and_columns_are_escaped_in_both_pages(binary_inputs):
     """A category value and a sensitive column's name that are markup reach the fairness page
     and the run report as text: the fairness data carries them, the templates escape them."""
     from components.bias.assess import assess_model
-    from components.bias.report import fairness_data, model_html
+    from components.bias.report import data_html, fairness_data
     from components.common.settings.sections import BiasConfig
     from components.validate.logic import validate_table
 
@@ -469,7 +471,7 @@ def test_hostile_groups_and_columns_are_escaped_in_both_pages(binary_inputs):
     settings = BiasConfig(bootstrap=0)
     result = assess_model(IncomeRule(), loans, schema, ["group", HOSTILE], "yes", settings, 0)
     data = json.loads(json.dumps(fairness_data(result.results, result.gate, result.problems)))
-    fairness_page = model_html(result.results, result.gate, result.problems)
+    fairness_page = data_html(fairness_data(result.results, result.gate, result.problems))
     report = render_run_report(**{**binary_inputs, "fairness_data": data})
     for page, where in ((fairness_page, fairness_page), (report, section(report, "fairness"))):
         assert "<script" not in page.lower() and "<img src=x" not in page
