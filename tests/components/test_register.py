@@ -331,8 +331,10 @@ def test_rollback_with_deploy_commits_the_previous_champion_by_gitops(tmp_path, 
     assert "champion v2 -> v1" in out and "rolled out v1 by gitops: git:" in out
     pushed = yaml.safe_load(git("show", "main:apps/mlpipe/arrests-release.yaml", cwd=bare))
     (container,) = pushed["spec"]["predictor"]["containers"]
-    storage = {env["name"]: env["value"] for env in container["env"]}["STORAGE_URI"]
-    assert storage == "s3://mlpipe-models/arrests-release/v1"
+    env = {entry["name"]: entry for entry in container["env"]}
+    assert env["STORAGE_URI"]["value"] == "s3://mlpipe-models/arrests-release/v1"
+    # The admin token comes from its Secret, never as a value in the committed manifest.
+    assert "value" not in env["MLPIPE_ADMIN_TOKEN"]
     # Without a cluster target there is nothing to roll out: one line, exit 2.
     local = write_config(tmp_path / "local.yaml", model_store=str(store))
     assert main(["models", "rollback", "--config", str(local), "--deploy"]) == 2
