@@ -69,12 +69,38 @@ def cmd_run(args) -> int:
         f"(data {config.data.source or 'an ETL snapshot'}, {config.tuning.num_trials} trials, "
         f"{config.ray.num_cpus} CPUs for Ray)"
     )
+
+    def started(run_id, run_dir) -> None:
+        what = "resuming run" if args.resume else "run"
+        console.print(f"{what} {run_id}  ({run_dir})")
+
     try:
-        run = run_pipeline(config, verbose=args.verbose)
+        run = run_pipeline(
+            config,
+            verbose=args.verbose,
+            resume=args.resume or "",
+            use_cache=not args.no_cache,
+            on_start=started,
+        )
     except RunInterrupted as stop:  # its processes are gone and the registry put back
-        return _interrupted(stop, args.argv)
+        return _interrupted(stop, _resume_command(args, stop.run_id))
+    except StepFailed as failure:
+        errors.print(f"[bold red]error[/]: pipeline step failed: {escape(str(failure))}")
+        if failure.run_id:
+            errors.print(
+                "  after a fix, continue with: " + escape(_resume_command(args, failure.run_id))
+            )
+        return EXIT_FAILED
     url = f"http://{host}:{port}"
     console.print(f"\n[bold green]Run {run.run_id} finished[/] in {run.seconds:.0f} s")
+    origins = list((run.steps or {}).values())
+    reused = len(origins) - origins.count("ran")
+    if reused:
+        console.print(
+            f"  steps      {origins.count('ran')} ran, {reused} reused with the same content key "
+            f"({origins.count('cache')} from the step cache, {origins.count('resumed')} "
+            "from this run)"
+        )
     console.print(f"  artifacts  {run.artifacts_dir}")
     console.print(f"  report     {run.report}")
     console.print(f"  log        {run.log}")
@@ -298,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--require-blessed", action="store_true", help="exit 1 when the gate does not bless it"
     )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue a failed or interrupted run from its first unfinished step, with its own "
+        "recorded arguments (finished steps are reused once their files verify)",
+    )
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every step, reusing nothing from earlier runs (the step cache)",
+    )
     run.set_defaults(handler=cmd_run)
 
     compile_ = commands.add_parser("compile", help="write the pipeline's IR YAML for the dashboard")
@@ -372,7 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupted(stop, argv: list[str]) -> int:
+def _resume_command(args, run_id: str) -> str:
+    """The command that continues run `run_id` from its first unfinished step."""
+    command = ["mlpipe", "run", "--config", args.config, "--resume", run_id]
+    if args.no_serve:
+        command.append("--no-serve")
+    return shlex.join(command)
+
+
+def _interrupted(stop, resume_command: str) -> int:
     """The one line after Ctrl-C or SIGTERM stopped a run; exit 128 + the signal (130, 143)."""
     if stop.error:
         registry = f"the registry could not be put back ({stop.error})"
@@ -381,15 +426,14 @@ def _interrupted(stop, argv: list[str]) -> int:
     else:
         registry = "the registry is as it was"
     errors.print(
-        f"interrupted: stopped {stop.stopped} processes; {escape(registry)}; run again with: "
-        + escape(shlex.join(["mlpipe", *argv]))
+        f"interrupted: stopped {stop.stopped} processes; {escape(registry)}; resume with: "
+        + escape(resume_command)
     )
     return 128 + stop.signum
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv  # what to run again after Ctrl-C
     try:
         return args.handler(args)
     except PipelineInputError as error:

@@ -24,11 +24,13 @@ from pathlib import Path
 import psutil
 from kfp import components, local
 
-from components.common.errors import StepFailed
-from components.common.io import read_json
+from components.common.errors import PipelineInputError, StepFailed
+from components.common.io import read_json, write_json
 from components.common.registry import ONNX_FILE, ModelRegistry
 from components.common.secrets import redact_text, redact_url
 from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
+from components.common.step_cache import StepStore
+from components.common.step_runner import RUN_ID_ENV, RUN_STEPS_ENV, STEP_CACHE_ENV
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.training_pipeline import compile_pipeline
 
@@ -37,6 +39,15 @@ TASK_STARTED = re.compile(r"Executing task '([^']+)'")
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 # After SIGTERM, how long a run's processes (steps, Ray) get before SIGKILL.
 STOP_GRACE_SECONDS = 3.0
+# In a run's folder: the pipeline's arguments (what --resume runs again), its state, and the
+# steps it finished (the step runner's store and its record of how each step ran).
+ARGUMENTS_FILE = "arguments.json"
+STATE_FILE = "state.json"
+STEPS_DIR = "steps"
+# In the output root: finished steps shared by runs (components.common.step_cache).
+STEP_CACHE_DIR = "cache"
+# Steps whose work the registry rollback undoes: a resumed run must do it again.
+REGISTRY_STEPS = ("register", "deploy", "promote")
 
 
 class _StepLogFilter(io.TextIOBase):
@@ -96,12 +107,60 @@ class LocalRun:
     fairness_report: Path | None = None
     html_report: Path | None = None
     onnx_model: Path | None = None
+    # How each step ran: "ran", "cache" (the shared step cache) or "resumed" (this run's own
+    # finished steps, after --resume).
+    steps: dict[str, str] | None = None
 
 
 def new_run_dir(output_root: str | Path) -> tuple[str, Path]:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_id = f"{stamp}-{secrets.token_hex(3)}"
     return run_id, Path(output_root).resolve() / "runs" / run_id
+
+
+def find_run_dir(output_root: str | Path, run_id: str) -> Path:
+    """The folder of an earlier run to resume; a clear error when there is none."""
+    runs = Path(output_root).resolve() / "runs"
+    run_dir = runs / run_id
+    if "/" in run_id or run_id in ("", ".", "..") or not (run_dir / ARGUMENTS_FILE).is_file():
+        known = sorted(p.name for p in runs.glob(f"*/{ARGUMENTS_FILE}")) if runs.is_dir() else []
+        known = [p.split("/")[0] for p in known]
+        raise PipelineInputError(
+            f"--resume {run_id}: no such run in {runs} (runs that can be resumed: "
+            f"{', '.join(known[-5:]) or 'none'})"
+        )
+    return run_dir
+
+
+def _write_state(run_dir: Path, state: str, **details) -> None:
+    write_json(run_dir / STATE_FILE, {"state": state, **details})
+
+
+def run_state(run_dir: Path) -> str:
+    try:
+        return read_json(run_dir / STATE_FILE)["state"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def step_origins(run_dir: Path) -> dict[str, str]:
+    """How each step of the run's last execution ran: ran, cache or resumed."""
+    origins = {}
+    for record in sorted((run_dir / STEPS_DIR / "record").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            entry = read_json(record)
+            origins[entry["step"]] = entry["origin"]
+    return origins
+
+
+def forget_steps(run_dir: Path, steps: tuple[str, ...]) -> None:
+    """Drop steps from the run's finished steps, so that a resumed run does them again."""
+    store = StepStore(run_dir / STEPS_DIR)
+    for step in steps:
+        record = run_dir / STEPS_DIR / "record" / f"{step}.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            store.delete(read_json(record)["key"])
+            record.unlink()
 
 
 def _find_output(artifacts_dir: Path, task: str, name: str) -> Path | None:
@@ -143,6 +202,7 @@ class RunInterrupted(Exception):
     def __init__(self, signum: int, stopped: int, undone: list[str], error: str = ""):
         super().__init__(signal.Signals(signum).name)
         self.signum, self.stopped, self.undone, self.error = signum, stopped, undone, error
+        self.run_id = ""  # set by run_pipeline: the run to resume
 
 
 class _Stop(KeyboardInterrupt):
@@ -202,10 +262,10 @@ def stop_descendants(spare: frozenset[int] = frozenset(), grace: float = STOP_GR
 
 
 @contextlib.contextmanager
-def _stop_on_signals(registry: ModelRegistry):
+def _stop_on_signals(registry: ModelRegistry, run_id: str = ""):
     """While the run runs, Ctrl-C (SIGINT) and SIGTERM stop it: every process it started is
-    stopped, then the registry is put back as it was before the run, and RunInterrupted says
-    so. The handlers are installed whatever the signals' dispositions were: a shell starts a
+    stopped, then the registry is put back as it was before the run (with `run_id`: what that
+    run did, and not another run's work at the same time), and RunInterrupted says so. The handlers are installed whatever the signals' dispositions were: a shell starts a
     background job with SIGINT ignored, and a run that ignored Ctrl-C went on to promote."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
@@ -226,7 +286,7 @@ def _stop_on_signals(registry: ModelRegistry):
         yield
     except _Stop as stop:
         try:
-            undone, error = registry.restore(snapshot), ""
+            undone, error = registry.restore(snapshot, run_id), ""
         except Exception as failure:  # reported on the one line, never a traceback
             undone, error = [], f"{type(failure).__name__}: {failure}"
         raise RunInterrupted(stop.signum, stop.stopped, undone, error) from None
@@ -235,8 +295,17 @@ def _stop_on_signals(registry: ModelRegistry):
             signal.signal(sig, disposition)
 
 
-def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
-    """Compile the pipeline into a new run folder and run that file under kfp.local.
+def run_pipeline(
+    config: RunConfig,
+    verbose: bool = False,
+    resume: str = "",
+    use_cache: bool = True,
+    on_start=None,
+) -> LocalRun:
+    """Compile the pipeline into a run folder and run that file under kfp.local.
+
+    Each step reuses a finished result with the same content key (step_runner): from this
+    run's own finished steps when resuming, else from the step cache in the output root.
 
     Ctrl-C (SIGINT) or SIGTERM stops the run: every process it started, Ray's included, then
     the registry is put back as it was; RunInterrupted is raised.
@@ -244,26 +313,83 @@ def run_pipeline(config: RunConfig, verbose: bool = False) -> LocalRun:
     Args:
         config: the checked run config.
         verbose: echo every line of every step's log, not only the steps' summaries.
+        resume: an earlier run's id: run it again in its own folder with its own recorded
+            arguments; its finished steps are reused once their files verify against their
+            hashes, the others run.
+        use_cache: reuse finished steps of other runs (the step cache); a run's own finished
+            steps are always kept, so that it can be resumed.
+        on_start: called with the run's id and folder before any step runs.
 
     Returns:
         The run; a model that the gate did not bless is no error here (its steps all succeeded,
         deploy and promote were skipped): `blessed` is False and `reason` says why.
 
     Raises:
-        StepFailed: a step failed; its one-line error is the message.
+        StepFailed: a step failed; its one-line error is the message, `run_id` the run.
         RunInterrupted: SIGINT or SIGTERM stopped the run.
+        PipelineInputError: `resume` names no run of this output root.
     """
-    with _stop_on_signals(ModelRegistry(config.model_store_uri, config.model_name)):
-        return _run_pipeline(config, verbose)
+    if resume:
+        run_dir = find_run_dir(config.output_root, resume)
+        run_id, arguments = resume, read_json(run_dir / ARGUMENTS_FILE)
+    else:
+        run_id, run_dir = new_run_dir(config.output_root)
+        arguments = pipeline_arguments(config)
+        (run_dir / "artifacts").mkdir(parents=True)
+        write_json(run_dir / ARGUMENTS_FILE, arguments)
+    environment = {RUN_STEPS_ENV: str(run_dir / STEPS_DIR), RUN_ID_ENV: run_id}
+    if use_cache:
+        environment[STEP_CACHE_ENV] = str(Path(config.output_root).resolve() / STEP_CACHE_DIR)
+    _write_state(run_dir, "running", pid=os.getpid())
+    if on_start is not None:
+        on_start(run_id, run_dir)
+    try:
+        with (
+            _environment(environment),
+            _stop_on_signals(ModelRegistry(config.model_store_uri, config.model_name), run_id),
+        ):
+            run = _run_pipeline(config, run_id, run_dir, arguments, verbose)
+    except RunInterrupted as stop:
+        stop.run_id = run_id
+        if not stop.error:  # the registry was put back: what those steps did is undone
+            forget_steps(run_dir, REGISTRY_STEPS)
+        _write_state(run_dir, "interrupted", signal=signal.Signals(stop.signum).name)
+        raise
+    except StepFailed as failure:
+        failure.run_id = run_id
+        _write_state(run_dir, "failed", error=str(failure))
+        raise
+    except BaseException:
+        _write_state(run_dir, "failed")
+        raise
+    _write_state(run_dir, "finished", version=run.model_version)
+    return run
 
 
-def _run_pipeline(config: RunConfig, verbose: bool) -> LocalRun:
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables for the steps (kfp.local's subprocesses inherit them)."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run_pipeline(
+    config: RunConfig, run_id: str, run_dir: Path, arguments: dict, verbose: bool
+) -> LocalRun:
     started = time.monotonic()
-    run_id, run_dir = new_run_dir(config.output_root)
     artifacts_dir = run_dir / "artifacts"
-    artifacts_dir.mkdir(parents=True)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
     pipeline_file = compile_pipeline(run_dir / "pipeline.yaml")
     error_file = run_dir / "error.txt"
+    error_file.unlink(missing_ok=True)
 
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -277,16 +403,15 @@ def _run_pipeline(config: RunConfig, verbose: bool) -> LocalRun:
         "ignore", message="You may be attemping to run a task", category=RuntimeWarning
     )
     pipeline = components.load_component_from_file(str(pipeline_file))
-    previous = os.environ.get(ERROR_FILE_ENV)
-    os.environ[ERROR_FILE_ENV] = str(error_file)
     log_path = run_dir / "pipeline.log"
     try:
         with (
-            open(log_path, "w", encoding="utf-8") as log_file,
+            _environment({ERROR_FILE_ENV: str(error_file)}),
+            open(log_path, "a", encoding="utf-8") as log_file,
             contextlib.redirect_stdout(step_log := _StepLogFilter(log_file, sys.stdout, verbose)),
         ):
             try:
-                outputs = pipeline(**pipeline_arguments(config)).outputs
+                outputs = pipeline(**arguments).outputs
             finally:
                 step_log.finish()
     except RuntimeError as error:
@@ -294,10 +419,6 @@ def _run_pipeline(config: RunConfig, verbose: bool) -> LocalRun:
             raise StepFailed(redact_text(error_file.read_text(encoding="utf-8").strip())) from None
         raise StepFailed(redact_text(str(error).splitlines()[0])) from None
     finally:
-        if previous is None:
-            os.environ.pop(ERROR_FILE_ENV, None)
-        else:
-            os.environ[ERROR_FILE_ENV] = previous
         shutil.rmtree(run_dir / "workspace", ignore_errors=True)
 
     run = LocalRun(
@@ -311,6 +432,7 @@ def _run_pipeline(config: RunConfig, verbose: bool) -> LocalRun:
         model_version=outputs["version"],
         seconds=time.monotonic() - started,
         blessed=bool(outputs["blessed"]),
+        steps=step_origins(run_dir),
     )
     decision = _find_output(artifacts_dir, "gate", "decision")
     if decision is not None:

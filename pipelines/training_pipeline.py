@@ -13,6 +13,7 @@ from kfp import compiler, dsl
 from components.bias.component import bias as bias_step
 from components.bias.component import fairness as fairness_step
 from components.common.settings.sections import section_defaults
+from components.common.step_runner import use_step_runner
 from components.deploy.component import deploy as deploy_step
 from components.evaluate.component import evaluate as evaluate_step
 from components.evaluate.component import gate as gate_step
@@ -25,6 +26,27 @@ from components.report.component import run_report
 from components.train.component import train as train_step
 from components.tune.component import tune as tune_step
 from components.validate.component import validate as validate_step
+
+# Every step runs through components.common.step_runner: it checks its inputs' content hashes,
+# marks its outputs, and reuses a finished step with the same content key (code, parameters,
+# the bytes of its inputs) from the run's own record (--resume) or the shared step cache.
+for _step in (
+    ingest_step,
+    validate_step,
+    prepare_step,
+    bias_step,
+    tune_step,
+    train_step,
+    evaluate_step,
+    export_onnx_model,
+    fairness_step,
+    gate_step,
+    register_step,
+    run_report,
+    deploy_step,
+    promote_step,
+):
+    use_step_runner(_step)
 
 PIPELINE_NAME = "mlpipe-training"
 COMPILED_PIPELINE = Path(__file__).with_name("training_pipeline.yaml")

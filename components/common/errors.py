@@ -11,3 +11,5 @@ class PipelineInputError(Exception):
 
 class StepFailed(Exception):
     """A pipeline step failed; the message is that step's one-line error."""
+
+    run_id = ""  # the local run that failed, which `mlpipe run --resume` continues

@@ -457,11 +457,41 @@ class ModelRegistry:
             "records": records,
         }
 
-    def restore(self, snapshot: dict) -> list[str]:
+    def versions_of_run(self, run_id: str) -> list[str]:
+        """The complete versions that run `run_id` registered (their lineage's kfp_run_id)."""
+        found = []
+        for version in self.versions():
+            with contextlib.suppress(OSError, ValueError):
+                if (
+                    json.loads(self.fs.cat_file(self._path(version, METADATA_FILE))).get(
+                        "kfp_run_id"
+                    )
+                    == run_id
+                ):
+                    found.append(version)
+        return found
+
+    def find_registered(self, run_id: str, model_bytes: bytes) -> ModelVersion | None:
+        """The version that run `run_id` registered with exactly this model, if any."""
+        if not run_id:
+            return None
+        digest = sha256_bytes(model_bytes)
+        for version in self.versions_of_run(run_id):
+            if self.metadata(version).get("files", {}).get(MODEL_FILE) == digest:
+                return ModelVersion(self.name, version, self.uri(version))
+        return None
+
+    def restore(self, snapshot: dict, run_id: str = "") -> list[str]:
         """Undo what changed since `snapshot` (a stopped run's work, once its processes are
         gone): remove what was added to this model's folder (versions, half-written ones, the
         aliases' lock and temporary files) and write each alias record back byte for byte, or
-        remove an alias that was not set. Returns what it undid, e.g. ["removed v2"]."""
+        remove an alias that was not set. Returns what it undid, e.g. ["removed v2"].
+
+        With `run_id`, only that run's work is undone, and another run's, going on at the same
+        time, is kept: the versions whose lineage names the run are removed, and an alias is put
+        back only when it points at one of them."""
+        if run_id:
+            return self._restore_run(snapshot, run_id)
         undone = []
         if snapshot["model"] is None:
             if self.fs.exists(self.root):
@@ -489,6 +519,29 @@ class ModelRegistry:
             else:
                 self.fs.pipe_file(target, data)
                 undone.append(f"{alias} back to {json.loads(data)['version']}")
+        return undone
+
+    def _restore_run(self, snapshot: dict, run_id: str) -> list[str]:
+        self.fs.invalidate_cache()
+        ours = [v for v in self.versions_of_run(run_id) if v not in (snapshot["model"] or [])]
+        undone = []
+        for alias, data in snapshot["records"].items():
+            target = self._path(ALIASES_DIR, f"{alias}.json")
+            try:
+                current = json.loads(self.fs.cat_file(target))
+            except (FileNotFoundError, ValueError):
+                continue
+            if current.get("version") not in ours:
+                continue  # not this run's doing, or already as it was
+            if data is None:
+                self.fs.rm(target)
+                undone.append(f"removed {alias}")
+            else:
+                self.fs.pipe_file(target, data)
+                undone.append(f"{alias} back to {json.loads(data)['version']}")
+        for version in ours:
+            self.fs.rm(self._path(version), recursive=True)
+            undone.insert(0, f"removed {version}")
         return undone
 
     # --- comparing ------------------------------------------------------------------------

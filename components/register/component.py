@@ -79,11 +79,17 @@ def register(
         }
         with open(model.path, "rb") as handle:
             model_bytes = handle.read()
-        registered = registry.register_pickled(model_bytes, metadata, extra_files=edge)
+        # A run that was killed after registering and then resumed finds its own version
+        # instead of registering the same model twice.
+        registered, again = registry.find_registered(run_id, model_bytes), True
+        if registered is None:
+            registered, again = registry.register_pickled(model_bytes, metadata, edge), False
         registry.set_alias("candidate", registered.version, gate_decision["reason"])
     blessed = "blessed" if gate_decision["blessed"] else "not blessed, not deployed"
+    already = ", registered by this run before it was resumed" if again else ""
     step_summary(
-        "register", f"{model_name} {registered.version} at {registered.uri} (candidate; {blessed})"
+        "register",
+        f"{model_name} {registered.version} at {registered.uri} (candidate; {blessed}{already})",
     )
     outputs = NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)])
     return outputs(registered.uri, registered.version)

@@ -89,6 +89,24 @@ def test_live_data_is_never_served_from_cache():
     assert tasks["tune"]["cachingOptions"] == {"enableCache": True}
 
 
+def test_every_step_runs_through_the_step_runner_and_its_external_steps_match_the_spec():
+    from components.common.step_runner import EXTERNAL_STEPS
+
+    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        command = " ".join(executor["container"]["command"])
+        assert "python3 -m components.common.step_runner --wraps kfp.dsl.executor_main" in command
+        assert "python3 -m kfp.dsl.executor_main" not in command, name
+    tasks = {
+        **spec["root"]["dag"]["tasks"],
+        **spec["components"]["comp-condition-1"]["dag"]["tasks"],
+    }
+    # The steps that Kubeflow's cache (keyed by names) must skip are those that the step cache
+    # (keyed by content) skips too: they read or change what is not among their inputs.
+    uncached = {name for name, task in tasks.items() if task.get("cachingOptions") == {}}
+    assert uncached - {"condition-1"} == EXTERNAL_STEPS
+
+
 def test_each_config_section_is_one_parameter_with_its_models_defaults():
     from components.common.settings.sections import SECTIONS
 

@@ -1,6 +1,6 @@
 """Ctrl-C and SIGTERM stop `mlpipe run` within seconds: every process the run started (the
 steps, the tune step's Ray) is gone, the registry is as it was, and the last line says how to
-run again. The issue: SIGINT was ignored and the run went on to move the champion alias;
+resume. The issue: SIGINT was ignored and the run went on to move the champion alias;
 SIGTERM left the tune step and its Ray running for about 30 s.
 
 Each test stops what it started by PID (psutil handles recorded while the run ran), in
@@ -147,7 +147,12 @@ def assert_stopped_cleanly(run: Run, code: int, exited: float, gone: float, aliv
     last = run.lines[-1]
     assert last.startswith("interrupted: stopped "), output
     assert "the registry is as it was" in last
-    assert last.endswith("run again with: mlpipe " + " ".join(run.argv)), last
+    (started,) = [line for line in run.lines if line.startswith("run ")]
+    run_id = started.split()[1]
+    config = run.argv[run.argv.index("--config") + 1]
+    assert last.endswith(
+        f"resume with: mlpipe run --config {config} --resume {run_id} --no-serve"
+    ), last
 
 
 @pytest.mark.e2e
