@@ -217,10 +217,12 @@ def backoff_delays(
 
 def one_line(error: BaseException) -> str:
     """The error's type and message on one line, any URL password hidden."""
-    message = " ".join(str(error).split())
+    # Hidden before it is cut short: a URL cut before its '@' would no longer look like one
+    # with a password.
+    message = redact_text(" ".join(str(error).split()))
     if len(message) > MESSAGE_CHARS:
         message = message[: MESSAGE_CHARS - 1] + "…"
-    return redact_text(f"{type(error).__name__}: {message}" if message else type(error).__name__)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def retry_transient(

@@ -64,6 +64,10 @@ def wrapped_from_none(cause: BaseException, error: BaseException) -> BaseExcepti
         return raised
 
 
+CONNECTION_KEY = aiohttp.client_reqrep.ConnectionKey(
+    "store.local", 9, False, True, None, None, None
+)
+
 TRANSIENT = {
     "connection refused": ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
     "connection reset": ConnectionResetError(errno.ECONNRESET, "reset by peer"),
@@ -99,8 +103,7 @@ TRANSIENT = {
         client_error(500, "InternalError"), OSError(errno.EIO, "We encountered an error")
     ),
     "aiohttp connector": aiohttp.ClientConnectorError(
-        aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 9, False, True, None, None, None),
-        ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
+        CONNECTION_KEY, ConnectionRefusedError(errno.ECONNREFUSED, "refused")
     ),
     "aiohttp server disconnected": aiohttp.ServerDisconnectedError(),
     "aiohttp payload": aiohttp.ClientPayloadError("Response payload is not completed"),
@@ -150,6 +153,9 @@ NOT_TRANSIENT = {
         None, "/", urllib3.exceptions.SSLError("certificate verify failed")
     ),
     "DNS": socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+    "aiohttp DNS": aiohttp.ClientConnectorDNSError(
+        CONNECTION_KEY, socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    ),
     "a translation raised from None": wrapped_from_none(
         ConnectionRefusedError("refused"), PipelineInputError("cannot reach it")
     ),
@@ -278,3 +284,13 @@ def test_the_decorator_retries_like_the_function():
 
     assert listing("v") == "done"
     assert flaky.calls == 2 and slept == [0.5]
+
+
+def test_a_long_message_is_cut_after_its_password_is_hidden(capsys):
+    secret = "s3cr3t-Pa55"
+    # Cut 4 characters into the password if it were cut before it is hidden.
+    padding = "x" * (retry.MESSAGE_CHARS - 19)
+    flaky = Flaky(ConnectionResetError(f"{padding} http://admin:{secret}@store.local:9000/b"))
+    retry_transient("read", flaky, sleep=lambda _: None)
+    err = capsys.readouterr().err
+    assert "s3cr" not in err and "…" in err
