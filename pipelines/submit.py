@@ -25,6 +25,15 @@ Caching: a run of a stored pipeline version has no caching switch in the KFP API
 with a version), so the choice is made in the uploaded spec. Off (the default) turns caching off
 in every task; on keeps the compile-time settings, in which ingest (a growing data lake) and
 deploy never cache.
+
+Faults of the moment (the API server answering 5xx or 429 while its pod restarts, a refused or
+reset connection, a timeout) are retried with the backoff of `components.common.retry`; a 4xx
+is the server's answer and fails at once. A call that creates something (an upload, a run, a
+recurring run) is retried only when the request certainly was not acted on (a refused
+connection, 503 or 429): after a timeout or a 500 the run may exist, and a retry would start a
+second one. `check_host` stays the fail-fast gate before all of it: a host that does not answer
+at all when the submission starts is a wrong --host (or a missing port-forward), reported at once
+rather than after the retries.
 """
 
 import contextlib
@@ -33,6 +42,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +51,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from components.common import retry
 from components.common.errors import PipelineInputError
 from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.kfp_resources import PACKAGE, package_version, read_spec, spec_digest, version_name
@@ -183,16 +194,41 @@ def _api_message(error) -> str:
     return f"HTTP {error.status} {error.reason}" + (f": {detail}" if detail else "")
 
 
-def _call(what: str, function, *args, **kwargs):
-    """Call the kfp client: its prints are dropped (we print one summary), its API errors are one
-    line."""
+def _call(what: str, function, *args, creates: bool = False, **kwargs):
+    """Call the kfp client: its prints are dropped (we print one summary), transient faults are
+    retried (see the module's docstring), its API errors are one line.
+
+    Args:
+        creates: the call creates something: retried only when the request was not acted on.
+    """
     from kfp_server_api import ApiException
 
-    try:
+    transient = retry.is_refused_before_processing if creates else retry.is_transient
+    tries = 0
+
+    def once():
+        nonlocal tries
+        tries += 1
         with contextlib.redirect_stdout(io.StringIO()):
             return function(*args, **kwargs)
+
+    try:
+        return retry.retry_transient(f"Kubeflow Pipelines: {what}", once, transient=transient)
     except ApiException as error:
-        raise SubmitFailed(f"Kubeflow Pipelines refused to {what}: {_api_message(error)}") from None
+        after = f" (after {tries} attempts)" if tries > 1 else ""
+        raise SubmitFailed(
+            f"Kubeflow Pipelines refused to {what}: {_api_message(error)}{after}"
+        ) from None
+    except Exception as error:
+        if not retry.is_transient(error):
+            raise
+        if transient(error):
+            detail = f"after {tries} attempts"
+        else:
+            detail = "not retried: the server may have acted on it, look before submitting again"
+        raise SubmitFailed(
+            f"Kubeflow Pipelines did not answer to {what} ({detail}; {retry.one_line(error)})"
+        ) from None
 
 
 def _client(host: str, namespace: str | None):
@@ -239,6 +275,7 @@ def _upload(
             pipeline_name=name,
             description=package.description,
             namespace=namespace,
+            creates=True,
         )
         versions = _call(
             f"list the versions of the pipeline '{name}'",
@@ -268,20 +305,35 @@ def _upload(
         version,
         pipeline_id=pipeline_id,
         description=f"{PACKAGE} {package_version()}, pipeline spec sha256 {package.digest}",
+        creates=True,
     )
     return pipeline_id, created.pipeline_version_id, version, True
 
 
+class _RunTimeout(Exception):
+    """The followed run did not end before the deadline (not a fault to retry)."""
+
+
 def _follow(client, run_id: str, url: str, run_timeout: float, poll_seconds: float) -> str:
+    # A retry after a fault (the API server restarting during an hour-long wait) follows on
+    # until the same deadline, not for another run_timeout.
+    deadline = time.monotonic() + run_timeout
+
+    def wait():
+        try:
+            return client.wait_for_run_completion(
+                run_id,
+                timeout=max(deadline - time.monotonic(), 0.0),
+                sleep_duration=poll_seconds,
+            )
+        except TimeoutError:
+            if time.monotonic() < deadline:
+                raise  # a socket's timeout, not kfp's "Run timeout": a fault, retried
+            raise _RunTimeout() from None
+
     try:
-        run = _call(
-            f"report the run {run_id}",
-            client.wait_for_run_completion,
-            run_id,
-            timeout=run_timeout,
-            sleep_duration=poll_seconds,
-        )
-    except TimeoutError:
+        run = _call(f"report the run {run_id}", wait)
+    except _RunTimeout:
         raise RunFailed(
             run_id, None, f"run {run_id} did not finish within {run_timeout:g} s ({url})"
         ) from None
@@ -339,6 +391,8 @@ def submit_run(
         raise PipelineInputError(
             "wait follows one run, and a schedule creates a recurring run: use one of them"
         )
+    # The fail-fast gate: a host where nothing answers at all is a wrong --host, reported at
+    # once; the calls after it retry faults of a server that did answer (a pod restarting).
     check_host(host, timeout)
     client = _client(host, namespace)
     namespace = namespace or client.get_user_namespace() or None
@@ -377,6 +431,7 @@ def submit_run(
         recurring = _call(
             f"create the recurring run '{display_name}'",
             client.create_recurring_run,
+            creates=True,
             cron_expression=cron,
             max_concurrency=MAX_CONCURRENCY,
             no_catchup=True,
@@ -388,7 +443,7 @@ def submit_run(
             on_created(submission)
         return submission
 
-    run = _call(f"create the run '{display_name}'", client.run_pipeline, **common)
+    run = _call(f"create the run '{display_name}'", client.run_pipeline, creates=True, **common)
     submission = Submission(**made, run_id=run.run_id)
     if on_created:
         on_created(submission)

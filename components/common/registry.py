@@ -24,6 +24,11 @@ stores put whole objects atomically; there a concurrent promotion is last-writer
 is never broken, but the history may miss one move).
 
 Nothing is unpickled before its checksum is verified: a pickle is code.
+
+Every call on an object store goes through `_remote`, which retries transient faults (a refused
+connection, a timeout, an HTTP 5xx or SlowDown: the store restarting) with the backoff of
+`components.common.retry`, and then fails with one line naming the store. A local folder's
+errors (a missing file, a full disk) are not retried: they are deterministic.
 """
 
 import contextlib
@@ -46,6 +51,7 @@ from pathlib import Path
 
 import fsspec
 
+from components.common import retry
 from components.common.errors import PipelineInputError
 
 MODEL_FILE = "model.joblib"
@@ -65,6 +71,10 @@ REMOTE_PROTOCOLS = ("s3", "gs", "gcs")
 
 class ModelIntegrityError(PipelineInputError):
     """A registered file does not match its recorded SHA-256: it is not loaded."""
+
+
+class StoreUnavailable(PipelineInputError):
+    """The object store kept failing transiently through every retry (down, or overloaded)."""
 
 
 @dataclass(frozen=True)
@@ -184,28 +194,78 @@ class ModelRegistry:
     def _path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    # --- calls on the store -----------------------------------------------------------------
+
+    def _remote(self, what: str, function, *args, **kwargs):
+        """`function(*args, **kwargs)`, retried on transient faults when the store is remote.
+
+        After the last attempt the fault becomes a StoreUnavailable (a PipelineInputError: one
+        line, no traceback), which is not transient itself, so a caller that is retried as a
+        whole does not retry again what was already retried here.
+        """
+        if self.local:
+            return function(*args, **kwargs)
+        try:
+            return retry.retry_transient(
+                f"model store {self.store_uri}: {what}", function, *args, **kwargs
+            )
+        except Exception as error:
+            if not retry.is_transient(error):
+                raise
+            raise StoreUnavailable(
+                f"model store '{self.store_uri}': could not {what} after {retry.ATTEMPTS} "
+                f"attempts ({retry.one_line(error)})"
+            ) from None
+
+    def _read(self, path: str) -> bytes:
+        return self._remote(f"read {path}", self.fs.cat_file, path)
+
+    def _write(self, path: str, data: bytes, **options) -> None:
+        self._remote(f"write {path}", self.fs.pipe_file, path, data, **options)
+
+    def _remove(self, path: str, recursive: bool = False) -> None:
+        def remove():
+            try:
+                self.fs.rm(path, recursive=recursive)
+            except FileNotFoundError:
+                pass  # an earlier attempt removed it, and its answer was lost
+
+        self._remote(f"remove {path}", remove)
+
+    def _names(self, path: str) -> list[str] | None:
+        """The names in a folder of the store, or None when it does not exist."""
+
+        def names():
+            try:
+                entries = self.fs.ls(path, detail=False)
+            except FileNotFoundError:
+                return None
+            return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+
+        return self._remote(f"list {path}", names)
+
     # --- versions -------------------------------------------------------------------------
 
     def versions(self) -> list[str]:
         """Complete versions (their metadata.json exists), oldest first."""
-        try:
-            entries = self.fs.ls(self.root, detail=False)
-        except FileNotFoundError:
-            return []
-        numbers = []
-        for entry in entries:
-            match = VERSION_PATTERN.match(entry.rstrip("/").rsplit("/", 1)[-1])
-            if match and self.fs.exists(self._path(match.group(0), METADATA_FILE)):
-                numbers.append(int(match.group(1)))
-        return [f"v{n}" for n in sorted(numbers)]
+
+        def complete() -> list[int]:  # the listing and the looks, retried as one
+            try:
+                entries = self.fs.ls(self.root, detail=False)
+            except FileNotFoundError:
+                return []
+            numbers = []
+            for entry in entries:
+                match = VERSION_PATTERN.match(entry.rstrip("/").rsplit("/", 1)[-1])
+                if match and self.fs.exists(self._path(match.group(0), METADATA_FILE)):
+                    numbers.append(int(match.group(1)))
+            return numbers
+
+        return [f"v{n}" for n in sorted(self._remote("list the versions", complete))]
 
     def _taken_numbers(self) -> list[int]:
         """Version numbers in use, complete or being written."""
-        try:
-            entries = self.fs.ls(self.root, detail=False)
-        except FileNotFoundError:
-            return []
-        names = (entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+        names = self._names(self.root) or []
         return sorted(int(m.group(1)) for n in names if (m := VERSION_PATTERN.match(n)))
 
     def resolve(self, ref: str) -> str:
@@ -295,14 +355,22 @@ class ModelRegistry:
         for _ in range(MAX_CLAIM_ATTEMPTS):
             version = f"v{number}"
             try:
-                self.fs.pipe_file(self._path(version, CLAIM_FILE), claim, mode="create")
+                # Retried on transient faults like every call here. When an attempt created the
+                # claim but its answer was lost (a reset connection), the retry finds the claim
+                # there (FileExistsError, the If-None-Match answer) and this run moves on to the
+                # next number, leaving an orphan claim without metadata.json: a gap in the
+                # numbers that versions() never shows, like a run that died after claiming.
+                # Accepted: telling our own lost claim from another run's would need a read
+                # back of the claim's "by", and a gap costs nothing.
+                self._write(self._path(version, CLAIM_FILE), claim, mode="create")
             except FileExistsError:
                 number += 1  # another run claimed this number first
                 continue
             record["version"] = version
+            # Plain puts: repeating one after a lost answer writes the same bytes again.
             for name, data in files.items():
-                self.fs.pipe_file(self._path(version, name), data)
-            self.fs.pipe_file(
+                self._write(self._path(version, name), data)
+            self._write(
                 self._path(version, METADATA_FILE),
                 json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
             )
@@ -316,7 +384,7 @@ class ModelRegistry:
     def metadata(self, ref: str) -> dict:
         version = self.resolve(ref)
         try:
-            return json.loads(self.fs.cat_file(self._path(version, METADATA_FILE)))
+            return json.loads(self._read(self._path(version, METADATA_FILE)))
         except (OSError, ValueError) as error:
             raise PipelineInputError(
                 f"{self.uri(version)}/{METADATA_FILE}: not readable JSON ({error})"
@@ -325,13 +393,16 @@ class ModelRegistry:
     def verified_files(self, ref: str) -> dict[str, bytes]:
         """Every file of a version, each checked against its recorded SHA-256."""
         version = self.resolve(ref)
-        return read_verified(self.uri(version), self.metadata(version), self.fs)
+        metadata = self.metadata(version)
+        return self._remote(f"read {version}", read_verified, self.uri(version), metadata, self.fs)
 
     def load(self, ref: str) -> tuple[object, dict]:
         """The model and metadata of a version or alias, checksums verified before unpickling."""
         version = self.resolve(ref)
         metadata = self.metadata(version)
-        files = read_verified(self.uri(version), metadata, self.fs, only=(MODEL_FILE,))
+        files = self._remote(
+            f"read {version}", read_verified, self.uri(version), metadata, self.fs, (MODEL_FILE,)
+        )
         return unpickle_model(files[MODEL_FILE], f"{self.uri(version)}/{MODEL_FILE}"), metadata
 
     def download(self, ref: str, destination: str | os.PathLike) -> Path:
@@ -341,7 +412,7 @@ class ModelRegistry:
         destination.mkdir(parents=True, exist_ok=True)
         for name, data in self.verified_files(version).items():
             (destination / name).write_bytes(data)
-        metadata = self.fs.cat_file(self._path(version, METADATA_FILE))
+        metadata = self._read(self._path(version, METADATA_FILE))
         (destination / METADATA_FILE).write_bytes(metadata)
         return destination
 
@@ -351,7 +422,7 @@ class ModelRegistry:
         """The alias record, or None when the alias was never set."""
         self._check_alias(alias)
         try:
-            return json.loads(self.fs.cat_file(self._path(ALIASES_DIR, f"{alias}.json")))
+            return json.loads(self._read(self._path(ALIASES_DIR, f"{alias}.json")))
         except FileNotFoundError:
             return None
         except ValueError as error:
@@ -423,7 +494,7 @@ class ModelRegistry:
         data = json.dumps(record, indent=2, sort_keys=True).encode()
         target = self._path(ALIASES_DIR, f"{alias}.json")
         if not self.local:
-            self.fs.pipe_file(target, data)  # one PUT: atomic on object stores
+            self._write(target, data)  # one PUT: atomic on object stores (and repeatable)
             return
         temporary = Path(f"{target}.{uuid.uuid4().hex}.tmp")
         try:
@@ -438,22 +509,16 @@ class ModelRegistry:
         """What `restore` puts back: the names in this model's folder and in its aliases folder,
         and each alias record's bytes (None for an alias that is not set)."""
 
-        def names(path: str) -> list[str] | None:
-            try:
-                return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(path, False))
-            except FileNotFoundError:
-                return None
-
         self.fs.invalidate_cache()  # another process (a run's step) may have written since
         records = {}
         for alias in ALIASES:
             try:
-                records[alias] = self.fs.cat_file(self._path(ALIASES_DIR, f"{alias}.json"))
+                records[alias] = self._read(self._path(ALIASES_DIR, f"{alias}.json"))
             except FileNotFoundError:
                 records[alias] = None
         return {
-            "model": names(self.root),
-            "aliases": names(self._path(ALIASES_DIR)),
+            "model": self._names(self.root),
+            "aliases": self._names(self._path(ALIASES_DIR)),
             "records": records,
         }
 
@@ -494,30 +559,30 @@ class ModelRegistry:
             return self._restore_run(snapshot, run_id)
         undone = []
         if snapshot["model"] is None:
-            if self.fs.exists(self.root):
+            if self._remote(f"look for {self.root}", self.fs.exists, self.root):
                 added = self.versions() + list(self.aliases())
-                self.fs.rm(self.root, recursive=True)
+                self._remove(self.root, recursive=True)
                 undone += [f"removed {name}" for name in added]
             return undone
         current = self.snapshot()
         for name in sorted(set(current["model"] or []) - set(snapshot["model"])):
-            self.fs.rm(self._path(name), recursive=True)
+            self._remove(self._path(name), recursive=True)
             if VERSION_PATTERN.match(name) or name == ALIASES_DIR:
                 undone.append(f"removed {name}")
         if snapshot["aliases"] is None:
             return undone
         for name in sorted(set(current["aliases"] or []) - set(snapshot["aliases"])):
             if name.removesuffix(".json") not in ALIASES:
-                self.fs.rm(self._path(ALIASES_DIR, name), recursive=True)
+                self._remove(self._path(ALIASES_DIR, name), recursive=True)
         for alias, data in snapshot["records"].items():
             target = self._path(ALIASES_DIR, f"{alias}.json")
             if current["records"][alias] == data:
                 continue
             if data is None:
-                self.fs.rm(target)
+                self._remove(target)
                 undone.append(f"removed {alias}")
             else:
-                self.fs.pipe_file(target, data)
+                self._write(target, data)
                 undone.append(f"{alias} back to {json.loads(data)['version']}")
         return undone
 

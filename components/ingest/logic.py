@@ -5,6 +5,10 @@ CSV file, on any filesystem fsspec reaches: a local path or file://, s3:// (s3fs
 and endpoint from the environment or the pod's Secret, never from the run config), gs:// (with
 gcsfs installed). A lake can be read incrementally: the watermark records every file consumed
 (with its size and ETag or modification time), and a later read takes only what is new or changed.
+
+On an object store, the look at the source and the read (listing and Parquet/CSV reading, as one)
+are retried on transient faults (components.common.retry): a store that restarts mid-read is read
+again from the start, and one that stays away fails with one line after the retries.
 """
 
 import hashlib
@@ -20,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from components.common import retry
 from components.common.categoricals import COUNT_ROWS, occurring_categories
 from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
@@ -27,6 +32,7 @@ from components.common.errors import PipelineInputError
 TABULAR_SUFFIXES = (".parquet", ".csv")
 # Object stores and local files; anything else (ftp://, http://) is refused before any connection.
 SUPPORTED_SCHEMES = ("file", "s3", "gs", "gcs")
+REMOTE_SCHEMES = ("s3", "gs", "gcs")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,28 @@ def _unreachable(uri: str, error: Exception) -> PipelineInputError:
     )
 
 
+def _is_remote(uri: str) -> bool:
+    return urlparse(uri).scheme in REMOTE_SCHEMES
+
+
+def _retried(what: str, uri: str, function, *args, **kwargs):
+    """`function(*args, **kwargs)`, retried on transient faults for an object store; the fault
+    that outlasts the retries is one line naming the source. Local files are not retried: their
+    errors are deterministic (a network mount's timeout is reported at once)."""
+    remote = _is_remote(uri)
+    try:
+        if not remote:
+            return function(*args, **kwargs)
+        return retry.retry_transient(f"{what} {uri}", function, *args, **kwargs)
+    except Exception as error:
+        if not retry.is_transient(error):
+            raise
+        tries = f" after {retry.ATTEMPTS} attempts" if remote else ""
+        raise PipelineInputError(
+            f"data source '{uri}': cannot reach it{tries} ({retry.one_line(error)})"
+        ) from None
+
+
 def resolve_source(uri: str) -> Source:
     """Check that `uri` names a readable source and say what it is, without reading it.
 
@@ -73,17 +101,24 @@ def resolve_source(uri: str) -> Source:
             be reached, or it is neither a Parquet/CSV file nor a folder of Parquet files.
     """
     fs, path = _filesystem(uri)
-    try:
-        fs.invalidate_cache()  # a live lake grows; never trust an earlier listing
-        if not fs.exists(path):
-            raise PipelineInputError(f"data source '{uri}': no such file or folder")
-        is_dir = fs.isdir(path)
-        if is_dir and not _parquet_files(fs, path):
-            raise PipelineInputError(f"data source '{uri}': the folder holds no .parquet files")
-    except PipelineInputError:
-        raise
-    except Exception as error:  # each filesystem raises its own errors: report any in one line
-        raise _unreachable(uri, error) from None
+
+    def look() -> bool:
+        try:
+            fs.invalidate_cache()  # a live lake grows; never trust an earlier listing
+            if not fs.exists(path):
+                raise PipelineInputError(f"data source '{uri}': no such file or folder")
+            is_dir = fs.isdir(path)
+            if is_dir and not _parquet_files(fs, path):
+                raise PipelineInputError(f"data source '{uri}': the folder holds no .parquet files")
+        except PipelineInputError:
+            raise
+        except Exception as error:  # each filesystem raises its own errors: one line for any
+            if retry.is_transient(error):
+                raise  # for _retried to try again
+            raise _unreachable(uri, error) from None
+        return is_dir
+
+    is_dir = _retried("look at", uri, look)
     if is_dir:
         return Source(uri=uri, fs=fs, path=path, format="parquet", is_lake=True)
     suffix = Path(path).suffix.lower()
@@ -146,6 +181,8 @@ def _parquet_dataset(
             partition_base_dir=base,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
+        if retry.is_transient(error):
+            raise
         raise PipelineInputError(
             f"data source '{source.uri}': cannot read Parquet: {error}"
         ) from None
@@ -153,6 +190,10 @@ def _parquet_dataset(
 
 def source_columns(source: Source) -> list[str]:
     """The column names of a source, read from its schema or header only."""
+    return _retried("read the columns of", source.uri, _source_columns, source)
+
+
+def _source_columns(source: Source) -> list[str]:
     if source.format == "parquet":
         return list(_parquet_dataset(source).schema.names)
     try:
@@ -198,9 +239,24 @@ def read_source(
     Raises:
         PipelineInputError: the data cannot be read, nothing is left to read, or no rows remain.
     """
+    # The listing and the read as one: a retry lists again, so the watermark names exactly
+    # the files read.
+    return _retried("read", source.uri, _read_source, source, na_values, columns, filters, since)
+
+
+def _read_source(
+    source: Source,
+    na_values: list[str] | None,
+    columns: list[str] | None,
+    filters: list | None,
+    since: dict | None,
+) -> tuple[pd.DataFrame, dict]:
+    """`read_source`, once: a transient fault is raised as it is, for `_retried`."""
     try:
         files = lake_files(source) if source.format == "parquet" else {}
     except Exception as error:
+        if retry.is_transient(error):
+            raise
         raise _unreachable(source.uri, error) from None
     watermark = {"source_uri": source.uri, "files": files}
     if source.format == "parquet":
@@ -237,6 +293,8 @@ def read_source(
             # million rows, the benchmark's peak is 1.3 GB lower (benchmarks/ingest_scale.py).
             pa.default_memory_pool().release_unused()
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
+            if retry.is_transient(error):
+                raise
             raise PipelineInputError(
                 f"data source '{source.uri}': cannot read Parquet: {error}"
             ) from None

@@ -30,6 +30,10 @@ and checks what it receives against the published client's own description of th
 Anything else is answered with HTTP 400 (404 for an unknown route or id, 409 for a duplicate name)
 and a grpc-gateway style JSON error, and is kept in `rejected`. Everything received is kept in
 `received`. `GET /runs/{id}` reports `run_state`.
+
+Faults: `fail_next(method, route, count, status)` answers the next `count` requests to a route
+with that status (503: an API server restarting) before serving it again; status None drops the
+connection without an answer instead. Faulted requests are in `received` and `faulted`.
 """
 
 import email.parser
@@ -321,6 +325,8 @@ class KfpStubServer:
         self.run_state = "SUCCEEDED"
         self.multi_user = False
         self.store = _Store()
+        self.faulted: list[Received] = []
+        self._faults: list[list] = []  # [method, route pattern, count left, status]
         self._count = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -383,6 +389,23 @@ class KfpStubServer:
         pattern = re.compile(re.escape(PREFIX + route).replace(r"\*", "[^/]+") + "$")
         return [r for r in self.received if r.method == method and pattern.match(r.path)]
 
+    def fail_next(self, method: str, route: str, count: int, status: int | None = 503) -> None:
+        """Answer the next `count` requests to `route` (as in `calls`) with `status`, or drop
+        their connections unanswered when status is None."""
+        pattern = re.compile(re.escape(PREFIX + route).replace(r"\*", "[^/]+") + "$")
+        with self._lock:
+            self._faults.append([method, pattern, count, status])
+
+    def _fault(self, received: Received) -> tuple[bool, int | None]:
+        with self._lock:
+            for fault in self._faults:
+                method, pattern, left, status = fault
+                if left > 0 and method == received.method and pattern.match(received.path):
+                    fault[2] -= 1
+                    self.faulted.append(received)
+                    return True, status
+        return False, None
+
     def version_spec(self, version_id: str) -> dict:
         return self.store.versions[version_id]["pipeline_spec"]
 
@@ -406,15 +429,22 @@ class KfpStubServer:
         )
         with self._lock:
             self.received.append(received)
+        faulted, fault_status = self._fault(received)
+        if faulted and fault_status is None:
+            request.close_connection = True  # no answer at all: the client sees the connection end
+            return
         try:
+            if faulted:
+                raise ApiError(fault_status, f"injected fault: HTTP {fault_status} (kfp stub)")
             status, payload = 200, self._route(received, raw)
         except Exception as error:  # an ApiError is the answer; anything else is a stub bug
             status = error.status if isinstance(error, ApiError) else 500
-            code = {400: 3, 404: 5, 409: 6}.get(status, 13)
+            code = {400: 3, 404: 5, 409: 6, 503: 14}.get(status, 13)
             message = str(error) if isinstance(error, ApiError) else repr(error)
             payload = {"error": message, "code": code, "message": message, "details": []}
-            with self._lock:
-                self.rejected.append(f"{method} {parts.path}: {status} {message}")
+            if not faulted:  # an injected fault is no refusal of what the client sent
+                with self._lock:
+                    self.rejected.append(f"{method} {parts.path}: {status} {message}")
         data = json.dumps(payload).encode("utf-8")
         request.send_response(status)
         request.send_header("Content-Type", "application/json")

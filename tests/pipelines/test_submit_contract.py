@@ -363,3 +363,67 @@ def test_cli_schedule_creates_a_recurring_run(stub, kfp_env, config_path, capsys
     assert f"Created recurring run {recurring_id}" in out
     assert f"{stub.host}/#/recurringrun/details/{recurring_id}" in out
     assert "Experiment details" not in out  # kfp.Client's own prints are not ours to show
+
+
+# --- faults: a server restarting is waited out, a refusal is not ---------------------------------
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    from components.common import retry
+
+    monkeypatch.setattr(retry, "BASE_SECONDS", 0.01)
+    monkeypatch.setattr(retry, "CAP_SECONDS", 0.02)
+
+
+def test_an_api_server_that_restarts_is_retried_and_runs_once(
+    stub, kfp_env, config, quick_retries, capsys
+):
+    stub.fail_next("POST", "/experiments", 1, status=None)  # the connection ends unanswered
+    stub.fail_next("GET", "/pipelines", 2, status=503)
+    stub.fail_next("POST", "/runs", 2, status=503)  # 503: the run was certainly not created
+    made = submit_run(config, stub.host, experiment="exp")
+
+    assert stub.rejected == []
+    assert len(stub.faulted) == 5
+    assert len(stub.calls("POST", "/runs")) == 3
+    assert list(stub.store.runs) == [made.run_id]
+    assert len(stub.store.experiments) == 1
+    retries = [line for line in capsys.readouterr().err.splitlines() if "; retry " in line]
+    assert len(retries) == 5
+    assert any("create the run" in line and "HTTP 503" in line for line in retries)
+
+
+def test_a_bad_request_is_not_retried(stub, kfp_env, config, quick_retries):
+    stub.fail_next("POST", "/runs", 1, status=400)
+    with pytest.raises(SubmitFailed, match=r"refused to create the run .*HTTP 400") as caught:
+        submit_run(config, stub.host)
+    assert "attempts" not in str(caught.value)
+    assert len(stub.calls("POST", "/runs")) == 1
+    assert stub.store.runs == {}
+
+
+@pytest.mark.parametrize("status", [500, None])
+def test_a_run_the_server_may_have_created_is_not_created_twice(
+    stub, kfp_env, config, quick_retries, status
+):
+    """After a 500 or a lost answer the run may exist: creating it again could start two."""
+    stub.fail_next("POST", "/runs", 1, status=status)
+    with pytest.raises(SubmitFailed, match="create the run") as caught:
+        submit_run(config, stub.host)
+    assert "\n" not in str(caught.value)
+    assert len(stub.calls("POST", "/runs")) == 1
+
+
+def test_an_api_server_that_stays_down_fails_in_one_line_after_the_retries(
+    stub, kfp_env, config, quick_retries
+):
+    from components.common import retry
+
+    stub.fail_next("GET", "/pipelines", 100, status=503)
+    with pytest.raises(SubmitFailed) as caught:
+        submit_run(config, stub.host)
+    message = str(caught.value)
+    assert "\n" not in message and "HTTP 503" in message
+    assert f"after {retry.ATTEMPTS} attempts" in message
+    assert len(stub.calls("GET", "/pipelines")) == retry.ATTEMPTS
