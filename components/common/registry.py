@@ -528,9 +528,7 @@ class ModelRegistry:
         for version in self.versions():
             with contextlib.suppress(OSError, ValueError):
                 if (
-                    json.loads(self.fs.cat_file(self._path(version, METADATA_FILE))).get(
-                        "kfp_run_id"
-                    )
+                    json.loads(self._read(self._path(version, METADATA_FILE))).get("kfp_run_id")
                     == run_id
                 ):
                     found.append(version)
@@ -593,19 +591,19 @@ class ModelRegistry:
         for alias, data in snapshot["records"].items():
             target = self._path(ALIASES_DIR, f"{alias}.json")
             try:
-                current = json.loads(self.fs.cat_file(target))
+                current = json.loads(self._read(target))
             except (FileNotFoundError, ValueError):
                 continue
             if current.get("version") not in ours:
                 continue  # not this run's doing, or already as it was
             if data is None:
-                self.fs.rm(target)
+                self._remove(target)
                 undone.append(f"removed {alias}")
             else:
-                self.fs.pipe_file(target, data)
+                self._write(target, data)
                 undone.append(f"{alias} back to {json.loads(data)['version']}")
         for version in ours:
-            self.fs.rm(self._path(version), recursive=True)
+            self._remove(self._path(version), recursive=True)
             undone.insert(0, f"removed {version}")
         return undone
 
