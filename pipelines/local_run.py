@@ -59,13 +59,26 @@ class _StepLogFilter(io.TextIOBase):
     def __init__(self, log_file, console, verbose: bool):
         self._log, self._console, self._verbose = log_file, console, verbose
         self._pending = ""
+        self.log_error: OSError | None = None
+        self.last_error = ""  # the last step error line seen, without its mark
+
+    def _to_log(self, text: str) -> None:
+        """Best effort: on a full disk the log stops and the console goes on, so the step's
+        own one-line error still reaches the user."""
+        if self.log_error is None:
+            try:
+                self._log.write(text)
+            except OSError as error:
+                self.log_error = error
 
     def write(self, text: str) -> int:
         self._pending += text
         *lines, self._pending = self._pending.split("\n")
         for line in lines:
             line = redact_text(line)
-            self._log.write(line + "\n")
+            self._to_log(line + "\n")
+            if f"{SUMMARY_MARK}ERROR " in line:
+                self.last_error = line.split(f"{SUMMARY_MARK}ERROR ", 1)[1]
             if self._verbose:
                 self._console.write(line + "\n")
             elif SUMMARY_MARK in line:
@@ -76,13 +89,17 @@ class _StepLogFilter(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        self._log.flush()
+        if self.log_error is None:
+            try:
+                self._log.flush()
+            except OSError as error:
+                self.log_error = error
         self._console.flush()
 
     def finish(self) -> None:
         """Write what is left of an unfinished last line."""
         if self._pending:
-            self._log.write(redact_text(self._pending))
+            self._to_log(redact_text(self._pending))
             self._pending = ""
         self.flush()
 
@@ -133,7 +150,9 @@ def find_run_dir(output_root: str | Path, run_id: str) -> Path:
 
 
 def _write_state(run_dir: Path, state: str, **details) -> None:
-    write_json(run_dir / STATE_FILE, {"state": state, **details})
+    """Best effort: on a full disk the run's own error says more than this file could."""
+    with contextlib.suppress(OSError):
+        write_json(run_dir / STATE_FILE, {"state": state, **details})
 
 
 def run_state(run_dir: Path) -> str:
@@ -367,6 +386,18 @@ def run_pipeline(
 
 
 @contextlib.contextmanager
+def _log_file(path: Path):
+    """The run's log, appended to (a resumed run adds to it); closing it never raises: on a full
+    disk what could not be written is lost, and the step's error is shown all the same."""
+    handle = open(path, "a", encoding="utf-8")
+    try:
+        yield handle
+    finally:
+        with contextlib.suppress(OSError):
+            handle.close()
+
+
+@contextlib.contextmanager
 def _environment(values: dict[str, str]):
     """Set environment variables for the steps (kfp.local's subprocesses inherit them)."""
     previous = {name: os.environ.get(name) for name in values}
@@ -407,7 +438,7 @@ def _run_pipeline(
     try:
         with (
             _environment({ERROR_FILE_ENV: str(error_file)}),
-            open(log_path, "a", encoding="utf-8") as log_file,
+            _log_file(log_path) as log_file,
             contextlib.redirect_stdout(step_log := _StepLogFilter(log_file, sys.stdout, verbose)),
         ):
             try:
@@ -415,8 +446,11 @@ def _run_pipeline(
             finally:
                 step_log.finish()
     except RuntimeError as error:
-        if error_file.exists():
-            raise StepFailed(redact_text(error_file.read_text(encoding="utf-8").strip())) from None
+        written = error_file.read_text(encoding="utf-8").strip() if error_file.exists() else ""
+        if written:
+            raise StepFailed(redact_text(written)) from None
+        if step_log.last_error:  # the step could not write the error file (a full disk)
+            raise StepFailed(step_log.last_error) from None
         raise StepFailed(redact_text(str(error).splitlines()[0])) from None
     finally:
         shutil.rmtree(run_dir / "workspace", ignore_errors=True)

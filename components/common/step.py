@@ -23,8 +23,11 @@ def report_step_error(step: str, message: str) -> None:
     print(f"{SUMMARY_MARK}ERROR {line}", file=sys.stderr, flush=True)
     error_file = os.environ.get(ERROR_FILE_ENV)
     if error_file:
-        with open(error_file, "w", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        try:
+            with open(error_file, "w", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError:  # a full disk: the line above still reaches the runner's console
+            pass
 
 
 @contextlib.contextmanager

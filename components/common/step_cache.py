@@ -253,10 +253,19 @@ class StepStore:
             created = self._create_entry(key_dir, json.dumps(entry, sort_keys=True).encode())
         except BaseException:
             self._discard(f"{key_dir}/{writer}")
+            self._remove_if_empty(key_dir)
             raise
         if not created:
             self._discard(f"{key_dir}/{writer}")
         return created
+
+    def _remove_if_empty(self, key_dir: str) -> None:
+        """A key's folder, and its prefix folder, once nothing is in them (rmdir refuses a
+        folder that another writer has put something in)."""
+        if self.local:
+            for folder in (key_dir, key_dir.rsplit("/", 1)[0]):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
 
     def _create_entry(self, key_dir: str, data: bytes) -> bool:
         target = f"{key_dir}/{ENTRY_FILE}"

@@ -19,6 +19,7 @@ and around it:
 """
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -111,13 +112,15 @@ def _record(step: str, key: str, origin: str, seconds: float) -> None:
     if not folder or "://" in folder:
         return
     path = Path(folder) / "record" / f"{step}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(
-        json.dumps({"step": step, "key": key, "origin": origin, "seconds": round(seconds, 3)}),
-        encoding="utf-8",
-    )
-    os.replace(staging, path)
+    record = {"step": step, "key": key, "origin": origin, "seconds": round(seconds, 3)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(staging, path)
+    except OSError as error:  # bookkeeping: the step's outputs are whole and marked already
+        staging.unlink(missing_ok=True)
+        step_summary(step, f"its record was not written ({error})")
 
 
 def run_step(executor: _MarkingExecutor, step: str, source: str) -> None:
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wraps", help="the Kubeflow executor module this runs in place of")
     args, _ = parser.parse_known_args(argv)
     step = step_name(args.function_to_execute)
+    executor_input = None
     try:
         module_path = Path(args.component_module_path)
         module = kfp_utils.load_module(
@@ -208,10 +212,17 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except BaseException as error:  # a bug or a fault: one line; the traceback stays in the log
         traceback.print_exc()
-        report_step_error(
-            step, redact_text(f"{type(error).__name__}: {error}") + " (traceback in the run's log)"
-        )
+        report_step_error(step, describe_failure(error, executor_input))
         raise SystemExit(1) from None
+
+
+def describe_failure(error: BaseException, executor_input: dict | None) -> str:
+    """The one line for an unexpected error: its type and message; a full disk says where."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        outputs = (executor_input or {}).get("outputs", {}).get("outputFile", "")
+        where = f" writing the step's outputs under {Path(outputs).parent}" if outputs else ""
+        return redact_text(f"no space left on the device{where} ({error})")
+    return redact_text(f"{type(error).__name__}: {error}") + " (traceback in the run's log)"
 
 
 if __name__ == "__main__":

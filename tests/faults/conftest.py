@@ -4,6 +4,7 @@ even when the test fails."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 from components.common.registry import ModelRegistry
 from components.common.step_cache import ENTRY_FILE, content_hash
+from pipelines.demo_data import write_arrests_lake
 from tests.conftest import write_config
 
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
@@ -171,3 +173,43 @@ def assert_step_store_is_whole(root: Path) -> None:
         for artifact in entry["artifacts"].values():
             if artifact["hash"] != "absent":
                 assert content_hash(key_dir / artifact["file"]) == artifact["hash"], key_dir
+
+
+class Reference:
+    """One uninterrupted run of the fast config with the step cache on."""
+
+    def __init__(self, base: Path):
+        self.lake, _ = write_arrests_lake(base / "data" / "arrests")
+        self.root = base / "out"
+        run = MlpipeRun(
+            base, "--config", str(self.config(base / "run.yaml", self.root)), "--no-serve"
+        )
+        try:
+            code = run.wait()
+        finally:
+            run.stop()
+        assert code == 0, run.output
+        self.digest = model_digest(self.root, "v1")
+
+    def config(self, path: Path, output_root: Path, **overrides) -> Path:
+        return fast_config(path, self.lake, output_root, **overrides)
+
+    def copy_root(self, destination: Path) -> Path:
+        """Its output root (registry, step cache, runs) as a copy of its own: files, not links."""
+        shutil.copytree(self.root, destination)
+        return destination
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> Reference:
+    """The model an interrupted run must end with, and a warm output root to copy."""
+    return Reference(tmp_path_factory.mktemp("reference"))
+
+
+def cached_file(cache: Path, step: str, artifact: str) -> Path:
+    """The stored file of one output of one step in a step store."""
+    for entry_file in cache.glob(f"??/*/{ENTRY_FILE}"):
+        entry = json.loads(entry_file.read_text())
+        if entry["step"] == step:
+            return entry_file.parent / entry["artifacts"][artifact]["file"]
+    raise AssertionError(f"no {step} in {cache}")

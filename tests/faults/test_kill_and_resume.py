@@ -16,7 +16,6 @@ from tests.faults.conftest import (
     MODEL,
     STEPS,
     assert_step_store_is_whole,
-    fast_config,
     finished_steps,
     model_digest,
     only_run_dir,
@@ -26,20 +25,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
 
 def test_sigkill_in_each_step_then_resume_makes_the_uninterrupted_model(
-    tmp_path, demo_lake, start_run
+    tmp_path, reference, start_run
 ):
-    reference_root = tmp_path / "reference"
-    reference = start_run(
-        tmp_path,
-        "--config",
-        str(fast_config(tmp_path / "reference.yaml", demo_lake, reference_root)),
-        "--no-serve",
-        "--no-cache",
-    )
-    assert reference.wait() == 0, reference.output
-
     root = tmp_path / "out"
-    config = str(fast_config(tmp_path / "run.yaml", demo_lake, root))
+    config = str(reference.config(tmp_path / "run.yaml", root))
     args = ["--config", config, "--no-serve"]
     killed_in = []
     for step in STEPS:
@@ -64,7 +53,7 @@ def test_sigkill_in_each_step_then_resume_makes_the_uninterrupted_model(
     registry = ModelRegistry(str(root / "models"), MODEL)
     assert registry.versions() == ["v1"]
     assert registry.aliases() == {"candidate": "v1", "champion": "v1"}
-    assert model_digest(root, "v1") == model_digest(reference_root, "v1")
+    assert model_digest(root, "v1") == reference.digest
     assert registry.metadata("v1")["kfp_run_id"] == run_dir.name
     # The last resume ran only what had never finished; the rest came from the run's record.
     origins = {

@@ -16,6 +16,7 @@ from tests.faults.conftest import (
     MLPIPE,
     MODEL,
     assert_step_store_is_whole,
+    cached_file,
     fast_config,
     finished_steps,
     model_digest,
@@ -38,28 +39,34 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_a_step_that_raises_fails_the_run_naming_it_and_promotes_nothing(
-    tmp_path, demo_lake, start_run
+    tmp_path, reference, start_run
 ):
-    root = tmp_path / "out"
-    config = fast_config(tmp_path / "run.yaml", demo_lake, root)
-    run = start_run(tmp_path, "--config", str(config), "--no-serve", fault="raise:train")
+    # A store with champion v1; the steps before deploy come from its cache in seconds.
+    root = reference.copy_root(tmp_path / "out")
+    aliases = _files(root / "models" / MODEL / "aliases")
+    config = reference.config(tmp_path / "run.yaml", root)
+    run = start_run(tmp_path, "--config", str(config), "--no-serve", fault="raise:deploy")
 
     assert run.wait() == 1, run.output
-    run_dir = only_run_dir(root)
+    run_dir = next(p for p in (root / "runs").iterdir() if p.name in run.output)
     assert (
-        "error: pipeline step failed: train: RuntimeError: injected fault in train (traceback "
+        "error: pipeline step failed: deploy: RuntimeError: injected fault in deploy (traceback "
         "in the run's log)" in run.output
     )
     assert f"continue with: mlpipe run --config {config} --resume {run_dir.name}" in run.output
     assert "Traceback" not in run.output
     assert "Traceback" in (run_dir / "pipeline.log").read_text()
-    assert ModelRegistry(str(root / "models"), MODEL).versions() == []
-    assert not (root / "models" / MODEL / "aliases").exists()
+    registry = ModelRegistry(str(root / "models"), MODEL)
+    # Registered as the candidate, as every model is; never promoted.
+    assert registry.aliases() == {"champion": "v1", "candidate": "v2"}
+    assert _files(root / "models" / MODEL / "aliases")["champion.json"] == aliases["champion.json"]
     assert json.loads((run_dir / "state.json").read_text())["state"] == "failed"
     # The failed step left no output behind for a resumed run or a later step to read.
-    assert not list((run_dir / "artifacts").glob("*/train/*"))
-    assert {"ingest", "validate", "prepare", "bias", "tune"} <= finished_steps(run_dir)
-    assert "train" not in finished_steps(run_dir)
+    assert not [
+        p for p in (run_dir / "artifacts").glob("*/deploy/*") if p.name != "executor_output.json"
+    ]
+    assert {"register", "gate", "train"} <= finished_steps(run_dir)
+    assert "deploy" not in finished_steps(run_dir) and "promote" not in finished_steps(run_dir)
 
 
 STAGES = ("ingest", "prepare", "tune", "register", "deploy")
@@ -119,7 +126,10 @@ def test_a_full_disk_fails_with_one_line_and_leaves_nothing_half_written(tmp_pat
     console = (tmp_path / "console.txt").read_text()
     assert (tmp_path / "code").read_text().strip() == "1", console
     errors = [line for line in console.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "No space left on device" in errors[0], console
+    assert len(errors) == 1, console
+    assert errors[0].startswith("error: pipeline step failed: "), console
+    assert "no space left on the device writing the step's outputs under " in errors[0]
+    assert "[Errno 28] No space left on device" in errors[0]
     assert "Traceback" not in console
     # Nothing half-written: every artifact the run kept is marked and whole (the step
     # runner checks that a step's inputs match their marks), no temporary file is left,
@@ -131,24 +141,22 @@ def test_a_full_disk_fails_with_one_line_and_leaves_nothing_half_written(tmp_pat
     assert ModelRegistry(str(copy / "models"), MODEL).versions() == []
 
 
-def test_a_flipped_byte_is_found_by_its_hash_and_never_used(tmp_path, demo_lake, start_run):
-    root = tmp_path / "out"
-    config = fast_config(tmp_path / "run.yaml", demo_lake, root)
-    first = start_run(tmp_path, "--config", str(config), "--no-serve")
-    assert first.wait() == 0, first.output
-
-    # A byte of the training split flips on disk (in place: the step cache shares the file).
-    (train,) = only_run_dir(root).glob("artifacts/*/prepare/train")
+def test_a_flipped_byte_is_found_by_its_hash_and_never_used(tmp_path, reference, start_run):
+    root = reference.copy_root(tmp_path / "out")
+    config = reference.config(tmp_path / "run.yaml", root)
+    # A byte of the training split flips in the step cache, in place, as a disk error would.
+    train = cached_file(root / "cache", "prepare", "train")
     with open(train, "r+b") as handle:
         handle.seek(100)
         byte = handle.read(1)
         handle.seek(100)
         handle.write(bytes([byte[0] ^ 0x01]))
-    second = start_run(tmp_path, "--config", str(config), "--no-serve")
-    assert second.wait() == 0, second.output
-    assert "prepare: a stored result" in second.output and "failed its hash check" in second.output
-    assert "validate: reused from run" in second.output  # untouched steps still come from cache
-    assert model_digest(root, "v2") == model_digest(root, "v1")
+
+    run = start_run(tmp_path, "--config", str(config), "--no-serve")
+    assert run.wait() == 0, run.output
+    assert "prepare: a stored result" in run.output and "failed its hash check" in run.output
+    assert "validate: reused from run" in run.output  # untouched steps still come from cache
+    assert model_digest(root, "v2") == reference.digest
 
     # A byte of a registered model flips: the registry refuses to unpickle it.
     model = root / "models" / MODEL / "v1" / "model.joblib"

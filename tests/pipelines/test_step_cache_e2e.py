@@ -1,0 +1,80 @@
+"""The step cache as a user meets it: `mlpipe run` again with the same data and config reuses
+every step that does not read or change the world; a changed parameter runs again exactly the
+steps downstream of it; the reused run's model is the same model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.common.registry import ModelRegistry
+from components.common.step_runner import EXTERNAL_STEPS
+from tests.faults.conftest import fast_config
+
+pytestmark = pytest.mark.e2e
+
+MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
+STEPS = {
+    "ingest",
+    "validate",
+    "prepare",
+    "bias",
+    "tune",
+    "train",
+    "evaluate",
+    "export-onnx-model",
+    "fairness",
+    "gate",
+    "register",
+    "run-report",
+    "deploy",
+    "promote",
+}
+# What the training split feeds, directly or through another step's outputs.
+DOWNSTREAM_OF_PREPARE = {"prepare", "tune", "train", "evaluate", "export-onnx-model", "fairness"}
+
+
+def _run(tmp_path: Path, config: Path, *extra: str) -> tuple[str, dict[str, str]]:
+    result = subprocess.run(
+        [MLPIPE, "run", "--config", str(config), "--no-serve", *extra],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = result.stdout.split("\nrun ", 1)[1].split()[0]
+    records = tmp_path / "out" / "runs" / run_id / "steps" / "record"
+    origins = {p.stem: json.loads(p.read_text())["origin"] for p in records.glob("*.json")}
+    assert set(origins) == STEPS
+    return result.stdout, origins
+
+
+def test_a_rerun_reuses_finished_steps_and_a_change_reruns_exactly_whats_downstream(
+    tmp_path, demo_lake
+):
+    config = fast_config(tmp_path / "run.yaml", demo_lake, tmp_path / "out")
+
+    _, first = _run(tmp_path, config)
+    assert set(first.values()) == {"ran"}
+
+    output, second = _run(tmp_path, config)
+    assert {s for s, origin in second.items() if origin == "ran"} == EXTERNAL_STEPS
+    assert {s for s, origin in second.items() if origin == "cache"} == STEPS - EXTERNAL_STEPS
+    assert "steps      6 ran, 8 reused with the same content key" in output
+    assert "validate: reused from run" in output
+
+    _, third = _run(tmp_path, config, "--set", "split.test_size=0.25")
+    assert {s for s, origin in third.items() if origin == "ran"} == (
+        EXTERNAL_STEPS | DOWNSTREAM_OF_PREPARE
+    )
+    assert {s for s, origin in third.items() if origin == "cache"} == {"validate", "bias"}
+
+    _, fourth = _run(tmp_path, config, "--no-cache")
+    assert set(fourth.values()) == {"ran"}
+
+    registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
+    files = [registry.metadata(v)["files"]["model.joblib"] for v in registry.versions()]
+    assert files[0] == files[1] == files[3] != files[2]  # the cached run's is the same model
