@@ -86,9 +86,9 @@ def cmd_run(args) -> int:
         return _interrupted(stop, _resume_command(args, stop.run_id))
     except StepFailed as failure:
         errors.print(f"[bold red]error[/]: pipeline step failed: {escape(str(failure))}")
-        if failure.run_id:
-            errors.print(
-                "  after a fix, continue with: " + escape(_resume_command(args, failure.run_id))
+        if failure.run_id:  # on stdout: the error stays one line on stderr
+            console.print(
+                "after a fix, continue with: " + escape(_resume_command(args, failure.run_id))
             )
         return EXIT_FAILED
     url = f"http://{host}:{port}"

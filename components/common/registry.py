@@ -115,9 +115,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
+    """Python's version and each package's ("not installed" when it is not)."""
     versions = {"python": platform.python_version()}
-    for package in RECORDED_PACKAGES:
+    for package in packages:
         try:
             versions[package] = package_version(package)
         except PackageNotFoundError:

@@ -26,12 +26,13 @@ import json
 import os
 import shutil
 import uuid
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from components.common.registry import package_versions
+from components.common.registry import sha256_file as file_hash
 
 # The completion marker in an artifact's metadata: the SHA-256 of its bytes.
 CONTENT_HASH = "mlpipe_sha256"
@@ -40,7 +41,7 @@ ABSENT = "absent"
 ENTRY_FILE = "entry.json"
 # Parameters that name a run rather than decide what a step computes.
 IDENTITY_PARAMETERS = frozenset({"run_id"})
-# Libraries whose version can change a step's numbers or files.
+# Libraries whose version can change a step's numbers or files (and Python's own).
 KEYED_LIBRARIES = (
     "kfp",
     "numpy",
@@ -54,15 +55,6 @@ KEYED_LIBRARIES = (
     "onnxruntime",
     "joblib",
 )
-_CHUNK = 1 << 20
-
-
-def file_hash(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def content_hash(path: str | os.PathLike) -> str:
@@ -90,13 +82,7 @@ def code_version() -> str:
 
 
 def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in KEYED_LIBRARIES:
-        try:
-            versions[name] = package_version(name)
-        except PackageNotFoundError:
-            versions[name] = ""
-    return versions
+    return package_versions(KEYED_LIBRARIES)
 
 
 def step_key(

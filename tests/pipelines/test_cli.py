@@ -140,3 +140,25 @@ def test_demo_data_writes_a_year_partitioned_lake(tmp_path):
     years = sorted(p.name for p in (tmp_path / "lake").iterdir())
     assert years == [f"year={y}" for y in range(1997, 2003)]
     assert "5226 rows" in result.stdout
+
+
+def test_resume_of_a_run_that_does_not_exist_names_it(tmp_path, demo_lake):
+    config = write_config(
+        tmp_path / "run.yaml", **{"data.source": str(demo_lake), "output_root": "out"}
+    )
+    result = mlpipe(
+        "run",
+        "--config",
+        str(config),
+        "--no-serve",
+        "--resume",
+        "20260101-000000-abcdef",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(
+        result,
+        2,
+        "--resume 20260101-000000-abcdef: no such run in ",
+        "(runs that can be resumed: none)",
+    )
+    assert not (tmp_path / "out" / "runs").exists()

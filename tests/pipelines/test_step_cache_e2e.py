@@ -11,27 +11,13 @@ import pytest
 
 from components.common.registry import ModelRegistry
 from components.common.step_runner import EXTERNAL_STEPS
+from tests.faults.conftest import STEPS as FUNCTIONS
 from tests.faults.conftest import fast_config
 
 pytestmark = pytest.mark.e2e
 
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
-STEPS = {
-    "ingest",
-    "validate",
-    "prepare",
-    "bias",
-    "tune",
-    "train",
-    "evaluate",
-    "export-onnx-model",
-    "fairness",
-    "gate",
-    "register",
-    "run-report",
-    "deploy",
-    "promote",
-}
+STEPS = {step.replace("_", "-") for step in FUNCTIONS}  # as kfp names the tasks
 # What the training split feeds, directly or through another step's outputs.
 DOWNSTREAM_OF_PREPARE = {"prepare", "tune", "train", "evaluate", "export-onnx-model", "fairness"}
 
