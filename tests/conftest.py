@@ -135,3 +135,12 @@ def s3(s3_endpoint, monkeypatch):
     for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(proxy, raising=False)
     return s3fs.S3FileSystem(skip_instance_cache=True)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """One uninterrupted `mlpipe run` of the quick config with the step cache on, for the whole
+    session: the model an interrupted run must end with, and a warm output root to copy."""
+    from tests.mlpipe_runs import Reference
+
+    return Reference(tmp_path_factory.mktemp("reference"))

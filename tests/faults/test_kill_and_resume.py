@@ -12,7 +12,7 @@ import json
 import pytest
 
 from components.common.registry import ModelRegistry
-from tests.faults.conftest import (
+from tests.mlpipe_runs import (
     MODEL,
     STEPS,
     assert_step_store_is_whole,

@@ -12,7 +12,7 @@ import pytest
 
 from components.common.errors import PipelineInputError
 from components.common.registry import ModelRegistry
-from tests.faults.conftest import (
+from tests.mlpipe_runs import (
     MLPIPE,
     MODEL,
     assert_step_store_is_whole,
@@ -69,7 +69,9 @@ def test_a_step_that_raises_fails_the_run_naming_it_and_promotes_nothing(
     assert "deploy" not in finished_steps(run_dir) and "promote" not in finished_steps(run_dir)
 
 
-STAGES = ("ingest", "prepare", "tune", "register", "deploy")
+# The product's stages: ingestion, preparation, training, deployment (whose rollback removes
+# the version that register wrote in the same resumed execution).
+STAGES = ("ingest", "prepare", "tune", "deploy")
 
 
 def test_ctrl_c_at_each_stage_stops_the_run_and_resume_finishes_it(tmp_path, demo_lake, start_run):
@@ -167,19 +169,23 @@ def test_a_flipped_byte_is_found_by_its_hash_and_never_used(tmp_path, reference,
         ModelRegistry(str(root / "models"), MODEL).load("v1")
 
 
-def test_two_runs_at_once_on_one_output_root_both_finish(tmp_path, demo_lake, start_run):
-    root = tmp_path / "out"
-    config = fast_config(tmp_path / "run.yaml", demo_lake, root)
+def test_two_runs_at_once_on_one_output_root_both_finish(tmp_path, reference, start_run):
+    # A warm step cache, and a search that neither has run: both read the same cached entries
+    # and write the same new keys at the same time.
+    root = reference.copy_root(tmp_path / "out")
+    config = reference.config(tmp_path / "run.yaml", root, **{"tuning.num_trials": 3})
     runs = [start_run(tmp_path, "--config", str(config), "--no-serve") for _ in range(2)]
     for run in runs:
         assert run.wait() == 0, run.output
+        assert "tune: reused" not in run.output and "prepare: reused from run" in run.output
 
     registry = ModelRegistry(str(root / "models"), MODEL)
-    assert registry.versions() == ["v1", "v2"]
-    run_ids = {registry.metadata(v)["kfp_run_id"] for v in ("v1", "v2")}
-    assert run_ids == {p.name for p in (root / "runs").iterdir()}
-    assert model_digest(root, "v1") == model_digest(root, "v2")
+    assert registry.versions() == ["v1", "v2", "v3"]
+    new_runs = {p.name for p in (root / "runs").iterdir()} - {registry.metadata("v1")["kfp_run_id"]}
+    assert {registry.metadata(v)["kfp_run_id"] for v in ("v2", "v3")} == new_runs
+    assert model_digest(root, "v2") == model_digest(root, "v3")
     assert_step_store_is_whole(root / "cache")
     for run_dir in (root / "runs").iterdir():
-        assert json.loads((run_dir / "state.json").read_text())["state"] == "finished"
-        assert_step_store_is_whole(run_dir / "steps")
+        if run_dir.name in new_runs:
+            assert json.loads((run_dir / "state.json").read_text())["state"] == "finished"
+            assert_step_store_is_whole(run_dir / "steps")

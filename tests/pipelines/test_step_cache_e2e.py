@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.common.registry import ModelRegistry
 from components.common.step_runner import EXTERNAL_STEPS
-from tests.faults.conftest import STEPS as FUNCTIONS
-from tests.faults.conftest import fast_config
+from tests.mlpipe_runs import STEPS as FUNCTIONS
+from tests.mlpipe_runs import model_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -32,19 +33,19 @@ def _run(tmp_path: Path, config: Path, *extra: str) -> tuple[str, dict[str, str]
     )
     assert result.returncode == 0, result.stdout + result.stderr
     run_id = result.stdout.split("\nrun ", 1)[1].split()[0]
-    records = tmp_path / "out" / "runs" / run_id / "steps" / "record"
+    root = Path(yaml.safe_load(config.read_text())["output_root"])
+    records = root / "runs" / run_id / "steps" / "record"
     origins = {p.stem: json.loads(p.read_text())["origin"] for p in records.glob("*.json")}
     assert set(origins) == STEPS
     return result.stdout, origins
 
 
 def test_a_rerun_reuses_finished_steps_and_a_change_reruns_exactly_whats_downstream(
-    tmp_path, demo_lake
+    tmp_path, reference
 ):
-    config = fast_config(tmp_path / "run.yaml", demo_lake, tmp_path / "out")
-
-    _, first = _run(tmp_path, config)
-    assert set(first.values()) == {"ran"}
+    # The reference run's output root: its registry and step cache, as after a first run.
+    root = reference.copy_root(tmp_path / "out")
+    config = reference.config(tmp_path / "run.yaml", root)
 
     output, second = _run(tmp_path, config)
     assert {s for s, origin in second.items() if origin == "ran"} == EXTERNAL_STEPS
@@ -58,9 +59,14 @@ def test_a_rerun_reuses_finished_steps_and_a_change_reruns_exactly_whats_downstr
     )
     assert {s for s, origin in third.items() if origin == "cache"} == {"validate", "bias"}
 
-    _, fourth = _run(tmp_path, config, "--no-cache")
-    assert set(fourth.values()) == {"ran"}
+    registry = ModelRegistry(str(root / "models"), "arrests-release")
+    assert registry.versions() == ["v1", "v2", "v3"]
+    # The cached run's model is the first run's; the changed split made another.
+    assert model_digest(root, "v2") == reference.digest != model_digest(root, "v3")
 
-    registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
-    files = [registry.metadata(v)["files"]["model.joblib"] for v in registry.versions()]
-    assert files[0] == files[1] == files[3] != files[2]  # the cached run's is the same model
+
+def test_no_cache_runs_every_step(tmp_path, reference):
+    root = reference.copy_root(tmp_path / "out")
+    _, origins = _run(tmp_path, reference.config(tmp_path / "run.yaml", root), "--no-cache")
+    assert set(origins.values()) == {"ran"}
+    assert model_digest(root, "v2") == reference.digest  # the same model, computed again
