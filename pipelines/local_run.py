@@ -354,8 +354,14 @@ def run_pipeline(
     else:
         run_id, run_dir = new_run_dir(config.output_root)
         arguments = pipeline_arguments(config)
-        (run_dir / "artifacts").mkdir(parents=True)
-        write_json(run_dir / ARGUMENTS_FILE, arguments)
+        try:
+            (run_dir / "artifacts").mkdir(parents=True)
+            write_json(run_dir / ARGUMENTS_FILE, arguments)
+        except OSError as error:  # a full disk or a read-only output_root: before any step
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise PipelineInputError(
+                f"output_root: cannot write the run's folder {run_dir}: {error.strerror or error}"
+            ) from None
     environment = {RUN_STEPS_ENV: str(run_dir / STEPS_DIR), RUN_ID_ENV: run_id}
     if use_cache:
         environment[STEP_CACHE_ENV] = str(Path(config.output_root).resolve() / STEP_CACHE_DIR)

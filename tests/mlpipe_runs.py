@@ -108,6 +108,14 @@ class MlpipeRun:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    @property
+    def run_id(self) -> str:
+        """The id `mlpipe run` printed first ("run ID (folder)" or "resuming run ID (...)")."""
+        for line in self.lines:
+            if line.startswith(("run ", "resuming run ")):
+                return line.removeprefix("resuming ").split()[1]
+        raise AssertionError("no run id printed:\n" + self.output)
+
     def leftovers(self) -> list[psutil.Process]:
         alive = []
         for process in self.seen.values():

@@ -40,8 +40,12 @@ def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written file left under the temporary name
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_frame(path: str | os.PathLike) -> pd.DataFrame:

@@ -48,7 +48,7 @@ def test_a_step_that_raises_fails_the_run_naming_it_and_promotes_nothing(
     run = start_run(tmp_path, "--config", str(config), "--no-serve", fault="raise:deploy")
 
     assert run.wait() == 1, run.output
-    run_dir = next(p for p in (root / "runs").iterdir() if p.name in run.output)
+    run_dir = root / "runs" / run.run_id
     assert (
         "error: pipeline step failed: deploy: RuntimeError: injected fault in deploy (traceback "
         "in the run's log)" in run.output
@@ -170,14 +170,15 @@ def test_a_flipped_byte_is_found_by_its_hash_and_never_used(tmp_path, reference,
 
 
 def test_two_runs_at_once_on_one_output_root_both_finish(tmp_path, reference, start_run):
-    # A warm step cache, and a search that neither has run: both read the same cached entries
-    # and write the same new keys at the same time.
+    # A warm step cache, and a gate margin that neither has run with (train takes it, for its
+    # threshold rule): both read the same cached entries, then write the same new keys (train,
+    # evaluate, export, fairness) at the same time.
     root = reference.copy_root(tmp_path / "out")
-    config = reference.config(tmp_path / "run.yaml", root, **{"tuning.num_trials": 3})
+    config = reference.config(tmp_path / "run.yaml", root, **{"evaluation.margin": 0.02})
     runs = [start_run(tmp_path, "--config", str(config), "--no-serve") for _ in range(2)]
     for run in runs:
         assert run.wait() == 0, run.output
-        assert "tune: reused" not in run.output and "prepare: reused from run" in run.output
+        assert "tune: reused from run" in run.output and "train: reused" not in run.output
 
     registry = ModelRegistry(str(root / "models"), MODEL)
     assert registry.versions() == ["v1", "v2", "v3"]
