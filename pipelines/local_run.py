@@ -140,11 +140,16 @@ def find_run_dir(output_root: str | Path, run_id: str) -> Path:
     runs = Path(output_root).resolve() / "runs"
     run_dir = runs / run_id
     if "/" in run_id or run_id in ("", ".", "..") or not (run_dir / ARGUMENTS_FILE).is_file():
-        known = sorted(p.name for p in runs.glob(f"*/{ARGUMENTS_FILE}")) if runs.is_dir() else []
-        known = [p.split("/")[0] for p in known]
+        known = sorted(p.parent.name for p in runs.glob(f"*/{ARGUMENTS_FILE}"))
         raise PipelineInputError(
             f"--resume {run_id}: no such run in {runs} (runs that can be resumed: "
             f"{', '.join(known[-5:]) or 'none'})"
+        )
+    state = _read_state(run_dir)
+    pid = state.get("pid")
+    if state.get("state") == "running" and _same_process(pid, state.get("pid_started")):
+        raise PipelineInputError(
+            f"--resume {run_id}: the run is still running (process {pid}); stop it first"
         )
     return run_dir
 
@@ -155,11 +160,20 @@ def _write_state(run_dir: Path, state: str, **details) -> None:
         write_json(run_dir / STATE_FILE, {"state": state, **details})
 
 
-def run_state(run_dir: Path) -> str:
+def _same_process(pid, started) -> bool:
+    """Whether process `pid`, started at `started`, still runs (a PID can be reused)."""
     try:
-        return read_json(run_dir / STATE_FILE)["state"]
-    except (OSError, ValueError, KeyError):
-        return "unknown"
+        return isinstance(pid, int) and psutil.Process(pid).create_time() == started
+    except (psutil.Error, ValueError):
+        return False
+
+
+def _read_state(run_dir: Path) -> dict:
+    try:
+        state = read_json(run_dir / STATE_FILE)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def step_origins(run_dir: Path) -> dict[str, str]:
@@ -284,7 +298,8 @@ def stop_descendants(spare: frozenset[int] = frozenset(), grace: float = STOP_GR
 def _stop_on_signals(registry: ModelRegistry, run_id: str = ""):
     """While the run runs, Ctrl-C (SIGINT) and SIGTERM stop it: every process it started is
     stopped, then the registry is put back as it was before the run (with `run_id`: what that
-    run did, and not another run's work at the same time), and RunInterrupted says so. The handlers are installed whatever the signals' dispositions were: a shell starts a
+    run did, and not another run's work at the same time), and RunInterrupted says so. The
+    handlers are installed whatever the signals' dispositions were: a shell starts a
     background job with SIGINT ignored, and a run that ignored Ctrl-C went on to promote."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
@@ -365,13 +380,16 @@ def run_pipeline(
     environment = {RUN_STEPS_ENV: str(run_dir / STEPS_DIR), RUN_ID_ENV: run_id}
     if use_cache:
         environment[STEP_CACHE_ENV] = str(Path(config.output_root).resolve() / STEP_CACHE_DIR)
-    _write_state(run_dir, "running", pid=os.getpid())
+    _write_state(run_dir, "running", pid=os.getpid(), pid_started=psutil.Process().create_time())
     if on_start is not None:
         on_start(run_id, run_dir)
     try:
         with (
             _environment(environment),
-            _stop_on_signals(ModelRegistry(config.model_store_uri, config.model_name), run_id),
+            # The run's own store and model, as recorded: a resumed run's, not the config's.
+            _stop_on_signals(
+                ModelRegistry(arguments["model_store_uri"], arguments["model_name"]), run_id
+            ),
         ):
             run = _run_pipeline(config, run_id, run_dir, arguments, verbose)
     except RunInterrupted as stop:
@@ -484,7 +502,9 @@ def _run_pipeline(
         # kfp.local takes a dsl.If branch as false when it cannot resolve the condition's value.
         raise StepFailed("deploy: did not run although the gate blessed the model")
     run.champion = (
-        ModelRegistry(config.model_store_uri, config.model_name).aliases().get("champion", "")
+        ModelRegistry(arguments["model_store_uri"], arguments["model_name"])
+        .aliases()
+        .get("champion", "")
     )
     fairness_html = _find_output(artifacts_dir, "fairness", "report")
     if fairness_html is not None:
