@@ -21,6 +21,7 @@ and around it:
 import argparse
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -191,6 +192,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wraps", help="the Kubeflow executor module this runs in place of")
     args, _ = parser.parse_known_args(argv)
     step = step_name(args.function_to_execute)
+    # The step's log starts as Kubeflow's executor starts it: what runs, and its executor input
+    # (parameters and artifacts; a URL's password is hidden, and the run config refuses one).
+    logging.basicConfig(
+        stream=sys.stdout,
+        format="[KFP Executor %(asctime)s %(levelname)s]: %(message)s",
+        level=logging.INFO,
+    )
+    logging.info("Running %s through %s", args.function_to_execute, MODULE)
+    logging.info("Got executor_input:\n%s", redact_text(args.executor_input))
     executor_input = None
     try:
         module_path = Path(args.component_module_path)
