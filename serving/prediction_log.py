@@ -1,0 +1,617 @@
+"""The prediction log: every answered prediction, written off the request path to a Parquet lake.
+
+A `PredictionLog` takes records on the request path (`record`, which never blocks and never
+raises) into a bounded queue; one background thread writes them in batches to a Hive-partitioned
+lake that the ingest step reads like any other:
+
+    <uri>/model=<name>/date=<YYYY-MM-DD>/part-<time>-<uuid>.parquet
+
+`uri` is a local folder, file://, s3:// or gs:// (fsspec; credentials from the environment).
+A batch is written when `batch_rows` rows wait or `flush_seconds` passed since the oldest of them,
+and on `flush()` and `close()`; a file holds at most `max_file_rows` rows. Each file is written
+under a temporary name (`.part-....tmp`, which readers skip) and renamed into place, or, on an
+object store, uploaded whole with one PUT: a file is never seen half-written by its final name.
+
+Columns: request_id, time (UTC), model_version, one per feature as received, prediction, and
+probability_<class> per class when there are probabilities. The model's name is the `model=`
+partition, not a column in the file: a file column with a partition's name makes pyarrow refuse
+the whole lake (ingest reads partitions as dictionaries, the column is text). A feature whose
+name is one of those columns (or `model`, `date`, `probability_...`) is written as
+`feature_<name>`.
+
+Value types. Each feature column takes one Arrow type per file, from its values in that batch:
+numbers are float64 (JSON has one number type, and a feature sent as 3 and then as 3.5 must not
+give an int64 file and a float64 file, which pyarrow cannot read as one lake), booleans are
+bool, text is string, and a column with any other mix (text and numbers, booleans and numbers,
+lists) is written as text, each value's str(). Once a writer has written a feature as text it
+keeps writing it as text. The prediction keeps its own type (int64, float64, bool or string; a
+mix is text). Missing values (None) are nulls; NaN stays NaN in a float column.
+
+What is lost, and counted (`stats()`): records that find the queue full, records after
+`close()`, and malformed records are `dropped`, never blocking or failing the request. A write
+that fails (a full disk, a store that is down) is logged as one line and counted in
+`write_errors`; its rows are not retried (a retry buffer would grow without bound while the
+store is down) and are counted in `dropped`. A crash loses what was queued and not yet written:
+at most `flush_seconds` of records (or `batch_rows` rows), plus whatever waited behind a write
+in progress.
+"""
+
+import io
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.common.retry import one_line
+from components.common.secrets import redact_url
+
+logger = logging.getLogger(__name__)
+
+# Request ids longer than this, or with control characters, are replaced: they go into every
+# log line and file of the request, and a caller must not be able to fill them with junk.
+MAX_REQUEST_ID_CHARS = 128
+FIXED_COLUMNS = ("request_id", "time", "model_version")
+PREDICTION = "prediction"
+PROBABILITY_PREFIX = "probability_"
+# Names a feature cannot keep: the fixed columns, and the partitions (see the module docstring).
+RESERVED = frozenset({*FIXED_COLUMNS, PREDICTION, "model", "date"})
+TEMPORARY_SUFFIX = ".tmp"
+LOCAL_SCHEMES = ("", "file")
+
+_BOOL, _NUMBER, _INT, _FLOAT, _TEXT = "bool", "number", "int", "float", "text"
+_ARROW_TYPES = {
+    _BOOL: pa.bool_(),
+    _NUMBER: pa.float64(),
+    _INT: pa.int64(),
+    _FLOAT: pa.float64(),
+    _TEXT: pa.string(),
+}
+
+
+def request_id(headers: Mapping[str, str]) -> str:
+    """The request's id: its `ce-id` header (CloudEvents, KServe's payload logger), else its
+    `X-Request-Id`, else a new UUID. Header names are matched case-insensitively; an id that is
+    empty, longer than 128 characters or holds a control character is replaced by a new UUID."""
+    found = {str(key).lower(): value for key, value in headers.items()}
+    for name in ("ce-id", "x-request-id"):
+        value = found.get(name)
+        if value is None:
+            continue
+        value = str(value).strip()
+        if value and len(value) <= MAX_REQUEST_ID_CHARS and value.isprintable():
+            return value
+        return uuid.uuid4().hex  # a header that was sent but absurd: not the next header's id
+    return uuid.uuid4().hex
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str, bool]:
+    """(filesystem, path in its own form, whether it is local) for a folder or fsspec URI."""
+    scheme = urlparse(uri).scheme
+    if len(scheme) <= 1:  # a bare path (or a Windows drive letter)
+        return fsspec.filesystem("file"), str(Path(uri).expanduser().resolve()), True
+    # A fresh instance: credentials and endpoint are read from the environment as it is now.
+    fs, path = fsspec.core.url_to_fs(uri, skip_instance_cache=True)
+    return fs, path.rstrip("/"), scheme in LOCAL_SCHEMES
+
+
+def _column_name(feature: str) -> str:
+    feature = str(feature)
+    if feature in RESERVED or feature.startswith(PROBABILITY_PREFIX):
+        return f"feature_{feature}"
+    return feature
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One `record` call: `rows` predictions of one request, as handed over (not copied)."""
+
+    request_id: str
+    time: datetime
+    model_version: str | None
+    features: dict | list
+    predictions: list
+    probabilities: object
+    classes: object
+    rows: int
+
+
+def _row_count(features, predictions) -> int:
+    """The number of rows of a record, or ValueError saying why it is malformed."""
+    rows = len(predictions)
+    if isinstance(features, Mapping):
+        lengths = {len(v) if _is_sequence(v) else None for v in features.values()}
+        if lengths == {None} and rows == 1:
+            return rows  # one row as {feature: value}
+        if lengths - {rows}:
+            raise ValueError(f"features: columns of {sorted(map(str, lengths))} rows, not {rows}")
+    elif isinstance(features, list | tuple):
+        if len(features) != rows:
+            raise ValueError(f"features: {len(features)} rows for {rows} predictions")
+    else:
+        raise ValueError(f"features: a dict or a list of rows, not {type(features).__name__}")
+    return rows
+
+
+def _is_sequence(values) -> bool:
+    """A column of values (a list, tuple or array), not one value (numpy scalars included)."""
+    return isinstance(values, list | tuple) or getattr(values, "ndim", 0) >= 1
+
+
+def _as_list(values) -> list:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _record_columns(record: _Record) -> dict[str, list]:
+    """A record's features, prediction and probabilities as columns of `record.rows` values."""
+    rows = record.rows
+    columns: dict[str, list] = {}
+    features = record.features
+    if isinstance(features, Mapping):
+        for name, values in features.items():
+            sequence = _is_sequence(values)
+            columns[_column_name(name)] = _as_list(values) if sequence else [values]
+    else:
+        for index, row in enumerate(features):
+            for name, value in row.items():
+                columns.setdefault(_column_name(name), [None] * rows)[index] = value
+    columns[PREDICTION] = _as_list(record.predictions)
+    if record.probabilities is not None:
+        probabilities = _as_list(record.probabilities)
+        classes = _as_list(record.classes)
+        if len(probabilities) != rows or any(len(p) != len(classes) for p in probabilities):
+            raise ValueError(f"probabilities: expected {rows} rows of {len(classes)} classes")
+        for position, label in enumerate(classes):
+            columns[f"{PROBABILITY_PREFIX}{label}"] = [p[position] for p in probabilities]
+    return columns
+
+
+def _value_kind(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return _BOOL
+    if isinstance(value, int) or type(value).__name__.startswith(("int", "uint")):
+        return _INT
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        return _FLOAT
+    if isinstance(value, str):
+        return _TEXT
+    return "other"
+
+
+def _column_kind(values: list, numbers_as_float: bool) -> str | None:
+    """The one kind a column's values are written as (see the module docstring)."""
+    kinds = {_value_kind(value) for value in values} - {None}
+    if not kinds:
+        return None
+    if kinds <= {_INT, _FLOAT}:
+        return _NUMBER if numbers_as_float or _FLOAT in kinds else _INT
+    if len(kinds) == 1 and kinds != {"other"}:
+        return kinds.pop()
+    return _TEXT
+
+
+def _arrow_column(values: list, kind: str | None) -> pa.Array:
+    if kind is None:
+        return pa.nulls(len(values), pa.string())
+    if kind != _TEXT:
+        try:
+            if kind in (_NUMBER, _FLOAT):
+                values = [None if value is None else float(value) for value in values]
+            return pa.array(values, type=_ARROW_TYPES[kind])
+        except (TypeError, ValueError, OverflowError, pa.ArrowException):
+            pass  # an int beyond int64, a numpy oddity: written as text rather than lost
+    return pa.array([None if value is None else str(value) for value in values], pa.string())
+
+
+class PredictionLog:
+    """Batched, asynchronous writing of answered predictions to a Parquet lake.
+
+    Args:
+        uri: the lake: a local folder, file://, s3:// or gs://.
+        model_name: the model's name: its partition, model=<name>.
+        max_queue: the most `record` calls waiting for the writer; more are dropped (counted).
+        batch_rows: write a file as soon as this many rows wait.
+        flush_seconds: write what waits once its oldest row has waited this long.
+        max_file_rows: the most rows in one file; a larger batch is split.
+        clock: the time of each record (a datetime; naive is taken as UTC): its `time` column and
+            its date partition.
+
+    The writer is a daemon thread, so a forgotten log never keeps a process alive: call
+    `close()` before the process ends (on SIGTERM), or what is queued is lost.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        model_name: str,
+        max_queue: int = 10_000,
+        batch_rows: int = 1_000,
+        flush_seconds: float = 5.0,
+        max_file_rows: int = 100_000,
+        clock: Callable[[], datetime] = _utc_now,
+    ):
+        if not model_name or "/" in model_name or "=" in model_name:
+            raise ValueError(f"prediction log: model name '{model_name}' cannot be a partition")
+        if min(max_queue, batch_rows, max_file_rows) < 1 or flush_seconds <= 0:
+            raise ValueError("prediction log: sizes must be at least 1 and flush_seconds above 0")
+        self.uri = uri
+        self.model_name = model_name
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.max_file_rows = max_file_rows
+        self.clock = clock
+        self._fs, self._root, self._local = _filesystem(uri)
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._lock = threading.Lock()  # guards the counters and _closed
+        self._counts = dict.fromkeys(("written", "dropped", "files", "queued", "write_errors"), 0)
+        self._closed = False
+        # The writer's own: the kind each feature was last written as (text stays text).
+        self._kinds: dict[str, str] = {}
+        self._thread = threading.Thread(
+            target=self._run, name=f"mlpipe-prediction-log-{model_name}", daemon=True
+        )
+        self._thread.start()
+
+    # The request path.
+
+    def record(
+        self,
+        request_id: str,
+        model_version: str | None,
+        features: dict | list,
+        predictions,
+        probabilities=None,
+        classes=None,
+    ) -> bool:
+        """Queue one request's predictions for writing; never blocks, never raises.
+
+        Args:
+            request_id: see `request_id`.
+            model_version: the version that answered, e.g. "v3".
+            features: {feature: [one value per row]}, {feature: value} for one row, or a list of
+                {feature: value} rows; handed over, not copied: do not change it afterwards.
+            predictions: one per row.
+            probabilities: one list per row, in `classes`' order, or None.
+            classes: the class labels of the probabilities' columns.
+
+        Returns:
+            True if queued; False if dropped (the queue is full, the log is closed or the record
+            is malformed), which is counted in stats()["dropped"].
+        """
+        try:
+            rows = _row_count(features, predictions)
+            if probabilities is not None and classes is None:
+                raise ValueError("probabilities without classes")
+            item = _Record(
+                str(request_id),
+                _as_utc(self.clock()),
+                None if model_version is None else str(model_version),
+                features,
+                predictions,
+                probabilities,
+                classes,
+                rows,
+            )
+        except Exception as error:  # a caller's bug must not fail the request it logs
+            logger.warning("prediction log: record %r dropped: %s", request_id, one_line(error))
+            self._count(dropped=_safe_len(predictions))
+            return False
+        with self._lock:
+            if self._closed:
+                self._counts["dropped"] += rows
+                return False
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self._counts["dropped"] += rows
+                return False
+            self._counts["queued"] += rows
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """{"written", "dropped", "files", "queued", "write_errors"}: rows written, rows dropped,
+        files written, rows waiting to be written, and writes that failed."""
+        with self._lock:
+            return dict(self._counts)
+
+    # Off the request path.
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything queued now, and wait until it is written (or failed and counted).
+
+        Returns:
+            False if that did not happen within `timeout` seconds, or the log is closed.
+        """
+        if not self._thread.is_alive():
+            return False
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        # Checked now and then: a flush that raced a close would otherwise wait for ever.
+        end = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.1):
+            if not self._thread.is_alive() or (end is not None and time.monotonic() > end):
+                return done.is_set()
+        return True
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Write everything queued and stop the writer; later records are dropped. Calling it
+        again does nothing.
+
+        Returns:
+            False if the writer did not finish within `timeout` seconds.
+        """
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+        if first and self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=timeout)  # None: write what is queued and stop
+            except queue.Full:
+                logger.warning("prediction log: the writer did not stop within %ss", timeout)
+                return False
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> "PredictionLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # The writer thread.
+
+    def _count(self, **changes: int) -> None:
+        with self._lock:
+            for key, change in changes.items():
+                self._counts[key] += change
+
+    def _run(self) -> None:
+        pending: list[_Record] = []
+        pending_rows = 0
+        deadline = 0.0
+        while True:
+            wait = max(0.0, deadline - time.monotonic()) if pending else None
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = "deadline"  # the oldest pending row waited flush_seconds
+            waiting: list[threading.Event] = []
+            stop = False
+            if isinstance(item, _Record):
+                if not pending:
+                    deadline = time.monotonic() + self.flush_seconds
+                pending.append(item)
+                pending_rows += item.rows
+                if pending_rows < self.batch_rows:
+                    continue
+            elif item is None or isinstance(item, threading.Event):
+                # A flush or close means everything queued now, also behind the marker.
+                stop = item is None
+                waiting = [] if stop else [item]
+                while True:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(more, _Record):
+                        pending.append(more)
+                    elif more is None:
+                        stop = True
+                    else:
+                        waiting.append(more)
+            try:
+                self._write_batch(pending)
+            except Exception as error:  # a bug here must not end the writer, nor hide a loss
+                # (a bug: the rows of a date already written are counted twice in that case)
+                rows = sum(record.rows for record in pending)
+                logger.warning("prediction log: %d rows dropped: %s", rows, one_line(error))
+                self._count(write_errors=1, dropped=rows, queued=-rows)
+            pending, pending_rows = [], 0
+            for event in waiting:
+                event.set()
+            if stop:
+                return
+
+    def _write_batch(self, records: list[_Record]) -> None:
+        """Write records as files, per date and at most max_file_rows each; never raises."""
+        by_date: dict[date, list[_Record]] = {}
+        for record in records:
+            by_date.setdefault(record.time.date(), []).append(record)
+        for day, day_records in by_date.items():
+            table = self._table(day_records)
+            for start in range(0, table.num_rows, self.max_file_rows):
+                chunk = table.slice(start, self.max_file_rows)
+                self._write_file(day, chunk)
+
+    def _table(self, records: list[_Record]) -> pa.Table:
+        """The records as one table; a malformed record is dropped (counted) and logged."""
+        columns: dict[str, list] = {name: [] for name in FIXED_COLUMNS}
+        total = 0
+        for record in records:
+            try:
+                values = _record_columns(record)
+            except Exception as error:
+                logger.warning(
+                    "prediction log: record %r dropped: %s", record.request_id, one_line(error)
+                )
+                self._count(dropped=record.rows, queued=-record.rows)
+                continue
+            rows = record.rows
+            values["request_id"] = [record.request_id] * rows
+            values["time"] = [record.time] * rows
+            values["model_version"] = [record.model_version] * rows
+            for name, column in values.items():
+                columns.setdefault(name, [None] * total).extend(column)
+            total += rows
+            for column in columns.values():
+                if len(column) < total:
+                    column.extend([None] * (total - len(column)))
+        probabilities = sorted(n for n in columns if n.startswith(PROBABILITY_PREFIX))
+        features = [n for n in columns if n not in (*FIXED_COLUMNS, PREDICTION, *probabilities)]
+        arrays = {
+            "request_id": pa.array(columns["request_id"], pa.string()),
+            "time": pa.array(columns["time"], pa.timestamp("us", tz="UTC")),
+            "model_version": pa.array(columns["model_version"], pa.string()),
+        }
+        for name in features:
+            kind = _column_kind(columns[name], numbers_as_float=True)
+            if self._kinds.get(name) == _TEXT and kind is not None:
+                kind = _TEXT  # a feature once written as text stays text in this writer
+            if kind is not None:
+                self._kinds[name] = kind
+            arrays[name] = _arrow_column(columns[name], kind or self._kinds.get(name))
+        if total:
+            prediction = columns[PREDICTION]
+            arrays[PREDICTION] = _arrow_column(prediction, _column_kind(prediction, False))
+        for name in probabilities:
+            arrays[name] = _arrow_column(columns[name], _FLOAT)
+        return pa.table(arrays) if total else pa.table({})
+
+    def _write_file(self, day: date, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        folder = f"{self._root}/model={self.model_name}/date={day.isoformat()}"
+        first = table["time"][0].as_py()
+        name = f"part-{first:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
+        path = f"{folder}/{name}"
+        try:
+            self._put(folder, path, _parquet_bytes(table))
+        except Exception as error:  # a full disk, a store that is down: count it, go on
+            logger.warning(
+                "prediction log: cannot write %s (%d rows dropped): %s",
+                redact_url(self._shown(path)),
+                table.num_rows,
+                one_line(error),
+            )
+            self._count(write_errors=1, dropped=table.num_rows, queued=-table.num_rows)
+            return
+        self._count(written=table.num_rows, files=1, queued=-table.num_rows)
+
+    def _put(self, folder: str, path: str, data: bytes) -> None:
+        """Store one file's bytes at `path` so that no reader sees part of it by that name."""
+        if not self._local:
+            # One PUT (above s3fs's 50 MB a multipart upload, which also appears only when
+            # complete): the object is there whole or not at all.
+            self._fs.pipe_file(path, data)
+            return
+        os.makedirs(folder, exist_ok=True)
+        temporary = f"{folder}/.{Path(path).name}{TEMPORARY_SUFFIX}"
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)  # no half file left under any name
+            raise
+
+    def _shown(self, path: str) -> str:
+        """A path as the user gave the lake: with its scheme."""
+        if self._local:
+            return path
+        return f"{urlparse(self.uri).scheme}://{path}"
+
+
+def _safe_len(values) -> int:
+    try:
+        return len(values)
+    except Exception:
+        return 1
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def read_prediction_log(
+    uri: str, model_name: str, since: datetime | date | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read one model's prediction log into a table, skipping what cannot be read.
+
+    Each file is read on its own, so one bad file costs only its rows, and files whose columns
+    differ in type (see the module docstring) are combined by pandas (an int and a text column
+    make an object column).
+
+    Args:
+        uri: the lake, as given to `PredictionLog`.
+        model_name: the model whose partition (model=<name>) is read.
+        since: only records at or after this time (a datetime; naive is UTC) or date.
+
+    Returns:
+        The records in time order, with a `model` column; and one line per file skipped,
+        naming it: a temporary file (a write that never finished) or a file that is not
+        readable Parquet (cut short by a killed process).
+    """
+    fs, root, local = _filesystem(uri)
+    scheme = "" if local else f"{urlparse(uri).scheme}://"
+    base = f"{root}/model={model_name}"
+    moment = None
+    if isinstance(since, datetime):
+        moment = _as_utc(since)
+        since = moment.date()
+    fs.invalidate_cache()  # a live lake grows: never trust an earlier listing
+    found = sorted(fs.find(base)) if fs.exists(base) else []
+    frames: list[pd.DataFrame] = []
+    skipped: list[str] = []
+    for path in found:
+        name = path.rsplit("/", 1)[-1]
+        partition = path.rsplit("/", 2)[-2]
+        shown = redact_url(scheme + path)
+        if name.startswith(".") or name.endswith(TEMPORARY_SUFFIX):
+            skipped.append(f"{shown}: a temporary file (a write that did not finish), skipped")
+            continue
+        if not name.endswith(".parquet"):
+            skipped.append(f"{shown}: not a .parquet file, skipped")
+            continue
+        if since is not None and partition.startswith("date="):
+            try:
+                if date.fromisoformat(partition.removeprefix("date=")) < since:
+                    continue
+            except ValueError:
+                pass  # a folder that is not a date: read it, the time filter below decides
+        try:
+            with fs.open(path, "rb") as handle:
+                table = pq.read_table(handle)
+        except Exception as error:
+            skipped.append(f"{shown}: not readable as Parquet ({one_line(error)}), skipped")
+            continue
+        frames.append(table.to_pandas())
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
+        frame = pd.DataFrame(columns=[*FIXED_COLUMNS, PREDICTION])
+    else:
+        frame = pd.concat(frames, ignore_index=True, sort=False)
+    if moment is not None and len(frame):
+        frame = frame[frame["time"] >= pd.Timestamp(moment)]
+    frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
+    if "model" not in frame.columns:  # the partition, as ingest reads it
+        frame.insert(FIXED_COLUMNS.index("model_version"), "model", model_name)
+    return frame, skipped
