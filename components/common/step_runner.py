@@ -12,9 +12,9 @@ and around it:
      neither reads a grown lake again nor registers twice;
    - the step cache shared by runs (MLPIPE_STEP_CACHE: a folder, s3:// or gs://), for steps whose
      outputs follow from their inputs alone (not EXTERNAL_STEPS);
-3. otherwise runs the function; when it fails, removes what it wrote, so nothing half-written is
-   left for a later step or run; when it succeeds, marks each output with its content hash and
-   stores the result;
+3. otherwise runs the function; when it crashes, removes what it wrote, so nothing half-written
+   is left (a step that stops on a user error keeps what explains it, unmarked); when it
+   succeeds, marks each output with its content hash and stores the result;
 4. turns an unexpected error into one line naming the step (the traceback stays in its log).
 """
 
@@ -159,8 +159,13 @@ def run_step(executor: _MarkingExecutor, step: str, source: str) -> None:
 
     try:
         executor.execute()
+    except SystemExit:
+        # The step stopped on a user error (components.common.step.user_errors) after writing
+        # what explains it (validate's anomalies): whole files, kept for the user, and unmarked,
+        # so that no later step or run takes them as a finished step's outputs.
+        raise
     except BaseException:
-        for path in outputs.values():  # nothing half-written for a later step or run
+        for path in outputs.values():  # a crash: nothing half-written is left for anyone
             remove_path(path)
         raise
     for store, _ in stores:

@@ -235,3 +235,27 @@ def test_use_step_runner_replaces_the_executor_in_a_components_command():
     assert "python3 -m components.common.step_runner --wraps kfp.dsl.executor_main" in after
     with pytest.raises(RuntimeError, match="no 'python3 -m kfp.dsl.executor_main'"):
         step_runner.use_step_runner(noop)
+
+
+def test_a_step_that_stops_on_a_user_error_keeps_what_explains_it_unmarked(steps):
+    steps.module.write_text(
+        steps.module.read_text()
+        + textwrap.dedent(
+            """
+            def check(data: Input[Dataset], anomalies: Output[Dataset]):
+                import pathlib
+                from components.common.errors import PipelineInputError
+                from components.common.step import user_errors
+                pathlib.Path(anomalies.path).write_text('[{"kind": "out_of_range"}]')
+                with user_errors("check"):
+                    raise PipelineInputError("column 'year': out of range")
+            """
+        )
+    )
+    with pytest.raises(SystemExit) as stopped:
+        steps.run("check", {}, {"data": steps.dataset("data", "ab")}, ["anomalies"])
+    assert stopped.value.code == 1
+    (task,) = (steps.tmp / "runs").glob("*/check")
+    assert json.loads((task / "anomalies").read_text()) == [{"kind": "out_of_range"}]
+    assert not (task / "executor_output.json").exists()  # no marker: never a finished output
+    assert (steps.tmp / "error.txt").read_text().strip() == "check: column 'year': out of range"
