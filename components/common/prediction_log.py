@@ -12,7 +12,8 @@ and on `flush()` and `close()`; a file holds at most `max_file_rows` rows. Each 
 under a temporary name (`.part-....tmp`, which readers skip) and renamed into place, or, on an
 object store, uploaded whole with one PUT: a file is never seen half-written by its final name.
 
-Columns: request_id, time (UTC), model_version, one per feature as received, prediction, and
+Columns: request_id, row (the row's place in its request, from 0: a label names a request's
+row by both), time (UTC), model_version, one per feature as received, prediction, and
 probability_<class> per class when there are probabilities. The model's name is the `model=`
 partition, not a column in the file: a file column with a partition's name makes pyarrow refuse
 the whole lake (ingest reads partitions as dictionaries, the column is text). A feature whose
@@ -62,7 +63,7 @@ logger = logging.getLogger(__name__)
 # Request ids longer than this, or with control characters, are replaced: they go into every
 # log line and file of the request, and a caller must not be able to fill them with junk.
 MAX_REQUEST_ID_CHARS = 128
-FIXED_COLUMNS = ("request_id", "time", "model_version")
+FIXED_COLUMNS = ("request_id", "row", "time", "model_version")
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
 # Names a feature cannot keep: the fixed columns, and the partitions (see the module docstring).
@@ -465,6 +466,7 @@ class PredictionLog:
                 continue
             rows = record.rows
             values["request_id"] = [record.request_id] * rows
+            values["row"] = list(range(rows))
             values["time"] = [record.time] * rows
             values["model_version"] = [record.model_version] * rows
             for name, column in values.items():
@@ -477,6 +479,7 @@ class PredictionLog:
         features = [n for n in columns if n not in (*FIXED_COLUMNS, PREDICTION, *probabilities)]
         arrays = {
             "request_id": pa.array(columns["request_id"], pa.string()),
+            "row": pa.array(columns["row"], pa.int64()),
             "time": pa.array(columns["time"], pa.timestamp("us", tz="UTC")),
             "model_version": pa.array(columns["model_version"], pa.string()),
         }

@@ -1,4 +1,4 @@
-"""The prediction log (serving.prediction_log): request ids, the lake it writes (partitions,
+"""The prediction log (components.common.prediction_log): request ids, the lake it writes (partitions,
 types, batching, rotation), its bounded queue, closing, failed writes, files a killed process
 left behind, and one round trip through a real S3 server (moto) on 127.0.0.1.
 
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.ingest.logic import read_source, resolve_source
-from serving.prediction_log import PredictionLog, read_prediction_log, request_id
+from components.common.prediction_log import PredictionLog, read_prediction_log, request_id
 
 MODEL = "parole"
 DAY_ONE = datetime(2026, 3, 1, 23, 59, 58, tzinfo=UTC)
@@ -134,6 +134,8 @@ def test_records_round_trip_with_types_probabilities_and_date_partitions(tmp_pat
     frame, problems = read_prediction_log(str(tmp_path / "lake"), MODEL)
     assert problems == []
     assert list(frame["request_id"]) == ["req-1", "req-1", "req-2"]
+    # A label names a row by its request and its place in it.
+    assert list(frame["row"]) == [0, 1, 0]
     assert list(frame["model"]) == [MODEL] * 3
     assert list(frame["model_version"]) == ["v3", "v3", "v4"]
     assert list(frame["time"]) == [pd.Timestamp(DAY_ONE)] * 2 + [pd.Timestamp(DAY_TWO)]
