@@ -22,11 +22,13 @@ from components.common.secrets import find_url_with_password, redact_url, redact
 from components.common.settings.contract import check_contract_format
 from components.common.settings.prepare import PrepareOptions, SplitOptions
 from components.common.settings.sections import (
+    AlertsConfig,
     BiasConfig,
     ContractConfig,
     DataConfig,
     DeployConfig,
     EvaluationConfig,
+    MonitoringConfig,
     RayConfig,
     ServingConfig,
     TuningConfig,
@@ -58,12 +60,26 @@ class RunConfig(_Section):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     bias: BiasConfig = Field(default_factory=BiasConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     output_root: str = "mlpipe-output"
     model_store: str = Field("", description="Model store root; empty means <output_root>/models.")
 
     @property
     def model_store_uri(self) -> str:
         return self.model_store or str(Path(self.output_root) / "models")
+
+    @property
+    def prediction_log_uri(self) -> str:
+        return self.serving.prediction_log or str(Path(self.output_root) / "predictions")
+
+    @property
+    def labels_uri(self) -> str:
+        return self.serving.labels or str(Path(self.output_root) / "labels")
+
+    @property
+    def monitoring_state_uri(self) -> str:
+        return self.monitoring.state or str(Path(self.output_root) / "monitoring")
 
 
 def _describe(error: ValidationError, path: Path) -> str:
@@ -174,6 +190,18 @@ class StoreKeys(BaseModel):
     @property
     def model_store_uri(self) -> str:
         return self.model_store or str(Path(self.output_root) / "models")
+
+    @property
+    def prediction_log_uri(self) -> str:
+        return self.serving.prediction_log or str(Path(self.output_root) / "predictions")
+
+    @property
+    def labels_uri(self) -> str:
+        return self.serving.labels or str(Path(self.output_root) / "labels")
+
+    @property
+    def monitoring_state_uri(self) -> str:
+        return self.monitoring.state or str(Path(self.output_root) / "monitoring")
 
 
 def load_store_keys(path: str | Path) -> StoreKeys:
@@ -436,7 +464,11 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         "ray": section_parameter(config.ray, storage_path=local(config.ray.storage_path)),
         "bias": section_parameter(config.bias, **bias),
         "evaluation": section_parameter(config.evaluation),
-        "serving": section_parameter(config.serving),
+        "serving": section_parameter(
+            config.serving,
+            prediction_log=local(config.prediction_log_uri),
+            labels=local(config.labels_uri),
+        ),
         "deploy": section_parameter(config.deploy),
         # Recorded in each model version's metadata as this run's configuration.
         # JSON text, not a dict: KFP parameters cannot carry the config's nulls.

@@ -157,6 +157,108 @@ class ServingConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     smoke_rows: int = Field(5, ge=1, le=10_000)
+    log_predictions: bool = Field(
+        True, description="The server writes every answered prediction to the prediction log."
+    )
+    prediction_log: str = Field(
+        "",
+        description="The prediction log lake (a folder, s3://, gs://); empty: "
+        "<output_root>/predictions.",
+    )
+    labels: str = Field(
+        "",
+        description="The labels lake that `mlpipe feedback` and POST /admin/labels append "
+        "to; empty: <output_root>/labels.",
+    )
+
+
+class DriftRule(_Section):
+    """When a monitor result is `warn` or `retrain`: any one of these met is enough."""
+
+    drifted_features: int = Field(
+        1, ge=0, description="At least this many features drifted (0: never on drift alone)."
+    )
+    prediction_drift: bool = Field(True, description="The prediction's distribution drifted.")
+    metric_drop: float = Field(
+        0.02,
+        ge=0,
+        description="The metric is below the reference's by more than this, beyond "
+        "both intervals (realized with labels, else estimated).",
+    )
+
+
+class MonitoringConfig(_Section):
+    source: Literal["prediction_log", "lake"] = Field(
+        "prediction_log",
+        description="prediction_log: the served requests; lake: the data "
+        "source's partitions added since the champion's training watermark.",
+    )
+    window_days: float = Field(
+        0, ge=0, description="The last N days of the log; 0: everything since the last monitor run."
+    )
+    features: list[str] = Field(
+        default_factory=list, description="The features compared; empty: all of the reference's."
+    )
+    min_rows: int = Field(200, ge=1, description="A smaller window gets 'not enough data'.")
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The false-discovery rate across features (Benjamini-Hochberg).",
+    )
+    min_psi: float = Field(
+        0.1, ge=0, description="The smallest population stability index that counts as drift."
+    )
+    metric: str = Field(
+        "", description="The metric watched; empty: the first of evaluation.compare_metrics."
+    )
+    warn: DriftRule = Field(default_factory=DriftRule)
+    retrain: DriftRule = Field(
+        default_factory=lambda: DriftRule(
+            drifted_features=3, prediction_drift=False, metric_drop=0.05
+        )
+    )
+    state: str = Field(
+        "",
+        description="Where the monitor keeps its watermark and results; empty: "
+        "<output_root>/monitoring.",
+    )
+
+
+ALERT_EVENTS = (
+    "monitor_warn",
+    "monitor_retrain",
+    "training_failed",
+    "fairness_blocked",
+    "new_champion",
+)
+
+
+class AlertsConfig(_Section):
+    webhook_url: str = Field(
+        "",
+        description="An http(s) URL that receives each alert as a JSON POST (Slack-compatible "
+        "`text`); empty: alerts go to the log only. A URL that holds a token: webhook_url_env.",
+    )
+    webhook_url_env: str = Field(
+        "MLPIPE_ALERT_WEBHOOK_URL",
+        description="The environment variable (on a cluster, from a "
+        "Secret) whose URL is used instead when it is set.",
+    )
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    retries: int = Field(3, ge=0, le=10, description="Attempts after the first, with backoff.")
+    events: list[Literal[ALERT_EVENTS]] = Field(
+        default_factory=lambda: list(ALERT_EVENTS), description="The events that alert."
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise PydanticCustomError(
+                "webhook_url", "not an http(s) URL: '{shown}'", {"shown": value.split("?")[0][:80]}
+            )
+        return value
 
 
 class DeployConfig(_Section):
@@ -251,6 +353,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "evaluation": EvaluationConfig,
     "serving": ServingConfig,
     "deploy": DeployConfig,
+    "monitoring": MonitoringConfig,
+    "alerts": AlertsConfig,
 }
 
 
