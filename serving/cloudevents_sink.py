@@ -712,12 +712,10 @@ class _Shutdown:
     handler, installed first, then only asks again, so the process ends with code 0.
     """
 
-    def __init__(self):
-        self.server: uvicorn.Server | None = None
+    def __init__(self, server: uvicorn.Server):
+        self.server = server
 
     def __call__(self, signum, frame) -> None:
-        if self.server is None:
-            raise SystemExit(0)
         self.server.should_exit = True
 
 
@@ -725,9 +723,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sink in the foreground until SIGINT or SIGTERM; 2 on bad arguments."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    shutdown = _Shutdown()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, shutdown)
     try:
         check_log_uri(args.log)
         sink = CloudEventsSink(
@@ -749,7 +744,9 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    shutdown.server = server
+    shutdown = _Shutdown(server)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, shutdown)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"cloudevents sink at http://{host}:{args.port}, writing {redact_url(args.log)}",
