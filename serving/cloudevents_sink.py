@@ -39,8 +39,10 @@ arrive within --ttl_seconds (`expired`); the oldest half when --max_pending halv
 (`overflow`); a half replaced by a second one with the same id (`duplicate`); a pair whose
 request and response have different row counts (`mismatched`); pairs of models beyond
 --max_models (`models`); halves still waiting at shutdown (`shutdown`); and what the prediction
-log itself drops (`log_dropped`, rows). SIGTERM and SIGINT stop the sink gracefully: everything
-joined is flushed to the lake before the process exits with code 0.
+log itself drops (`log_dropped`, rows). KServe's logger sends a response only for an answer with
+status 200: the request half of a refused request (a 400 from the model) waits alone and is
+counted as `expired`. SIGTERM and SIGINT stop the sink gracefully: everything joined is flushed
+to the lake before the process exits with code 0.
 
 One replica only: a request and its response must reach the same sink to be joined.
 """
