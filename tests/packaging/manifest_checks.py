@@ -20,6 +20,7 @@ import json
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import urlparse
 
 import jsonschema
 import kubernetes_validate
@@ -340,4 +341,71 @@ def _normalized(rules: list[dict]) -> list:
     return sorted(
         json.dumps({key: sorted(value) for key, value in rule.items()}, sort_keys=True)
         for rule in rules
+    )
+
+
+# --- The payload logger's target ---------------------------------------------------------------
+
+
+def _service_host(host: str) -> tuple[str, str] | None:
+    """(name, namespace) of a Service's cluster DNS name, or None if it is not one."""
+    parts = host.split(".")
+    if len(parts) >= 3 and parts[2] == "svc" and parts[3:] in ([], ["cluster", "local"]):
+        return parts[0], parts[1]
+    return None
+
+
+def _pod_port(container: dict, target) -> int | None:
+    """The container port a Service's targetPort (a number or a port's name) reaches."""
+    for port in container.get("ports") or []:
+        if target in (port.get("containerPort"), port.get("name")):
+            return port["containerPort"]
+    return None
+
+
+def check_logger_target(isvc: dict, objects: list[dict]) -> None:
+    """An InferenceService's payload logger (spec.predictor.logger.url), if it has one, reaches
+    a pod of these objects: the URL names a Service (<name>.<namespace>.svc[.cluster.local]) that
+    is here, in that namespace, on one of its ports, and that Service's selector picks a
+    Deployment's pods with a container listening on its targetPort."""
+    label = describe(isvc)
+    logger = ((isvc.get("spec") or {}).get("predictor") or {}).get("logger")
+    if logger is None:
+        return
+    url = urlparse(str(logger.get("url", "")))
+    where = f"{label}: spec.predictor.logger.url {logger.get('url')!r}"
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ManifestError(f"{where}: expected http(s)://<service>.<namespace>.svc...")
+    named = _service_host(url.hostname)
+    if named is None:
+        raise ManifestError(f"{where}: not a Service's cluster DNS name")
+    name, namespace = named
+    services = [
+        o
+        for o in objects
+        if o.get("kind") == "Service"
+        and o["metadata"].get("name") == name
+        and o["metadata"].get("namespace") == namespace
+    ]
+    if not services:
+        raise ManifestError(f"{where}: no Service {name} in namespace {namespace}")
+    spec = services[0].get("spec") or {}
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ports = [p for p in spec.get("ports") or [] if p.get("port") == port]
+    if not ports:
+        raise ManifestError(f"{where}: Service {name} has no port {port}")
+    target = ports[0].get("targetPort", port)
+    selector = spec.get("selector") or {}
+    for obj in objects:
+        if obj.get("kind") != "Deployment" or obj["metadata"].get("namespace") != namespace:
+            continue
+        template = obj["spec"]["template"]
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        if not selector or selector.items() - labels.items():
+            continue
+        for container in template["spec"]["containers"]:
+            if _pod_port(container, target) is not None:
+                return
+    raise ManifestError(
+        f"{where}: Service {name} selects no Deployment's pod listening on targetPort {target}"
     )

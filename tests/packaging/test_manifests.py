@@ -21,6 +21,7 @@ from components.common.image import COMPONENT_IMAGE, IMAGE_TAG, SERVING_IMAGE
 from tests.packaging.manifest_checks import (
     CRD_SCHEMAS,
     ManifestError,
+    check_logger_target,
     check_policy,
     containers_of,
     crd_validator,
@@ -39,6 +40,8 @@ IDS = [str(path.relative_to(MANIFESTS)) for path in RENDERED]
 HEAD = "spec.headGroupSpec.template.spec.containers.0"
 WORKER = "spec.workerGroupSpecs.0.template.spec.containers.0"
 PREDICTOR = "spec.predictor.containers.0"
+SINK_CONTAINER = "spec.template.spec.containers.0"
+SINK = "mlpipe-prediction-sink"
 
 
 def _pinned(package: str) -> str:
@@ -128,6 +131,8 @@ def test_renders_the_expected_objects(rendered):
         ("RayCluster", "mlpipe-tune"),
         ("InferenceService", "arrests-release"),
         ("ConfigMap", "mlpipe-run-config"),
+        ("Deployment", SINK),
+        ("Service", SINK),
     }
     # The Argo CD Application is applied on its own, to Argo CD's namespace.
     assert "Application" not in {o["kind"] for o in rendered}
@@ -185,6 +190,11 @@ def _broken(obj: dict, path: str, value) -> dict:
         ("InferenceService", f"{PREDICTOR}.readinessProbe.httpGet.path", 5),
         ("InferenceService", f"{PREDICTOR}.name", None),
         ("InferenceService", "spec.canary", {"not": "a list"}),
+        ("InferenceService", "spec.predictor.logger", {"mode": "all", "bogus": 1}),
+        ("InferenceService", "spec.predictor.logger", {"mode": "all", "url": 5}),
+        ("Deployment", f"{SINK_CONTAINER}.bogus", 1),
+        ("Deployment", "spec.replicas", "one"),
+        ("Service", "spec.ports.0.port", "eighty"),
     ],
 )
 def test_schema_checks_refuse_unknown_fields_and_wrong_types(kubectl, kind, path, value):
@@ -244,9 +254,10 @@ def test_every_object_follows_the_policy(rendered):
 
 
 def test_every_workload_container_is_found(rendered):
-    """The policy sees the Ray head, the Ray worker, the autoscaler and the predictor."""
+    """The policy sees the Ray head, the Ray worker, the autoscaler, the predictor and the
+    prediction sink."""
     seen = [where for obj in rendered for where, _ in containers_of(obj)]
-    assert len(seen) == 4, seen
+    assert len(seen) == 5, seen
 
 
 @pytest.mark.parametrize(
@@ -265,6 +276,10 @@ def test_every_workload_container_is_found(rendered):
         ("Role", "rules.1.resourceNames", ["mlpipe-object-store", "other"]),
         ("Role", "rules.0.resources", ["*"]),
         ("RoleBinding", "roleRef.kind", "ClusterRole"),
+        ("Deployment", f"{SINK_CONTAINER}.securityContext.runAsNonRoot", False),
+        ("Deployment", f"{SINK_CONTAINER}.securityContext.capabilities.drop", []),
+        ("Deployment", f"{SINK_CONTAINER}.resources.requests", {"cpu": "1"}),
+        ("Deployment", f"{SINK_CONTAINER}.image", "ghcr.io/kfp-mlpipe/mlpipe-serving:latest"),
     ],
 )
 def test_policy_refuses_broken_copies(kubectl, kind, path, value):
@@ -410,3 +425,106 @@ def test_run_config_map_is_a_valid_run_config(rendered, tmp_path):
     storage = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert storage["STORAGE_URI"].startswith(f"{config.model_store}/{config.model_name}/v")
     assert isvc["metadata"]["name"] == config.model_name
+
+
+# --- The prediction sink and KServe's payload logger ------------------------------------------
+
+
+def test_prediction_sink_runs_the_sink_from_the_serving_image(rendered):
+    """The sink's arguments parse with its own parser and bind 0.0.0.0 on the container's
+    port; its probes ask its health route over HTTP; one replica (both halves of a pair must
+    reach the same pod)."""
+    from serving.cloudevents_sink import build_parser
+
+    deployment = _one(rendered, "Deployment", SINK)
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["image"] == SERVING_IMAGE
+    assert container["command"] == ["python", "-m", "serving.cloudevents_sink"]
+    args = build_parser().parse_args(container["args"])
+    assert args.host == "0.0.0.0"
+    assert container["ports"] == [{"name": "http", "containerPort": args.port, "protocol": "TCP"}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": args.port}, probe
+
+
+def test_prediction_sink_credentials_are_secret_references(rendered):
+    (container,) = _one(rendered, "Deployment", SINK)["spec"]["template"]["spec"]["containers"]
+    refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+    assert {r["name"] for r in refs} == {"mlpipe-object-store"}
+    assert {r["key"] for r in refs} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    plain = {e["name"] for e in container["env"] if "value" in e}
+    assert plain == {"MLPIPE_PREDICTION_LOG"}
+
+
+def test_prediction_sink_writes_the_run_configs_prediction_log(rendered, tmp_path):
+    """The sink writes where the monitor reads: the run config's serving.prediction_log."""
+    from pipelines.config import load_config
+
+    config_map = _one(rendered, "ConfigMap", "mlpipe-run-config")
+    [(name, text)] = config_map["data"].items()
+    (tmp_path / name).write_text(text)
+    config = load_config(tmp_path / name)
+    (container,) = _one(rendered, "Deployment", SINK)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLPIPE_PREDICTION_LOG"] == config.prediction_log_uri
+    assert config.prediction_log_uri.startswith("s3://")
+
+
+def test_payload_logger_only_in_prod_and_it_reaches_the_sink(rendered):
+    isvc = _one(rendered, "InferenceService")
+    logger = isvc["spec"]["predictor"].get("logger")
+    if isvc["metadata"]["labels"].get("mlpipe.io/environment") == "prod":
+        assert logger == {"mode": "all", "url": f"http://{SINK}.mlpipe.svc.cluster.local"}
+    else:
+        assert logger is None
+    check_logger_target(isvc, rendered)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda isvc, objs: _logger(isvc).update(url="http://other.mlpipe.svc.cluster.local"),
+            "no Service other",
+        ),
+        (
+            lambda isvc, objs: _logger(isvc).update(url=f"http://{SINK}.default.svc.cluster.local"),
+            "in namespace default",
+        ),
+        (
+            lambda isvc, objs: _logger(isvc).update(url=f"http://{SINK}.mlpipe.svc:8080"),
+            "no port 8080",
+        ),
+        (
+            lambda isvc, objs: _logger(isvc).update(url="http://sink.example.com"),
+            "cluster DNS name",
+        ),
+        (
+            lambda isvc, objs: _service(objs)["spec"]["ports"][0].update(targetPort="metrics"),
+            "targetPort metrics",
+        ),
+        (
+            lambda isvc, objs: _service(objs)["spec"].update(selector={"app": "nothing"}),
+            "selects no Deployment",
+        ),
+    ],
+)
+def test_logger_target_check_refuses_broken_copies(kubectl, change, message):
+    objects = copy.deepcopy(list(_render(MANIFESTS / "overlays/prod")))
+    isvc = _one(objects, "InferenceService")
+    check_logger_target(isvc, objects)
+    change(isvc, objects)
+    with pytest.raises(ManifestError, match=message):
+        check_logger_target(isvc, objects)
+
+
+def _logger(isvc: dict) -> dict:
+    return isvc["spec"]["predictor"]["logger"]
+
+
+def _service(objects: list[dict]) -> dict:
+    return _one(objects, "Service", SINK)
