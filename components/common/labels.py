@@ -29,10 +29,16 @@ the same pair at the same moment can (the lake has no lock), and `attach_labels`
 earlier label.
 """
 
+import math
 import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +48,10 @@ from components.common.errors import PipelineInputError
 from components.common.prediction_log import (
     TEMPORARY_SUFFIX,
     lake_filesystem,
+    parquet_bytes,
+    put_file,
 )
+from components.common.registry import check_model_name
 from components.common.retry import one_line
 from components.common.secrets import redact_url
 
@@ -203,3 +212,423 @@ def attach_labels(log_frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame
         joined["label"] = joined["label"].where(joined["label"].notna(), None)
     joined.index = log_frame.index
     return joined
+
+
+# --- Pairs as given -----------------------------------------------------------------------------
+
+# A row that was given but is not a whole number from 0 (told apart from a row left out, None).
+_BAD_ROW = object()
+
+
+def read_labels_file(path: str) -> pd.DataFrame:
+    """A labels file as given: CSV or Parquet with the columns request_id and label, and row
+    when a request had several rows. CSV values are read as text (an id "007" stays "007", a
+    class "NA" stays "NA"); the label is matched to the model's classes later.
+
+    Args:
+        path: a .csv, .parquet or .pq file (a local path or an fsspec URI).
+
+    Returns:
+        Its request_id, label and (when present) row columns, as read.
+
+    Raises:
+        PipelineInputError: naming the file, when it is missing, not readable, not CSV or
+            Parquet, has no rows, or lacks a column.
+    """
+    shown = redact_url(str(path))
+    suffix = Path(urlparse(str(path)).path).suffix.lower()
+    if suffix not in LABEL_FILE_SUFFIXES:
+        raise PipelineInputError(
+            f"labels file {shown}: expected a .csv or .parquet file of request_id,label[,row]"
+        )
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        else:
+            frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise PipelineInputError(f"labels file {shown}: not found") from None
+    except Exception as error:  # a file cut short, not CSV or Parquet at all, unreadable bytes
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        raise PipelineInputError(
+            f"labels file {shown}: not readable as {kind} ({one_line(error)})"
+        ) from None
+    frame.columns = [str(column).strip() for column in frame.columns]
+    for column in ("request_id", "label"):
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns)) or "none"
+            raise PipelineInputError(
+                f"labels file {shown}: no column '{column}' (expected request_id, label and "
+                f"optionally row; found: {found})"
+            )
+    if frame.empty:
+        raise PipelineInputError(f"labels file {shown}: no labels in it")
+    return frame[[c for c in ("request_id", "row", "label") if c in frame.columns]]
+
+
+def pairs_from_records(records, where: str = "labels") -> pd.DataFrame:
+    """Pairs given as JSON objects ({"request_id", "label", "row"?}, as the HTTP route takes
+    them) as the frame `add_labels` takes.
+
+    Raises:
+        PipelineInputError: naming `where` and the first entry that is not such an object.
+    """
+    if not isinstance(records, list) or not records:
+        raise PipelineInputError(f"{where}: expected a non-empty list of {{request_id, label}}")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict) or "request_id" not in record or "label" not in record:
+            raise PipelineInputError(
+                f"{where}[{index}]: expected an object with request_id, label and optionally row"
+            )
+    return pd.DataFrame(
+        {
+            "request_id": [record["request_id"] for record in records],
+            "row": [record.get("row") for record in records],
+            "label": [record["label"] for record in records],
+        },
+        dtype=object,
+    )
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating):
+        return math.isnan(value)
+    if isinstance(value, str):
+        return not value.strip()
+    return value is pd.NA or value is pd.NaT
+
+
+def _request_id(value) -> str | None:
+    if _missing(value):
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))  # an id column Parquet stored as float
+    return str(value).strip()
+
+
+def _row(value):
+    """A given row as an int, None when left out, _BAD_ROW when not a whole number from 0."""
+    if _missing(value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return _BAD_ROW
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return _BAD_ROW
+    if not math.isfinite(number) or not number.is_integer() or number < 0:
+        return _BAD_ROW
+    return int(number)
+
+
+def _text(value) -> str:
+    """A value's text form, which a label and a class are matched by (1, 1.0 and "1" alike)."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return str(int(number)) if number.is_integer() else repr(number)
+    return str(value).strip()
+
+
+# --- What a label must be -----------------------------------------------------------------------
+
+
+class _LabelRule:
+    """How one version's schema turns a label as given into the label kept, or a kind of error."""
+
+    def __init__(self, schema: dict):
+        self.regression = schema.get("task") == "regression"
+        classes = list(schema.get("classes") or [])
+        types = {type(c) for c in classes}
+        # Kept as the classes' own type; as text when they are of several types.
+        self.mixed = len(types) > 1
+        self.exact: dict[str, object] = {}
+        for value in classes:
+            self.exact.setdefault(_text(value), str(value) if self.mixed else value)
+        folded: dict[str, list] = {}
+        for text, value in self.exact.items():
+            folded.setdefault(text.casefold(), []).append(value)
+        # "true" for True, "yes" for "Yes": only when no other class folds the same way.
+        self.folded = {text: values[0] for text, values in folded.items() if len(values) == 1}
+
+    def __call__(self, label) -> tuple[object, str | None]:
+        """(the label to keep, None) or (None, the kind of error)."""
+        if self.regression:
+            if isinstance(label, bool | np.bool_):
+                return None, NOT_A_NUMBER
+            try:
+                number = float(label.strip()) if isinstance(label, str) else float(label)
+            except (TypeError, ValueError):
+                return None, NOT_A_NUMBER
+            return (number, None) if math.isfinite(number) else (None, NOT_A_NUMBER)
+        text = _text(label)
+        candidates = [text]
+        if isinstance(label, str):
+            try:
+                candidates.append(_text(float(text)))  # "1.0" for the class 1
+            except ValueError:
+                pass
+        for candidate in candidates:
+            if candidate in self.exact:
+                return self.exact[candidate], None
+        for candidate in candidates:
+            if candidate.casefold() in self.folded:
+                return self.folded[candidate.casefold()], None
+        return None, WRONG_CLASS
+
+
+def schemas_from_registry(registry) -> Callable[[str | None], dict | None]:
+    """The schema of each version that answered, read once per version from the registry
+    (`ModelRegistry.metadata(version)["schema"]`); None for a version it does not have."""
+    cache: dict[str, dict | None] = {}
+
+    def schema_for(version: str | None) -> dict | None:
+        if version is None:
+            return None
+        if version not in cache:
+            try:
+                cache[version] = registry.metadata(version).get("schema")
+            except PipelineInputError:
+                cache[version] = None
+        return cache[version]
+
+    return schema_for
+
+
+# --- Checking and appending ---------------------------------------------------------------------
+
+
+@dataclass
+class LabelOutcome:
+    """What `add_labels` did with the pairs it was given.
+
+    Attributes:
+        source: what the pairs came from (a file, the HTTP route), for the report's line.
+        pairs: how many were given.
+        appended: how many were written to the labels lake (0 when refused as a whole).
+        path: the file they were written to, or None.
+        refused: {kind: count} of the pairs not kept, in `KINDS` order.
+        examples: {kind: the first few of those pairs, as request_id#row}.
+        skipped: lines naming log or lake files that could not be read while checking.
+    """
+
+    source: str
+    pairs: int
+    appended: int = 0
+    path: str | None = None
+    refused: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
+
+    def reasons(self) -> str:
+        """The refused pairs per kind, with the first few of each."""
+        return "; ".join(
+            f"{kind}: {count} (e.g. {', '.join(self.examples.get(kind, []))})"
+            for kind, count in self.refused.items()
+        )
+
+    def line(self, skip_hint: str = "skip_invalid") -> str:
+        """One line for a log, a report or an error message."""
+        if not self.refused:
+            return f"{self.source}: {_count(self.appended, 'label')} appended to {self.path}"
+        refused = (
+            f"{self.refused_total} of {_count(self.pairs, 'label')} refused ({self.reasons()})"
+        )
+        if self.appended:
+            return f"{self.source}: {refused}; the other {self.appended} appended to {self.path}"
+        valid = self.pairs - self.refused_total
+        hint = f"; {skip_hint} appends the {_count(valid, 'valid one')}" if valid else ""
+        return f"{self.source}: {refused}; nothing written{hint}"
+
+    def as_dict(self) -> dict:
+        return {
+            "pairs": self.pairs,
+            "appended": self.appended,
+            "refused": dict(self.refused),
+            "examples": {kind: list(ids) for kind, ids in self.examples.items()},
+            "path": self.path,
+            "skipped_files": list(self.skipped),
+        }
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _shown_id(request_id: str | None, row, position: int) -> str:
+    if request_id is None:
+        return f"pair {position + 1}"
+    if row is None or row is _BAD_ROW:
+        return request_id
+    return f"{request_id}#{row}"
+
+
+def _answered(
+    log_uri: str, model_name: str, request_ids: set[str]
+) -> tuple[dict[str, dict[int, list]], list[str]]:
+    """{request_id: {row: [the versions that answered it]}} for the ids asked about."""
+    frames, skipped = _read_partition(
+        log_uri, model_name, ["request_id", "row", "model_version"], request_ids
+    )
+    answered: dict[str, dict[int, list]] = {}
+    for frame in frames:
+        for request_id, row, version in zip(
+            frame["request_id"], frame["row"], frame["model_version"], strict=True
+        ):
+            rows = answered.setdefault(str(request_id), {})
+            rows.setdefault(int(row), []).append(None if _missing(version) else str(version))
+    return answered, skipped
+
+
+def _labelled(labels_uri: str, model_name: str, request_ids: set[str]):
+    """The (request_id, row) pairs the labels lake already has, among the ids asked about."""
+    frames, skipped = _read_partition(labels_uri, model_name, KEY, request_ids)
+    keys = {
+        (str(request_id), int(row))
+        for frame in frames
+        for request_id, row in zip(frame["request_id"], frame["row"], strict=True)
+    }
+    return keys, skipped
+
+
+def _label_array(labels: list) -> pa.Array:
+    """The label column: one Arrow type for the labels of one model (see the module docstring)."""
+    if all(isinstance(label, bool) for label in labels):
+        return pa.array(labels, pa.bool_())
+    if all(isinstance(label, int) and not isinstance(label, bool) for label in labels):
+        return pa.array(labels, pa.int64())
+    if all(isinstance(label, int | float) and not isinstance(label, bool) for label in labels):
+        return pa.array([float(label) for label in labels], pa.float64())
+    return pa.array([str(label) for label in labels], pa.string())
+
+
+def _append(labels_uri: str, model_name: str, kept: list[tuple], now: datetime) -> str:
+    """Write the kept (request_id, row, label) as one file of the lake; return its name."""
+    fs, root, local = lake_filesystem(labels_uri)
+    folder = f"{root}/model={model_name}/date={now.date().isoformat()}"
+    path = f"{folder}/part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
+    shown = redact_url(path if local else f"{urlparse(labels_uri).scheme}://{path}")
+    table = pa.table(
+        {
+            "request_id": pa.array([k[0] for k in kept], pa.string()),
+            "row": pa.array([k[1] for k in kept], pa.int64()),
+            "label": _label_array([k[2] for k in kept]),
+            "time": pa.array([now] * len(kept), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    try:
+        put_file(fs, local, folder, path, parquet_bytes(table))
+    except Exception as error:  # a full disk, a store that is down: nothing half is left
+        raise PipelineInputError(f"labels lake {shown}: cannot write ({one_line(error)})") from None
+    return shown
+
+
+def add_labels(
+    pairs: pd.DataFrame,
+    labels_uri: str,
+    log_uri: str,
+    model_name: str,
+    schema_for: Callable[[str | None], dict | None],
+    skip_invalid: bool = False,
+    source: str = "labels",
+    clock: Callable[[], datetime] = _utc_now,
+) -> LabelOutcome:
+    """Check label pairs against the prediction log, the model's schema and the labels lake,
+    and append the valid ones to the lake as one file.
+
+    Args:
+        pairs: request_id, label and optionally row (`read_labels_file`, `pairs_from_records`).
+        labels_uri: the labels lake.
+        log_uri: the prediction log the pairs name rows of.
+        model_name: the model's partition in both.
+        schema_for: the schema (task, classes) of the version that answered, by its name, or
+            None when it is not known (`schemas_from_registry`).
+        skip_invalid: append the valid pairs when some are invalid; by default one invalid pair
+            refuses them all and nothing is written.
+        source: what the pairs came from, for the outcome's line.
+        clock: the labels' time (and the lake's date partition).
+
+    Returns:
+        What was appended and what was refused, per kind (`LabelOutcome`); the caller decides
+        how a refusal is reported.
+
+    Raises:
+        PipelineInputError: the model's name cannot be a partition, or the lake cannot be
+            written (then nothing was).
+    """
+    check_model_name(model_name)
+    given = list(
+        zip(
+            (_request_id(value) for value in pairs["request_id"]),
+            (_row(value) for value in (pairs["row"] if "row" in pairs else [None] * len(pairs))),
+            pairs["label"],
+            strict=True,
+        )
+    )
+    outcome = LabelOutcome(source=source, pairs=len(given))
+    request_ids = {request_id for request_id, _, _ in given if request_id is not None}
+    counts: dict[tuple, int] = {}
+    for request_id, row, _ in given:
+        if request_id is not None and row is not _BAD_ROW:
+            key = (request_id, 0 if row is None else row)
+            counts[key] = counts.get(key, 0) + 1
+    rules: dict[str, _LabelRule | None] = {}
+    with _append_lock:
+        answered, skipped_log = _answered(log_uri, model_name, request_ids)
+        labelled, skipped_lake = _labelled(labels_uri, model_name, request_ids)
+        outcome.skipped = skipped_log + skipped_lake
+        kept: list[tuple] = []
+        refused: dict[str, list[str]] = {}
+        for position, (request_id, row, label) in enumerate(given):
+            value, kind = None, None
+            if request_id is None:
+                kind = NO_REQUEST_ID
+            elif row is _BAD_ROW:
+                kind = BAD_ROW
+            elif counts[(request_id, 0 if row is None else row)] > 1:
+                kind = DUPLICATE_IN_INPUT
+            elif request_id not in answered:
+                kind = UNKNOWN_REQUEST_ID
+            elif row is None and len(answered[request_id]) > 1:
+                kind = AMBIGUOUS_ROW
+            else:
+                row = 0 if row is None else row
+                versions = answered[request_id].get(row)
+                if versions is None:
+                    kind = UNKNOWN_ROW
+                elif len(versions) > 1:
+                    kind = REUSED_REQUEST_ID
+                elif _missing(label):
+                    kind = NO_LABEL
+                else:
+                    if versions[0] not in rules:
+                        schema = schema_for(versions[0])
+                        rules[versions[0]] = _LabelRule(schema) if schema else None
+                    rule = rules[versions[0]]
+                    if rule is None:
+                        kind = UNKNOWN_VERSION
+                    else:
+                        value, kind = rule(label)
+                    if kind is None and (request_id, row) in labelled:
+                        kind = ALREADY_LABELLED
+            if kind is None:
+                kept.append((request_id, row, value))
+            else:
+                refused.setdefault(kind, []).append(_shown_id(request_id, row, position))
+        outcome.refused = {kind: len(refused[kind]) for kind in KINDS if kind in refused}
+        outcome.examples = {kind: refused[kind][:EXAMPLES] for kind in outcome.refused}
+        if kept and (skip_invalid or not refused):
+            now = clock()
+            now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+            outcome.path = _append(labels_uri, model_name, kept, now)
+            outcome.appended = len(kept)
+    return outcome
