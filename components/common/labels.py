@@ -97,6 +97,10 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class LabelsLakeUnavailable(PipelineInputError):
+    """The labels lake could not be written (a full disk, a store that is down): nothing was."""
+
+
 # --- Reading a lake ---------------------------------------------------------------------------
 
 
@@ -528,7 +532,9 @@ def _append(labels_uri: str, model_name: str, kept: list[tuple], now: datetime) 
     try:
         put_file(fs, local, folder, path, parquet_bytes(table))
     except Exception as error:  # a full disk, a store that is down: nothing half is left
-        raise PipelineInputError(f"labels lake {shown}: cannot write ({one_line(error)})") from None
+        raise LabelsLakeUnavailable(
+            f"labels lake {shown}: cannot write ({one_line(error)})"
+        ) from None
     return shown
 
 
@@ -562,8 +568,8 @@ def add_labels(
         how a refusal is reported.
 
     Raises:
-        PipelineInputError: the model's name cannot be a partition, or the lake cannot be
-            written (then nothing was).
+        PipelineInputError: the model's name cannot be a partition.
+        LabelsLakeUnavailable: the lake cannot be written (then nothing was).
     """
     check_model_name(model_name)
     given = list(
