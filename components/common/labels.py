@@ -538,6 +538,47 @@ def _append(labels_uri: str, model_name: str, kept: list[tuple], now: datetime) 
     return shown
 
 
+def _key(request_id: str, row: int | None) -> tuple[str, int]:
+    """The (request_id, row) a pair names: a row left out is row 0."""
+    return request_id, 0 if row is None else row
+
+
+def _check_pair(
+    request_id: str | None,
+    row,
+    label,
+    answered: dict[str, dict[int, list]],
+    rules: dict,
+    schema_for: Callable[[str | None], dict | None],
+) -> tuple[object, str | None]:
+    """(the label to keep, None) for a valid pair, else (None, the first kind it fails) of the
+    checks against the log and the answering version's schema. `rules` caches a `_LabelRule`
+    per version."""
+    if request_id is None:
+        return None, NO_REQUEST_ID
+    if row is _BAD_ROW:
+        return None, BAD_ROW
+    rows = answered.get(request_id)
+    if rows is None:
+        return None, UNKNOWN_REQUEST_ID
+    if row is None and len(rows) > 1:
+        return None, AMBIGUOUS_ROW
+    versions = rows.get(0 if row is None else row)
+    if versions is None:
+        return None, UNKNOWN_ROW
+    if len(versions) > 1:
+        return None, REUSED_REQUEST_ID
+    if _missing(label):
+        return None, NO_LABEL
+    version = versions[0]
+    if version not in rules:
+        schema = schema_for(version)
+        rules[version] = _LabelRule(schema) if schema else None
+    if rules[version] is None:
+        return None, UNKNOWN_VERSION
+    return rules[version](label)
+
+
 def add_labels(
     pairs: pd.DataFrame,
     labels_uri: str,
@@ -585,8 +626,7 @@ def add_labels(
     counts: dict[tuple, int] = {}
     for request_id, row, _ in given:
         if request_id is not None and row is not _BAD_ROW:
-            key = (request_id, 0 if row is None else row)
-            counts[key] = counts.get(key, 0) + 1
+            counts[_key(request_id, row)] = counts.get(_key(request_id, row), 0) + 1
     rules: dict[str, _LabelRule | None] = {}
     with _append_lock:
         answered, skipped_log = _answered(log_uri, model_name, request_ids)
@@ -595,39 +635,14 @@ def add_labels(
         kept: list[tuple] = []
         refused: dict[str, list[str]] = {}
         for position, (request_id, row, label) in enumerate(given):
-            value, kind = None, None
-            if request_id is None:
-                kind = NO_REQUEST_ID
-            elif row is _BAD_ROW:
-                kind = BAD_ROW
-            elif counts[(request_id, 0 if row is None else row)] > 1:
-                kind = DUPLICATE_IN_INPUT
-            elif request_id not in answered:
-                kind = UNKNOWN_REQUEST_ID
-            elif row is None and len(answered[request_id]) > 1:
-                kind = AMBIGUOUS_ROW
+            if request_id is not None and row is not _BAD_ROW and counts[_key(request_id, row)] > 1:
+                value, kind = None, DUPLICATE_IN_INPUT
             else:
-                row = 0 if row is None else row
-                versions = answered[request_id].get(row)
-                if versions is None:
-                    kind = UNKNOWN_ROW
-                elif len(versions) > 1:
-                    kind = REUSED_REQUEST_ID
-                elif _missing(label):
-                    kind = NO_LABEL
-                else:
-                    if versions[0] not in rules:
-                        schema = schema_for(versions[0])
-                        rules[versions[0]] = _LabelRule(schema) if schema else None
-                    rule = rules[versions[0]]
-                    if rule is None:
-                        kind = UNKNOWN_VERSION
-                    else:
-                        value, kind = rule(label)
-                    if kind is None and (request_id, row) in labelled:
-                        kind = ALREADY_LABELLED
+                value, kind = _check_pair(request_id, row, label, answered, rules, schema_for)
+            if kind is None and _key(request_id, row) in labelled:
+                kind = ALREADY_LABELLED
             if kind is None:
-                kept.append((request_id, row, value))
+                kept.append((*_key(request_id, row), value))
             else:
                 refused.setdefault(kind, []).append(_shown_id(request_id, row, position))
         outcome.refused = {kind: len(refused[kind]) for kind in KINDS if kind in refused}

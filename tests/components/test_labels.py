@@ -18,6 +18,7 @@ from components.common.labels import (
     NO_LABEL,
     NO_REQUEST_ID,
     NOT_A_NUMBER,
+    REUSED_REQUEST_ID,
     UNKNOWN_REQUEST_ID,
     UNKNOWN_ROW,
     UNKNOWN_VERSION,
@@ -309,3 +310,12 @@ def test_a_bad_labels_file_is_one_line_naming_it(tmp_path, name, content, messag
         read_labels_file(str(path))
     assert str(caught.value).startswith(f"labels file {path}: ")
     assert "\n" not in str(caught.value)
+
+
+def test_a_request_id_the_log_holds_twice_is_refused_as_reused(tmp_path):
+    """A client that sent the same X-Request-Id twice: which answer a label is for is unknown."""
+    with PredictionLog(str(tmp_path / "log"), MODEL, clock=lambda: NOW) as log:
+        log.record("same", "v1", {"age": [30]}, [0])
+        log.record("same", "v1", {"age": [40]}, [1])
+    outcome = add(tmp_path, pairs(("same", 0, 1)))
+    assert outcome.refused == {REUSED_REQUEST_ID: 1}

@@ -60,7 +60,7 @@ def test_an_invalid_pair_refuses_the_file_with_one_line_and_writes_nothing(setup
     assert main(["feedback", "--config", str(config), "--labels", labels]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "labels.csv" in err
-    assert "not one of the model's classes: 1 (e.g. one#0)" in err
+    assert "not one of the model's classes: 1 (e.g. one)" in err
     assert "unknown request id: 1 (e.g. ghost)" in err
     assert "no row, and the request had several: 1 (e.g. two)" in err
     assert "nothing written" in err
@@ -83,7 +83,7 @@ def test_the_same_file_twice_is_refused_as_already_labelled(setup, capsys):
     labels = labels_file(tmp_path, "request_id,label\none,No\n")
     assert main(["feedback", "--config", str(config), "--labels", labels]) == 0
     assert main(["feedback", "--config", str(config), "--labels", labels]) == 2
-    assert "already labelled: 1 (e.g. one#0)" in capsys.readouterr().err
+    assert "already labelled: 1 (e.g. one)" in capsys.readouterr().err
     assert lake(tmp_path) == [("one", 0, "No")]
 
 
