@@ -319,3 +319,28 @@ def test_a_request_id_the_log_holds_twice_is_refused_as_reused(tmp_path):
         log.record("same", "v1", {"age": [40]}, [1])
     outcome = add(tmp_path, pairs(("same", 0, 1)))
     assert outcome.refused == {REUSED_REQUEST_ID: 1}
+
+
+def test_an_s3_round_trip(s3):
+    """The log and the labels lake on an object store (moto on 127.0.0.1): one PUT per append."""
+    s3.mkdir("lakes")
+    log_uri, labels_uri = "s3://lakes/predictions", "s3://lakes/labels"
+    with PredictionLog(log_uri, MODEL, clock=lambda: NOW) as log:
+        log.record("a", "v1", {"age": [30]}, [0])
+    outcome = add_labels(
+        pairs(("a", 0, 1), ("ghost", 0, 1)),
+        labels_uri=labels_uri,
+        log_uri=log_uri,
+        model_name=MODEL,
+        schema_for={"v1": CLASSES}.get,
+        skip_invalid=True,
+        clock=lambda: NOW,
+    )
+    assert (outcome.appended, outcome.refused) == (1, {UNKNOWN_REQUEST_ID: 1})
+    assert outcome.path.startswith(f"s3://lakes/labels/model={MODEL}/date=2026-03-01/part-")
+    s3.invalidate_cache()
+    assert len(s3.find("lakes/labels")) == 1
+    labels, skipped = read_labels(labels_uri, MODEL)
+    assert skipped == [] and labels[["request_id", "row", "label"]].values.tolist() == [["a", 0, 1]]
+    log_frame, _ = read_prediction_log(log_uri, MODEL)
+    assert attach_labels(log_frame, labels)["label"].tolist() == [1]
