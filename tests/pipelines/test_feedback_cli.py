@@ -93,3 +93,14 @@ def test_a_labels_file_without_the_label_column_is_named(setup, capsys):
     assert main(["feedback", "--config", str(config), "--labels", labels]) == 2
     err = capsys.readouterr().err
     assert "labels.csv: no column 'label'" in err and "found: request_id, outcome" in err
+
+
+def test_a_log_file_cut_short_is_named_and_the_rest_still_checked(setup, capsys):
+    tmp_path, config = setup
+    day = next((tmp_path / "out" / "predictions" / f"model={NAME}").iterdir())
+    (day / "part-cut.parquet").write_bytes(b"PAR1 killed mid-write")
+    labels = labels_file(tmp_path, "request_id,label\none,Yes\n")
+    assert main(["feedback", "--config", str(config), "--labels", labels]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and "part-cut.parquet: not readable as Parquet" in out
+    assert lake(tmp_path) == [("one", 0, "Yes")]
