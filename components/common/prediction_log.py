@@ -17,7 +17,7 @@ row by both), time (UTC), model_version, one per feature as received, prediction
 probability_<class> per class when there are probabilities. The model's name is the `model=`
 partition, not a column in the file: a file column with a partition's name makes pyarrow refuse
 the whole lake (ingest reads partitions as dictionaries, the column is text). A feature whose
-name is one of those columns (or `model`, `date`, `probability_...`) is written as
+name is one of those columns (or `model`, `date`, `label`, `probability_...`) is written as
 `feature_<name>`.
 
 Value types. Each feature column takes one Arrow type per file, from its values in that batch:
@@ -66,8 +66,9 @@ MAX_REQUEST_ID_CHARS = 128
 FIXED_COLUMNS = ("request_id", "row", "time", "model_version")
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
-# Names a feature cannot keep: the fixed columns, and the partitions (see the module docstring).
-RESERVED = frozenset({*FIXED_COLUMNS, PREDICTION, "model", "date"})
+# Names a feature cannot keep: the fixed columns, the partitions (see the module docstring) and
+# `label`, the column that monitoring joins from the labels lake.
+RESERVED = frozenset({*FIXED_COLUMNS, PREDICTION, "model", "date", "label"})
 TEMPORARY_SUFFIX = ".tmp"
 LOCAL_SCHEMES = ("", "file")
 
