@@ -191,18 +191,6 @@ class StoreKeys(BaseModel):
     def model_store_uri(self) -> str:
         return self.model_store or str(Path(self.output_root) / "models")
 
-    @property
-    def prediction_log_uri(self) -> str:
-        return self.serving.prediction_log or str(Path(self.output_root) / "predictions")
-
-    @property
-    def labels_uri(self) -> str:
-        return self.serving.labels or str(Path(self.output_root) / "labels")
-
-    @property
-    def monitoring_state_uri(self) -> str:
-        return self.monitoring.state or str(Path(self.output_root) / "monitoring")
-
 
 def load_store_keys(path: str | Path) -> StoreKeys:
     """The model's name and store from a run config, without checking its other sections: the
