@@ -302,3 +302,14 @@ def test_a_version_from_before_references_has_none(tmp_path, loans_model):
         REFERENCE_FILE
         not in json.loads((tmp_path / "loans" / "v1" / METADATA_FILE).read_text())["files"]
     )
+
+
+@pytest.mark.server
+def test_reference_json_on_s3_is_verified_too(s3, loans_model, loans_reference):
+    s3.mkdir("models-reference")
+    registry = ModelRegistry("s3://models-reference", "loans")
+    registry.register(loans_model[2], {}, {REFERENCE_FILE: reference_json(loans_reference)})
+    assert registry.reference("v1") == loans_reference
+    s3.pipe_file("models-reference/loans/v1/reference.json", b"{}")
+    with pytest.raises(ModelIntegrityError, match=r"reference.json: SHA-256 .* does not match"):
+        registry.reference("v1")
