@@ -99,3 +99,16 @@ def test_a_regression_reference_shows_prediction_quantiles(monkeypatch, store):
     _, err = show(monkeypatch, 80, store, "v4")
     assert re.search(r"predictions\s+min [\d.]+, p10 [\d.]+, median [\d.]+, p90 [\d.]+, max", err)
     assert re.search(r"\br2\b", err) and "0 numeric" not in err and "1 numeric" in err
+
+
+def test_a_changed_reference_is_refused_in_one_line(tmp_path, capsys):
+    store = str(tmp_path)
+    registry = ModelRegistry(store, NAME)
+    train, test = loans_split(400)
+    model = fitted(train, LOANS_SCHEMA, LogisticRegression(max_iter=1000))
+    data = reference_json(build_reference(train, test, LOANS_SCHEMA, model, "yes"))
+    version = registry.register(model, {}, {REFERENCE_FILE: data})
+    (Path(version.uri) / REFERENCE_FILE).write_bytes(data.replace(b'"rows"', b'"Rows"', 1))
+    assert main(["models", "show", "v1", "--store", store, "--name", NAME]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "reference.json: SHA-256" in err and "refusing" in err and "\n" not in err
