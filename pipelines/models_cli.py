@@ -10,6 +10,9 @@ from rich.table import Table
 from components.common.errors import PipelineInputError
 
 console = Console(highlight=False, soft_wrap=True)
+# `models show` prints the version's metadata as JSON on stdout (for jq and scripts) and the
+# summary of its training reference, for a person, here.
+summary_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _registry(args):
@@ -112,9 +115,82 @@ def cmd_list(args) -> int:
 
 def cmd_show(args) -> int:
     registry = _registry(args)
-    metadata = registry.metadata(args.version)
+    version = registry.resolve(args.version)
+    metadata = registry.metadata(version)
     console.print_json(json.dumps(metadata, default=str))
+    for part in _reference_summary(registry, version, metadata):
+        summary_console.print(part, soft_wrap=False)
     return 0
+
+
+def _share(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _reference_summary(registry, version: str, metadata: dict) -> list:
+    """What `models show` prints about the version's training reference: its rows, the features
+    profiled, each held-out metric with its interval, the prediction distribution, its size."""
+    record = metadata.get("reference") or {}
+    reference = registry.reference(version)
+    title = f"training reference of {registry.name} {version}"
+    if reference is None:
+        why = "registered before references were stored"
+        if record.get("stored") is False:
+            why = str(record.get("reason") or "it was not stored")
+        return [escape(title), escape(f"no reference ({why})")]
+    from components.common.reference import reference_json
+
+    size = record.get("bytes") or len(reference_json(reference))
+    features = reference["profile"]["features"].values()
+    numeric = sum(1 for summary in features if summary["kind"] == "numeric")
+    rows = reference["rows"]
+    lines = Table.grid(padding=(0, 2))
+    lines.add_column(no_wrap=True)
+    lines.add_column(overflow="fold")
+    lines.add_row("rows", f"{rows['train']:,} train, {rows['test']:,} test (held out)")
+    lines.add_row(
+        "features", f"{numeric} numeric, {len(features) - numeric} categorical (training rows)"
+    )
+    if reference.get("positive_class") is not None:
+        threshold = reference.get("threshold")
+        at = f", threshold {threshold:.4g}" if threshold is not None else ""
+        lines.add_row("positive", escape(f"{reference['positive_class']}{at}"))
+    lines.add_row("predictions", escape(_prediction_distribution(reference)))
+    lines.add_row("file", f"reference.json, {size / 1024:.1f} KB (checksum verified)")
+    parts = [escape(title), lines]
+    if reference["metrics"]:
+        level = next(iter(reference["metrics"].values()))["level"]
+        table = Table(title=f"held-out metrics, {100 * level:.0f}% bootstrap interval")
+        table.add_column("metric", no_wrap=True)
+        table.add_column("value", no_wrap=True, justify="right")
+        table.add_column("interval", no_wrap=True)
+        for name, metric in reference["metrics"].items():
+            low, high = metric["low"], metric["high"]
+            interval = f"{low:.4f} to {high:.4f}" if low is not None and high is not None else ""
+            table.add_row(escape(name), _number(metric["value"]) or "undefined", interval)
+        parts.append(table)
+    return parts
+
+
+def _prediction_distribution(reference: dict) -> str:
+    """Class shares of the held-out predictions, or a regression's quantiles."""
+    prediction = reference["profile"]["outputs"].get("prediction")
+    if prediction is None:
+        return "not profiled"
+    if prediction["kind"] == "categorical":
+        shares = sorted(prediction["shares"].items(), key=lambda item: -item[1])
+        text = ", ".join(f"{label} {_share(share)}" for label, share in shares)
+        if prediction["other_share"]:
+            text += f", others {_share(prediction['other_share'])}"
+        return text
+    import numpy as np
+
+    # From the stored sample: the profile keeps decile edges only where they differ.
+    p10, p50, p90 = np.quantile(np.asarray(prediction["sample"], dtype=float), [0.1, 0.5, 0.9])
+    return (
+        f"min {prediction['min']:.4g}, p10 {p10:.4g}, median {p50:.4g}, p90 {p90:.4g}, "
+        f"max {prediction['max']:.4g}"
+    )
 
 
 def cmd_diff(args) -> int:
@@ -207,7 +283,11 @@ def add_models_parser(commands) -> None:
 
     listing = actions.add_parser("list", parents=[where], help="every version, with its aliases")
     listing.set_defaults(handler=cmd_list)
-    show = actions.add_parser("show", parents=[where], help="one version's metadata")
+    show = actions.add_parser(
+        "show",
+        parents=[where],
+        help="one version's metadata (JSON) and its training reference's summary (on stderr)",
+    )
     show.add_argument("version", help="v3, champion or candidate")
     show.set_defaults(handler=cmd_show)
     diff = actions.add_parser("diff", parents=[where], help="two versions side by side")
