@@ -40,8 +40,13 @@ DEPENDENCIES = {
         "validate",
     },
     # deploy, then promote, run inside dsl.If(gate blessed): the condition's sub-DAG.
-    "condition-1": {"gate", "prepare", "register"},
+    "condition-2": {"gate", "prepare", "register"},
 }
+
+
+def training_tasks(spec: dict) -> dict:
+    """The steps' tasks: inside the exit handler's sub-DAG, the pipeline's only group."""
+    return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
 
 
 def test_checked_in_spec_equals_a_fresh_compile(tmp_path):
@@ -64,7 +69,7 @@ def test_checked_in_pipeline_resources_are_current(tmp_path):
 def test_spec_has_every_stage_in_order_on_the_project_image():
     spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = training_tasks(spec)
     assert {
         name: set(task.get("dependentTasks", [])) for name, task in tasks.items()
     } == DEPENDENCIES
@@ -75,14 +80,14 @@ def test_spec_has_every_stage_in_order_on_the_project_image():
 
 
 def test_live_data_is_never_served_from_cache():
-    tasks = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["dag"]["tasks"]
-    assert tasks["ingest"]["cachingOptions"] == {}
     spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
-    blessed = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    tasks = training_tasks(spec)
+    assert tasks["ingest"]["cachingOptions"] == {}
+    blessed = spec["components"]["comp-condition-2"]["dag"]["tasks"]
     assert list(blessed) == ["deploy", "promote"]
     assert blessed["deploy"]["cachingOptions"] == {} and blessed["promote"]["cachingOptions"] == {}
     assert blessed["promote"]["dependentTasks"] == ["deploy"]
-    assert "gate-Output" in tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert "gate-Output" in tasks["condition-2"]["triggerPolicy"]["condition"]
     # The registry is read and written: the gate, register and the report never come from cache.
     for name in ("gate", "register", "run-report"):
         assert tasks[name]["cachingOptions"] == {}
@@ -99,12 +104,13 @@ def test_every_step_runs_through_the_step_runner_and_its_external_steps_match_th
         assert "python3 -m kfp.dsl.executor_main" not in command, name
     tasks = {
         **spec["root"]["dag"]["tasks"],
-        **spec["components"]["comp-condition-1"]["dag"]["tasks"],
+        **training_tasks(spec),
+        **spec["components"]["comp-condition-2"]["dag"]["tasks"],
     }
     # The steps that Kubeflow's cache (keyed by names) must skip are those that the step cache
     # (keyed by content) skips too: they read or change what is not among their inputs.
     uncached = {name for name, task in tasks.items() if task.get("cachingOptions") == {}}
-    assert uncached - {"condition-1"} == EXTERNAL_STEPS
+    assert uncached - {"condition-2", "exit-handler-1"} == EXTERNAL_STEPS
 
 
 def test_each_config_section_is_one_parameter_with_its_models_defaults():
@@ -124,8 +130,8 @@ def test_each_config_section_is_one_parameter_with_its_models_defaults():
         "monitoring",
         "alerts",
     ]
-    # The monitoring pipeline's sections; not (yet) parameters of the training pipeline.
-    training_sections = {k: v for k, v in SECTIONS.items() if k not in ("monitoring", "alerts")}
+    # The monitoring pipeline's section; not a parameter of the training pipeline.
+    training_sections = {k: v for k, v in SECTIONS.items() if k != "monitoring"}
     parameters = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["inputDefinitions"][
         "parameters"
     ]
@@ -139,3 +145,22 @@ def test_each_config_section_is_one_parameter_with_its_models_defaults():
         default = parameters[name]["defaultValue"]
         assert default == model().model_dump(mode="json", exclude_none=True)
         assert model.model_validate(default) == model()
+
+
+def test_every_step_runs_inside_an_exit_handler_whose_exit_task_alerts():
+    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "notify"}
+    notify = root["notify"]
+    # The exit task runs when the group ends, failed or not, and reads its final status.
+    assert notify["dependentTasks"] == ["exit-handler-1"]
+    assert notify["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert notify["inputs"]["parameters"]["status"] == {
+        "taskFinalStatus": {"producerTask": "exit-handler-1"}
+    }
+    assert notify["inputs"]["parameters"]["alerts_config"] == {"componentInputParameter": "alerts"}
+    assert notify["cachingOptions"] == {}
+    # The gate (fairness_blocked) and promote (new_champion) get the alerts section too.
+    assert training_tasks(spec)["gate"]["inputs"]["parameters"]["alerts_config"] == {
+        "componentInputParameter": "pipelinechannel--alerts"
+    }
