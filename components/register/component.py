@@ -121,6 +121,7 @@ def promote(
     from components.common.errors import PipelineInputError
     from components.common.registry import ModelRegistry
     from components.common.step import step_summary, user_errors
+    from components.common.vocabulary import primary_metric
 
     with user_errors("promote"):
         registry = ModelRegistry(model_store_uri, model_name)
@@ -129,11 +130,14 @@ def promote(
     was = f" (was {previous})" if previous else " (the first champion)"
     step_summary("promote", f"{model_name} champion is now {version}{was}")
     try:  # the metrics make the alert useful; a store that cannot show them costs only them
-        metrics = registry.metadata(version).get("metrics") or {}
+        metadata = registry.metadata(version)
     except (PipelineInputError, OSError):
-        metrics = {}
-    numbers = [(name, value) for name, value in metrics.items() if isinstance(value, int | float)]
-    shown = ", ".join(f"{name} {value:.4g}" for name, value in numbers[:3])
+        metadata = {}
+    metrics = metadata.get("metrics") or {}
+    schema = metadata.get("schema") or {}
+    # The line shows the metric the gate compares champions on; the body carries them all.
+    main = primary_metric(schema.get("task", ""), len(schema.get("classes") or []))
+    shown = f"{main} {metrics[main]:.4g}" if isinstance(metrics.get(main), int | float) else ""
     send_alert(
         alerts_config,
         "new_champion",
