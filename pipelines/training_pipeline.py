@@ -8,7 +8,7 @@ in the Kubeflow dashboard, and is submitted by the SDK."""
 import ast
 from pathlib import Path
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 
 from components.bias.component import bias as bias_step
 from components.bias.component import fairness as fairness_step
@@ -52,6 +52,21 @@ for _step in (
 
 PIPELINE_NAME = "mlpipe-training"
 COMPILED_PIPELINE = Path(__file__).with_name("training_pipeline.yaml")
+# On a cluster, the webhook URL of the steps that alert comes from this Secret (key webhook_url),
+# created out of band like the object store's; optional: without it alerts go to the log only.
+ALERTS_SECRET = "mlpipe-alerts"
+ALERTS_SECRET_KEY = "webhook_url"
+
+
+def _webhook_from_secret(task):
+    """The alerts Secret's URL as the task's MLPIPE_ALERT_WEBHOOK_URL (the default
+    alerts.webhook_url_env): a URL that holds a token stays out of the parameters."""
+    return kubernetes.use_secret_as_env(
+        task,
+        secret_name=ALERTS_SECRET,
+        secret_key_to_env={ALERTS_SECRET_KEY: "MLPIPE_ALERT_WEBHOOK_URL"},
+        optional=True,
+    )
 
 
 def _training_steps(
@@ -169,6 +184,7 @@ def _training_steps(
         alerts_config=alerts,
     )
     gate_task.set_caching_options(False)
+    _webhook_from_secret(gate_task)
 
     # Registered either way, as the candidate, with the gate's decision and reason.
     register_task = register_step(
@@ -223,6 +239,7 @@ def _training_steps(
             alerts_config=alerts,
         ).after(deploy_task)
         promote_task.set_caching_options(False)
+        _webhook_from_secret(promote_task)
 
 
 # Each section of the run config is one parameter (a dict), checked inside each step by the
@@ -304,6 +321,7 @@ def training_pipeline(
         job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
     notify_task.set_caching_options(False)
+    _webhook_from_secret(notify_task)
     # The steps are a function called here, not an indented block, so that they read as before.
     with dsl.ExitHandler(notify_task, name="training"):
         _training_steps(**locals())

@@ -1,7 +1,5 @@
 """The compiled spec is the product: golden comparison, and the file itself runs (test_local_run)."""
 
-import yaml
-
 from components.common.image import COMPONENT_IMAGE
 from pipelines.training_pipeline import COMPILED_PIPELINE, PIPELINE_NAME, compile_pipeline
 
@@ -44,6 +42,13 @@ DEPENDENCIES = {
 }
 
 
+def compiled_spec() -> dict:
+    """The checked-in pipeline spec (its first document; the second is the Kubernetes platform's)."""
+    from pipelines.kfp_resources import read_spec
+
+    return read_spec(COMPILED_PIPELINE)[0]
+
+
 def training_tasks(spec: dict) -> dict:
     """The steps' tasks: inside the exit handler's sub-DAG, the pipeline's only group."""
     return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
@@ -67,7 +72,7 @@ def test_checked_in_pipeline_resources_are_current(tmp_path):
 
 
 def test_spec_has_every_stage_in_order_on_the_project_image():
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = compiled_spec()
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
     tasks = training_tasks(spec)
     assert {
@@ -80,7 +85,7 @@ def test_spec_has_every_stage_in_order_on_the_project_image():
 
 
 def test_live_data_is_never_served_from_cache():
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = compiled_spec()
     tasks = training_tasks(spec)
     assert tasks["ingest"]["cachingOptions"] == {}
     blessed = spec["components"]["comp-condition-2"]["dag"]["tasks"]
@@ -97,7 +102,7 @@ def test_live_data_is_never_served_from_cache():
 def test_every_step_runs_through_the_step_runner_and_its_external_steps_match_the_spec():
     from components.common.step_runner import EXTERNAL_STEPS
 
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = compiled_spec()
     for name, executor in spec["deploymentSpec"]["executors"].items():
         command = " ".join(executor["container"]["command"])
         assert "python3 -m components.common.step_runner --wraps kfp.dsl.executor_main" in command
@@ -132,9 +137,7 @@ def test_each_config_section_is_one_parameter_with_its_models_defaults():
     ]
     # The monitoring pipeline's section; not a parameter of the training pipeline.
     training_sections = {k: v for k, v in SECTIONS.items() if k != "monitoring"}
-    parameters = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["inputDefinitions"][
-        "parameters"
-    ]
+    parameters = compiled_spec()["root"]["inputDefinitions"]["parameters"]
     top_level = {"model_name", "model_store_uri", "target", "task", "positive_class"}
     top_level |= {"sensitive_columns", "column_types", "run_config"}
     file_contents = {"since_watermark", "reviewed_contract"}
@@ -148,7 +151,7 @@ def test_each_config_section_is_one_parameter_with_its_models_defaults():
 
 
 def test_every_step_runs_inside_an_exit_handler_whose_exit_task_alerts():
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = compiled_spec()
     root = spec["root"]["dag"]["tasks"]
     assert set(root) == {"exit-handler-1", "notify"}
     notify = root["notify"]
@@ -164,3 +167,17 @@ def test_every_step_runs_inside_an_exit_handler_whose_exit_task_alerts():
     assert training_tasks(spec)["gate"]["inputs"]["parameters"]["alerts_config"] == {
         "componentInputParameter": "pipelinechannel--alerts"
     }
+
+
+def test_the_steps_that_alert_take_the_webhook_from_an_optional_secret():
+    from pipelines.kfp_resources import read_spec
+
+    _, platform = read_spec(COMPILED_PIPELINE)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == {"exec-gate", "exec-promote", "exec-notify"}
+    for executor in executors.values():
+        (secret,) = executor["secretAsEnv"]
+        assert secret["secretName"] == "mlpipe-alerts" and secret["optional"] is True
+        assert secret["keyToEnv"] == [
+            {"secretKey": "webhook_url", "envVar": "MLPIPE_ALERT_WEBHOOK_URL"}
+        ]
