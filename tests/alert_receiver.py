@@ -1,7 +1,8 @@
 """A webhook receiver for the alert tests: a real HTTP server on 127.0.0.1 in a thread.
 
-`answers` scripts its replies, one per request (the last one repeats): an HTTP status, or
-"hang" (accept the request and answer nothing until the receiver stops).
+`answers` scripts its replies, one per request (the last one repeats): an HTTP status, "hang"
+(accept the request and answer nothing until the receiver stops), or "trickle" (send the
+answer's status line a byte every 0.1 s for about 3 s, so that no single read waits long).
 """
 
 import contextlib
@@ -46,6 +47,13 @@ def _handler(receiver: Receiver):
             answer = receiver.next_answer()
             if answer == "hang":
                 receiver.released.wait(30)
+                return
+            if answer == "trickle":
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[:30]:
+                    if receiver.released.wait(0.1):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
                 return
             self.send_response(answer)
             self.send_header("Content-Type", "text/plain")

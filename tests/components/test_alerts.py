@@ -120,6 +120,16 @@ def test_a_receiver_hanging_past_the_timeout_is_undelivered_after_bounded_attemp
     assert len(hook.requests) == 2
 
 
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_attempts_deadline():
+    # Each byte comes well within the timeout, so only the attempt's own deadline ends it.
+    with receiver(["trickle"]) as hook:
+        outcome = send_alert(
+            settings(hook.url, timeout_seconds=0.5, retries=0), "monitor_warn", "drift", environ={}
+        )
+    assert not outcome.delivered and outcome.attempts == 1
+    assert "no answer within 0.5 s" in outcome.error
+
+
 def test_event_not_enabled_is_not_sent_but_still_logged(capsys):
     with receiver([200]) as hook:
         outcome = send_alert(settings(hook.url), "fairness_blocked", "blocked", environ={})
