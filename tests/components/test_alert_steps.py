@@ -19,6 +19,8 @@ from tests.alert_receiver import free_port, receiver
 @pytest.fixture(autouse=True)
 def short_backoff(monkeypatch):
     monkeypatch.setattr(alerts, "BACKOFF_SECONDS", 0.01)
+    # The receiver is on loopback: a proxy in the environment must not stand in between.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     # A webhook in the developer's own environment must not receive the tests' alerts.
     monkeypatch.delenv("MLPIPE_ALERT_WEBHOOK_URL", raising=False)
 

@@ -16,6 +16,8 @@ from tests.conftest import write_config
 def short_backoff(monkeypatch):
     """Waits between attempts of a few milliseconds: the schedule is tested, not the clock."""
     monkeypatch.setattr(alerts, "BACKOFF_SECONDS", 0.01)
+    # The receiver is on loopback: a proxy in the environment must not stand in between.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 def settings(url: str = "", **overrides) -> dict:

@@ -18,7 +18,7 @@ def test_a_failed_local_run_delivers_one_training_failed_alert(tmp_path, demo_la
             str(config),
             "--no-serve",
             fault="raise:ingest",  # the first step fails: a failed run in seconds
-            extra_env={"MLPIPE_ALERT_WEBHOOK_URL": hook.url},
+            extra_env={"MLPIPE_ALERT_WEBHOOK_URL": hook.url, "NO_PROXY": "127.0.0.1,localhost"},
         )
         try:
             assert run.wait() == 1, run.output
