@@ -458,6 +458,7 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
             labels=local(config.labels_uri),
         ),
         "deploy": section_parameter(config.deploy),
+        "alerts": section_parameter(config.alerts),
         # Recorded in each model version's metadata as this run's configuration.
         # JSON text, not a dict: KFP parameters cannot carry the config's nulls.
         # Any URL's password hidden, whatever let it in: this text is shown and stored.

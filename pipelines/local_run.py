@@ -201,6 +201,14 @@ def _find_output(artifacts_dir: Path, task: str, name: str) -> Path | None:
     return matches[-1] if matches else None
 
 
+def _output_parameters(artifacts_dir: Path, task: str) -> dict:
+    """A finished step's output parameters (its executor_output.json)."""
+    found = _find_output(artifacts_dir, task, "executor_output.json")
+    if found is None:
+        raise StepFailed(f"{task}: finished without its outputs")
+    return read_json(found).get("parameterValues", {})
+
+
 def _write_report(run: LocalRun, config: RunConfig) -> None:
     """One Markdown page for the run: the steps' own reports, in the pipeline's order."""
     parts = [
@@ -466,7 +474,7 @@ def _run_pipeline(
             contextlib.redirect_stdout(step_log := _StepLogFilter(log_file, sys.stdout, verbose)),
         ):
             try:
-                outputs = pipeline(**arguments).outputs
+                pipeline(**arguments)
             finally:
                 step_log.finish()
     except RuntimeError as error:
@@ -479,6 +487,9 @@ def _run_pipeline(
     finally:
         shutil.rmtree(run_dir / "workspace", ignore_errors=True)
 
+    # The pipeline returns no outputs (its steps are inside an exit handler): register's and the
+    # gate's own outputs say the version and whether it was blessed.
+    registered = _output_parameters(artifacts_dir, "register")
     run = LocalRun(
         run_id=run_id,
         run_dir=run_dir,
@@ -486,10 +497,10 @@ def _run_pipeline(
         pipeline_file=pipeline_file,
         report=run_dir / "report.md",
         log=log_path,
-        model_uri=outputs["model_uri"],
-        model_version=outputs["version"],
+        model_uri=registered["model_uri"],
+        model_version=registered["version"],
         seconds=time.monotonic() - started,
-        blessed=bool(outputs["blessed"]),
+        blessed=bool(_output_parameters(artifacts_dir, "gate")["Output"]),
         steps=step_origins(run_dir),
     )
     decision = _find_output(artifacts_dir, "gate", "decision")

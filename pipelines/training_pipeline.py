@@ -1,14 +1,14 @@
 """The training pipeline: ingest -> validate -> prepare -> bias -> tune -> train -> evaluate ->
 fairness -> gate -> register, then deploy -> promote only when the gate blessed the model (it meets
-the thresholds, is not worse than the champion, and passed the fairness gate). Compiled once into
+the thresholds, is not worse than the champion, and passed the fairness gate), all inside an exit
+handler whose exit task (notify) alerts when the run failed. Compiled once into
 pipelines/training_pipeline.yaml, which is the file that runs locally (kfp.local), is uploaded
 in the Kubeflow dashboard, and is submitted by the SDK."""
 
 import ast
 from pathlib import Path
-from typing import NamedTuple
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 
 from components.bias.component import bias as bias_step
 from components.bias.component import fairness as fairness_step
@@ -19,6 +19,7 @@ from components.evaluate.component import evaluate as evaluate_step
 from components.evaluate.component import gate as gate_step
 from components.export.component import export_onnx_model
 from components.ingest.component import ingest as ingest_step
+from components.notify.component import notify as notify_step
 from components.prepare.component import prepare as prepare_step
 from components.register.component import promote as promote_step
 from components.register.component import register as register_step
@@ -45,78 +46,54 @@ for _step in (
     run_report,
     deploy_step,
     promote_step,
+    notify_step,
 ):
     use_step_runner(_step)
 
 PIPELINE_NAME = "mlpipe-training"
 COMPILED_PIPELINE = Path(__file__).with_name("training_pipeline.yaml")
+# On a cluster, the webhook URL of the steps that alert comes from this Secret (key webhook_url),
+# created out of band like the object store's; optional: without it alerts go to the log only.
+ALERTS_SECRET = "mlpipe-alerts"
+ALERTS_SECRET_KEY = "webhook_url"
 
 
-# Each section of the run config is one parameter (a dict), checked inside each step by the
-# section's own model (components.common.settings): a new key is one field there. The defaults
-# below are those models' own, so the dashboard's run form shows every key with its default.
-@dsl.pipeline(name=PIPELINE_NAME, description="Tabular training pipeline with Ray Tune and KServe.")
-def training_pipeline(
-    model_name: str,
-    model_store_uri: str,
-    target: str,
-    task: str = "classification",
-    positive_class: str = "",
-    sensitive_columns: list = [],
-    column_types: dict = {},
-    data: dict = section_defaults("data"),
-    since_watermark: str = "",
-    contract: dict = section_defaults("contract"),
-    reviewed_contract: str = "",
-    prepare: dict = section_defaults("prepare"),
-    split: dict = section_defaults("split"),
-    tuning: dict = section_defaults("tuning"),
-    ray: dict = section_defaults("ray"),
-    bias: dict = section_defaults("bias"),
-    evaluation: dict = section_defaults("evaluation"),
-    serving: dict = section_defaults("serving"),
-    deploy: dict = section_defaults("deploy"),
-    run_config: str = "",
-) -> NamedTuple("TrainingOutputs", [("model_uri", str), ("version", str), ("blessed", bool)]):
-    """Trains, registers and deploys a tabular model.
+def _webhook_from_secret(task):
+    """The alerts Secret's URL as the task's MLPIPE_ALERT_WEBHOOK_URL (the default
+    alerts.webhook_url_env): a URL that holds a token stays out of the parameters."""
+    return kubernetes.use_secret_as_env(
+        task,
+        secret_name=ALERTS_SECRET,
+        secret_key_to_env={ALERTS_SECRET_KEY: "MLPIPE_ALERT_WEBHOOK_URL"},
+        optional=True,
+    )
 
-    Args:
-        model_name: the model's name in the store and on the model server.
-        model_store_uri: the model store's root.
-        target: the label column.
-        task: classification or regression.
-        positive_class: the favourable class for selection rates.
-        sensitive_columns: columns that bias analysis groups by.
-        column_types: declared column kinds (numeric/categorical) that validation enforces.
-        data: the run config's `data:` section: the source (a Parquet lake folder, a Parquet or
-            CSV file) and how to read it, or an ETL spec and where snapshots are kept.
-        since_watermark: an earlier run's watermark (JSON, the contents of the file
-            `data.since_watermark` names): read only new or changed files.
-        contract: the run config's `contract:` section: severities and tolerances.
-        reviewed_contract: the reviewed data contract (JSON, the contents of the file
-            `contract.path` names); empty infers one from the data.
-        prepare: the run config's `prepare:` section: imputation, outliers, encoding, scaling,
-            log transform and derived features.
-        split: the run config's `split:` section: test_size, seed (of the split, the search and
-            the estimators), strategy (stratified, random, group or time) and its column.
-        tuning: the run config's `tuning:` section: families, trials, folds, metric, search,
-            scheduler, space (JSON text), retries.
-        ray: the run config's `ray:` section: the embedded Ray's CPUs, or a cluster's address,
-            the experiment's storage, the connect timeout.
-        bias: the run config's `bias:` section: bands, intersections, group sizes, bootstrap,
-            the fairness gate's thresholds, mitigation.
-        evaluation: the run config's `evaluation:` section: the decision threshold's rule, the
-            gate's thresholds, compared metrics and margin.
-        serving: the run config's `serving:` section: smoke_rows, the held-out rows that deploy
-            sends to the model server.
-        deploy: the run config's `deploy:` section: target (local, kserve or gitops), namespace,
-            storage_uri, canary, GitOps repository, timeout.
-        run_config: the run's configuration (JSON), recorded in the model version's metadata.
 
-    Returns:
-        The registered version's folder and its version, and whether the gate blessed it: every
-        model is registered (as the candidate); only a blessed one is deployed and promoted.
-    """
+def _training_steps(
+    model_name,
+    model_store_uri,
+    target,
+    task,
+    positive_class,
+    sensitive_columns,
+    column_types,
+    data,
+    since_watermark,
+    contract,
+    reviewed_contract,
+    prepare,
+    split,
+    tuning,
+    ray,
+    bias,
+    evaluation,
+    serving,
+    deploy,
+    alerts,
+    run_config,
+    **_,
+):
+    """The training DAG (inside the pipeline's exit handler)."""
     ingest_task = ingest_step(data_config=data, since_watermark=since_watermark)
     # A data lake grows between runs: reading it again is never a cache hit.
     ingest_task.set_caching_options(False)
@@ -204,8 +181,10 @@ def training_pipeline(
         model_name=model_name,
         positive_class=positive_class,
         evaluation_config=evaluation,
+        alerts_config=alerts,
     )
     gate_task.set_caching_options(False)
+    _webhook_from_secret(gate_task)
 
     # Registered either way, as the candidate, with the gate's decision and reason.
     register_task = register_step(
@@ -260,17 +239,95 @@ def training_pipeline(
             model_name=model_name,
             version=register_task.outputs["version"],
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            alerts_config=alerts,
         ).after(deploy_task)
         promote_task.set_caching_options(False)
+        _webhook_from_secret(promote_task)
 
-    outputs = NamedTuple(
-        "TrainingOutputs", [("model_uri", str), ("version", str), ("blessed", bool)]
+
+# Each section of the run config is one parameter (a dict), checked inside each step by the
+# section's own model (components.common.settings): a new key is one field there. The defaults
+# below are those models' own, so the dashboard's run form shows every key with its default.
+@dsl.pipeline(name=PIPELINE_NAME, description="Tabular training pipeline with Ray Tune and KServe.")
+def training_pipeline(
+    model_name: str,
+    model_store_uri: str,
+    target: str,
+    task: str = "classification",
+    positive_class: str = "",
+    sensitive_columns: list = [],
+    column_types: dict = {},
+    data: dict = section_defaults("data"),
+    since_watermark: str = "",
+    contract: dict = section_defaults("contract"),
+    reviewed_contract: str = "",
+    prepare: dict = section_defaults("prepare"),
+    split: dict = section_defaults("split"),
+    tuning: dict = section_defaults("tuning"),
+    ray: dict = section_defaults("ray"),
+    bias: dict = section_defaults("bias"),
+    evaluation: dict = section_defaults("evaluation"),
+    serving: dict = section_defaults("serving"),
+    deploy: dict = section_defaults("deploy"),
+    alerts: dict = section_defaults("alerts"),
+    run_config: str = "",
+):
+    """Trains, registers and deploys a tabular model.
+
+    Args:
+        model_name: the model's name in the store and on the model server.
+        model_store_uri: the model store's root.
+        target: the label column.
+        task: classification or regression.
+        positive_class: the favourable class for selection rates.
+        sensitive_columns: columns that bias analysis groups by.
+        column_types: declared column kinds (numeric/categorical) that validation enforces.
+        data: the run config's `data:` section: the source (a Parquet lake folder, a Parquet or
+            CSV file) and how to read it, or an ETL spec and where snapshots are kept.
+        since_watermark: an earlier run's watermark (JSON, the contents of the file
+            `data.since_watermark` names): read only new or changed files.
+        contract: the run config's `contract:` section: severities and tolerances.
+        reviewed_contract: the reviewed data contract (JSON, the contents of the file
+            `contract.path` names); empty infers one from the data.
+        prepare: the run config's `prepare:` section: imputation, outliers, encoding, scaling,
+            log transform and derived features.
+        split: the run config's `split:` section: test_size, seed (of the split, the search and
+            the estimators), strategy (stratified, random, group or time) and its column.
+        tuning: the run config's `tuning:` section: families, trials, folds, metric, search,
+            scheduler, space (JSON text), retries.
+        ray: the run config's `ray:` section: the embedded Ray's CPUs, or a cluster's address,
+            the experiment's storage, the connect timeout.
+        bias: the run config's `bias:` section: bands, intersections, group sizes, bootstrap,
+            the fairness gate's thresholds, mitigation.
+        evaluation: the run config's `evaluation:` section: the decision threshold's rule, the
+            gate's thresholds, compared metrics and margin.
+        serving: the run config's `serving:` section: smoke_rows, the held-out rows that deploy
+            sends to the model server.
+        deploy: the run config's `deploy:` section: target (local, kserve or gitops), namespace,
+            storage_uri, canary, GitOps repository, timeout.
+        alerts: the run config's `alerts:` section: the webhook (or the environment variable
+            that holds it), timeout, retries and the events that alert.
+        run_config: the run's configuration (JSON), recorded in the model version's metadata.
+
+    Every model is registered (as the candidate); only a blessed one is deployed and promoted.
+    The whole run sits in a dsl.ExitHandler whose exit task (notify) alerts when it failed. A
+    pipeline with an exit handler around its steps cannot return their outputs (Kubeflow allows
+    pipeline outputs only from top-level tasks): the version is register's output, and whether
+    it was blessed, the gate's.
+    """
+    # Runs last, whatever became of the steps; job_id is new for each execution, so a resumed
+    # run that fails again alerts again.
+    notify_task = notify_step(
+        model_name=model_name,
+        alerts_config=alerts,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
-    return outputs(
-        register_task.outputs["model_uri"],
-        register_task.outputs["version"],
-        gate_task.outputs["Output"],
-    )
+    notify_task.set_caching_options(False)
+    _webhook_from_secret(notify_task)
+    # The steps are a function called here, not an indented block, so that they read as before.
+    with dsl.ExitHandler(notify_task, name="training"):
+        _training_steps(**locals())
 
 
 def _sorted(value):

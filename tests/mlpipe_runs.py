@@ -38,6 +38,7 @@ STEPS = (
     "deploy",
     "promote",
     "run_report",
+    "notify",
 )
 
 

@@ -86,6 +86,7 @@ def gate(
     model_name: str,
     positive_class: str,
     evaluation_config: dict,
+    alerts_config: dict,
     decision: Output[Artifact],
     metrics: Output[Metrics],
 ) -> bool:
@@ -111,12 +112,16 @@ def gate(
             most, for losses like log_loss); `compare_metrics`, the metrics compared with the
             champion (empty: the task's primary metric, roc_auc, roc_auc_ovr or r2); `margin`,
             how much worse than the champion the candidate may be.
+        alerts_config: the run config's `alerts:` section: a fairness gate that blocks sends a
+            `fairness_blocked` alert (one that cannot be delivered is a line in the log, never a
+            failed gate).
         decision: JSON: {"blessed", "reason", "margin", "checks", "champion"}.
         metrics: blessed (1 or 0), and the champion's re-scored metrics as champion_<metric>.
 
     Returns:
         Whether the model is blessed.
     """
+    from components.common.alerts import send_alert
     from components.common.io import read_frame, read_json, write_json
     from components.common.settings.parse import parse_section
     from components.common.settings.sections import EvaluationConfig
@@ -127,6 +132,7 @@ def gate(
     with user_errors("gate"):
         settings = parse_section(EvaluationConfig, evaluation_config, "evaluation")
         candidate = read_json(evaluation.path)
+        fairness_gate = read_json(fairness.path).get("gate")
         champion = rescore_champion(
             model_store_uri,
             model_name,
@@ -140,11 +146,23 @@ def gate(
             or [primary_metric(candidate["task"], len(candidate.get("classes") or []))],
             settings.margin,
             champion,
-            read_json(fairness.path).get("gate"),
+            fairness_gate,
         )
     write_json(decision.path, result)
     metrics.log_metric("blessed", int(result["blessed"]))
     for name, value in ((champion or {}).get("metrics") or {}).items():
         metrics.log_metric(f"champion_{name}", value)
     step_summary("gate", result["reason"])
+    if fairness_gate is not None and not fairness_gate.get("passed", True):
+        blocking = [
+            finding
+            for finding in fairness_gate.get("findings") or []
+            if finding.get("status") == "broken" and finding.get("blocking")
+        ]
+        send_alert(
+            alerts_config,
+            "fairness_blocked",
+            f"{model_name}: the fairness gate blocked deployment: {fairness_gate.get('reason', '')}",
+            {"model": model_name, "reason": fairness_gate.get("reason", ""), "findings": blocking},
+        )
     return bool(result["blessed"])

@@ -120,20 +120,32 @@ def register(
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def promote(model_store_uri: str, model_name: str, version: str, run_id: str) -> str:
-    """Makes a blessed, deployed version the champion (the alias moves atomically).
+def promote(
+    model_store_uri: str,
+    model_name: str,
+    version: str,
+    run_id: str,
+    alerts_config: dict,
+) -> str:
+    """Makes a blessed, deployed version the champion (the alias moves atomically), and sends a
+    `new_champion` alert.
 
     Args:
         model_store_uri: the model store's root.
         model_name: the model's name in the store.
         version: the version to promote.
         run_id: the KFP run id, recorded as the reason.
+        alerts_config: the run config's `alerts:` section. An alert that cannot be delivered is
+            a line in the log, never a failed promotion.
 
     Returns:
         The version that was champion before ("" when there was none).
     """
+    from components.common.alerts import send_alert
+    from components.common.errors import PipelineInputError
     from components.common.registry import ModelRegistry
     from components.common.step import step_summary, user_errors
+    from components.common.vocabulary import primary_metric
 
     with user_errors("promote"):
         registry = ModelRegistry(model_store_uri, model_name)
@@ -141,4 +153,25 @@ def promote(model_store_uri: str, model_name: str, version: str, run_id: str) ->
         registry.promote(version, f"blessed and deployed by run {run_id}".strip())
     was = f" (was {previous})" if previous else " (the first champion)"
     step_summary("promote", f"{model_name} champion is now {version}{was}")
+    try:  # the metrics make the alert useful; a store that cannot show them costs only them
+        metadata = registry.metadata(version)
+    except (PipelineInputError, OSError):
+        metadata = {}
+    metrics = metadata.get("metrics") or {}
+    schema = metadata.get("schema") or {}
+    # The line shows the metric the gate compares champions on; the body carries them all.
+    main = primary_metric(schema.get("task", ""), len(schema.get("classes") or []))
+    shown = f"{main} {metrics[main]:.4g}" if isinstance(metrics.get(main), int | float) else ""
+    send_alert(
+        alerts_config,
+        "new_champion",
+        f"{model_name} {version} is the new champion{was}" + (f": {shown}" if shown else ""),
+        {
+            "model": model_name,
+            "version": version,
+            "previous": previous,
+            "run_id": run_id,
+            "metrics": metrics,
+        },
+    )
     return previous

@@ -38,6 +38,8 @@ BIAS = {
     "mitigation": "none",
     "mitigate_by": "group",
 }
+# The alerts these steps send are tested in test_alerts.py; here they are off.
+NO_ALERTS = {"events": []}
 TUNING = {
     "families": ["logistic_regression"],
     "num_trials": 2,
@@ -224,6 +226,7 @@ def _gate(steps, validated, prepared, evaluated, fair, evaluation_config, name):
         model_name="loans",
         positive_class="yes",
         evaluation_config=evaluation_config,
+        alerts_config=NO_ALERTS,
         **outputs,
     )
     return blessed, json.loads(Path(outputs["decision"].path).read_text())
@@ -438,6 +441,7 @@ def test_deploy_serves_the_version_and_promote_makes_it_champion(steps, prepared
         model_name="loans",
         version=registered.version,
         run_id="run-1",
+        alerts_config=NO_ALERTS,
     )
     assert previous == ""
     assert ModelRegistry(str(steps.root / "store"), "loans").aliases()["champion"] == "v1"

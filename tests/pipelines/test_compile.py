@@ -1,7 +1,5 @@
 """The compiled spec is the product: golden comparison, and the file itself runs (test_local_run)."""
 
-import yaml
-
 from components.common.image import COMPONENT_IMAGE
 from pipelines.training_pipeline import COMPILED_PIPELINE, PIPELINE_NAME, compile_pipeline
 
@@ -41,8 +39,20 @@ DEPENDENCIES = {
         "validate",
     },
     # deploy, then promote, run inside dsl.If(gate blessed): the condition's sub-DAG.
-    "condition-1": {"gate", "prepare", "register"},
+    "condition-2": {"gate", "prepare", "register"},
 }
+
+
+def compiled_spec() -> dict:
+    """The checked-in pipeline spec (its first document; the second is the Kubernetes platform's)."""
+    from pipelines.kfp_resources import read_spec
+
+    return read_spec(COMPILED_PIPELINE)[0]
+
+
+def training_tasks(spec: dict) -> dict:
+    """The steps' tasks: inside the exit handler's sub-DAG, the pipeline's only group."""
+    return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
 
 
 def test_checked_in_spec_equals_a_fresh_compile(tmp_path):
@@ -63,9 +73,9 @@ def test_checked_in_pipeline_resources_are_current(tmp_path):
 
 
 def test_spec_has_every_stage_in_order_on_the_project_image():
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = compiled_spec()
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = training_tasks(spec)
     assert {
         name: set(task.get("dependentTasks", [])) for name, task in tasks.items()
     } == DEPENDENCIES
@@ -76,14 +86,14 @@ def test_spec_has_every_stage_in_order_on_the_project_image():
 
 
 def test_live_data_is_never_served_from_cache():
-    tasks = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["dag"]["tasks"]
+    spec = compiled_spec()
+    tasks = training_tasks(spec)
     assert tasks["ingest"]["cachingOptions"] == {}
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
-    blessed = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    blessed = spec["components"]["comp-condition-2"]["dag"]["tasks"]
     assert list(blessed) == ["deploy", "promote"]
     assert blessed["deploy"]["cachingOptions"] == {} and blessed["promote"]["cachingOptions"] == {}
     assert blessed["promote"]["dependentTasks"] == ["deploy"]
-    assert "gate-Output" in tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert "gate-Output" in tasks["condition-2"]["triggerPolicy"]["condition"]
     # The registry is read and written: the gate, register and the report never come from cache.
     for name in ("gate", "register", "run-report"):
         assert tasks[name]["cachingOptions"] == {}
@@ -93,19 +103,20 @@ def test_live_data_is_never_served_from_cache():
 def test_every_step_runs_through_the_step_runner_and_its_external_steps_match_the_spec():
     from components.common.step_runner import EXTERNAL_STEPS
 
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = compiled_spec()
     for name, executor in spec["deploymentSpec"]["executors"].items():
         command = " ".join(executor["container"]["command"])
         assert "python3 -m components.common.step_runner --wraps kfp.dsl.executor_main" in command
         assert "python3 -m kfp.dsl.executor_main" not in command, name
     tasks = {
         **spec["root"]["dag"]["tasks"],
-        **spec["components"]["comp-condition-1"]["dag"]["tasks"],
+        **training_tasks(spec),
+        **spec["components"]["comp-condition-2"]["dag"]["tasks"],
     }
     # The steps that Kubeflow's cache (keyed by names) must skip are those that the step cache
     # (keyed by content) skips too: they read or change what is not among their inputs.
     uncached = {name for name, task in tasks.items() if task.get("cachingOptions") == {}}
-    assert uncached - {"condition-1"} == EXTERNAL_STEPS
+    assert uncached - {"condition-2", "exit-handler-1"} == EXTERNAL_STEPS
 
 
 def test_each_config_section_is_one_parameter_with_its_models_defaults():
@@ -125,11 +136,9 @@ def test_each_config_section_is_one_parameter_with_its_models_defaults():
         "monitoring",
         "alerts",
     ]
-    # The monitoring pipeline's sections; not (yet) parameters of the training pipeline.
-    training_sections = {k: v for k, v in SECTIONS.items() if k not in ("monitoring", "alerts")}
-    parameters = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["inputDefinitions"][
-        "parameters"
-    ]
+    # The monitoring pipeline's section; not a parameter of the training pipeline.
+    training_sections = {k: v for k, v in SECTIONS.items() if k != "monitoring"}
+    parameters = compiled_spec()["root"]["inputDefinitions"]["parameters"]
     top_level = {"model_name", "model_store_uri", "target", "task", "positive_class"}
     top_level |= {"sensitive_columns", "column_types", "run_config"}
     file_contents = {"since_watermark", "reviewed_contract"}
@@ -140,3 +149,36 @@ def test_each_config_section_is_one_parameter_with_its_models_defaults():
         default = parameters[name]["defaultValue"]
         assert default == model().model_dump(mode="json", exclude_none=True)
         assert model.model_validate(default) == model()
+
+
+def test_every_step_runs_inside_an_exit_handler_whose_exit_task_alerts():
+    spec = compiled_spec()
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "notify"}
+    notify = root["notify"]
+    # The exit task runs when the group ends, failed or not, and reads its final status.
+    assert notify["dependentTasks"] == ["exit-handler-1"]
+    assert notify["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert notify["inputs"]["parameters"]["status"] == {
+        "taskFinalStatus": {"producerTask": "exit-handler-1"}
+    }
+    assert notify["inputs"]["parameters"]["alerts_config"] == {"componentInputParameter": "alerts"}
+    assert notify["cachingOptions"] == {}
+    # The gate (fairness_blocked) and promote (new_champion) get the alerts section too.
+    assert training_tasks(spec)["gate"]["inputs"]["parameters"]["alerts_config"] == {
+        "componentInputParameter": "pipelinechannel--alerts"
+    }
+
+
+def test_the_steps_that_alert_take_the_webhook_from_an_optional_secret():
+    from pipelines.kfp_resources import read_spec
+
+    _, platform = read_spec(COMPILED_PIPELINE)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == {"exec-gate", "exec-promote", "exec-notify"}
+    for executor in executors.values():
+        (secret,) = executor["secretAsEnv"]
+        assert secret["secretName"] == "mlpipe-alerts" and secret["optional"] is True
+        assert secret["keyToEnv"] == [
+            {"secretKey": "webhook_url", "envVar": "MLPIPE_ALERT_WEBHOOK_URL"}
+        ]

@@ -65,9 +65,12 @@ def _subprocess_env(tmp_path) -> dict:
 
 
 def _tasks_caching(spec: dict) -> dict:
+    """Every task's caching, in the root DAG and the groups' (the exit handler's, the If's)."""
+    dags = [spec["root"], *spec.get("components", {}).values()]
     return {
         name: bool(task.get("cachingOptions", {}).get("enableCache"))
-        for name, task in spec["root"]["dag"]["tasks"].items()
+        for dag in dags
+        for name, task in dag.get("dag", {}).get("tasks", {}).items()
     }
 
 
