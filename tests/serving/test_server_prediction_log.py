@@ -341,3 +341,38 @@ def test_without_the_flag_nothing_is_logged(tmp_path, pipelines, sample):
     }
     assert "prediction log" not in server.last_output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+# --- mlpipe serve ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ((), "mlpipe-output/predictions"),
+        (("--prediction-log", "elsewhere/log"), "elsewhere/log"),
+        (("--prediction-log", "s3://bucket/log"), "s3://bucket/log"),
+        (("--no-prediction-log",), None),
+    ],
+)
+def test_mlpipe_serve_logs_by_default(tmp_path, monkeypatch, pipelines, flags, expected):
+    import serving.server
+    from components.deploy.logic import free_port
+    from pipelines import cli
+
+    calls = []
+    monkeypatch.setattr(serving.server, "serve", lambda **where: calls.append(where))
+    monkeypatch.chdir(tmp_path)
+    registry = _store(tmp_path, pipelines["v1"])
+    port = str(free_port())
+    assert cli.main(["serve", "--model-dir", registry.uri("v1"), "--port", port, *flags]) == 0
+    if expected is not None and "://" not in expected:
+        expected = str(tmp_path / expected)  # a folder: absolute, as the monitor will find it
+    assert calls == [
+        {
+            "host": "127.0.0.1",
+            "port": int(port),
+            "model_dir": registry.uri("v1"),
+            "prediction_log": expected,
+        }
+    ]
