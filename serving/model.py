@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,40 +122,60 @@ def _threshold_rule(model):
     return positive, float(model.threshold), positive, negative
 
 
-def predict_with_probabilities(model, frame) -> tuple[np.ndarray, np.ndarray]:
-    """A classifier's predict(frame) and predict_proba(frame), paying for the model once where
-    the prediction is provably the model's own rule applied to the probabilities.
+def both_answers(model) -> Callable:
+    """A function of a frame giving a classifier's (predict(frame), predict_proba(frame)),
+    paying for the model once where the prediction is provably the model's own rule applied to
+    the probabilities. Built once per loaded version: the per-request work is only the calls.
 
     - a random forest or extra-trees classifier (alone or as a Pipeline's last step): predict
       is argmax of predict_proba in scikit-learn's code;
     - a FixedThresholdClassifier over predict_proba (the project's tuned threshold): predict
       is the threshold rule on the positive column;
     - any other Pipeline: its preprocessing runs once, then the last step's predict and
-      predict_proba;
+      predict_proba (for a logistic regression, the prediction is not derived: its predict
+      thresholds the decision function, which the rounded probabilities cannot always tell);
     - anything else (the fairness-mitigated models, whose predict draws per row): both calls.
-
-    Returns:
-        (predictions, probabilities as float64 of shape (rows, classes)).
     """
     from sklearn.pipeline import Pipeline
 
     rule = _threshold_rule(model)
     if rule is not None:
         column, threshold, positive, negative = rule
-        probabilities = np.asarray(model.predict_proba(frame), dtype=np.float64)
-        chosen = np.where(probabilities[:, column] >= threshold, positive, negative)
-        return np.asarray(model.classes_)[chosen], probabilities
-    final, features = model, frame
+        classes = np.asarray(model.classes_)
+
+        def thresholded(frame):
+            probabilities = np.asarray(model.predict_proba(frame), dtype=np.float64)
+            chosen = np.where(probabilities[:, column] >= threshold, positive, negative)
+            return classes[chosen], probabilities
+
+        return thresholded
+    head, final = None, model
     if isinstance(model, Pipeline) and len(model.steps) > 1:
-        final, features = model.steps[-1][1], model[:-1].transform(frame)
-    if final is model and _qualified_name(model) not in _ARGMAX_OF_PROBA:
-        return np.asarray(model.predict(frame)), np.asarray(
-            model.predict_proba(frame), dtype=np.float64
-        )
-    probabilities = np.asarray(final.predict_proba(features), dtype=np.float64)
-    if _qualified_name(final) in _ARGMAX_OF_PROBA and getattr(final, "n_outputs_", 1) == 1:
-        return np.asarray(final.classes_).take(np.argmax(probabilities, axis=1)), probabilities
-    return np.asarray(final.predict(features)), probabilities
+        head, final = model[:-1], model.steps[-1][1]
+    argmax = _qualified_name(final) in _ARGMAX_OF_PROBA and getattr(final, "n_outputs_", 1) == 1
+    if head is None and not argmax:
+
+        def separately(frame):
+            predictions = np.asarray(model.predict(frame))
+            return predictions, np.asarray(model.predict_proba(frame), dtype=np.float64)
+
+        return separately
+    classes = np.asarray(final.classes_)
+
+    def once(frame):
+        features = frame if head is None else head.transform(frame)
+        probabilities = np.asarray(final.predict_proba(features), dtype=np.float64)
+        if argmax:
+            return classes.take(np.argmax(probabilities, axis=1)), probabilities
+        return np.asarray(final.predict(features)), probabilities
+
+    return once
+
+
+def predict_with_probabilities(model, frame) -> tuple[np.ndarray, np.ndarray]:
+    """`both_answers(model)(frame)`: (predictions, probabilities as float64 of shape
+    (rows, classes)), equal to model.predict(frame) and model.predict_proba(frame)."""
+    return both_answers(model)(frame)
 
 
 def _request_id(headers: dict | None, body_id: str | None = None) -> str:
@@ -199,6 +220,11 @@ class LoadedVersion:
             return None
         classes = getattr(self.model, "classes_", None)
         return None if classes is None else np.asarray(classes).tolist()
+
+    @functools.cached_property
+    def predict_both(self) -> Callable:
+        """`both_answers(model)`, built on first use."""
+        return both_answers(self.model)
 
     def discard(self) -> None:
         """Remove the downloaded copy; the model itself stays usable (it is in memory)."""
@@ -443,7 +469,7 @@ class TabularModel(kserve.Model):
         frame = frame_from_columns(columns, loaded.schema)
         try:
             if classes is not None:  # asked for, or logged
-                predictions, probabilities = predict_with_probabilities(loaded.model, frame)
+                predictions, probabilities = loaded.predict_both(frame)
             else:
                 predictions, probabilities = np.asarray(loaded.model.predict(frame)), None
         except PipelineInputError as error:
