@@ -376,3 +376,69 @@ def test_mlpipe_serve_logs_by_default(tmp_path, monkeypatch, pipelines, flags, e
             "prediction_log": expected,
         }
     ]
+
+
+# --- mlpipe run ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "config_keys", "served_log", "shown"),
+    [
+        ((), {}, "out/predictions", True),
+        (("--no-prediction-log",), {}, None, True),  # the smoke traffic is still logged
+        ((), {"serving.log_predictions": False}, None, False),
+        ((), {"serving.prediction_log": "s3://bucket/log"}, "s3://bucket/log", True),
+        (("--no-serve",), {}, "no server", True),
+    ],
+    ids=["default", "flag_off", "config_off", "object_store", "no_serve"],
+)
+def test_mlpipe_run_serves_with_the_prediction_log_and_says_where(
+    tmp_path, demo_lake, monkeypatch, capsys, flags, config_keys, served_log, shown
+):
+    from types import SimpleNamespace
+
+    import pipelines.local_run
+    import serving.server
+    from components.deploy.logic import free_port
+    from pipelines import cli
+    from tests.conftest import write_config
+
+    config = write_config(
+        tmp_path / "run.yaml",
+        **{"data.source": str(demo_lake), "output_root": "out", **config_keys},
+    )
+    run = SimpleNamespace(
+        run_id="r1",
+        seconds=1.0,
+        steps={},
+        artifacts_dir=tmp_path,
+        report=tmp_path / "report.json",
+        log=tmp_path / "log.txt",
+        pipeline_file=tmp_path / "pipeline.yaml",
+        model_version="v1",
+        model_uri=str(tmp_path / "models" / "v1"),
+        html_report=None,
+        onnx_model=None,
+        fairness_reason="no thresholds",
+        fairness_report=None,
+        champion="v1",
+        blessed=True,
+        reason="blessed",
+    )
+    served = []
+    monkeypatch.setattr(pipelines.local_run, "run_pipeline", lambda *a, **k: run)
+    monkeypatch.setattr(serving.server, "serve", lambda **where: served.append(where))
+    monkeypatch.setattr(cli, "_example_row", lambda run: {"age": 30})
+    monkeypatch.chdir(tmp_path)
+    port = str(free_port())
+    assert cli.main(["run", "--config", str(config), "--port", port, *flags]) == 0
+    output = capsys.readouterr().out
+    uri = config_keys.get("serving.prediction_log") or str(tmp_path / "out" / "predictions")
+    line = f"  predictions {uri}  (the prediction log: mlpipe monitor reads it)"
+    assert (line in output) is shown
+    if served_log == "no server":
+        assert served == []
+        return
+    if served_log == "out/predictions":
+        served_log = str(tmp_path / "out" / "predictions")
+    assert [where["prediction_log"] for where in served] == [served_log]
