@@ -625,6 +625,39 @@ def _log_counters(server: Server, name: str) -> dict:
         return session.get(url, timeout=10).json()
 
 
+def request_path_with_log(folder: Path, rows, calls: int, workdir: Path) -> dict:
+    """In process, no HTTP: `TabularModel.predict` of one V1 row with the log off and on,
+    alternating call by call, so that the machine's other work falls on both alike."""
+    from components.deploy.logic import to_json_rows
+    from serving.model import TabularModel
+
+    bodies = [{"instances": to_json_rows(rows.iloc[[i]])} for i in range(len(rows))]
+    name = "in-process"
+    off = TabularModel(name, folder)
+    on = TabularModel(name, folder, prediction_log=str(workdir / "in-process-predictions"))
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for model in (off, on):
+            model.load()
+            for body in bodies[:20]:
+                model.predict(body, {}, {})  # warm-up
+        for i in range(calls):
+            body = bodies[i % len(bodies)]
+            for mode, model in (("off", off), ("on", on)) if i % 2 else (("on", on), ("off", off)):
+                started = time.perf_counter()
+                model.predict(body, {}, {})
+                times[mode].append(time.perf_counter() - started)
+    finally:
+        on.close_prediction_log()
+    p50 = {mode: float(np.median(values)) * 1000 for mode, values in times.items()}
+    return {
+        "calls": calls,
+        "off_ms_p50": round(p50["off"], 4),
+        "on_ms_p50": round(p50["on"], 4),
+        "on_minus_off_ms": round(p50["on"] - p50["off"], 4),
+    }
+
+
 def measure_prediction_log(
     folder: Path, name: str, rows, settings: Settings, workdir: Path, processes: list[dict]
 ) -> dict:
@@ -668,7 +701,11 @@ def measure_prediction_log(
     off = float(np.median(_pick(runs["off"], "throughput_rps")))
     on = float(np.median(_pick(runs["on"], "throughput_rps")))
     written, dropped = (int(found[1]), int(found[2])) if found else (None, None)
+    # Where the difference would come from: the request path in process (the log's record and,
+    # for a classifier, its probabilities), without the HTTP noise of a shared machine.
+    in_process = request_path_with_log(folder, rows, settings.profile_calls * 2, workdir)
     return {
+        "request_path_in_process": in_process,
         "throughput_rps": {
             "off": round(off, 1),
             "on": round(on, 1),
