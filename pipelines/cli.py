@@ -25,6 +25,8 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_FAILED = 1
 # `mlpipe serve`'s prediction log: <output_root>/predictions of the default output_root.
 DEFAULT_PREDICTION_LOG = "mlpipe-output/predictions"
+# ... and its labels lake, which POST /admin/labels appends to: <output_root>/labels.
+DEFAULT_LABELS = "mlpipe-output/labels"
 EXIT_BAD_INPUT = 2
 
 
@@ -186,6 +188,7 @@ def cmd_run(args) -> int:
         model_store=config.model_store_uri,
         name=config.model_name,
         prediction_log=None if args.no_prediction_log else prediction_log,
+        labels=_local_path(config.labels_uri),
     )
 
 
@@ -203,6 +206,7 @@ def cmd_serve(args) -> int:
         raise PipelineInputError("mlpipe serve: give --model-dir, or --model-store with --name")
     _check_port_free(args.host, args.port)
     prediction_log = None if args.no_prediction_log else _local_path(args.prediction_log)
+    labels = _local_path(args.labels)
     logged = (
         f"; the prediction log: {prediction_log}"
         if prediction_log
@@ -214,7 +218,13 @@ def cmd_serve(args) -> int:
         console.print(
             f"Serving {args.model_dir} at http://{args.host}:{args.port} until Ctrl-C{logged}."
         )
-        return _serve(args.host, args.port, model_dir=args.model_dir, prediction_log=prediction_log)
+        return _serve(
+            args.host,
+            args.port,
+            model_dir=args.model_dir,
+            prediction_log=prediction_log,
+            labels=labels,
+        )
     if not args.name:
         raise PipelineInputError("mlpipe serve: --model-store needs --name")
     console.print(
@@ -228,6 +238,7 @@ def cmd_serve(args) -> int:
         name=args.name,
         alias=args.alias,
         prediction_log=prediction_log,
+        labels=labels,
     )
 
 
@@ -446,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--no-prediction-log", action="store_true", help="do not write the prediction log"
+    )
+    serve.add_argument(
+        "--labels",
+        default=DEFAULT_LABELS,
+        metavar="URI",
+        help="the labels lake POST /admin/labels appends to, with the prediction log and "
+        f"MLPIPE_ADMIN_TOKEN (default {DEFAULT_LABELS})",
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -39,6 +39,8 @@ be sent for it later. Writing never slows or fails a request: when the writer fa
 records are dropped and counted. The counters (rows written, dropped, queued; files; write
 errors) are at GET /v2/models/NAME/prediction-log and in /metrics; the log is flushed after a
 reload and on SIGTERM/SIGINT, which prints "prediction log: N rows written to URI, M dropped".
+With --labels URI too (env MLPIPE_LABELS), `POST /admin/labels` (with the admin token) appends
+labels for logged rows to that labels lake, checked as `mlpipe feedback` checks them.
 
 Every request is validated before the model sees it: a client's mistake is an HTTP 400 naming
 the field and the row, never a 500, and the server keeps serving:
@@ -76,6 +78,7 @@ from serving.server import LOOPBACK, serve
 MAX_BATCH_ROWS_ENV = "MLPIPE_MAX_BATCH_ROWS"
 MAX_BODY_BYTES_ENV = "MLPIPE_MAX_BODY_BYTES"
 PREDICTION_LOG_ENV = "MLPIPE_PREDICTION_LOG"
+LABELS_ENV = "MLPIPE_LABELS"
 
 
 def _limit(env: str):
@@ -145,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="record every answered prediction in this Parquet lake (a folder, s3://, gs://; "
         f"env {PREDICTION_LOG_ENV}); off when neither is given",
     )
+    parser.add_argument(
+        "--labels",
+        default=os.environ.get(LABELS_ENV) or None,
+        metavar="URI",
+        help="with --prediction_log: POST /admin/labels (admin token) appends labels for "
+        f"logged rows to this labels lake (env {LABELS_ENV}); off when neither is given",
+    )
     # --model_name comes from KServe's parser; None means "the name in metadata.json".
     # gRPC defaults to off here: `--enable_grpc true` is refused rather than ignored.
     parser.set_defaults(model_name=None, enable_grpc=False)
@@ -186,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_rows=args.max_batch_rows,
             max_body_bytes=args.max_body_bytes,
             prediction_log=args.prediction_log or None,
+            labels=args.labels or None,
         )
     except PipelineInputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,7 +12,8 @@ With `prediction_log` (a folder, s3:// or gs:// URI), every answered prediction 
 that Parquet lake (`components.common.prediction_log`); the log is flushed after a reload and
 closed when the server stops (SIGINT, SIGTERM), within a few seconds, with one line:
 "prediction log: N rows written to URI, M dropped". Its counters are at
-`GET /v2/models/NAME/prediction-log` and in `/metrics`.
+`GET /v2/models/NAME/prediction-log` and in `/metrics`. With a prediction log and `labels` (the
+labels lake), `POST /admin/labels` takes labels for the logged rows (`serving.labels_route`).
 """
 
 import logging
@@ -99,6 +100,16 @@ class _ReloadOnHangup:
         threading.Thread(target=self._reload, name="mlpipe-reload", daemon=True).start()
 
 
+def _configure_app(app, model: TabularModel, max_body_bytes, admin_token, labels) -> None:
+    """This server's additions to KServe's app; the labels route with a log and a labels lake."""
+    from serving.labels_route import add_labels_route
+
+    harden_app(app, model, max_body_bytes, admin_token)
+    log = model.prediction_log
+    if labels and log is not None:
+        add_labels_route(app, model, labels, str(log.uri), prediction_log=log)
+
+
 def _display_url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
@@ -115,6 +126,7 @@ def serve(
     max_batch_rows: int | None = DEFAULT_MAX_BATCH_ROWS,
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
     prediction_log: str | None = None,
+    labels: str | None = None,
 ) -> None:
     """Serve a registered model version in the foreground until SIGINT or SIGTERM.
 
@@ -135,6 +147,8 @@ def serve(
         max_body_bytes: the largest request body (HTTP 413 above it); None: no limit.
         prediction_log: record every answered prediction in this lake (a folder, s3://,
             gs://); None: off.
+        labels: the labels lake that `POST /admin/labels` appends to (with the admin token);
+            the route is there only with a prediction log, whose rows the labels name.
 
     Raises:
         PipelineInputError: the model folder is incomplete, a checksum differs, the alias names
@@ -194,7 +208,7 @@ def serve(
         model_server,
         host,
         port,
-        configure_app=lambda app: harden_app(app, model, max_body_bytes, admin_token),
+        configure_app=lambda app: _configure_app(app, model, max_body_bytes, admin_token, labels),
         rest_options=rest_options,
     )
     shutdown.server = rest_server.uvicorn_server

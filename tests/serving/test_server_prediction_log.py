@@ -24,7 +24,7 @@ from components.common.prediction_log import PredictionLog, read_prediction_log
 from components.common.registry import ModelRegistry
 from components.common.schema import as_model_input
 from components.deploy.logic import to_json_rows
-from serving.cli import PREDICTION_LOG_ENV, build_parser
+from serving.cli import LABELS_ENV, PREDICTION_LOG_ENV, build_parser
 from serving.http_app import PredictionLogMetrics
 from serving.model import TabularModel, predict_with_probabilities
 from tests.conftest import make_parole
@@ -221,11 +221,13 @@ def test_cli_flag_and_its_environment_default(monkeypatch):
 
 
 class LoggingServer(Server):
-    """A model server whose environment has no MLPIPE_PREDICTION_LOG: only its flags decide."""
+    """A model server whose environment has no MLPIPE_PREDICTION_LOG or MLPIPE_LABELS: only its
+    flags decide."""
 
     def __init__(self, *args: str, token: str | None = None):
         super().__init__(*args, token=token)
         self.env.pop(PREDICTION_LOG_ENV, None)
+        self.env.pop(LABELS_ENV, None)
 
     def stats(self) -> dict:
         with _http() as http:
@@ -374,6 +376,7 @@ def test_mlpipe_serve_logs_by_default(tmp_path, monkeypatch, pipelines, flags, e
             "port": int(port),
             "model_dir": registry.uri("v1"),
             "prediction_log": expected,
+            "labels": str(tmp_path / "mlpipe-output" / "labels"),
         }
     ]
 
@@ -442,3 +445,42 @@ def test_mlpipe_run_serves_with_the_prediction_log_and_says_where(
     if served_log == "out/predictions":
         served_log = str(tmp_path / "out" / "predictions")
     assert [where["prediction_log"] for where in served] == [served_log]
+    assert served[0]["labels"] == str(tmp_path / "out" / "labels")
+
+
+@pytest.mark.server
+def test_labels_for_logged_rows_are_taken_by_the_server(tmp_path, pipelines, sample):
+    from components.common.labels import read_labels
+
+    registry = _store(tmp_path, pipelines["v1"])
+    log, labels = tmp_path / "log", tmp_path / "labels"
+    args = ("--model_dir", registry.uri("v1"), "--prediction_log", str(log))
+    with LoggingServer(*args, "--labels", str(labels), token=TOKEN) as server, _http() as http:
+        rows = {"instances": to_json_rows(sample.iloc[:2])}
+        answer = http.post(server.predict_url(), json=rows, headers={"X-Request-Id": "req-1"})
+        assert answer.status_code == 200
+        sent = {"labels": [{"request_id": "req-1", "row": 1, "label": "Yes"}]}
+        taken = http.post(f"{server.url}/admin/labels", json=sent, headers=_bearer(TOKEN))
+        # Not yet written by the log's timer: the route flushed it to find the row.
+        assert taken.status_code == 200, taken.text
+        unknown = {"labels": [{"request_id": "nobody", "label": "Yes"}]}
+        refused = http.post(f"{server.url}/admin/labels", json=unknown, headers=_bearer(TOKEN))
+        assert refused.status_code == 422, refused.text
+    frame, _ = read_labels(str(labels), NAME)
+    assert frame[["request_id", "row", "label"]].values.tolist() == [["req-1", 1, "Yes"]]
+
+
+@pytest.mark.server
+def test_without_a_prediction_log_there_is_no_labels_route(tmp_path, pipelines):
+    registry = _store(tmp_path, pipelines["v1"])
+    labels = tmp_path / "labels"
+    with (
+        LoggingServer(
+            "--model_dir", registry.uri("v1"), "--labels", str(labels), token=TOKEN
+        ) as server,
+        _http() as http,
+    ):
+        sent = {"labels": [{"request_id": "req-1", "label": "Yes"}]}
+        answer = http.post(f"{server.url}/admin/labels", json=sent, headers=_bearer(TOKEN))
+    assert answer.status_code == 404
+    assert not labels.exists()
