@@ -18,6 +18,7 @@ TARGETS = {
     "batch_1000_rows_per_s_at_least_70pct_of_raw",
     "soak_zero_errors",
     "soak_memory_flat",
+    "prediction_log_throughput_at_least_95pct_of_off",
 }
 
 
@@ -67,6 +68,14 @@ def test_smoke_mode_measures_each_server_and_stops_them(tmp_path):
     assert len(soak["rss_mb"]["samples"]) >= 3
     assert soak["rss_mb"]["max"] >= max(soak["rss_mb"]["start"], soak["rss_mb"]["end"])
 
+    # The prediction log, on beside off: every answered row written, nothing dropped.
+    logged = results["prediction_log"]["by_model"][family]
+    assert logged["errors"] == 0
+    assert logged["throughput_rps"]["off"] > 0 and logged["throughput_rps"]["on"] > 0
+    assert logged["answered_rows"] > 0
+    assert logged["written_at_shutdown"] == logged["rows_in_lake"] == logged["answered_rows"]
+    assert logged["dropped_at_shutdown"] == 0 and logged["nothing_dropped"] is True
+
     targets = results["targets"]
     assert set(targets) == TARGETS
     for name, target in targets.items():
@@ -79,7 +88,9 @@ def test_smoke_mode_measures_each_server_and_stops_them(tmp_path):
     p50 = targets["single_row_p50_within_1ms_of_raw"]["by_model"][family]
     assert p50["met"] == (ours <= raw["single_row_ms"]["p50"] + 1.0)
 
-    # Three servers: ours and FastAPI for the measurements, ours again for the soak.
+    # Ours and FastAPI for the measurements, ours again for the soak, and ours with the
+    # prediction log off and on.
     roles = [record["role"] for record in results["processes"]]
-    assert roles.count("ours") == 2 and roles.count("fastapi") == 1
+    assert roles.count("ours") == 3 and roles.count("fastapi") == 1
+    assert roles.count("ours_logged") == 1
     assert not [r for r in results["processes"] if _still_running(r)]
