@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from components.common.errors import PipelineInputError, StepFailed
 from pipelines.models_cli import add_models_parser
+from pipelines.monitor_cli import add_monitor_parser
 
 # soft_wrap: paths and the curl line must stay copy-pasteable when the terminal is narrow.
 console = Console(highlight=False, soft_wrap=True)
@@ -406,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", required=True)
     demo.set_defaults(handler=cmd_demo_data)
     add_models_parser(commands)
+    add_monitor_parser(commands)
     return parser
 
 

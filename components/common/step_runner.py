@@ -59,7 +59,9 @@ IMAGE_DIGEST_ENV = "MLPIPE_IMAGE_DIGEST"
 # Steps that read or change what is not among their inputs (the lake, the registry, the model
 # server): never taken from the shared cache. The pipeline turns Kubeflow's cache off for the
 # same steps (a test holds the two lists together).
-EXTERNAL_STEPS = frozenset({"ingest", "gate", "register", "run-report", "deploy", "promote"})
+EXTERNAL_STEPS = frozenset(
+    {"ingest", "gate", "register", "run-report", "deploy", "promote", "monitor"}
+)
 
 
 def use_step_runner(component):

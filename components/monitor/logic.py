@@ -316,6 +316,11 @@ def monitor(
     """
     settings = MonitoringConfig.model_validate(monitoring)
     evaluation_config = EvaluationConfig.model_validate(evaluation)
+    if not state_uri:
+        raise PipelineInputError(
+            "monitoring.state: empty; name where the monitor keeps its watermark and results "
+            "(a folder, or on a cluster an s3:// or gs:// URI)"
+        )
     now = now or datetime.now(UTC)
     registry = ModelRegistry(model_store_uri, model_name)
     version, metadata, reference = champion_reference(registry)
