@@ -217,8 +217,11 @@ def training_pipeline(
         fairness=fairness_task.outputs["summary"],
         decision=gate_task.outputs["decision"],
         onnx_model=export_task.outputs["onnx_model"],
+        train=prepare_task.outputs["train"],
+        test=prepare_task.outputs["test"],
         model_store_uri=model_store_uri,
         model_name=model_name,
+        positive_class=positive_class,
         run_config=run_config,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )

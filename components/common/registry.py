@@ -5,6 +5,7 @@ storageUri points on a cluster). Layout:
 
     <store>/<name>/v<N>/model.joblib     the model, as KServe's scikit-learn runtime loads it
     <store>/<name>/v<N>/model.onnx       the same model for edge clients (when convertible)
+    <store>/<name>/v<N>/reference.json   its training reference (components.common.reference)
     <store>/<name>/v<N>/metadata.json    lineage, and the SHA-256 of every other file
     <store>/<name>/v<N>/.claim           object stores only: the run that holds number N
     <store>/<name>/aliases/<alias>.json  {"version", "updated", "reason", "history": [...]}
@@ -57,6 +58,8 @@ from components.common.errors import PipelineInputError
 MODEL_FILE = "model.joblib"
 # The edge export of the same model, when it could be converted (components/export).
 ONNX_FILE = "model.onnx"
+# The version's training reference (profile and held-out metrics); absent in older versions.
+REFERENCE_FILE = "reference.json"
 METADATA_FILE = "metadata.json"
 # Created, only if absent, before anything else of an object-store version: who holds v<N>.
 CLAIM_FILE = ".claim"
@@ -396,6 +399,37 @@ class ModelRegistry:
         version = self.resolve(ref)
         metadata = self.metadata(version)
         return self._remote(f"read {version}", read_verified, self.uri(version), metadata, self.fs)
+
+    def reference(self, ref: str) -> dict | None:
+        """The training reference of a version or alias, its checksum verified; None for a
+        version registered before references were stored.
+
+        Raises:
+            ModelIntegrityError: reference.json is missing or does not match its SHA-256.
+            PipelineInputError: it is not a reference this mlpipe reads (one line, the key).
+        """
+        # Here, not at the top: listing versions and aliases loads no ML library.
+        from components.common.reference import check_reference
+
+        version = self.resolve(ref)
+        metadata = self.metadata(version)
+        if REFERENCE_FILE not in (metadata.get("files") or {}):
+            return None
+        where = f"{self.uri(version)}/{REFERENCE_FILE}"
+        files = self._remote(
+            f"read {version}",
+            read_verified,
+            self.uri(version),
+            metadata,
+            self.fs,
+            (REFERENCE_FILE,),
+        )
+        try:
+            reference = json.loads(files[REFERENCE_FILE])
+        except ValueError as error:
+            raise PipelineInputError(f"{where}: not readable JSON ({error})") from None
+        check_reference(reference, where)
+        return reference
 
     def load(self, ref: str) -> tuple[object, dict]:
         """The model and metadata of a version or alias, checksums verified before unpickling."""

@@ -18,8 +18,11 @@ def register(
     fairness: Input[Artifact],
     decision: Input[Artifact],
     onnx_model: Input[Model],
+    train: Input[Dataset],
+    test: Input[Dataset],
     model_store_uri: str,
     model_name: str,
+    positive_class: str,
     run_config: str,
     run_id: str,
 ) -> NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)]):
@@ -39,8 +42,13 @@ def register(
         decision: the gate's decision.
         onnx_model: the edge export; stored in the version as model.onnx (checksummed like the
             model) when the model could be converted.
+        train: the training rows: their features' profile goes into the version's reference.
+        test: the held-out rows: the model's answers on them and its metrics with intervals go
+            into the reference (reference.json, checksummed like the model; a version is
+            registered without it, and the summary says why, when building it fails).
         model_store_uri: the model store's root (a path, file://, s3:// or gs://).
         model_name: the model's name in the store.
+        positive_class: the positive class of a binary task; empty: the second sorted class.
         run_config: the run's configuration (JSON text), recorded as given.
         run_id: the KFP run id.
 
@@ -50,14 +58,17 @@ def register(
     import json
     from typing import NamedTuple
 
-    from components.common.io import read_json
+    import joblib
+
+    from components.common.io import read_frame, read_json
     from components.common.registry import ONNX_FILE, ModelRegistry
     from components.common.step import step_summary, user_errors
-    from components.register.logic import lineage
+    from components.register.logic import lineage, training_reference
 
     gate_decision = read_json(decision.path)
+    schema_dict = read_json(schema.path)
     metadata = lineage(
-        read_json(schema.path),
+        schema_dict,
         dict(dataset.metadata),
         read_json(best.path),
         read_json(evaluation.path),
@@ -82,14 +93,27 @@ def register(
         # A run that was killed after registering and then resumed finds its own version
         # instead of registering the same model twice.
         registered, again = registry.find_registered(run_id, model_bytes), True
+        reference_line = ""
         if registered is None:
-            registered, again = registry.register_pickled(model_bytes, metadata, edge), False
+            reference_files, metadata["reference"], reference_line = training_reference(
+                lambda: (
+                    read_frame(train.path),
+                    read_frame(test.path),
+                    schema_dict,
+                    joblib.load(model.path),
+                ),
+                positive_class,
+            )
+            files = {**edge, **reference_files}
+            registered, again = registry.register_pickled(model_bytes, metadata, files), False
         registry.set_alias("candidate", registered.version, gate_decision["reason"])
     blessed = "blessed" if gate_decision["blessed"] else "not blessed, not deployed"
     already = ", registered by this run before it was resumed" if again else ""
+    reference_line = f"; {reference_line}" if reference_line else ""
     step_summary(
         "register",
-        f"{model_name} {registered.version} at {registered.uri} (candidate; {blessed}{already})",
+        f"{model_name} {registered.version} at {registered.uri} "
+        f"(candidate; {blessed}{already}){reference_line}",
     )
     outputs = NamedTuple("RegisterOutputs", [("model_uri", str), ("version", str)])
     return outputs(registered.uri, registered.version)

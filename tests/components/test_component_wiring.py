@@ -237,7 +237,9 @@ def gated(steps, validated, prepared, evaluated, fair):
 
 
 @pytest.fixture(scope="module")
-def registered(steps, ingested, validated, tuned, evaluated, exported, fair, gated, trained):
+def registered(
+    steps, ingested, validated, prepared, tuned, evaluated, exported, fair, gated, trained
+):
     result = register.python_func(
         model=trained["model"],
         dataset=ingested,
@@ -247,8 +249,11 @@ def registered(steps, ingested, validated, tuned, evaluated, exported, fair, gat
         fairness=fair[1]["summary"],
         decision=steps(Artifact, "gate.json"),
         onnx_model=exported["onnx_model"],
+        train=prepared["train"],
+        test=prepared["test"],
         model_store_uri=str(steps.root / "store"),
         model_name="loans",
+        positive_class="yes",
         run_config=json.dumps({"model_name": "loans"}),
         run_id="run-1",
     )
@@ -393,13 +398,26 @@ def test_export_skips_a_model_it_cannot_convert_and_says_why(exported):
 
 
 @pytest.mark.ray
-def test_register_writes_the_next_version_as_the_candidate(steps, registered):
+def test_register_writes_the_next_version_as_the_candidate(steps, prepared, evaluated, registered):
     assert registered.version == "v1"
     registry = ModelRegistry(str(steps.root / "store"), "loans")
     assert registry.aliases() == {"candidate": "v1"}
     metadata = registry.metadata("v1")
     assert metadata["kfp_run_id"] == "run-1" and metadata["config"] == {"model_name": "loans"}
     assert metadata["gate"]["blessed"] is True and metadata["onnx"]["converted"] is False
+    # The training reference: the training split's features, the held-out answers and metrics.
+    reference = registry.reference("v1")
+    assert metadata["reference"]["stored"] is True
+    assert reference["rows"] == {
+        "train": len(pd.read_parquet(prepared["train"].path)),
+        "test": len(pd.read_parquet(prepared["test"].path)),
+    }
+    assert reference["positive_class"] == "yes"
+    assert set(reference["profile"]["features"]) == {"income", "age", "region", "group"}
+    evaluation = json.loads(Path(evaluated["evaluation"].path).read_text())
+    assert reference["metrics"]["roc_auc"]["value"] == pytest.approx(
+        evaluation["metrics"]["roc_auc"]
+    )
 
 
 @pytest.mark.ray

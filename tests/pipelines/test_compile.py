@@ -25,6 +25,7 @@ DEPENDENCIES = {
         "fairness",
         "gate",
         "ingest",
+        "prepare",
         "train",
         "tune",
         "validate",
