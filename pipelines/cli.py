@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from components.common.errors import PipelineInputError, StepFailed
+from pipelines.feedback_cli import add_feedback_parser
 from pipelines.models_cli import add_models_parser
 from pipelines.monitor_cli import add_monitor_parser
 
@@ -424,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", required=True)
     demo.set_defaults(handler=cmd_demo_data)
     add_models_parser(commands)
+    add_feedback_parser(commands)
     add_monitor_parser(commands)
     return parser
 

@@ -108,7 +108,7 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str, bool]:
+def lake_filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str, bool]:
     """(filesystem, path in its own form, whether it is local) for a folder or fsspec URI."""
     scheme = urlparse(uri).scheme
     if len(scheme) <= 1:  # a bare path (or a Windows drive letter)
@@ -265,7 +265,7 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.max_file_rows = max_file_rows
         self.clock = clock
-        self._fs, self._root, self._local = _filesystem(uri)
+        self._fs, self._root, self._local = lake_filesystem(uri)
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._lock = threading.Lock()  # guards the counters and _closed
         self._counts = dict.fromkeys(("written", "dropped", "files", "queued", "write_errors"), 0)
@@ -505,7 +505,7 @@ class PredictionLog:
         name = f"part-{first:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
         path = f"{folder}/{name}"
         try:
-            self._put(folder, path, _parquet_bytes(table))
+            self._put(folder, path, parquet_bytes(table))
         except Exception as error:  # a full disk, a store that is down: count it, go on
             logger.warning(
                 "prediction log: cannot write %s (%d rows dropped): %s",
@@ -518,21 +518,7 @@ class PredictionLog:
         self._count(written=table.num_rows, files=1, queued=-table.num_rows)
 
     def _put(self, folder: str, path: str, data: bytes) -> None:
-        """Store one file's bytes at `path` so that no reader sees part of it by that name."""
-        if not self._local:
-            # One PUT (above s3fs's 50 MB a multipart upload, which also appears only when
-            # complete): the object is there whole or not at all.
-            self._fs.pipe_file(path, data)
-            return
-        os.makedirs(folder, exist_ok=True)
-        temporary = f"{folder}/.{Path(path).name}{TEMPORARY_SUFFIX}"
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)  # no half file left under any name
-            raise
+        put_file(self._fs, self._local, folder, path, data)
 
     def _shown(self, path: str) -> str:
         """A path as the user gave the lake: with its scheme."""
@@ -548,7 +534,36 @@ def _safe_len(values) -> int:
         return 1
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def put_file(
+    fs: fsspec.AbstractFileSystem, local: bool, folder: str, path: str, data: bytes
+) -> None:
+    """Store one file's bytes at `path` (in `folder`) so that no reader sees part of it by that
+    name: locally under a temporary name (`.<name>.tmp`, which readers skip) renamed into
+    place, on an object store with one PUT.
+
+    Args:
+        fs, local: the lake's filesystem and whether it is local (`lake_filesystem`).
+        folder: the folder of `path`, created locally when missing.
+        path: the file, in the filesystem's own form.
+        data: the file's bytes.
+    """
+    if not local:
+        # One PUT (above s3fs's 50 MB a multipart upload, which also appears only when
+        # complete): the object is there whole or not at all.
+        fs.pipe_file(path, data)
+        return
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{folder}/.{Path(path).name}{TEMPORARY_SUFFIX}"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)  # no half file left under any name
+        raise
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
@@ -573,7 +588,7 @@ def read_prediction_log(
         naming it: a temporary file (a write that never finished) or a file that is not
         readable Parquet (cut short by a killed process).
     """
-    fs, root, local = _filesystem(uri)
+    fs, root, local = lake_filesystem(uri)
     scheme = "" if local else f"{urlparse(uri).scheme}://"
     base = f"{root}/model={model_name}"
     moment = None
