@@ -48,6 +48,7 @@ def monitor(
     """
     from components.common.io import write_json, write_text
     from components.common.step import step_summary, user_errors
+    from components.monitor.logic import chosen_performance
     from components.monitor.logic import monitor as monitor_once
 
     with user_errors("monitor"):
@@ -68,10 +69,9 @@ def monitor(
     metrics.log_metric("rows", outcome["window"]["rows"])
     features = [c for c in outcome["features"] if c["drifted"]]
     metrics.log_metric("drifted_features", len(features))
-    performance = outcome["performance"]
-    measured = performance.get("realized") or performance.get("estimated") or {}
-    if measured.get("value") is not None:
-        metrics.log_metric(performance["metric"], measured["value"])
+    measured = chosen_performance(outcome["performance"])
+    if measured:
+        metrics.log_metric(outcome["performance"]["metric"], measured["value"])
     for line in outcome["window"]["files_skipped"] + outcome["alerts"]:
         step_summary("monitor", line)
     step_summary("monitor", f"{outcome['decision']}: {'; '.join(outcome['reasons'])}")

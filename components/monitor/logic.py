@@ -181,10 +181,19 @@ def daily_performance(
             measured = performance(rows, reference, metric, positive_class, DAILY_BOOTSTRAP)
         except (ValueError, PipelineInputError):
             continue
-        chosen = measured.get("realized") or measured.get("estimated")
-        if chosen and chosen.get("value") is not None:
+        chosen = chosen_performance(measured)
+        if chosen:
             points.append({"date": str(day), **_json_ready(chosen)})
     return points
+
+
+def chosen_performance(perf: dict) -> dict:
+    """The measurement the decision uses: realized when it has a value, else estimated; {}
+    when neither has one."""
+    for method in ("realized", "estimated"):
+        if (perf.get(method) or {}).get("value") is not None:
+            return perf[method]
+    return {}
 
 
 def metric_drop(measured: dict, reference_metric: dict, metric: str) -> float | None:
@@ -216,7 +225,7 @@ def decide(
     features = [name for name in drift["drifted"] if columns[name]["role"] == "feature"]
     outputs = [name for name in drift["drifted"] if columns[name]["role"] == "output"]
     reference_metric = (reference.get("metrics") or {}).get(metric) or {}
-    measured = perf.get("realized") or perf.get("estimated") or {}
+    measured = chosen_performance(perf)
     drop = metric_drop(measured, reference_metric, metric) if measured else None
 
     def described(names: list[str]) -> str:
@@ -237,7 +246,7 @@ def decide(
         if rule.prediction_drift and outputs:
             found.append(f"the model's outputs drifted: {described(outputs)}")
         if drop is not None and drop > rule.metric_drop:
-            method = "realized" if perf.get("realized") else "estimated"
+            method = "realized" if measured.get("method") == "realized" else "estimated"
             found.append(
                 f"{metric} ({method}) {measured['value']:.4f} "
                 f"[{_fmt(measured.get('low'))}, {_fmt(measured.get('high'))}] is "

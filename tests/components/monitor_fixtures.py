@@ -2,17 +2,11 @@
 
 The champion predicts `yes` when x1 > 0 (probability_yes = sigmoid(2 x1)); the log's rows are drawn
 like its training rows unless a test shifts them.
-
-Stand-ins: the performance (helper "quality") and labels (helper "labels") modules and
-`ModelRegistry.reference` (helper "reference") are being written at the same time as the monitor.
-Where the real one is not importable yet, a small stand-in with the agreed signature
-(/work/briefs/apis.md) takes its place for the test; the real one is used once it is there.
+The reference is stored as the version's reference.json, as register stores it, and read back
+by ModelRegistry.reference.
 """
 
-import importlib.util
 import json
-import sys
-import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -128,72 +122,3 @@ def write_labels(labels: Path, frame: pd.DataFrame, name: str = "part-0") -> Non
             "time": NOW,
         }
     ).to_parquet(folder / "part-labels.parquet", index=False)
-
-
-# --- Stand-ins for modules other helpers are writing -----------------------------------------
-
-
-def _realized_performance(
-    y_true, predictions, probabilities, classes, metric, positive_class=None, bootstrap=200, seed=0
-):
-    correct = (np.asarray(y_true).astype(str) == np.asarray(predictions).astype(str)).astype(float)
-    rng = np.random.default_rng(seed)
-    boots = [rng.choice(correct, correct.size).mean() for _ in range(max(bootstrap, 1))]
-    return {
-        "metric": metric,
-        "value": float(correct.mean()),
-        "low": float(np.quantile(boots, 0.025)),
-        "high": float(np.quantile(boots, 0.975)),
-        "level": 0.95,
-        "rows": int(correct.size),
-        "method": "realized",
-    }
-
-
-def _estimate_performance(probabilities, classes, metric, positive_class=None, threshold=None):
-    confidence = np.asarray(probabilities, dtype=float).max(axis=1)
-    spread = 1.96 * float(np.sqrt((confidence * (1 - confidence)).sum())) / confidence.size
-    value = float(confidence.mean())
-    return {
-        "metric": metric,
-        "value": value,
-        "low": value - spread,
-        "high": value + spread,
-        "level": 0.95,
-        "rows": int(confidence.size),
-        "method": "cbpe",
-    }
-
-
-def _read_labels(labels_uri, model_name):
-    files = sorted(Path(labels_uri, f"model={model_name}").glob("*/*.parquet"))
-    frames = [pd.read_parquet(path) for path in files]
-    return pd.concat(frames, ignore_index=True), []
-
-
-def _attach_labels(log_frame, labels):
-    joined = log_frame.merge(
-        labels[["request_id", "row", "label"]], on=["request_id", "row"], how="left"
-    )
-    return joined
-
-
-def _reference(self, ref):
-    files = self.verified_files(ref)
-    return json.loads(files["reference.json"]) if "reference.json" in files else None
-
-
-def install_stand_ins(monkeypatch) -> None:
-    """The stand-ins, for each collaborator that is not there yet."""
-    if importlib.util.find_spec("components.common.performance") is None:
-        module = types.ModuleType("components.common.performance")
-        module.realized_performance = _realized_performance
-        module.estimate_performance = _estimate_performance
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-    if importlib.util.find_spec("components.common.labels") is None:
-        module = types.ModuleType("components.common.labels")
-        module.read_labels = _read_labels
-        module.attach_labels = _attach_labels
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-    if not hasattr(ModelRegistry, "reference"):
-        monkeypatch.setattr(ModelRegistry, "reference", _reference, raising=False)

@@ -14,16 +14,10 @@ from tests.components.monitor_fixtures import (
     MODEL,
     NOW,
     champion,
-    install_stand_ins,
     rows,
     write_labels,
     write_log,
 )
-
-
-@pytest.fixture(autouse=True)
-def _stand_ins(monkeypatch):
-    install_stand_ins(monkeypatch)
 
 
 @pytest.fixture

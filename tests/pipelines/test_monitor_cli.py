@@ -8,12 +8,7 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from tests.components.monitor_fixtures import MODEL, champion, install_stand_ins, rows, write_log
-
-
-@pytest.fixture(autouse=True)
-def _stand_ins(monkeypatch):
-    install_stand_ins(monkeypatch)
+from tests.components.monitor_fixtures import MODEL, champion, rows, write_log
 
 
 @pytest.fixture
