@@ -54,35 +54,31 @@ def shares_chart(name: str, labels: list[str], reference: list[float], window: l
 
 
 def performance_chart(daily: list[dict], metric: str, reference: dict | None) -> str | None:
-    """The metric per day with its interval, and the reference's value and interval as a band."""
+    """The metric per day with its interval (realized and estimated days as two series), and
+    the reference's value and interval as a band; a PNG data URI, or None without any day."""
     if not daily:
         return None
     plt = pyplot()
-    days = [point["date"] for point in daily]
-    values = np.array([point["value"] for point in daily], dtype=float)
-    low = np.array(
-        [point.get("low") if point.get("low") is not None else np.nan for point in daily]
-    )
-    high = np.array(
-        [point.get("high") if point.get("high") is not None else np.nan for point in daily]
-    )
-    errors = np.nan_to_num(np.vstack([values - low, high - values]).clip(min=0))
+    days = sorted({point["date"] for point in daily})
+    position = {day: index for index, day in enumerate(days)}
     figure, axes = plt.subplots(figsize=(max(4.5, 0.6 * len(days) + 2), 3.2), dpi=100)
-    axes.errorbar(
-        days,
-        values,
-        yerr=errors,
-        marker="o",
-        capsize=3,
-        label=f"window ({daily[0].get('method', '')})",
-    )
+    for method, label in (("realized", "realized (labels)"), ("cbpe", "estimated (CBPE)")):
+        points = [point for point in daily if point.get("method") == method]
+        if not points:
+            continue
+        values = np.array([point["value"] for point in points], dtype=float)
+        low = np.array([np.nan if p.get("low") is None else p["low"] for p in points])
+        high = np.array([np.nan if p.get("high") is None else p["high"] for p in points])
+        errors = np.nan_to_num(np.vstack([values - low, high - values]).clip(min=0))
+        x = [position[point["date"]] for point in points]
+        axes.errorbar(x, values, yerr=errors, marker="o", capsize=3, label=label)
     if reference and reference.get("value") is not None:
         axes.axhline(reference["value"], color="grey", linestyle="--", label="reference")
         if reference.get("low") is not None and reference.get("high") is not None:
             axes.axhspan(reference["low"], reference["high"], color="grey", alpha=0.15)
+    axes.set_xticks(range(len(days)), days, rotation=30, ha="right")
     axes.set_ylabel(metric)
-    axes.set_title(f"{metric} per day")
-    axes.tick_params(axis="x", labelrotation=30)
+    axes.set_title(f"{metric} per day (UTC)")
     axes.legend(fontsize="small")
     return figure_png_data_uri(figure)
 
