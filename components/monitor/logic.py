@@ -422,9 +422,7 @@ def _alert(settings: dict, decision: str, result: dict, environ) -> str:
     from components.common.alerts import send_alert
 
     model = result["model"]
-    summary = f"mlpipe monitor: {model['name']} {model['version']} is '{decision}': " + "; ".join(
-        result["reasons"]
-    )
+    summary = f"{model['name']} {model['version']} is '{decision}': " + "; ".join(result["reasons"])
     fields = {
         "model": model["name"],
         "version": model["version"],
