@@ -48,7 +48,7 @@ def monitor(
     """
     from components.common.io import write_json, write_text
     from components.common.step import step_summary, user_errors
-    from components.monitor.logic import chosen_performance
+    from components.monitor.decision import chosen_performance
     from components.monitor.logic import monitor as monitor_once
 
     with user_errors("monitor"):

@@ -222,3 +222,28 @@ def test_lake_source_reads_files_added_since_training_and_scores_them(tmp_path):
     assert result.result["performance"]["realized"]["rows"] == 700
     # The lake is not the log: no watermark of the monitor's own.
     assert not (tmp_path / "state" / MODEL / "watermark.json").exists()
+
+
+def test_an_undelivered_alert_is_a_report_entry_never_a_failure(world):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on once this closes
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    write_log(world / "log", rows(1500, seed=2, shift_x2=0.8), NOW - timedelta(hours=3))
+    result = monitor(
+        model_name=MODEL,
+        model_store_uri=str(world / "models"),
+        monitoring={"metric": "accuracy"},
+        evaluation={},
+        serving={"prediction_log": str(world / "log"), "labels": str(world / "labels")},
+        data={},
+        alerts={"webhook_url": f"http://127.0.0.1:{port}/hook", "retries": 0},
+        state_uri=str(world / "state"),
+        now=NOW,
+        environ={},
+    )
+    assert result.decision == "warn"
+    [line] = result.result["alerts"]
+    assert "NOT delivered to http://127.0.0.1" in line
+    assert (world / "state" / MODEL / "watermark.json").exists()
