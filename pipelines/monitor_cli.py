@@ -1,10 +1,13 @@
 """`mlpipe monitor`: monitor the champion once, here, and say what was decided.
 
 It runs the monitoring pipeline's one step, the monitor (components.monitor.logic), in this
-process with the arguments the compiled pipeline (pipelines/monitoring_pipeline.yaml) would get:
-under kfp.local the same run costs a Python start and the step's imports on top (a test runs
-the compiled file under kfp.local; the README gives both times).
+process with the arguments the compiled pipeline (pipelines/monitoring_pipeline.yaml) gets
+(`monitoring_arguments`, which `mlpipe submit --pipeline monitoring` sends too): under kfp.local
+the same run costs kfp's import, a second Python and the step's imports again, for nothing the
+user sees (a test runs the compiled file under kfp.local).
 """
+
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,10 +19,32 @@ EXIT_DECISION = 3
 SEVERITY = {"ok": 0, "warn": 1, "retrain": 2}
 
 
+def monitoring_arguments(config, resolve_paths: bool = True) -> dict:
+    """The monitoring pipeline's parameters for a checked run config (pipelines.config.RunConfig).
+
+    Args:
+        resolve_paths: make local paths absolute (local runs); a cluster run passes URIs as given.
+    """
+    from pipelines.config import pipeline_arguments, section_parameter
+
+    training = pipeline_arguments(config, resolve_paths)
+    state = config.monitoring_state_uri
+    if resolve_paths and "://" not in state:
+        state = str(Path(state).expanduser().resolve())
+    keys = ("model_name", "model_store_uri", "target", "task", "positive_class")
+    return {
+        **{key: training[key] for key in keys},
+        "data": training["data"],
+        "serving": training["serving"],
+        "evaluation": training["evaluation"],
+        "monitoring": section_parameter(config.monitoring, state=state),
+        "alerts": section_parameter(config.alerts),
+    }
+
+
 def cmd_monitor(args) -> int:
     from components.monitor.logic import monitor
     from pipelines.cli import _load_checked_config
-    from pipelines.monitoring_pipeline import monitoring_arguments
 
     overrides = list(args.set)
     if args.source:

@@ -71,29 +71,6 @@ def monitoring_pipeline(
     return task_.outputs["Output"]
 
 
-def monitoring_arguments(config, resolve_paths: bool = True) -> dict:
-    """The monitoring pipeline's parameters for a checked run config (pipelines.config.RunConfig).
-
-    Args:
-        resolve_paths: make local paths absolute (local runs); a cluster run passes URIs as given.
-    """
-    from pipelines.config import pipeline_arguments, section_parameter
-
-    training = pipeline_arguments(config, resolve_paths)
-    state = config.monitoring_state_uri
-    if resolve_paths and "://" not in state:
-        state = str(Path(state).expanduser().resolve())
-    keys = ("model_name", "model_store_uri", "target", "task", "positive_class")
-    return {
-        **{key: training[key] for key in keys},
-        "data": training["data"],
-        "serving": training["serving"],
-        "evaluation": training["evaluation"],
-        "monitoring": section_parameter(config.monitoring, state=state),
-        "alerts": section_parameter(config.alerts),
-    }
-
-
 def compile_pipeline(output: str | Path = COMPILED_PIPELINE) -> Path:
     """Write the monitoring pipeline's IR YAML."""
     output = Path(output)

@@ -389,7 +389,7 @@ def submit_run(
         on_created: called with the submission once the run or recurring run exists (before
             a followed run ends), e.g. to show where it is.
         pipeline: training, or monitoring: the monitoring pipeline's spec, with its own
-            arguments (pipelines.monitoring_pipeline.monitoring_arguments), usually on a
+            arguments (pipelines.monitor_cli.monitoring_arguments), usually on a
             schedule.
 
     Raises:
@@ -401,10 +401,11 @@ def submit_run(
         raise PipelineInputError(f"pipeline '{pipeline}': expected one of {', '.join(PIPELINES)}")
     if pipeline == "monitoring":
         from pipelines import monitoring_pipeline
+        from pipelines.monitor_cli import monitoring_arguments
 
         compile_spec = monitoring_pipeline.compile_pipeline
         pipeline_name = pipeline_name or monitoring_pipeline.PIPELINE_NAME
-        arguments = monitoring_pipeline.monitoring_arguments(config, resolve_paths=False)
+        arguments = monitoring_arguments(config, resolve_paths=False)
     else:
         compile_spec = compile_pipeline
         pipeline_name = pipeline_name or PIPELINE_NAME

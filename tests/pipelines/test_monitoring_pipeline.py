@@ -10,12 +10,8 @@ from kfp import components, local
 from components.common.image import COMPONENT_IMAGE
 from components.common.settings.sections import SECTIONS
 from pipelines.config import load_config
-from pipelines.monitoring_pipeline import (
-    COMPILED_PIPELINE,
-    PIPELINE_NAME,
-    compile_pipeline,
-    monitoring_arguments,
-)
+from pipelines.monitor_cli import monitoring_arguments
+from pipelines.monitoring_pipeline import COMPILED_PIPELINE, PIPELINE_NAME, compile_pipeline
 from tests.components.monitor_fixtures import MODEL, champion, rows, write_log
 
 SECTION_PARAMETERS = ("data", "serving", "evaluation", "monitoring", "alerts")

@@ -4,7 +4,8 @@ spec, its own arguments and pipeline name, on a recurring schedule."""
 
 from pipelines.config import load_config
 from pipelines.kfp_resources import read_spec
-from pipelines.monitoring_pipeline import PIPELINE_NAME, compile_pipeline, monitoring_arguments
+from pipelines.monitor_cli import monitoring_arguments
+from pipelines.monitoring_pipeline import PIPELINE_NAME, compile_pipeline
 from pipelines.submit import submit_run
 from tests.pipelines import test_submit_contract as contract
 
