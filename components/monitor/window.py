@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from components.common.errors import PipelineInputError
+from components.common.lake_files import fingerprints
 from components.common.prediction_log import read_prediction_log
 from components.common.profile import PREDICTION_COLUMN, probability_column
 from components.common.schema import as_model_input
@@ -180,20 +181,10 @@ def lake_window(
         raise PipelineInputError(f"data source '{shown}': not a folder of Parquet files")
     fs.invalidate_cache()
     seen = training_watermark["files"]
-    skipped, selected = [], []
-    for path, info in sorted(fs.find(root, detail=True).items()):
-        name = path.removeprefix(root.rstrip("/") + "/")
-        base = name.rsplit("/", 1)[-1]
-        if base.startswith((".", "_")) or not base.endswith(".parquet"):
-            if base.endswith((".tmp", ".parquet")):
-                skipped.append(f"{shown}/{name}: a temporary file, skipped")
-            continue
-        # The ingest reader's fingerprint: size and ETag or modification time.
-        stamp = (
-            info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
-        )
-        if seen.get(name) != f"{info.get('size')}:{stamp}":
-            selected.append(name)
+    # The ingest step's rule (components.common.lake_files): a file whose fingerprint is not
+    # the one the champion's training read recorded is new or rewritten since.
+    selected = [name for name, mark in fingerprints(fs, root).items() if seen.get(name) != mark]
+    skipped = []
     frames = []
     for name in selected:
         try:

@@ -204,19 +204,22 @@ def test_no_champion_is_one_line(tmp_path):
 
 
 def test_lake_source_reads_files_added_since_training_and_scores_them(tmp_path):
+    from components.ingest.logic import read_source, resolve_source
+
     lake = tmp_path / "lake"
     (lake / "day=1").mkdir(parents=True)
     (lake / "day=2").mkdir(parents=True)
     old = lake / "day=1" / "a.parquet"
     rows(800, seed=5)[["x1", "x2", "y"]].to_parquet(old, index=False)
-    stat = old.stat()
-    watermark = {"files": {"day=1/a.parquet": f"{stat.st_size}:{stat.st_mtime}"}}
+    # The watermark of the champion's training read, as ingest records it.
+    _, watermark = read_source(resolve_source(str(lake)))
     champion(tmp_path / "models", data_watermark=watermark)
-    rows(700, seed=6, shift_x2=1.0)[["x1", "x2", "y"]].to_parquet(
-        lake / "day=2" / "b.parquet", index=False
-    )
+    new = lake / "day=2" / "b.parquet"
+    rows(700, seed=6, shift_x2=1.0)[["x1", "x2", "y"]].to_parquet(new, index=False)
+    (lake / "day=2" / "cut.parquet").write_bytes(new.read_bytes()[:200])
     result = run(tmp_path, source="lake")
     window = result.result["window"]
+    assert any("cut.parquet: not readable as Parquet" in line for line in window["files_skipped"])
     assert window["source"] == "lake" and window["rows"] == 700 and window["labelled_rows"] == 700
     assert "x2" in result.result["drifted"]
     assert result.result["performance"]["realized"]["rows"] == 700
