@@ -18,7 +18,16 @@ d. MLServer 1.7.1 with its scikit-learn runtime, one process (`parallel_workers:
 e. 1,000-row batches: rows/s of raw `predict` against each server (one request, 1,000 rows);
 
 and f. a soak of ours: 50 connections for `--soak-seconds` (60), every error counted, p50/p99,
-and the server's RSS every second (start, end, max, slope).
+and the server's RSS every second (start, end, max, slope);
+
+g. the prediction log's cost: ours with logging off and ours with `--prediction_log` on, side by
+side in one run, single-row V1 requests over 8 connections (the server's full rate), the two
+servers alternating, `--reps` times; the ratio of the medians (target: on >= 0.95x off), and
+that nothing was dropped: the server's counters (GET /v2/models/NAME/prediction-log) after each
+rep, its shutdown line after SIGTERM, and the rows in the lake against the requests answered.
+Only this part, merged into an existing results file (about 2 minutes):
+
+    .venv/bin/python -m benchmarks.serving --prediction-log-only --output benchmarks/results/serving.json
 
 Load comes from a second process on 127.0.0.1 (benchmarks/serving_peers/load.py: fixed
 keep-alive connections, bounded by requests and seconds). Each server first answers the
@@ -38,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +79,7 @@ TARGETS = {
     "batch_rows_per_s_over_raw_at_least": 0.7,
     "soak_errors": 0,
     "soak_rss_growth_after_warmup_mb_at_most": 5.0,
+    "prediction_log_throughput_over_off_at_least": 0.95,
 }
 BATCH_ROWS = 1000
 # Differences of latency smaller than this are not told apart on this shared 2-core machine
@@ -382,13 +393,17 @@ def _v1_body(frame) -> dict:
     return {"instances": to_json_rows(frame)}
 
 
-def start_ours(model_dir: Path) -> Server:
+def start_ours(model_dir: Path, prediction_log: Path | None = None) -> Server:
     from components.deploy.logic import LocalModelServer
 
-    handle = LocalModelServer(model_dir, ready_timeout=READY_TIMEOUT_S)
+    handle = LocalModelServer(
+        model_dir,
+        ready_timeout=READY_TIMEOUT_S,
+        prediction_log=None if prediction_log is None else str(prediction_log),
+    )
     handle.start()
     return Server(
-        "ours",
+        "ours" if prediction_log is None else "ours_logged",
         handle,
         f"/v1/models/{handle.model_name}:predict",
         _v1_body,
@@ -596,6 +611,126 @@ def measure_servers(servers: dict, bodies: dict, workdir: Path, settings: Settin
             "error_samples": [s for r in every for s in r["error_samples"]][:5],
         }
     return results
+
+
+# --- The prediction log's cost ------------------------------------------------------------------
+
+# The server's line when it stops: "prediction log: N rows written to URI, M dropped".
+_LOG_LINE = re.compile(r"prediction log: (\d+) rows written to .*, (\d+) dropped")
+
+
+def _log_counters(server: Server, name: str) -> dict:
+    with _loopback_session() as session:
+        url = f"{server.handle.url}/v2/models/{name}/prediction-log"
+        return session.get(url, timeout=10).json()
+
+
+def measure_prediction_log(
+    folder: Path, name: str, rows, settings: Settings, workdir: Path, processes: list[dict]
+) -> dict:
+    """Throughput of ours with the prediction log off and on, alternating, and what was lost."""
+    from components.common.prediction_log import read_prediction_log
+
+    lake = workdir / f"{name}-predictions"
+    servers: dict[str, Server] = {}
+    runs: dict[str, list] = {"off": [], "on": []}
+    counters = []
+    answered = 0
+    try:
+        for mode in ("off", "on"):
+            print(f"{name}: starting ours, prediction log {mode} ...", file=sys.stderr, flush=True)
+            servers[mode] = start_ours(folder, lake if mode == "on" else None)
+        bodies = write_bodies(
+            workdir / f"{name}-log-single.jsonl",
+            [_v1_body(rows.iloc[[i]]) for i in range(len(rows))],
+        )
+        for rep in range(settings.reps):
+            order = ("off", "on") if rep % 2 == 0 else ("on", "off")
+            for mode in order:
+                print(f"  rep {rep + 1}: prediction log {mode} ...", file=sys.stderr, flush=True)
+                result = run_load(
+                    servers[mode],
+                    bodies,
+                    workdir,
+                    connections=settings.throughput_connections,
+                    seconds=settings.throughput_seconds,
+                    warmup=settings.warmup,
+                )
+                runs[mode].append(result)
+                if mode == "on":
+                    answered += result["requests"] + settings.warmup
+                    counters.append(_log_counters(servers["on"], name))
+    finally:
+        for server in servers.values():
+            stop_server(server, processes)
+    found = _LOG_LINE.search(servers["on"].handle.last_output) if "on" in servers else None
+    frame, skipped = read_prediction_log(str(lake), name)
+    off = float(np.median(_pick(runs["off"], "throughput_rps")))
+    on = float(np.median(_pick(runs["on"], "throughput_rps")))
+    written, dropped = (int(found[1]), int(found[2])) if found else (None, None)
+    return {
+        "throughput_rps": {
+            "off": round(off, 1),
+            "on": round(on, 1),
+            "off_reps": _pick(runs["off"], "throughput_rps"),
+            "on_reps": _pick(runs["on"], "throughput_rps"),
+            "connections": settings.throughput_connections,
+            "seconds_per_rep": settings.throughput_seconds,
+        },
+        "on_over_off": round(on / off, 3),
+        "latency_ms_p50": {
+            mode: round(float(np.median([r["latency_ms"]["p50"] for r in runs[mode]])), 4)
+            for mode in runs
+        },
+        "errors": sum(r["errors"] for mode in runs for r in runs[mode]),
+        # After each rep, while serving: what the server counted so far.
+        "counters_after_each_rep": [
+            {key: c[key] for key in ("written", "dropped", "queued", "files", "write_errors")}
+            for c in counters
+        ],
+        # After SIGTERM: every row answered with logging on, written or dropped.
+        "answered_rows": answered,
+        "written_at_shutdown": written,
+        "dropped_at_shutdown": dropped,
+        "rows_in_lake": len(frame),
+        "files_skipped_reading": len(skipped),
+        "nothing_dropped": bool(
+            found is not None
+            and dropped == 0
+            and written == len(frame) == answered
+            and not any(c["write_errors"] for c in counters)
+        ),
+    }
+
+
+def prediction_log_target(by_model: dict) -> dict:
+    """The issue's target: throughput with logging on >= 0.95x off, nothing dropped."""
+    limit = TARGETS["prediction_log_throughput_over_off_at_least"]
+    checked, whys = {}, []
+    for family, entry in by_model.items():
+        met = entry["on_over_off"] >= limit and entry["nothing_dropped"]
+        checked[family] = {
+            "off_rps": entry["throughput_rps"]["off"],
+            "on_rps": entry["throughput_rps"]["on"],
+            "on_over_off": entry["on_over_off"],
+            "nothing_dropped": entry["nothing_dropped"],
+            "met": met,
+        }
+        if not met:
+            whys.append(
+                f"{family}: on/off {entry['on_over_off']:.3f} (medians of "
+                f"{len(entry['throughput_rps']['on_reps'])} alternating reps; the reps' spread "
+                f"on: {min(entry['throughput_rps']['on_reps'])}-"
+                f"{max(entry['throughput_rps']['on_reps'])}, off: "
+                f"{min(entry['throughput_rps']['off_reps'])}-"
+                f"{max(entry['throughput_rps']['off_reps'])} req/s), nothing dropped: "
+                f"{entry['nothing_dropped']}."
+            )
+    return _target(
+        f"throughput with the prediction log on >= {limit:g}x off, nothing dropped",
+        checked,
+        whys,
+    )
 
 
 # --- The soak ----------------------------------------------------------------------------------
@@ -959,6 +1094,29 @@ def measure_family(
     return entry
 
 
+def _merge_prediction_log(
+    results: dict, processes: list[dict], output: str | None, load_before
+) -> int:
+    """--prediction-log-only: this run's prediction log section and target, laid over the
+    results already in `output` (the rest of the benchmark is not run again)."""
+    merged = {}
+    if output and Path(output).exists():
+        merged = json.loads(Path(output).read_text(encoding="utf-8"))
+    merged.setdefault("targets", {})["prediction_log_throughput_at_least_95pct_of_off"] = results[
+        "prediction_log_target"
+    ]
+    merged["target_values"] = TARGETS
+    merged["prediction_log"] = {
+        **results["prediction_log"],
+        "command": results["command"],
+        "data": results["data"],
+        "processes": processes,
+        "load_average": load_average(load_before),
+    }
+    write_results(merged, output)
+    return 0
+
+
 def _versions() -> dict:
     import importlib.metadata
 
@@ -977,6 +1135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, help="repetitions of each measurement (default 5)")
     parser.add_argument(
         "--smoke", action="store_true", help="demo data, a few requests, 3 s soak, no MLServer"
+    )
+    parser.add_argument(
+        "--prediction-log-only",
+        action="store_true",
+        help="measure only the prediction log's cost (g.), merged into the --output file's "
+        "other results if it exists",
     )
     args = parser.parse_args(argv)
     settings = Settings.smoke() if args.smoke else Settings()
@@ -1013,6 +1177,25 @@ def main(argv: list[str] | None = None) -> int:
             folders[family], models[family] = register_model(
                 train, schema, family, params, workdir / "models"
             )
+        from components.common.schema import as_model_input
+
+        rows = as_model_input(test, schema).sample(
+            min(settings.distinct_rows, len(test)), random_state=SEED
+        )
+
+        def measure_log() -> None:
+            by_model = {}
+            for family, folder in folders.items():
+                name = "bench-" + family.replace("_", "-")
+                by_model[family] = measure_prediction_log(
+                    folder, name, rows, settings, workdir, processes
+                )
+            results["prediction_log"] = {"by_model": by_model}
+            results["prediction_log_target"] = prediction_log_target(by_model)
+
+        if args.prediction_log_only:
+            measure_log()
+            return _merge_prediction_log(results, processes, args.output, load_before)
 
         mlserver_venv, mlserver_error = None, None
         if args.smoke or args.no_mlserver:
@@ -1051,11 +1234,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        from components.common.schema import as_model_input
-
-        rows = as_model_input(test, schema).sample(
-            min(settings.distinct_rows, len(test)), random_state=SEED
-        )
         server = start_ours(folders[soak_family])
         try:
             bodies = write_bodies(
@@ -1064,8 +1242,12 @@ def main(argv: list[str] | None = None) -> int:
             results["soak"] = {"model": soak_family, **soak(server, bodies, workdir, settings)}
         finally:
             stop_server(server, processes)
+        measure_log()
         results["targets"] = evaluate_targets(
             models, results["soak"], mlserver_error, settings.throughput_connections
+        )
+        results["targets"]["prediction_log_throughput_at_least_95pct_of_off"] = results.pop(
+            "prediction_log_target"
         )
     finally:
         results["processes"] = processes

@@ -24,6 +24,8 @@ console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_FAILED = 1
+# `mlpipe serve`'s prediction log: <output_root>/predictions of the default output_root.
+DEFAULT_PREDICTION_LOG = "mlpipe-output/predictions"
 EXIT_BAD_INPUT = 2
 # What `mlpipe compile` and `mlpipe submit` take as --pipeline.
 PIPELINES = ("training", "monitoring")
@@ -57,6 +59,13 @@ def _example_row(run) -> dict:
     test = sorted(run.artifacts_dir.glob("*/prepare/test"))[-1]
     features = read_frame(test)[feature_names(metadata["schema"])].head(1)
     return to_json_rows(features)[0]
+
+
+def _local_path(uri: str) -> str:
+    """A local folder as an absolute path (the server and the monitor agree on it); a URI as is."""
+    from pathlib import Path
+
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
 
 
 def cmd_run(args) -> int:
@@ -115,6 +124,15 @@ def cmd_run(args) -> int:
         )
     console.print(f"  pipeline   {run.pipeline_file}  (upload this file in the Kubeflow dashboard)")
     console.print(f"  model      {config.model_name} {run.model_version}  ({run.model_uri})")
+    # The deploy step's smoke traffic is logged there too (with serving.log_predictions), so
+    # the line is shown also with --no-serve.
+    prediction_log = (
+        _local_path(config.prediction_log_uri) if config.serving.log_predictions else None
+    )
+    if prediction_log is not None:
+        console.print(
+            f"  predictions {prediction_log}  (the prediction log: mlpipe monitor reads it)"
+        )
     if run.html_report is not None:
         console.print(f"  page       {run.html_report}  (the run report: open it in a browser)")
     if run.onnx_model is not None:
@@ -165,7 +183,13 @@ def cmd_run(args) -> int:
         f"kill -HUP {os.getpid()} to switch, or POST /admin/reload with 'Authorization: Bearer "
         "$MLPIPE_ADMIN_TOKEN' if that variable is set here)."
     )
-    return _serve(host, port, model_store=config.model_store_uri, name=config.model_name)
+    return _serve(
+        host,
+        port,
+        model_store=config.model_store_uri,
+        name=config.model_name,
+        prediction_log=None if args.no_prediction_log else prediction_log,
+    )
 
 
 def _serve(host: str, port: int, **where) -> int:
@@ -181,19 +205,32 @@ def cmd_serve(args) -> int:
     if bool(args.model_dir) == bool(args.model_store):
         raise PipelineInputError("mlpipe serve: give --model-dir, or --model-store with --name")
     _check_port_free(args.host, args.port)
+    prediction_log = None if args.no_prediction_log else _local_path(args.prediction_log)
+    logged = (
+        f"; the prediction log: {prediction_log}"
+        if prediction_log
+        else "; the prediction log is off"
+    )
     if args.model_dir:
         if "://" not in args.model_dir:
             read_model_metadata(args.model_dir)  # a clear error before the server starts
-        console.print(f"Serving {args.model_dir} at http://{args.host}:{args.port} until Ctrl-C.")
-        return _serve(args.host, args.port, model_dir=args.model_dir)
+        console.print(
+            f"Serving {args.model_dir} at http://{args.host}:{args.port} until Ctrl-C{logged}."
+        )
+        return _serve(args.host, args.port, model_dir=args.model_dir, prediction_log=prediction_log)
     if not args.name:
         raise PipelineInputError("mlpipe serve: --model-store needs --name")
     console.print(
         f"Serving {args.name} {args.alias} from {args.model_store} at "
-        f"http://{args.host}:{args.port} until Ctrl-C (SIGHUP re-reads the alias)."
+        f"http://{args.host}:{args.port} until Ctrl-C (SIGHUP re-reads the alias){logged}."
     )
     return _serve(
-        args.host, args.port, model_store=args.model_store, name=args.name, alias=args.alias
+        args.host,
+        args.port,
+        model_store=args.model_store,
+        name=args.name,
+        alias=args.alias,
+        prediction_log=prediction_log,
     )
 
 
@@ -329,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", help="serve on this address (default: serving.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="serve on this port (default: serving.port)")
+    run.add_argument(
+        "--no-prediction-log",
+        action="store_true",
+        help="serve without writing the prediction log (default: serving.log_predictions "
+        "into serving.prediction_log, <output_root>/predictions)",
+    )
     run.add_argument("--verbose", action="store_true", help="show every line of every step's log")
     run.add_argument(
         "--require-blessed", action="store_true", help="exit 1 when the gate does not bless it"
@@ -412,6 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--alias", default="champion", help="champion, candidate or a version")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--prediction-log",
+        default=DEFAULT_PREDICTION_LOG,
+        metavar="URI",
+        help="record every answered prediction in this Parquet lake (a folder, s3://, gs://; "
+        f"default {DEFAULT_PREDICTION_LOG})",
+    )
+    serve.add_argument(
+        "--no-prediction-log", action="store_true", help="do not write the prediction log"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     contract = commands.add_parser(

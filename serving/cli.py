@@ -2,7 +2,7 @@
 
     python -m serving --model_dir DIR_OR_URI [--http_port 8080] [--host 127.0.0.1]
     python -m serving --model_store URI --model_name NAME [--alias champion]
-        [--max_batch_rows 10000] [--max_body_bytes 10485760]
+        [--max_batch_rows 10000] [--max_body_bytes 10485760] [--prediction_log URI]
 
 It serves the KServe SDK's own REST app, V1 (`/v1/models/NAME:predict`) and V2 (the Open
 Inference Protocol, `/v2/models/NAME/infer`), with one worker and no gRPC, bound to `--host`:
@@ -27,6 +27,18 @@ need the header `Authorization: Bearer TOKEN`, where TOKEN is the environment va
 MLPIPE_ADMIN_TOKEN of the server (at least 16 characters; on a cluster, from a Secret). It is
 read from the environment only, never from the command line. Without it those routes are off
 (HTTP 403); a missing or wrong token gets HTTP 401. SIGHUP needs no token.
+
+The prediction log: with --prediction_log URI (env MLPIPE_PREDICTION_LOG; off when neither is
+given), every answered prediction is recorded, off the request path, in a Hive-partitioned
+Parquet lake, URI/model=NAME/date=YYYY-MM-DD/part-*.parquet (URI: a folder, s3:// or gs://):
+the request id, the time, the version that answered, every feature as received, the
+prediction, and the class probabilities of a classifier (asked for or not). The request id is
+the `ce-id` header, else `X-Request-Id`, else (V2) the body's `id`, else a new UUID; it comes
+back as the V2 answer's `id` and in every answer's `X-Request-Id` header, so that a label can
+be sent for it later. Writing never slows or fails a request: when the writer falls behind,
+records are dropped and counted. The counters (rows written, dropped, queued; files; write
+errors) are at GET /v2/models/NAME/prediction-log and in /metrics; the log is flushed after a
+reload and on SIGTERM/SIGINT, which prints "prediction log: N rows written to URI, M dropped".
 
 Every request is validated before the model sees it: a client's mistake is an HTTP 400 naming
 the field and the row, never a 500, and the server keeps serving:
@@ -63,6 +75,7 @@ from serving.server import LOOPBACK, serve
 
 MAX_BATCH_ROWS_ENV = "MLPIPE_MAX_BATCH_ROWS"
 MAX_BODY_BYTES_ENV = "MLPIPE_MAX_BODY_BYTES"
+PREDICTION_LOG_ENV = "MLPIPE_PREDICTION_LOG"
 
 
 def _limit(env: str):
@@ -125,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the largest request body in bytes, HTTP 413 above (env {MAX_BODY_BYTES_ENV}, "
         f"default {DEFAULT_MAX_BODY_BYTES}: 10 MiB)",
     )
+    parser.add_argument(
+        "--prediction_log",
+        default=os.environ.get(PREDICTION_LOG_ENV) or None,
+        metavar="URI",
+        help="record every answered prediction in this Parquet lake (a folder, s3://, gs://; "
+        f"env {PREDICTION_LOG_ENV}); off when neither is given",
+    )
     # --model_name comes from KServe's parser; None means "the name in metadata.json".
     # gRPC defaults to off here: `--enable_grpc true` is refused rather than ignored.
     parser.set_defaults(model_name=None, enable_grpc=False)
@@ -165,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             alias=args.alias or DEFAULT_ALIAS,
             max_batch_rows=args.max_batch_rows,
             max_body_bytes=args.max_body_bytes,
+            prediction_log=args.prediction_log or None,
         )
     except PipelineInputError as error:
         print(f"error: {error}", file=sys.stderr)

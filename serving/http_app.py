@@ -11,6 +11,12 @@ and the admin route that reloads the model.
   not FastAPI's 422 and {"detail": [...]}.
 - `POST /admin/reload` reloads the alias the model follows (`TabularModel.reload`): 200 with
   its answer, 409 or 500 with {"error", "version", "changed": false}.
+- Every answer of a predict or infer route carries `X-Request-Id` (`RequestIdHeader`): the
+  model sets it on an answer (the id its prediction log records); an error gets the id the
+  client sent (`ce-id`, else `X-Request-Id`) or a new one.
+- `GET /v2/models/NAME/prediction-log` shows the prediction log's counters (read-only, so not
+  under /admin/: it changes nothing), and `/metrics` has them for Prometheus
+  (`PredictionLogMetrics`): rows written and dropped, files, writes failed, rows queued.
 
 The admin token. Where the client comes from proves nothing: in a KServe pod the queue-proxy
 and agent sidecars connect from 127.0.0.1, so every outside request looks local. A route that
@@ -37,11 +43,15 @@ import os
 import re
 
 from components.common.errors import PipelineInputError
-from serving.model import ReloadFailed, ReloadRefused, TabularModel
+from components.common.prediction_log import request_id
+from serving.model import REQUEST_ID_HEADER, ReloadFailed, ReloadRefused, TabularModel
 from serving.protocol import InvalidInput
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 ADMIN_RELOAD_PATH = "/admin/reload"
+# The read-only route of the prediction log's counters, for a model NAME.
+PREDICTION_LOG_PATH = "/v2/models/{name}/prediction-log"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
 ADMIN_TOKEN_ENV = "MLPIPE_ADMIN_TOKEN"
 MIN_ADMIN_TOKEN_CHARS = 16
 # Every route that changes the server's state starts with one of these: a new one (the label
@@ -290,6 +300,72 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class RequestIdHeader:
+    """ASGI middleware: every answer of a predict or infer route carries `X-Request-Id`.
+
+    A successful answer has it from the model (the id in the prediction log); an error answer
+    (a bad body, a model not ready, a limit) gets the client's `ce-id` or `X-Request-Id`, or a
+    new UUID, so that a client can quote it whatever happened.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not _POST_ONLY.match(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(key.lower() == _REQUEST_ID_KEY for key, _ in headers):
+                    sent = {
+                        key.decode("latin-1"): value.decode("latin-1")
+                        for key, value in scope.get("headers", ())
+                    }
+                    headers.append((_REQUEST_ID_KEY, request_id(sent).encode("latin-1")))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class PredictionLogMetrics:
+    """A Prometheus collector of a model's prediction log counters, for KServe's `/metrics`
+    (prometheus_client's default registry): `mlpipe_prediction_log_rows_written_total`,
+    `..._rows_dropped_total`, `..._files_written_total`, `..._write_errors_total` and the gauge
+    `mlpipe_prediction_log_rows_queued`, each labelled with the model's name."""
+
+    COUNTERS = (
+        ("rows_written", "written", "rows written to the prediction log"),
+        ("rows_dropped", "dropped", "rows not logged: queue full, write failed, malformed"),
+        ("files_written", "files", "files written to the prediction log"),
+        ("write_errors", "write_errors", "prediction log writes that failed"),
+    )
+
+    def __init__(self, model: TabularModel):
+        self.model = model
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.model.prediction_log_stats()
+        for name, key, documentation in self.COUNTERS:
+            family = CounterMetricFamily(
+                f"mlpipe_prediction_log_{name}", documentation, labels=["model_name"]
+            )
+            family.add_metric([self.model.name], stats[key])
+            yield family
+        queued = GaugeMetricFamily(
+            "mlpipe_prediction_log_rows_queued",
+            "rows waiting to be written to the prediction log",
+            labels=["model_name"],
+        )
+        queued.add_metric([self.model.name], stats["queued"])
+        yield queued
+
+
 class AdminGuard:
     """ASGI middleware: a request to a route under ADMIN_PREFIXES passes only with
     `Authorization: Bearer <token>`; with no token configured, those routes are off (403).
@@ -375,8 +451,8 @@ def harden_app(
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
     admin_token: str | None = None,
 ):
-    """Add the body limit, this server's error answers, the admin token check and
-    `POST /admin/reload` to a FastAPI app.
+    """Add the body limit, this server's error answers, the admin token check, the request
+    id header, `POST /admin/reload` and `GET /v2/models/NAME/prediction-log` to a FastAPI app.
 
     Call it after KServe has added its own exception handlers, so that these replace them
     (`kserve_compat.RestServer` calls it then, as its `configure_app`).
@@ -395,6 +471,8 @@ def harden_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     # Added last, so it runs first: no body is read for a request without the token.
     app.add_middleware(AdminGuard, token=admin_token)
+    # Outermost: also the answers the middlewares above give carry the request's id.
+    app.add_middleware(RequestIdHeader)
     app.add_exception_handler(InvalidInput, _invalid_input_handler)
     app.add_exception_handler(RequestValidationError, _request_validation_handler)
 
@@ -411,3 +489,8 @@ def harden_app(
         return JSONResponse(content=answer)
 
     app.add_api_route(ADMIN_RELOAD_PATH, admin_reload, methods=["POST"], tags=["admin"])
+
+    async def prediction_log(request: Request) -> JSONResponse:
+        return JSONResponse(content=model.prediction_log_stats())
+
+    app.add_api_route(PREDICTION_LOG_PATH.format(name=model.name), prediction_log, methods=["GET"])

@@ -9,17 +9,30 @@ started with. The answer is {"version", "previous", "changed", "alias"}; a versi
 be loaded (a checksum differs, it is missing) is refused (`ReloadRefused`, HTTP 409), a failure
 of the store is `ReloadFailed` (500), and the old version keeps serving.
 
-Every answer names the model version. V2 class probabilities are an FP64 output
+Every answer names the model version and carries the request's id: V2 in the response `id`,
+V1 in the header `X-Request-Id` (`components.common.prediction_log.request_id`: the `ce-id`
+header, else `X-Request-Id`, else, for V2, the body's `id`, else a new UUID).
+
+With a prediction log (`prediction_log`: a folder, s3:// or gs:// URI), every answered request is
+recorded after the model answered, off the request path (`PredictionLog.record` never blocks and
+never raises): its id, the version that answered, every feature as received, the predictions, and
+the class probabilities whenever the model has them, asked for or not (the monitor's label-free
+performance estimate reads them). A classifier then answers both from one pass where that is
+exactly its own rule (`predict_with_probabilities`). The log is flushed after a reload (the old
+version's rows are written) and closed by `stop()`.
+
+V2 class probabilities are an FP64 output
 "probabilities" of shape [rows, classes] whose parameters hold "classes" as a JSON array in a
 string (V2 parameters are scalars).
 """
 
+import functools
 import json
 import os
 import shutil
 import sys
 import threading
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +40,9 @@ import numpy as np
 
 from components.common.errors import PipelineInputError
 from components.common.model_files import load_model_folder, local_model_folder, model_folder
+from components.common.prediction_log import PredictionLog, request_id
 from components.common.schema import NUMERIC, feature_names
+from components.common.secrets import redact_url
 from serving.kserve_compat import import_kserve
 from serving.protocol import (
     DEFAULT_MAX_BATCH_ROWS,
@@ -47,6 +62,16 @@ from serving.protocol import (
 kserve = import_kserve()
 
 DEFAULT_ALIAS = "champion"
+REQUEST_ID_HEADER = "X-Request-Id"
+# How long a reload waits for the prediction log's flush, and shutdown for its close: bounded,
+# so that a store that is down cannot hold up a reload or keep a stopping pod alive.
+FLUSH_TIMEOUT_S = 5.0
+# Classifiers whose predict() is, in scikit-learn's own code, `classes_.take(argmax(proba))`:
+# for these the prediction is derived from predict_proba exactly, and the model runs once.
+_ARGMAX_OF_PROBA = {
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+}
 
 
 class ReloadRefused(RuntimeError):
@@ -64,6 +89,101 @@ class ReloadFailed(RuntimeError):
 def say(message: str) -> None:
     """One line on the server's stderr, whatever the log level (as the `serving ...` line)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def _qualified_name(obj) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _threshold_rule(model):
+    """The (positive column, threshold, positive index, negative index) of a scikit-learn
+    FixedThresholdClassifier that thresholds its estimator's predict_proba, else None.
+
+    Its predict() is `classes_[score >= threshold]` with score = predict_proba[:, positive]
+    (`sklearn.metrics._scorer._threshold_scores_to_class_labels`).
+    """
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    if type(model) is not FixedThresholdClassifier or model.pos_label is None:
+        return None
+    estimator = getattr(model, "estimator_", None)
+    if model.response_method not in ("auto", "predict_proba") or not hasattr(
+        estimator, "predict_proba"
+    ):
+        return None  # "auto" takes predict_proba when the estimator has it
+    if isinstance(model.threshold, str):
+        return None  # "auto": 0.5 for probabilities; not used by this project, not derived
+    classes = np.asarray(model.classes_)
+    inner = np.asarray(estimator.classes_)
+    if len(classes) != 2 or not np.array_equal(classes, inner):
+        return None
+    positive = int(np.flatnonzero(classes == model.pos_label)[0])
+    negative = int(np.flatnonzero(classes != model.pos_label)[0])
+    return positive, float(model.threshold), positive, negative
+
+
+def both_answers(model) -> Callable:
+    """A function of a frame giving a classifier's (predict(frame), predict_proba(frame)),
+    paying for the model once where the prediction is provably the model's own rule applied to
+    the probabilities. Built once per loaded version: the per-request work is only the calls.
+
+    - a random forest or extra-trees classifier (alone or as a Pipeline's last step): predict
+      is argmax of predict_proba in scikit-learn's code;
+    - a FixedThresholdClassifier over predict_proba (the project's tuned threshold): predict
+      is the threshold rule on the positive column;
+    - any other Pipeline: its preprocessing runs once, then the last step's predict and
+      predict_proba (for a logistic regression, the prediction is not derived: its predict
+      thresholds the decision function, which the rounded probabilities cannot always tell);
+    - anything else (the fairness-mitigated models, whose predict draws per row): both calls.
+    """
+    from sklearn.pipeline import Pipeline
+
+    rule = _threshold_rule(model)
+    if rule is not None:
+        column, threshold, positive, negative = rule
+        classes = np.asarray(model.classes_)
+
+        def thresholded(frame):
+            probabilities = np.asarray(model.predict_proba(frame), dtype=np.float64)
+            chosen = np.where(probabilities[:, column] >= threshold, positive, negative)
+            return classes[chosen], probabilities
+
+        return thresholded
+    head, final = None, model
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        head, final = model[:-1], model.steps[-1][1]
+    argmax = _qualified_name(final) in _ARGMAX_OF_PROBA and getattr(final, "n_outputs_", 1) == 1
+    if head is None and not argmax:
+
+        def separately(frame):
+            predictions = np.asarray(model.predict(frame))
+            return predictions, np.asarray(model.predict_proba(frame), dtype=np.float64)
+
+        return separately
+    classes = np.asarray(final.classes_)
+
+    def once(frame):
+        features = frame if head is None else head.transform(frame)
+        probabilities = np.asarray(final.predict_proba(features), dtype=np.float64)
+        if argmax:
+            return classes.take(np.argmax(probabilities, axis=1)), probabilities
+        return np.asarray(final.predict(features)), probabilities
+
+    return once
+
+
+def predict_with_probabilities(model, frame) -> tuple[np.ndarray, np.ndarray]:
+    """`both_answers(model)(frame)`: (predictions, probabilities as float64 of shape
+    (rows, classes)), equal to model.predict(frame) and model.predict_proba(frame)."""
+    return both_answers(model)(frame)
+
+
+def _request_id(headers: dict | None, body_id: str | None = None) -> str:
+    """The request's id (`request_id`); a V2 body's `id` counts after the headers."""
+    headers = headers or {}
+    if body_id and not any(str(key).lower() in ("ce-id", "x-request-id") for key in headers):
+        return request_id({"x-request-id": body_id})
+    return request_id(headers)
 
 
 @dataclass(frozen=True)
@@ -92,12 +212,19 @@ class LoadedVersion:
         model, metadata = load_model_folder(folder)
         return cls(model, metadata, metadata["schema"], str(metadata["version"]), folder, temporary)
 
+    @functools.cached_property
     def classes(self) -> list | None:
-        """The class labels in predict_proba's column order, or None without probabilities."""
+        """The class labels in predict_proba's column order, or None without probabilities
+        (computed once: every logged request reads it)."""
         if self.schema["task"] != "classification" or not hasattr(self.model, "predict_proba"):
             return None
         classes = getattr(self.model, "classes_", None)
         return None if classes is None else np.asarray(classes).tolist()
+
+    @functools.cached_property
+    def predict_both(self) -> Callable:
+        """`both_answers(model)`, built on first use."""
+        return both_answers(self.model)
 
     def discard(self) -> None:
         """Remove the downloaded copy; the model itself stays usable (it is in memory)."""
@@ -116,6 +243,11 @@ class TabularModel(kserve.Model):
             alias on `reload()`.
         alias: an alias (champion, candidate) or a version (v3) of `registry`.
         max_batch_rows: the most rows one request may hold (None: no limit).
+        prediction_log: record every answered prediction in this log: a URI (a folder, s3://,
+            gs://) or a `PredictionLog`; None: nothing is recorded.
+
+    Attributes:
+        prediction_log: the `PredictionLog`, or None.
     """
 
     def __init__(
@@ -126,8 +258,10 @@ class TabularModel(kserve.Model):
         registry=None,
         alias: str = DEFAULT_ALIAS,
         max_batch_rows: int | None = DEFAULT_MAX_BATCH_ROWS,
+        prediction_log: "str | os.PathLike | PredictionLog | None" = None,
     ):
-        super().__init__(name)
+        # KServe passes predict() a dict for the response's headers: V1's X-Request-Id.
+        super().__init__(name, return_response_headers=True)
         if (model_dir is None) == (registry is None):
             raise ValueError("TabularModel: give either model_dir or registry")
         self.model_dir = None if model_dir is None else model_folder(model_dir)
@@ -138,6 +272,11 @@ class TabularModel(kserve.Model):
         self._loaded: LoadedVersion | None = None
         # One reload at a time (SIGHUP and the admin route may race); predictions never wait.
         self._reload_lock = threading.Lock()
+        if prediction_log is None or isinstance(prediction_log, PredictionLog):
+            self.prediction_log = prediction_log
+        else:
+            self.prediction_log = PredictionLog(str(prediction_log), name)
+        self._log_closed = False
 
     # The current version's parts; each request reads `self._loaded` once and uses only that.
     @property
@@ -222,13 +361,52 @@ class TabularModel(kserve.Model):
             if current is not None:
                 current.discard()
             say(f"reloaded {self.name} {self.alias}: {previous} -> {loaded.version}")
+            self._flush_prediction_log()
             return self._reload_answer(loaded.version, previous, changed=True)
 
     def _reload_answer(self, version: str, previous: str | None, changed: bool) -> dict:
         return {"version": version, "previous": previous, "changed": changed, "alias": self.alias}
 
+    def _flush_prediction_log(self) -> None:
+        """Write what the log holds now (after a swap: the old version's rows), bounded."""
+        if self.prediction_log is not None and not self.prediction_log.flush(FLUSH_TIMEOUT_S):
+            say(f"prediction log: not flushed within {FLUSH_TIMEOUT_S:g} s; still writing")
+
+    def prediction_log_stats(self) -> dict:
+        """The prediction log's state, as the server's route and metrics show it.
+
+        Returns:
+            {"model", "enabled", "uri" (redacted, or None), "written", "dropped", "files",
+            "queued", "write_errors"} (the counters are 0 with the log off).
+        """
+        log = self.prediction_log
+        counts = (
+            log.stats()
+            if log is not None
+            else dict.fromkeys(("written", "dropped", "files", "queued", "write_errors"), 0)
+        )
+        uri = None if log is None else redact_url(str(log.uri))
+        return {"model": self.name, "enabled": log is not None, "uri": uri, **counts}
+
+    def close_prediction_log(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Write what is queued and stop the log's writer, within `timeout` seconds; then one
+        line: "prediction log: N rows written to URI, M dropped". Calling it again does
+        nothing."""
+        if self.prediction_log is None or self._log_closed:
+            return
+        self._log_closed = True
+        finished = self.prediction_log.close(timeout)
+        stats = self.prediction_log_stats()
+        lost = stats["dropped"] + stats["queued"]
+        unfinished = "" if finished else f" (not finished within {timeout:g} s)"
+        say(
+            f"prediction log: {stats['written']} rows written to {stats['uri']}, {lost} dropped"
+            f"{unfinished}"
+        )
+
     def stop(self) -> None:
         super().stop()
+        self.close_prediction_log()
         if self._loaded is not None:
             self._loaded.discard()
 
@@ -245,8 +423,13 @@ class TabularModel(kserve.Model):
             return []
         return [{"name": OUTPUT_NAME, "datatype": label_datatype(self.schema), "shape": [-1]}]
 
-    def predict(self, payload, headers: dict | None = None):
+    def predict(self, payload, headers: dict | None = None, response_headers: dict | None = None):
         """Predict for a V1 body (a dict) or a V2 `kserve.InferRequest`.
+
+        Args:
+            payload: the decoded body.
+            headers: the request's headers (the request id's source).
+            response_headers: KServe's dict of headers for the answer: `X-Request-Id` is set.
 
         Returns:
             V1: {"predictions": [...], "model_version": VERSION}, plus "probabilities" and
@@ -270,9 +453,9 @@ class TabularModel(kserve.Model):
             columns = columns_from_instances(payload, loaded.schema, self.max_batch_rows)
             want_predictions, want_probabilities = True, v1_wants_probabilities(payload)
             field = f"field '{PROBABILITIES_FIELD}'"
-        classes = None
+        log = self.prediction_log
+        classes = loaded.classes if want_probabilities or log is not None else None
         if want_probabilities:
-            classes = loaded.classes()
             if classes is None:
                 reason = (
                     "a regression model"
@@ -285,19 +468,30 @@ class TabularModel(kserve.Model):
                 )
         frame = frame_from_columns(columns, loaded.schema)
         try:
-            predictions = np.asarray(loaded.model.predict(frame))
-            probabilities = (
-                np.asarray(loaded.model.predict_proba(frame), dtype=np.float64)
-                if want_probabilities
-                else None
-            )
+            if classes is not None:  # asked for, or logged
+                predictions, probabilities = loaded.predict_both(frame)
+            else:
+                predictions, probabilities = np.asarray(loaded.model.predict(frame)), None
         except PipelineInputError as error:
             # A model with fairness post-processing decides by the sensitive column's group:
             # a group it was not fitted with is the client's to fix (components.common.mitigation).
             raise InvalidInput(str(error)) from None
+        rid = _request_id(headers, payload.id if is_v2 else None)
+        if response_headers is not None:
+            response_headers[REQUEST_ID_HEADER] = rid
+        if log is not None:
+            # After the model answered; the columns are this request's own, not changed later.
+            log.record(rid, loaded.version, columns, predictions, probabilities, classes)
+        if not want_probabilities:
+            probabilities = None
         if is_v2:
             return self._infer_response(
-                payload, loaded, predictions if want_predictions else None, probabilities, classes
+                payload,
+                loaded,
+                predictions if want_predictions else None,
+                probabilities,
+                classes,
+                rid,
             )
         response = {"predictions": predictions.tolist()}
         if probabilities is not None:
@@ -306,7 +500,7 @@ class TabularModel(kserve.Model):
         response["model_version"] = loaded.version
         return response
 
-    def _infer_response(self, request, loaded, predictions, probabilities, classes):
+    def _infer_response(self, request, loaded, predictions, probabilities, classes, rid):
         outputs = []
         if predictions is not None:
             values, datatype = output_datatype(predictions)
@@ -326,7 +520,7 @@ class TabularModel(kserve.Model):
             output.set_data_from_numpy(probabilities, binary_data=request.use_binary_outputs)
             outputs.append(output)
         return kserve.InferResponse(
-            response_id=request.id or str(uuid.uuid4()),
+            response_id=rid,
             model_name=self.name,
             infer_outputs=outputs,
             model_version=loaded.version,

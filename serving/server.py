@@ -7,6 +7,12 @@ SIGINT and SIGTERM stop it gracefully with exit code 0, and a server that follow
 alias reloads it on SIGHUP (which therefore does not end it), or on `POST /admin/reload` with the
 admin token from MLPIPE_ADMIN_TOKEN (off without one). A client's bad request is logged
 as one WARNING line, not as a server ERROR with a traceback.
+
+With `prediction_log` (a folder, s3:// or gs:// URI), every answered prediction is recorded in
+that Parquet lake (`components.common.prediction_log`); the log is flushed after a reload and
+closed when the server stops (SIGINT, SIGTERM), within a few seconds, with one line:
+"prediction log: N rows written to URI, M dropped". Its counters are at
+`GET /v2/models/NAME/prediction-log` and in `/metrics`.
 """
 
 import logging
@@ -16,7 +22,12 @@ import threading
 
 from components.common.errors import PipelineInputError
 from components.common.model_files import read_model_metadata
-from serving.http_app import DEFAULT_MAX_BODY_BYTES, harden_app, read_admin_token
+from serving.http_app import (
+    DEFAULT_MAX_BODY_BYTES,
+    PredictionLogMetrics,
+    harden_app,
+    read_admin_token,
+)
 from serving.kserve_compat import RestServer, ignore_kserve_warnings, import_kserve
 from serving.model import DEFAULT_ALIAS, ReloadFailed, ReloadRefused, TabularModel, say
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS, InvalidInput
@@ -103,6 +114,7 @@ def serve(
     alias: str = DEFAULT_ALIAS,
     max_batch_rows: int | None = DEFAULT_MAX_BATCH_ROWS,
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+    prediction_log: str | None = None,
 ) -> None:
     """Serve a registered model version in the foreground until SIGINT or SIGTERM.
 
@@ -121,6 +133,8 @@ def serve(
         alias: champion, candidate, or a version such as v3.
         max_batch_rows: the most rows per request (HTTP 413 above it); None: no limit.
         max_body_bytes: the largest request body (HTTP 413 above it); None: no limit.
+        prediction_log: record every answered prediction in this lake (a folder, s3://,
+            gs://); None: off.
 
     Raises:
         PipelineInputError: the model folder is incomplete, a checksum differs, the alias names
@@ -147,6 +161,7 @@ def serve(
             registry=ModelRegistry(model_store, name),
             alias=alias,
             max_batch_rows=max_batch_rows,
+            prediction_log=prediction_log,
         )
     elif model_dir is not None:
         if not name and "://" in str(model_dir) and not str(model_dir).startswith("file://"):
@@ -156,6 +171,7 @@ def serve(
             name or read_model_metadata(model_dir)["name"],
             model_dir,
             max_batch_rows=max_batch_rows,
+            prediction_log=prediction_log,
         )
     else:
         raise PipelineInputError("give --model_dir or --model_store")
@@ -163,7 +179,11 @@ def serve(
         # Before loading: a SIGHUP during start-up must not end the process (its default
         # action). A server of one folder keeps that default: it has nothing to reload.
         signal.signal(signal.SIGHUP, _ReloadOnHangup(model))
-    model.load()
+    try:
+        model.load()
+    except BaseException:
+        model.close_prediction_log()  # nothing recorded yet; its writer thread ends
+        raise
 
     # The ModelServer supplies the model registry and data plane; its own start() is not used,
     # because its REST server binds 0.0.0.0 and it would start gRPC on [::].
@@ -181,7 +201,14 @@ def serve(
     following = f" ({alias} of {model_store})" if model_store is not None else ""
     url = _display_url(rest_server.scheme, host, port)
     say(f"serving {model.name} {model.version}{following} at {url}")
+    if model.prediction_log is not None:
+        say(f"prediction log: {model.prediction_log_stats()['uri']}")
+    from prometheus_client import REGISTRY
+
+    metrics = PredictionLogMetrics(model)
+    REGISTRY.register(metrics)  # KServe's /metrics serves this registry
     try:
         rest_server.run()
     finally:
-        model.stop()
+        REGISTRY.unregister(metrics)
+        model.stop()  # closes the prediction log: what is queued is written, bounded

@@ -32,6 +32,15 @@ INFERENCE_SERVICES = "inferenceservices"
 # KServe's storage initializer downloads STORAGE_URI here before the predictor starts.
 MODEL_MOUNT = "/mnt/models"
 SERVING_PORT = 8080
+# Only an object store is a prediction log a pod can write and the monitor can read later: a
+# local path would be inside the pod's own filesystem, lost with it.
+OBJECT_STORE_SCHEMES = ("s3", "gs")
+
+
+def pod_prediction_log(uri: str) -> str | None:
+    """The prediction log a predictor pod can write: `uri` if it is s3:// or gs://, else None
+    (a local folder, or nothing: logging stays off in the pod)."""
+    return uri if uri and urlsplit(uri).scheme in OBJECT_STORE_SCHEMES else None
 
 
 class DeployFailed(PipelineInputError):
@@ -46,6 +55,7 @@ def inference_service(
     image: str,
     canary_traffic_percent: int | None = None,
     service_account: str = "mlpipe-serving",
+    prediction_log: str = "",
 ) -> dict:
     """The InferenceService for one model version, served by the project's predictor image.
 
@@ -62,6 +72,12 @@ def inference_service(
             and the previous one keeps the rest, until promoted.
         service_account: the predictor's service account, whose Secret holds the object-store
             credentials that KServe's storage initializer uses (manifests/base has it).
+        prediction_log: the prediction log's URI; the predictor writes it (env
+            MLPIPE_PREDICTION_LOG) only when it is s3:// or gs:// (`pod_prediction_log`). The
+            predictor container then needs the store's credentials in its own environment
+            (AWS_*, GOOGLE_APPLICATION_CREDENTIALS): those of the storage initializer are not
+            its; without them every write fails and is counted as dropped, never a failed
+            request.
 
     Returns:
         The manifest as a plain dict, ready for the Kubernetes API or a YAML file.
@@ -69,7 +85,12 @@ def inference_service(
     import kserve
     from kubernetes import client
 
+    from components.deploy.logic import PREDICTION_LOG_ENV
+
     probe = {"port": SERVING_PORT}
+    log_env = []
+    if pod_prediction_log(prediction_log):
+        log_env = [client.V1EnvVar(name=PREDICTION_LOG_ENV, value=prediction_log)]
     container = client.V1Container(
         name="kserve-container",
         image=image,
@@ -95,6 +116,7 @@ def inference_service(
                     )
                 ),
             ),
+            *log_env,
         ],
         ports=[client.V1ContainerPort(container_port=SERVING_PORT, protocol="TCP")],
         # The server's own health routes over HTTP: a TCP probe would pass before the model loads.
@@ -392,6 +414,7 @@ def rollout(
     gitops_branch: str = "main",
     timeout: float = 600.0,
     api_client=None,
+    prediction_log: str = "",
 ) -> str:
     """Roll a registered version out to a cluster, after the local smoke test passed.
 
@@ -400,6 +423,8 @@ def rollout(
         target: "kserve" applies the InferenceService; "gitops" commits it to `gitops_repo`.
         storage_uri: the model store as KServe sees it (s3://…, gs://…, pvc://…).
         canary_traffic_percent: 1-99 for a canary beside the previous revision; 0 for none.
+        prediction_log: the prediction log the predictor writes, if s3:// or gs:// (a local
+            folder means nothing in a pod: logging stays off there).
 
     Returns:
         What was rolled out: the service's URL (kserve) or "git:<commit>" (gitops).
@@ -419,6 +444,7 @@ def rollout(
         namespace,
         image,
         canary_traffic_percent=canary_traffic_percent or None,
+        prediction_log=prediction_log,
     )
     check_inference_service(manifest)
     if target == "kserve":

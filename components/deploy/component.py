@@ -27,7 +27,10 @@ def deploy(
         model_uri: the registered version folder.
         test: the held-out rows, of which the first `serving.smoke_rows` are sent.
         serving_config: the run config's `serving:` section (components.common.settings.
-            sections.ServingConfig): `smoke_rows`, how many held-out rows to send.
+            sections.ServingConfig): `smoke_rows`, how many held-out rows to send; with
+            `log_predictions`, the local server logs them in `prediction_log` (the demo's smoke
+            traffic lands in the prediction log), and so does the InferenceService's predictor
+            when `prediction_log` is s3:// or gs://.
         deploy_config: the run config's `deploy:` section (DeployConfig): `target`, local,
             kserve or gitops; `namespace`, the InferenceService's; `storage_uri`, the model
             store as KServe reads it (s3://, gs://, pvc://); `canary_traffic_percent`, 1-99 to
@@ -54,8 +57,9 @@ def deploy(
         serving = parse_section(ServingConfig, serving_config, "serving")
         settings = parse_section(DeployConfig, deploy_config, "deploy")
     rows = read_frame(test.path).head(serving.smoke_rows)
+    prediction_log = serving.prediction_log if serving.log_predictions else ""
     with user_errors("deploy"):
-        result = smoke_test(model_uri, rows)
+        result = smoke_test(model_uri, rows, prediction_log=prediction_log or None)
     write_frame(predictions.path, rows.assign(prediction=result["predictions"]))
     predictions.metadata.update({"rows": len(rows), "model_version": result["version"]})
     matches = bool(result["v1_matches"] and result["v2_matches"])
@@ -78,6 +82,7 @@ def deploy(
                 gitops_path=settings.gitops_path,
                 gitops_branch=settings.gitops_branch,
                 timeout=settings.timeout_seconds,
+                prediction_log=prediction_log,
             )
         step_summary("deploy", f"rolled out {result['version']} by {settings.target}: {rolled_out}")
     outputs = NamedTuple("DeployOutputs", [("endpoint", str), ("matches", bool), ("rollout", str)])

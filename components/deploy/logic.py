@@ -36,6 +36,8 @@ from components.common.schema import as_model_input, feature_names
 LOOPBACK = "127.0.0.1"
 REQUEST_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# The model server's prediction log (serving.cli --prediction_log), as its environment names it.
+PREDICTION_LOG_ENV = "MLPIPE_PREDICTION_LOG"
 # How much of the server's output an error message quotes when the server fails to start.
 OUTPUT_TAIL_LINES = 15
 
@@ -309,6 +311,13 @@ class ServerProcess:
 class LocalModelServer(ServerProcess):
     """A KServe model server for one model folder, running as a subprocess on this machine.
 
+    Args:
+        model_dir: the registered model folder.
+        host, port, ready_timeout: as ServerProcess's.
+        prediction_log: the server records every answered prediction in this lake (a folder,
+            s3://, gs://); None: it does not (whatever MLPIPE_PREDICTION_LOG says here). Stop it
+            with `stop()` (SIGTERM): the server then writes what it has queued.
+
     Attributes:
         url: the base URL, e.g. http://127.0.0.1:8080.
         model_name: the model's name on the server (from metadata.json).
@@ -322,17 +331,23 @@ class LocalModelServer(ServerProcess):
         host: str = LOOPBACK,
         port: int | None = None,
         ready_timeout: float = 60.0,
+        prediction_log: str | None = None,
     ):
         # Checked here so that a bad folder fails fast, without starting a process.
         metadata = read_model_metadata(model_dir)
         self.model_dir = model_folder(model_dir)
         self.model_name: str = metadata["name"]
         self.version: str = metadata["version"]
+        self.prediction_log = prediction_log
+        env = _child_env()
+        # Only the argument decides whether this server logs, not a variable we happen to have.
+        env.pop(PREDICTION_LOG_ENV, None)
         super().__init__(
             port=port,
             ready_paths=("/v2/health/ready", f"/v2/models/{self.model_name}/ready"),
             host=host,
             ready_timeout=ready_timeout,
+            env=env,
             what=f"model server for '{self.model_dir}'",
         )
 
@@ -347,6 +362,7 @@ class LocalModelServer(ServerProcess):
             str(self.port),
             "--host",
             self.host,
+            *(["--prediction_log", str(self.prediction_log)] if self.prediction_log else []),
         ]
 
 
@@ -379,12 +395,16 @@ def _same_predictions(expected: np.ndarray, served: list) -> bool:
     return expected.tolist() == list(served)
 
 
-def smoke_test(model_dir: str | os.PathLike, rows: pd.DataFrame) -> dict:
+def smoke_test(
+    model_dir: str | os.PathLike, rows: pd.DataFrame, prediction_log: str | None = None
+) -> dict:
     """Serve the model locally, send `rows` by V1 and V2, and compare with in-process predictions.
 
     Args:
         model_dir: a registered model folder, local or in an object store.
         rows: a table holding at least the model's feature columns (others are ignored).
+        prediction_log: the server logs the smoke traffic in this lake (None: it does not);
+            the server is stopped with SIGTERM, so that it writes the log before it exits.
 
     Returns:
         {"endpoint", "model_name", "version", "predictions" (V1's), "v1_matches", "v2_matches"}.
@@ -400,7 +420,7 @@ def smoke_test(model_dir: str | os.PathLike, rows: pd.DataFrame) -> dict:
     schema = metadata["schema"]
     expected = np.asarray(model.predict(as_model_input(rows, schema)))
     features = rows[feature_names(schema)]
-    with LocalModelServer(model_dir) as server:
+    with LocalModelServer(model_dir, prediction_log=prediction_log) as server:
         v1 = predict_v1(server.url, server.model_name, to_json_rows(features))
         v2 = predict_v2(server.url, server.model_name, features)
         endpoint = server.url

@@ -385,6 +385,24 @@ def test_smoke_test_matches_in_process(model_folder):
 
 
 @pytest.mark.server
+def test_smoke_traffic_lands_in_the_prediction_log(model_folder, tmp_path, monkeypatch):
+    from components.common.prediction_log import read_prediction_log
+
+    rows = make_parole().head(7)
+    # The argument decides, not a variable this process happens to have.
+    monkeypatch.setenv("MLPIPE_PREDICTION_LOG", str(tmp_path / "not-this"))
+    smoke_test(model_folder.path, rows, prediction_log=str(tmp_path / "log"))
+    # The server was stopped by SIGTERM and wrote its log before it exited.
+    frame, skipped = read_prediction_log(str(tmp_path / "log"), NAME)
+    assert skipped == [] and len(frame) == 2 * len(rows)  # V1 and V2
+    assert set(frame["model_version"]) == {VERSION}
+    assert frame["prediction"].tolist() == model_folder.expected(rows) * 2
+    assert frame["request_id"].nunique() == 2
+    smoke_test(model_folder.path, rows)  # no log: nothing anywhere
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
+@pytest.mark.server
 def test_sigterm_stops_the_server_with_exit_code_0(model_folder):
     server = LocalModelServer(model_folder.path)
     with server:

@@ -428,3 +428,34 @@ def test_rollout_by_gitops_commits_the_version(gitops_repo, model_dir):
 def test_rollout_names_a_missing_setting(model_dir, target, kwargs, message):
     with pytest.raises(PipelineInputError, match=message):
         rollout(str(model_dir), target, "mlpipe", "s3://m", SERVING_IMAGE, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("prediction_log", "in_pod"),
+    [
+        ("s3://mlpipe-logs/predictions", True),
+        ("gs://mlpipe-logs/predictions", True),
+        # A folder of the machine that ran the pipeline means nothing inside a pod: off there.
+        ("/home/me/mlpipe-output/predictions", False),
+        ("file:///tmp/predictions", False),
+        ("", False),
+    ],
+)
+def test_the_predictor_logs_predictions_only_to_an_object_store(
+    kubernetes_stub, model_dir, prediction_log, in_pod
+):
+    rollout(
+        str(model_dir),
+        "kserve",
+        "mlpipe",
+        "pvc://mlpipe-models",
+        SERVING_IMAGE,
+        api_client=kubernetes_stub.api_client(),
+        prediction_log=prediction_log,
+    )
+    container = kubernetes_stub.requests[0][3]["spec"]["predictor"]["containers"][0]
+    logged = [e for e in container["env"] if e["name"] == "MLPIPE_PREDICTION_LOG"]
+    assert logged == (
+        [{"name": "MLPIPE_PREDICTION_LOG", "value": prediction_log}] if in_pod else []
+    )
+    check_inference_service(kubernetes_stub.requests[0][3])
