@@ -44,7 +44,7 @@ def shares_chart(name: str, labels: list[str], reference: list[float], window: l
     plt = pyplot()
     x = np.arange(len(labels))
     figure, axes = plt.subplots(figsize=(max(4.5, 0.55 * len(labels) + 2), 3.2), dpi=100)
-    axes.bar(x - 0.2, reference, 0.4, label="reference (training)")
+    axes.bar(x - 0.2, reference, 0.4, label="reference")
     axes.bar(x + 0.2, window, 0.4, label="window")
     axes.set_xticks(x, labels, rotation=35, ha="right", fontsize="small")
     axes.set_ylabel("share of rows")
