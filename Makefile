@@ -65,8 +65,9 @@ run: $(STAMP) ## Run the demo: a model, then a weaker challenger the gate refuse
 	$(BIN)/mlpipe run --config $(CONFIG) --no-serve
 	$(BIN)/mlpipe run --config $(CONFIG) $(CHALLENGER) $(if $(filter 0,$(SERVE)),--no-serve,)
 
-compile: $(STAMP) ## Re-compile the pipeline: the dashboard's YAML and the KFP resources in manifests/
+compile: $(STAMP) ## Re-compile the pipelines (training, monitoring) and the KFP resources in manifests/
 	$(BIN)/mlpipe compile --output pipelines/training_pipeline.yaml
+	$(BIN)/mlpipe compile --pipeline monitoring --output pipelines/monitoring_pipeline.yaml
 	$(BIN)/mlpipe pipeline-resources --output manifests/base/pipeline/pipeline.yaml
 
 lint: $(STAMP) ## ruff check and format check; the import layering (lint-imports)

@@ -17,6 +17,7 @@ from rich.markup import escape
 from components.common.errors import PipelineInputError, StepFailed
 from pipelines.feedback_cli import add_feedback_parser
 from pipelines.models_cli import add_models_parser
+from pipelines.monitor_cli import add_monitor_parser
 
 # soft_wrap: paths and the curl line must stay copy-pasteable when the terminal is narrow.
 console = Console(highlight=False, soft_wrap=True)
@@ -28,6 +29,8 @@ DEFAULT_PREDICTION_LOG = "mlpipe-output/predictions"
 # ... and its labels lake, which POST /admin/labels appends to: <output_root>/labels.
 DEFAULT_LABELS = "mlpipe-output/labels"
 EXIT_BAD_INPUT = 2
+# What `mlpipe compile` and `mlpipe submit` take as --pipeline.
+PIPELINES = ("training", "monitoring")
 
 
 def _load_checked_config(path: str, check_data: bool = True, overrides: list | None = None):
@@ -243,12 +246,16 @@ def cmd_serve(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from pipelines.training_pipeline import compile_pipeline
+    if args.pipeline == "monitoring":
+        from pipelines.monitoring_pipeline import compile_pipeline
+    else:
+        from pipelines.training_pipeline import compile_pipeline
 
-    output = compile_pipeline(args.output)
+    output = compile_pipeline(args.output or f"{args.pipeline}_pipeline.yaml")
+    submit = "mlpipe submit" + (" --pipeline monitoring" if args.pipeline == "monitoring" else "")
     console.print(
-        f"Compiled the pipeline to {output}; upload it in the Kubeflow dashboard "
-        "(Pipelines > Upload pipeline) or submit it with `mlpipe submit`."
+        f"Compiled the {args.pipeline} pipeline to {output}; upload it in the Kubeflow dashboard "
+        f"(Pipelines > Upload pipeline) or submit it with `{submit}`."
     )
     return 0
 
@@ -288,6 +295,7 @@ def cmd_submit(args) -> int:
             schedule=args.schedule,
             pipeline_name=args.pipeline_name or None,
             on_created=show,
+            pipeline=args.pipeline,
         )
     except SubmitFailed as error:  # the server refused, or the followed run did not succeed
         if args.debug:
@@ -393,7 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     compile_ = commands.add_parser("compile", help="write the pipeline's IR YAML for the dashboard")
-    compile_.add_argument("--output", default="training_pipeline.yaml", help="where to write it")
+    compile_.add_argument(
+        "--pipeline", choices=PIPELINES, default="training", help="which pipeline to compile"
+    )
+    compile_.add_argument("--output", help="where to write it (default: <pipeline>_pipeline.yaml)")
     compile_.set_defaults(handler=cmd_compile)
 
     submit = commands.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
@@ -428,7 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a recurring run instead: six cron fields, seconds first, e.g. '0 0 3 * * *'",
     )
     submit.add_argument(
-        "--pipeline-name", help="the pipeline to add a version to (default: mlpipe-training)"
+        "--pipeline",
+        choices=PIPELINES,
+        default="training",
+        help="training, or monitoring: the monitor on a schedule (--schedule)",
+    )
+    submit.add_argument(
+        "--pipeline-name",
+        help="the pipeline to add a version to (default: mlpipe-training or mlpipe-monitoring)",
     )
     submit.set_defaults(handler=cmd_submit)
 
@@ -479,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo_data)
     add_models_parser(commands)
     add_feedback_parser(commands)
+    add_monitor_parser(commands)
     return parser
 
 

@@ -57,6 +57,10 @@ from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.kfp_resources import PACKAGE, package_version, read_spec, spec_digest, version_name
 from pipelines.training_pipeline import PIPELINE_NAME, compile_pipeline
 
+# What --pipeline names: training (pipelines/training_pipeline.py) or monitoring
+# (pipelines/monitoring_pipeline.py, imported when submitted).
+PIPELINES = ("training", "monitoring")
+
 HEALTH_ROUTE = "/apis/v2beta1/healthz"
 TOKEN_ENV = "KFP_TOKEN"
 SUCCEEDED = "SUCCEEDED"
@@ -163,9 +167,12 @@ class _Package:
     description: str
 
 
-def _package(scratch: Path, enable_caching: bool, pipeline_name: str) -> _Package:
-    """The spec to upload, with caching off in every task unless enabled."""
-    compiled = compile_pipeline(scratch / "compiled.yaml")
+def _package(
+    scratch: Path, enable_caching: bool, pipeline_name: str, compile_spec=compile_pipeline
+) -> _Package:
+    """The spec to upload (what `compile_spec` writes), with caching off in every task unless
+    enabled."""
+    compiled = compile_spec(scratch / "compiled.yaml")
     pipeline_spec, platform_spec = read_spec(compiled)
     if not enable_caching:
         for tasks in _dag_tasks(pipeline_spec):
@@ -358,6 +365,7 @@ def submit_run(
     pipeline_name: str | None = None,
     poll_seconds: float = 5.0,
     on_created: Callable[[Submission], None] | None = None,
+    pipeline: str = "training",
 ) -> Submission:
     """Compile, upload as a pipeline version, and create a run (or a recurring run) of it.
 
@@ -367,7 +375,7 @@ def submit_run(
         config: the checked run config; its values become the run's parameters.
         host: the KFP API endpoint, e.g. http://localhost:8080 or https://host/pipeline.
         experiment: the experiment's name; created when missing.
-        run_name: the run's name (default: `<model_name>-training`).
+        run_name: the run's name (default: `<model_name>-<pipeline>`).
         namespace: the profile namespace on a multi-user install.
         service_account: the Kubernetes service account of the run's pods.
         enable_caching: keep the compile-time caching settings; off disables every task's cache.
@@ -376,17 +384,32 @@ def submit_run(
         run_timeout: seconds to follow the run (with wait).
         schedule: a KFP cron expression (six fields, seconds first): a recurring run instead.
         pipeline_name: the pipeline that the spec becomes a version of (default: the pipeline's
-            own name, mlpipe-training).
+            own name, mlpipe-training or mlpipe-monitoring).
         poll_seconds: seconds between looks at a followed run.
         on_created: called with the submission once the run or recurring run exists (before
             a followed run ends), e.g. to show where it is.
+        pipeline: training, or monitoring: the monitoring pipeline's spec, with its own
+            arguments (pipelines.monitor_cli.monitoring_arguments), usually on a
+            schedule.
 
     Raises:
         PipelineInputError: bad schedule, wait with a schedule, or the host does not answer.
         SubmitFailed: the API server refused a call; RunFailed: the followed run did not succeed.
     """
     cron = check_cron(schedule) if schedule else None
-    pipeline_name = pipeline_name or PIPELINE_NAME
+    if pipeline not in PIPELINES:
+        raise PipelineInputError(f"pipeline '{pipeline}': expected one of {', '.join(PIPELINES)}")
+    if pipeline == "monitoring":
+        from pipelines import monitoring_pipeline
+        from pipelines.monitor_cli import monitoring_arguments
+
+        compile_spec = monitoring_pipeline.compile_pipeline
+        pipeline_name = pipeline_name or monitoring_pipeline.PIPELINE_NAME
+        arguments = monitoring_arguments(config, resolve_paths=False)
+    else:
+        compile_spec = compile_pipeline
+        pipeline_name = pipeline_name or PIPELINE_NAME
+        arguments = pipeline_arguments(config, resolve_paths=False)
     if wait and cron:
         raise PipelineInputError(
             "wait follows one run, and a schedule creates a recurring run: use one of them"
@@ -396,8 +419,7 @@ def submit_run(
     check_host(host, timeout)
     client = _client(host, namespace)
     namespace = namespace or client.get_user_namespace() or None
-    arguments = pipeline_arguments(config, resolve_paths=False)
-    display_name = run_name or f"{config.model_name}-training"
+    display_name = run_name or f"{config.model_name}-{pipeline}"
 
     experiment_id = _call(
         f"create the experiment '{experiment}'",
@@ -406,7 +428,7 @@ def submit_run(
         namespace=namespace,
     ).experiment_id
     with tempfile.TemporaryDirectory(prefix="mlpipe-submit-") as scratch:
-        package = _package(Path(scratch), enable_caching, pipeline_name)
+        package = _package(Path(scratch), enable_caching, pipeline_name, compile_spec)
         pipeline_id, version_id, version, uploaded = _upload(
             client, package, pipeline_name, namespace
         )

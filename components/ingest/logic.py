@@ -28,6 +28,7 @@ from components.common import retry
 from components.common.categoricals import COUNT_ROWS, occurring_categories
 from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
+from components.common.lake_files import fingerprint, fingerprints, parquet_files
 
 TABULAR_SUFFIXES = (".parquet", ".csv")
 # Object stores and local files; anything else (ftp://, http://) is refused before any connection.
@@ -108,7 +109,7 @@ def resolve_source(uri: str) -> Source:
             if not fs.exists(path):
                 raise PipelineInputError(f"data source '{uri}': no such file or folder")
             is_dir = fs.isdir(path)
-            if is_dir and not _parquet_files(fs, path):
+            if is_dir and not parquet_files(fs, path):
                 raise PipelineInputError(f"data source '{uri}': the folder holds no .parquet files")
         except PipelineInputError:
             raise
@@ -129,31 +130,12 @@ def resolve_source(uri: str) -> Source:
     return Source(uri=uri, fs=fs, path=path, format=suffix.lstrip("."), is_lake=False)
 
 
-def _parquet_files(fs, path: str) -> dict[str, dict]:
-    found = fs.find(path, detail=True)
-    return {
-        name: info
-        for name, info in found.items()
-        if name.endswith(".parquet") and not Path(name).name.startswith((".", "_"))
-    }
-
-
-def _fingerprint(info: dict) -> str:
-    """What changes when a file is rewritten: its size and its ETag or modification time."""
-    stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
-    return f"{info.get('size')}:{stamp}"
-
-
 def lake_files(source: Source) -> dict[str, str]:
     """Every Parquet file of the source, relative to it, with its fingerprint."""
     if not source.is_lake:
         info = source.fs.info(source.path)
-        return {Path(source.path).name: _fingerprint(info)}
-    base = source.path.rstrip("/") + "/"
-    return {
-        name.removeprefix(base): _fingerprint(info)
-        for name, info in sorted(_parquet_files(source.fs, source.path).items())
-    }
+        return {Path(source.path).name: fingerprint(info)}
+    return fingerprints(source.fs, source.path)
 
 
 def _parquet_dataset(

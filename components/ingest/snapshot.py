@@ -42,6 +42,7 @@ from fsspec.implementations.local import LocalFileSystem
 from components.common.binning import bin_values
 from components.common.errors import PipelineInputError
 from components.common.io import write_json
+from components.common.lake_files import parquet_files
 from components.common.secrets import redact_url
 from components.common.settings.etl import (
     CsvOptions,
@@ -53,7 +54,6 @@ from components.common.settings.etl import (
 )
 from components.ingest.logic import (
     Source,
-    _parquet_files,
     content_hash,
     lake_files,
     read_source,
@@ -177,7 +177,7 @@ def _read_csv(source: Source, options: CsvOptions) -> pd.DataFrame:
 def _check_lake_schemas(source: Source) -> None:
     """Every file of a lake must have the first file's columns and types (a partition written
     with another schema would otherwise be cast, or filled with nulls, without a word)."""
-    files = sorted(_parquet_files(source.fs, source.path))
+    files = sorted(parquet_files(source.fs, source.path))
     base = source.path.rstrip("/") + "/"
     reference, reference_name = None, ""
     for name in files:

@@ -10,10 +10,24 @@ Rows are made in chunks of `chunk_rows`, each from its own random generator seed
 (seed, chunk number), so 10 million rows never sit in memory at once, the same arguments give
 byte-identical values, and a smaller run with the same seed and chunk size is a prefix of a
 larger one (chunk by chunk).
+
+For drift benchmarks a lake (or one in-memory table, `make_table`) can also carry a known change:
+
+- `shifts`: {feature: target PSI}. A numeric feature's present values move up by the amount whose
+  PSI over the reference deciles (components.common.profile's bins, drift's PSI) is the target; a
+  categorical feature's most frequent category gives rows to its least frequent one of at least
+  5 % share, as many as make that PSI. The amount is solved once on CALIBRATION_ROWS unshifted
+  rows, so every window with the same target moves by the same amount.
+- `relation="changed"`: the same features, another P(default | features) (the credit score and
+  utilization effects reversed, late payments ignored): a label-relation (concept) change.
+
+Without them the rows are exactly the default ones; the changes draw from a generator of their
+own, so the features a shift leaves alone stay byte-identical.
 """
 
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from components.common.drift import numeric_psi, psi
 from components.common.errors import PipelineInputError
+from components.common.profile import numeric_profile
 
 TARGET = "default"
 SENSITIVE = ("sex", "age")
@@ -69,6 +85,17 @@ COLUMNS = (
 )
 # Columns that keep every value: the target, and what the row's identity rests on.
 COMPLETE = {TARGET, "sex", "tenure_months"}
+# P(default | features): the reference relation, and the changed one of a concept-drift window.
+RELATIONS = ("reference", "changed")
+# Unshifted rows that a shift's size is solved on, and their seed (fixed: every lake and window
+# with the same target PSI gets the same shift).
+CALIBRATION_ROWS = 200_000
+CALIBRATION_SEED = 20_251_203
+# A categorical shift moves rows into the least frequent category with at least this share (a
+# rarer one would need a tiny, noisy move).
+MIN_RECEIVING_SHARE = 0.05
+# How far above the target a solved shift's PSI may land (a discrete feature moves in steps).
+PSI_TOLERANCE = 0.1
 
 
 def _choice(rng: np.random.Generator, values_and_p, rows: int) -> pa.Array:
@@ -77,7 +104,14 @@ def _choice(rng: np.random.Generator, values_and_p, rows: int) -> pa.Array:
     return pc.take(pa.array(values), pa.array(codes))
 
 
-def _chunk(seed: int, number: int, rows: int, regions: list[str]) -> tuple[pa.Table, np.ndarray]:
+def _chunk(
+    seed: int,
+    number: int,
+    rows: int,
+    regions: list[str],
+    shifts: dict[str, float] | None = None,
+    relation: str = "reference",
+) -> tuple[pa.Table, np.ndarray]:
     """One chunk of rows, and each row's partition (an index into `regions`)."""
     rng = np.random.default_rng([seed, number])
     region = rng.integers(0, len(regions), rows)
@@ -112,6 +146,17 @@ def _chunk(seed: int, number: int, rows: int, regions: list[str]) -> tuple[pa.Ta
         + np.where(sex == 1, 0.15, 0.0)
         - 0.01 * (age - 42)
     )
+    if relation == "changed":
+        # The same features and the same draw below; only what they mean for the label moves.
+        score = (
+            -2.2
+            + 1.1 * (debt / income)
+            + 0.006 * (credit - 660)
+            - 1.5 * (utilization - 0.3)
+            + np.select([employment == 2, employment == 4], [0.9, 0.4], 0.0)
+            + np.where(sex == 1, 0.15, 0.0)
+            - 0.01 * (age - 42)
+        )
     target = (rng.random(rows) < 1 / (1 + np.exp(-score))).astype(np.int64)
 
     columns = {
@@ -143,7 +188,139 @@ def _chunk(seed: int, number: int, rows: int, regions: list[str]) -> tuple[pa.Ta
         rate = MISSING_RATE + 0.01 * ((COLUMNS.index(name) % 3) - 1)
         missing = pa.array(rng.random(rows) < rate)
         columns[name] = pc.if_else(missing, pa.scalar(None, columns[name].type), columns[name])
+    if shifts:
+        shift_rng = np.random.default_rng([seed, number, 1])
+        for name, target_psi in sorted(shifts.items()):
+            columns[name] = _shifted(columns[name], name, target_psi, shift_rng)
     return pa.table(columns), region
+
+
+def _check_changes(shifts: dict[str, float] | None, relation: str) -> None:
+    if relation not in RELATIONS:
+        raise PipelineInputError(f"relation: '{relation}' is not one of {', '.join(RELATIONS)}")
+    for name, target_psi in (shifts or {}).items():
+        if name not in COLUMNS or name == TARGET:
+            raise PipelineInputError(f"shifts: '{name}' is not a feature of the synthetic data")
+        if not 0 < target_psi <= 2:
+            raise PipelineInputError(f"shifts: '{name}': PSI {target_psi} is not in (0, 2]")
+
+
+@lru_cache(maxsize=1)
+def _calibration_table() -> pa.Table:
+    return _chunk(CALIBRATION_SEED, 0, CALIBRATION_ROWS, ["r00"])[0]
+
+
+@lru_cache(maxsize=256)
+def shift_for_psi(feature: str, target_psi: float) -> dict:
+    """The shift of `feature` whose PSI against its unshifted distribution is `target_psi`.
+
+    Solved by bisection on CALIBRATION_ROWS unshifted rows, over the reference deciles that
+    profile_frame cuts (numeric) or the categories' shares (categorical).
+
+    Returns:
+        numeric: {"kind": "numeric", "offset": added to every present value, "psi"};
+        categorical: {"kind": "categorical", "source", "target": categories, "share": the share
+        of all rows moved from source to target, "psi"}.
+
+    Raises:
+        PipelineInputError: not a feature, a PSI out of (0, 2], or one the feature cannot reach.
+    """
+    _check_changes({feature: target_psi}, "reference")
+    column = _calibration_table()[feature]
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        counts = pc.value_counts(column.drop_null()).to_pylist()
+        shares = {c["values"]: c["counts"] / (len(column) - column.null_count) for c in counts}
+        ranked = sorted(shares, key=lambda name: (-shares[name], name))
+        source = ranked[0]
+        receiving = [name for name in ranked[1:] if shares[name] >= MIN_RECEIVING_SHARE]
+        target = receiving[-1] if receiving else ranked[1]
+        before = np.array([shares[source], shares[target]])
+
+        def psi_of(moved: float) -> float:
+            return psi(before + [-moved, moved], before)
+
+        upper = shares[source]
+        solved = _bisect(psi_of, target_psi, upper, feature)
+        return {
+            "kind": "categorical",
+            "source": source,
+            "target": target,
+            "share": solved,
+            "psi": float(psi_of(solved)),
+        }
+    numbers = column.drop_null().to_numpy(zero_copy_only=False).astype(float)
+    reference = numeric_profile(numbers, 10)
+
+    def psi_of(offset: float) -> float:
+        return numeric_psi(reference, numbers + offset)
+
+    upper = 10 * float(numbers.max() - numbers.min())
+    solved = _bisect(psi_of, target_psi, upper, feature)
+    reached = psi_of(solved)
+    if reached > target_psi * (1 + PSI_TOLERANCE):
+        # Few distinct values (an age in whole years): one more step jumps past the target.
+        raise PipelineInputError(
+            f"shifts: '{feature}' is too coarse for PSI {target_psi} (the smallest shift "
+            f"past it gives {reached:.3f}); shift a finer-grained feature"
+        )
+    return {"kind": "numeric", "offset": solved, "psi": reached}
+
+
+def _bisect(function, target: float, upper: float, feature: str) -> float:
+    """The smallest x in [0, upper] with function(x) >= target (function grows with x)."""
+    if function(upper) < target:
+        raise PipelineInputError(
+            f"shifts: '{feature}' cannot reach PSI {target} (at most {function(upper):.3f})"
+        )
+    low, high = 0.0, upper
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if function(middle) < target else (low, middle)
+    return float(high)
+
+
+def _shifted(values: pa.Array, name: str, target_psi: float, rng: np.random.Generator):
+    """`values` with the shift of `shift_for_psi(name, target_psi)`; missing values stay."""
+    shift = shift_for_psi(name, float(target_psi))
+    if shift["kind"] == "numeric":
+        return pc.add(values.cast(pa.float64()), pa.scalar(shift["offset"]))
+    source_share = pc.sum(pc.equal(values, shift["source"])).as_py() or 0
+    present = len(values) - values.null_count
+    move_chance = min(1.0, shift["share"] * present / max(source_share, 1))
+    moved = pc.and_(
+        pc.fill_null(pc.equal(values, shift["source"]), False),
+        pa.array(rng.random(len(values)) < move_chance),
+    )
+    return pc.if_else(moved, pa.scalar(shift["target"]), values)
+
+
+def make_table(
+    rows: int,
+    seed: int = 0,
+    number: int = 0,
+    partitions: int = 8,
+    shifts: dict[str, float] | None = None,
+    relation: str = "reference",
+) -> pa.Table:
+    """One chunk of `rows` synthetic rows in memory, its partition as a `region` column.
+
+    The same rows `generate` writes for chunk `number` (before they are split by region).
+
+    Args:
+        rows: how many rows.
+        seed: the random seed.
+        number: the chunk's number (another number: other rows from the same seed).
+        partitions: how many regions the rows are spread over.
+        shifts: {feature: target PSI} (see the module docstring); None: no shift.
+        relation: "reference", or "changed" for another P(default | features).
+
+    Raises:
+        PipelineInputError: a shift of a non-feature or an unreachable PSI, an unknown relation.
+    """
+    _check_changes(shifts, relation)
+    regions = [f"r{i:02d}" for i in range(partitions)]
+    table, region = _chunk(seed, number, rows, regions, shifts, relation)
+    return table.append_column(PARTITION, pc.take(pa.array(regions), pa.array(region)))
 
 
 def generate(
@@ -152,6 +329,8 @@ def generate(
     seed: int = 0,
     partitions: int = 8,
     chunk_rows: int = 500_000,
+    shifts: dict[str, float] | None = None,
+    relation: str = "reference",
 ) -> dict:
     """Write `rows` synthetic rows as a Hive-partitioned Parquet lake at `path`.
 
@@ -164,6 +343,9 @@ def generate(
         seed: the random seed; the same arguments give the same values.
         partitions: how many `region=` partitions (at most 100).
         chunk_rows: rows made and written at a time (memory grows with it, not with `rows`).
+        shifts: {feature: target PSI}: each feature shifted by that much (module docstring);
+            None: no shift.
+        relation: "reference", or "changed" for another P(default | features).
 
     Returns:
         What was written: path, rows, partitions, files, columns, target, sensitive columns.
@@ -171,6 +353,7 @@ def generate(
     Raises:
         PipelineInputError: bad arguments, or `path` already holds something.
     """
+    _check_changes(shifts, relation)
     if rows < 1 or chunk_rows < 1 or not 1 <= partitions <= 100:
         raise PipelineInputError(
             f"generate: rows ({rows}) and chunk_rows ({chunk_rows}) must be positive, "
@@ -180,12 +363,18 @@ def generate(
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise PipelineInputError(f"generate: '{path}' already exists and is not empty")
     regions = [f"r{i:02d}" for i in range(partitions)]
+    # Passed only when asked for: a default lake is made by the very call it always was.
+    changes = {}
+    if shifts:
+        changes["shifts"] = shifts
+    if relation != "reference":
+        changes["relation"] = relation
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     writers: dict[int, pq.ParquetWriter] = {}
     try:
         for number, start in enumerate(range(0, rows, chunk_rows)):
-            table, region = _chunk(seed, number, min(chunk_rows, rows - start), regions)
+            table, region = _chunk(seed, number, min(chunk_rows, rows - start), regions, **changes)
             order = np.argsort(region, kind="stable")
             bounds = np.searchsorted(region[order], np.arange(partitions + 1))
             for index in range(partitions):

@@ -11,7 +11,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from components.common.drift import compare
 from components.common.errors import PipelineInputError
+from components.common.profile import profile_frame
 from components.ingest import synthetic
 from components.ingest.logic import read_source, resolve_source
 from components.ingest.synthetic import COLUMNS, PARTITION, SENSITIVE, TARGET, generate
@@ -156,3 +158,78 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         generate(300, tmp_path / "lake", chunk_rows=100)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- Known changes for drift benchmarks -----------------------------------------------------
+
+
+def _profile_of(table, features):
+    schema = {
+        "task": "classification",
+        "features": [
+            {"name": name, "kind": "numeric" if name in NUMBERS else "categorical"}
+            for name in features
+        ],
+    }
+    return profile_frame(table.to_pandas(), schema)
+
+
+NUMBERS = {"income", "balance"}
+
+
+@pytest.mark.parametrize("feature", ["income", "balance", "channel", "marital_status"])
+def test_a_shift_has_about_the_psi_asked_for_and_leaves_the_rest_alone(feature):
+    reference = _profile_of(synthetic.make_table(50_000, seed=1), [feature])
+    plain = synthetic.make_table(50_000, seed=2)
+    shifted = synthetic.make_table(50_000, seed=2, shifts={feature: 0.2})
+    window = shifted.to_pandas()
+    drift = compare(reference, window[[feature]], alpha=0.05, min_psi=0.1)
+    assert drift.column(feature).psi == pytest.approx(0.2, abs=0.03)
+    assert drift.drifted == [feature]
+    unshifted = compare(reference, plain.to_pandas()[[feature]])
+    assert unshifted.column(feature).psi < 0.01 and unshifted.drifted == []
+    for name in plain.column_names:
+        if name != feature:
+            assert shifted[name].equals(plain[name]), name
+    # Missing values stay missing.
+    assert shifted[feature].null_count == plain[feature].null_count
+
+
+def test_a_changed_label_relation_keeps_the_features_and_changes_the_labels():
+    plain = synthetic.make_table(40_000, seed=3)
+    changed = synthetic.make_table(40_000, seed=3, relation="changed")
+    for name in plain.column_names:
+        if name != TARGET:
+            assert changed[name].equals(plain[name]), name
+    frame, other = plain.to_pandas(), changed.to_pandas()
+    # The credit score lowered the chance of default; now it raises it.
+    assert frame["credit_score"].corr(frame[TARGET]) < -0.05
+    assert other["credit_score"].corr(other[TARGET]) > 0.05
+
+
+def test_the_default_rows_are_unchanged_by_the_new_options(lake, tmp_path):
+    path, _ = lake
+    generate(ROWS, tmp_path / "same", seed=7, partitions=4, chunk_rows=CHUNK, relation="reference")
+    assert _partition_tables(tmp_path / "same") == _partition_tables(path)
+    shifted = generate(
+        ROWS, tmp_path / "shifted", seed=7, partitions=4, chunk_rows=CHUNK, shifts={"income": 0.2}
+    )
+    frame = ds.dataset(shifted["path"], partitioning="hive").to_table().to_pandas()
+    original = ds.dataset(path, partitioning="hive").to_table().to_pandas()
+    assert frame["income"].median() > original["income"].median()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"shifts": {"nope": 0.2}}, "nope"),
+        ({"shifts": {TARGET: 0.2}}, TARGET),
+        ({"shifts": {"income": 0}}, "income"),
+        ({"shifts": {"age": 0.2}}, "age"),
+        ({"relation": "other"}, "relation"),
+    ],
+)
+def test_bad_changes_are_one_line_errors(arguments, named):
+    with pytest.raises(PipelineInputError) as error:
+        synthetic.make_table(100, **arguments)
+    assert named in str(error.value) and "\n" not in str(error.value)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from components.common.registry import ModelRegistry
-from components.common.step_runner import EXTERNAL_STEPS
+from components.common.step_runner import EXTERNAL_STEPS as ALL_EXTERNAL_STEPS
 from tests.mlpipe_runs import STEPS as FUNCTIONS
 from tests.mlpipe_runs import model_digest
 
@@ -19,6 +19,8 @@ pytestmark = pytest.mark.e2e
 
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
 STEPS = {step.replace("_", "-") for step in FUNCTIONS}  # as kfp names the tasks
+# The training pipeline's (the monitor is the monitoring pipeline's).
+EXTERNAL_STEPS = ALL_EXTERNAL_STEPS & STEPS
 # What the training split feeds, directly or through another step's outputs.
 DOWNSTREAM_OF_PREPARE = {"prepare", "tune", "train", "evaluate", "export-onnx-model", "fairness"}
 

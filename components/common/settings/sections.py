@@ -16,8 +16,10 @@ from components.common.families import check_space_overrides
 from components.common.settings.etl import EtlSpec
 from components.common.settings.prepare import PrepareOptions, SplitOptions
 from components.common.vocabulary import (
+    CLASSIFICATION_METRICS,
     CONSTRAINTS,
     MITIGATIONS,
+    REGRESSION_METRICS,
     SUMMARY_METRICS,
     THRESHOLD_CONSTRAINTS,
     THRESHOLD_RULES,
@@ -187,6 +189,10 @@ class DriftRule(_Section):
     )
 
 
+# The retrain rule's defaults: stricter than warn's, and never on prediction drift alone.
+RETRAIN_RULE_DEFAULTS = {"drifted_features": 3, "prediction_drift": False, "metric_drop": 0.05}
+
+
 class MonitoringConfig(_Section):
     source: Literal["prediction_log", "lake"] = Field(
         "prediction_log",
@@ -212,17 +218,39 @@ class MonitoringConfig(_Section):
     metric: str = Field(
         "", description="The metric watched; empty: the first of evaluation.compare_metrics."
     )
-    warn: DriftRule = Field(default_factory=DriftRule)
+    warn: DriftRule = Field(
+        default_factory=DriftRule, description="When the result is at least `warn`."
+    )
     retrain: DriftRule = Field(
-        default_factory=lambda: DriftRule(
-            drifted_features=3, prediction_drift=False, metric_drop=0.05
-        )
+        default_factory=lambda: DriftRule(**RETRAIN_RULE_DEFAULTS),
+        description="When the result is `retrain` (wins over warn); a key left out takes "
+        "the retrain rule's own default, not warn's.",
     )
     state: str = Field(
         "",
         description="Where the monitor keeps its watermark and results; empty: "
         "<output_root>/monitoring.",
     )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        known = CLASSIFICATION_METRICS + REGRESSION_METRICS
+        if value and value not in known:
+            raise PydanticCustomError(
+                "metric",
+                "'{metric}' is not a metric evaluation reports (one of: {known})",
+                {"metric": value, "known": ", ".join(known)},
+            )
+        return value
+
+    @field_validator("retrain", mode="before")
+    @classmethod
+    def _retrain_defaults(cls, value):
+        # `retrain: {drifted_features: 5}` must not inherit warn's prediction_drift: true.
+        if isinstance(value, dict):
+            return {**RETRAIN_RULE_DEFAULTS, **value}
+        return value
 
 
 ALERT_EVENTS = (

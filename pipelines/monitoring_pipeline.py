@@ -1,0 +1,80 @@
+"""The monitoring pipeline: one step, the monitor (components/monitor), which compares a window of
+new data (the prediction log, or the lake's new partitions) with the champion's reference and
+decides ok, warn or retrain. Compiled once into pipelines/monitoring_pipeline.yaml, the file that
+`mlpipe submit --pipeline monitoring --schedule CRON` runs on a cluster, and that a test runs
+under kfp.local; its decision is the pipeline's output, for a retraining pipeline to put behind
+`dsl.If(decision == "retrain")`."""
+
+from pathlib import Path
+
+from kfp import compiler, dsl
+
+from components.common.settings.sections import section_defaults
+from components.common.step_runner import use_step_runner
+from components.monitor.component import monitor as monitor_step
+from pipelines.training_pipeline import _stable_header
+
+use_step_runner(monitor_step)
+
+PIPELINE_NAME = "mlpipe-monitoring"
+COMPILED_PIPELINE = Path(__file__).with_name("monitoring_pipeline.yaml")
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Drift and performance monitoring of the champion: ok, warn or retrain.",
+)
+def monitoring_pipeline(
+    model_name: str,
+    model_store_uri: str,
+    target: str,
+    task: str = "classification",
+    positive_class: str = "",
+    data: dict = section_defaults("data"),
+    serving: dict = section_defaults("serving"),
+    evaluation: dict = section_defaults("evaluation"),
+    monitoring: dict = section_defaults("monitoring"),
+    alerts: dict = section_defaults("alerts"),
+) -> str:
+    """Monitors the champion once.
+
+    Args:
+        model_name: the model's name in the store.
+        model_store_uri: the model store's root.
+        target: the label column (the lake's; the champion's schema names it too).
+        task: classification or regression.
+        positive_class: the positive class of a binary task.
+        data: the run config's `data:` section: the lake (monitoring.source lake).
+        serving: the `serving:` section: `prediction_log` and `labels`, the logs' URIs.
+        evaluation: the `evaluation:` section: compare_metrics names the default metric.
+        monitoring: the `monitoring:` section: source, window, features, thresholds, the warn
+            and retrain rules, and `state`, where the watermark and the results are kept (on a
+            cluster, an s3:// or gs:// URI).
+        alerts: the `alerts:` section: the webhook (or the environment variable naming it) and
+            the events that alert.
+
+    Returns:
+        The decision: ok, warn or retrain.
+    """
+    task_ = monitor_step(
+        model_name=model_name,
+        model_store_uri=model_store_uri,
+        positive_class=positive_class,
+        data_config=data,
+        serving_config=serving,
+        evaluation_config=evaluation,
+        monitoring_config=monitoring,
+        alerts_config=alerts,
+    )
+    # It reads the log, the lake, the registry and the watermark: never a cache hit.
+    task_.set_caching_options(False)
+    return task_.outputs["Output"]
+
+
+def compile_pipeline(output: str | Path = COMPILED_PIPELINE) -> Path:
+    """Write the monitoring pipeline's IR YAML."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(monitoring_pipeline, package_path=str(output))
+    output.write_text(_stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
+    return output
