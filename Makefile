@@ -60,9 +60,10 @@ databases:
 CHALLENGER := --set tuning.families=[random_forest] --set tuning.num_trials=1 \
 	--set 'tuning.space.random_forest={n_estimators: 5, max_depth: 2}'
 
-run: $(STAMP) ## Run the demo: a model, then a weaker challenger the gate refuses; SERVE=0 to exit
+run: $(STAMP) ## Run the demo: a model, the monitor on its logged smoke traffic, then a weaker challenger the gate refuses; SERVE=0 to exit
 	$(BIN)/mlpipe demo-data --config $(CONFIG)
 	$(BIN)/mlpipe run --config $(CONFIG) --no-serve
+	$(BIN)/mlpipe monitor --config $(CONFIG) --window-days 1
 	$(BIN)/mlpipe run --config $(CONFIG) $(CHALLENGER) $(if $(filter 0,$(SERVE)),--no-serve,)
 
 compile: $(STAMP) ## Re-compile the pipelines (training, monitoring) and the KFP resources in manifests/

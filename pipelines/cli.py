@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
     )
     if prediction_log is not None:
         console.print(
-            f"  predictions {prediction_log}  (the prediction log: mlpipe monitor reads it)"
+            f"  requests   {prediction_log}  (the prediction log: mlpipe monitor reads it)"
         )
     if run.html_report is not None:
         console.print(f"  page       {run.html_report}  (the run report: open it in a browser)")

@@ -25,7 +25,7 @@ def deploy(
 
     Args:
         model_uri: the registered version folder.
-        test: the held-out rows, of which the first `serving.smoke_rows` are sent.
+        test: the held-out rows, of which `serving.smoke_rows`, drawn at random (seed 0), are sent.
         serving_config: the run config's `serving:` section (components.common.settings.
             sections.ServingConfig): `smoke_rows`, how many held-out rows to send; with
             `log_predictions`, the local server logs them in `prediction_log` (the demo's smoke
@@ -56,7 +56,10 @@ def deploy(
     with user_errors("deploy"):
         serving = parse_section(ServingConfig, serving_config, "serving")
         settings = parse_section(DeployConfig, deploy_config, "deploy")
-    rows = read_frame(test.path).head(serving.smoke_rows)
+    held_out = read_frame(test.path)
+    # Drawn, not the first rows: the held-out split keeps the lake's order (by year in the demo),
+    # and this traffic is what the monitor compares with the training reference first.
+    rows = held_out.sample(n=min(serving.smoke_rows, len(held_out)), random_state=0)
     prediction_log = serving.prediction_log if serving.log_predictions else ""
     with user_errors("deploy"):
         result = smoke_test(model_uri, rows, prediction_log=prediction_log or None)

@@ -194,8 +194,10 @@ def decide(
     if features:
         notes = [f"{len(features)} features drifted, below the warn rule: {described(features)}"]
     if measured.get("value") is not None:
+        method = "realized" if measured.get("method") == "realized" else "estimated"
         notes.append(
-            f"{metric} {measured['value']:.4f} (reference {_fmt(reference_metric.get('value'))})"
+            f"{metric} ({method}) {measured['value']:.4f} [{_fmt(measured.get('low'))}, "
+            f"{_fmt(measured.get('high'))}] (reference {_fmt(reference_metric.get('value'))})"
         )
     return OK, notes
 

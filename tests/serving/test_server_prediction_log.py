@@ -437,7 +437,7 @@ def test_mlpipe_run_serves_with_the_prediction_log_and_says_where(
     assert cli.main(["run", "--config", str(config), "--port", port, *flags]) == 0
     output = capsys.readouterr().out
     uri = config_keys.get("serving.prediction_log") or str(tmp_path / "out" / "predictions")
-    line = f"  predictions {uri}  (the prediction log: mlpipe monitor reads it)"
+    line = f"  requests   {uri}  (the prediction log: mlpipe monitor reads it)"
     assert (line in output) is shown
     if served_log == "no server":
         assert served == []
