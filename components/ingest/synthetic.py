@@ -87,6 +87,17 @@ COLUMNS = (
 COMPLETE = {TARGET, "sex", "tenure_months"}
 # P(default | features): the reference relation, and the changed one of a concept-drift window.
 RELATIONS = ("reference", "changed")
+# The features the label's score reads: a shift of one moves it before the label is drawn.
+SCORE_FEATURES = {
+    "income",
+    "debt",
+    "credit_score",
+    "utilization",
+    "late_payments",
+    "age",
+    "employment",
+    "sex",
+}
 # Unshifted rows that a shift's size is solved on, and their seed (fixed: every lake and window
 # with the same target PSI gets the same shift).
 CALIBRATION_ROWS = 200_000
@@ -136,6 +147,30 @@ def _chunk(
     weights = 1 / np.arange(1, POSTCODES + 1)
     postcode = rng.choice(POSTCODES, size=rows, p=weights / weights.sum())
 
+    shift_rng = np.random.default_rng([seed, number, 1])
+    if shifts:
+        # Shifted before the label is drawn, so that the label follows the shifted values: a
+        # covariate shift, P(default | features) unchanged. The columns outside the label's
+        # score are shifted below, after the missing values.
+        raw = {
+            "income": income,
+            "debt": debt,
+            "credit_score": credit,
+            "utilization": utilization,
+            "late_payments": late,
+            "age": age,
+        }
+        for name in sorted(set(shifts) & set(raw)):
+            raw[name] += shift_for_psi(name, float(shifts[name]))["offset"]
+        if "employment" in shifts:
+            employment = _shifted_codes(
+                employment,
+                EMPLOYMENT[0],
+                shift_for_psi("employment", shifts["employment"]),
+                shift_rng,
+            )
+        if "sex" in shifts:
+            sex = _shifted_codes(sex, SEX[0], shift_for_psi("sex", shifts["sex"]), shift_rng)
     score = (
         -2.2
         + 1.1 * (debt / income)
@@ -188,9 +223,8 @@ def _chunk(
         rate = MISSING_RATE + 0.01 * ((COLUMNS.index(name) % 3) - 1)
         missing = pa.array(rng.random(rows) < rate)
         columns[name] = pc.if_else(missing, pa.scalar(None, columns[name].type), columns[name])
-    if shifts:
-        shift_rng = np.random.default_rng([seed, number, 1])
-        for name, target_psi in sorted(shifts.items()):
+    for name, target_psi in sorted((shifts or {}).items()):
+        if name not in SCORE_FEATURES:
             columns[name] = _shifted(columns[name], name, target_psi, shift_rng)
     return pa.table(columns), region
 
@@ -277,6 +311,14 @@ def _bisect(function, target: float, upper: float, feature: str) -> float:
         middle = (low + high) / 2
         low, high = (middle, high) if function(middle) < target else (low, middle)
     return float(high)
+
+
+def _shifted_codes(codes: np.ndarray, names: list[str], shift: dict, rng) -> np.ndarray:
+    """Category codes with the categorical `shift` (from shift_for_psi) applied."""
+    source, target = names.index(shift["source"]), names.index(shift["target"])
+    is_source = codes == source
+    move_chance = min(1.0, shift["share"] * len(codes) / max(int(is_source.sum()), 1))
+    return np.where(is_source & (rng.random(len(codes)) < move_chance), target, codes)
 
 
 def _shifted(values: pa.Array, name: str, target_psi: float, rng: np.random.Generator):
