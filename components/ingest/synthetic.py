@@ -18,8 +18,8 @@ For drift benchmarks a lake (or one in-memory table, `make_table`) can also carr
   categorical feature's most frequent category gives rows to its least frequent one of at least
   5 % share, as many as make that PSI. The amount is solved once on CALIBRATION_ROWS unshifted
   rows, so every window with the same target moves by the same amount.
-- `relation="changed"`: the same features, another P(default | features) (the credit score and
-  utilization effects reversed, late payments ignored): a label-relation (concept) change.
+- `relation="changed"`: the same features, another P(default | features) (every feature's effect
+  reversed): a label-relation (concept) change.
 
 Without them the rows are exactly the default ones; the changes draw from a generator of their
 own, so the features a shift leaves alone stay byte-identical.
@@ -87,6 +87,8 @@ COLUMNS = (
 COMPLETE = {TARGET, "sex", "tenure_months"}
 # P(default | features): the reference relation, and the changed one of a concept-drift window.
 RELATIONS = ("reference", "changed")
+# The changed relation mirrors the label's score about this (default rate 27 % against 25 %).
+CHANGED_CENTRE = -1.2
 # The features the label's score reads: a shift of one moves it before the label is drawn.
 SCORE_FEATURES = {
     "income",
@@ -182,16 +184,10 @@ def _chunk(
         - 0.01 * (age - 42)
     )
     if relation == "changed":
-        # The same features and the same draw below; only what they mean for the label moves.
-        score = (
-            -2.2
-            + 1.1 * (debt / income)
-            + 0.006 * (credit - 660)
-            - 1.5 * (utilization - 0.3)
-            + np.select([employment == 2, employment == 4], [0.9, 0.4], 0.0)
-            + np.where(sex == 1, 0.15, 0.0)
-            - 0.01 * (age - 42)
-        )
+        # The same features and the same draw below; only what they mean for the label moves:
+        # every effect reversed, mirrored about CHANGED_CENTRE so the default rate stays near
+        # the reference's quarter.
+        score = 2 * CHANGED_CENTRE - score
     target = (rng.random(rows) < 1 / (1 + np.exp(-score))).astype(np.int64)
 
     columns = {
