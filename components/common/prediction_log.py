@@ -51,6 +51,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -598,7 +599,7 @@ def read_prediction_log(
         since = moment.date()
     fs.invalidate_cache()  # a live lake grows: never trust an earlier listing
     found = sorted(fs.find(base)) if fs.exists(base) else []
-    frames: list[pd.DataFrame] = []
+    tables: list[pa.Table] = []
     skipped: list[str] = []
     for path in found:
         name = path.rsplit("/", 1)[-1]
@@ -618,19 +619,54 @@ def read_prediction_log(
                 pass  # a folder that is not a date: read it, the time filter below decides
         try:
             with fs.open(path, "rb") as handle:
-                table = pq.read_table(handle)
+                table = _read_file(handle)
         except Exception as error:
             skipped.append(f"{shown}: not readable as Parquet ({one_line(error)}), skipped")
             continue
-        frames.append(table.to_pandas())
-    frames = [frame for frame in frames if len(frame)]
-    if not frames:
+        tables.append(table)
+    tables = [table for table in tables if table.num_rows]
+    if not tables:
         frame = pd.DataFrame(columns=[*FIXED_COLUMNS, PREDICTION])
+    elif all(table.schema.equals(tables[0].schema) for table in tables[1:]):
+        # The usual case, one schema: joined in Arrow and converted to pandas once, which takes
+        # a fraction of the time of pandas' concat of a frame per file.
+        frame = _as_pandas(pa.concat_tables(tables))
     else:
-        frame = pd.concat(frames, ignore_index=True, sort=False)
+        frame = pd.concat([_as_pandas(table) for table in tables], ignore_index=True, sort=False)
     if moment is not None and len(frame):
         frame = frame[frame["time"] >= pd.Timestamp(moment)]
-    frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
+    if not frame["time"].is_monotonic_increasing:  # files are written in time order
+        frame = frame.sort_values("time", kind="stable")
+    frame.reset_index(drop=True, inplace=True)  # in place: no copy of a million rows
     if "model" not in frame.columns:  # the partition, as ingest reads it
         frame.insert(FIXED_COLUMNS.index("model_version"), "model", model_name)
     return frame, skipped
+
+
+def _read_file(handle) -> pa.Table:
+    """One log file, its text columns read as dictionaries (see _as_pandas); request ids, one
+    per request, as they are."""
+    schema = pq.read_schema(handle)
+    handle.seek(0)
+    text = [
+        field.name
+        for field in schema
+        if pa.types.is_string(field.type) and field.name != FIXED_COLUMNS[0]
+    ]
+    return pq.read_table(handle, read_dictionary=text)
+
+
+def _as_pandas(table: pa.Table) -> pd.DataFrame:
+    """The table as pandas with text as object columns of str and None, as to_pandas() gives
+    them. Text read as a dictionary converts to a pandas Categorical without making a Python
+    string per row; taking its categories by code makes the object column (rows that hold the
+    same text hold the same str): a million rows in tens of milliseconds, not seconds."""
+    # split_blocks: a block per column, so replacing the text columns below copies nothing else.
+    frame = table.to_pandas(split_blocks=True)
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()
+            values = np.append(column.cat.categories.to_numpy(dtype=object), None)
+            frame[name] = values[codes]  # code -1 (a null) takes the None at the end
+    return frame

@@ -18,8 +18,8 @@ For drift benchmarks a lake (or one in-memory table, `make_table`) can also carr
   categorical feature's most frequent category gives rows to its least frequent one of at least
   5 % share, as many as make that PSI. The amount is solved once on CALIBRATION_ROWS unshifted
   rows, so every window with the same target moves by the same amount.
-- `relation="changed"`: the same features, another P(default | features) (the credit score and
-  utilization effects reversed, late payments ignored): a label-relation (concept) change.
+- `relation="changed"`: the same features, another P(default | features) (every feature's effect
+  reversed): a label-relation (concept) change.
 
 Without them the rows are exactly the default ones; the changes draw from a generator of their
 own, so the features a shift leaves alone stay byte-identical.
@@ -87,6 +87,19 @@ COLUMNS = (
 COMPLETE = {TARGET, "sex", "tenure_months"}
 # P(default | features): the reference relation, and the changed one of a concept-drift window.
 RELATIONS = ("reference", "changed")
+# The changed relation mirrors the label's score about this (default rate 27 % against 25 %).
+CHANGED_CENTRE = -1.2
+# The features the label's score reads: a shift of one moves it before the label is drawn.
+SCORE_FEATURES = {
+    "income",
+    "debt",
+    "credit_score",
+    "utilization",
+    "late_payments",
+    "age",
+    "employment",
+    "sex",
+}
 # Unshifted rows that a shift's size is solved on, and their seed (fixed: every lake and window
 # with the same target PSI gets the same shift).
 CALIBRATION_ROWS = 200_000
@@ -136,6 +149,30 @@ def _chunk(
     weights = 1 / np.arange(1, POSTCODES + 1)
     postcode = rng.choice(POSTCODES, size=rows, p=weights / weights.sum())
 
+    shift_rng = np.random.default_rng([seed, number, 1])
+    if shifts:
+        # Shifted before the label is drawn, so that the label follows the shifted values: a
+        # covariate shift, P(default | features) unchanged. The columns outside the label's
+        # score are shifted below, after the missing values.
+        raw = {
+            "income": income,
+            "debt": debt,
+            "credit_score": credit,
+            "utilization": utilization,
+            "late_payments": late,
+            "age": age,
+        }
+        for name in sorted(set(shifts) & set(raw)):
+            raw[name] += shift_for_psi(name, float(shifts[name]))["offset"]
+        if "employment" in shifts:
+            employment = _shifted_codes(
+                employment,
+                EMPLOYMENT[0],
+                shift_for_psi("employment", shifts["employment"]),
+                shift_rng,
+            )
+        if "sex" in shifts:
+            sex = _shifted_codes(sex, SEX[0], shift_for_psi("sex", shifts["sex"]), shift_rng)
     score = (
         -2.2
         + 1.1 * (debt / income)
@@ -147,16 +184,10 @@ def _chunk(
         - 0.01 * (age - 42)
     )
     if relation == "changed":
-        # The same features and the same draw below; only what they mean for the label moves.
-        score = (
-            -2.2
-            + 1.1 * (debt / income)
-            + 0.006 * (credit - 660)
-            - 1.5 * (utilization - 0.3)
-            + np.select([employment == 2, employment == 4], [0.9, 0.4], 0.0)
-            + np.where(sex == 1, 0.15, 0.0)
-            - 0.01 * (age - 42)
-        )
+        # The same features and the same draw below; only what they mean for the label moves:
+        # every effect reversed, mirrored about CHANGED_CENTRE so the default rate stays near
+        # the reference's quarter.
+        score = 2 * CHANGED_CENTRE - score
     target = (rng.random(rows) < 1 / (1 + np.exp(-score))).astype(np.int64)
 
     columns = {
@@ -188,9 +219,8 @@ def _chunk(
         rate = MISSING_RATE + 0.01 * ((COLUMNS.index(name) % 3) - 1)
         missing = pa.array(rng.random(rows) < rate)
         columns[name] = pc.if_else(missing, pa.scalar(None, columns[name].type), columns[name])
-    if shifts:
-        shift_rng = np.random.default_rng([seed, number, 1])
-        for name, target_psi in sorted(shifts.items()):
+    for name, target_psi in sorted((shifts or {}).items()):
+        if name not in SCORE_FEATURES:
             columns[name] = _shifted(columns[name], name, target_psi, shift_rng)
     return pa.table(columns), region
 
@@ -277,6 +307,14 @@ def _bisect(function, target: float, upper: float, feature: str) -> float:
         middle = (low + high) / 2
         low, high = (middle, high) if function(middle) < target else (low, middle)
     return float(high)
+
+
+def _shifted_codes(codes: np.ndarray, names: list[str], shift: dict, rng) -> np.ndarray:
+    """Category codes with the categorical `shift` (from shift_for_psi) applied."""
+    source, target = names.index(shift["source"]), names.index(shift["target"])
+    is_source = codes == source
+    move_chance = min(1.0, shift["share"] * len(codes) / max(int(is_source.sum()), 1))
+    return np.where(is_source & (rng.random(len(codes)) < move_chance), target, codes)
 
 
 def _shifted(values: pa.Array, name: str, target_psi: float, rng: np.random.Generator):

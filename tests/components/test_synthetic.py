@@ -189,10 +189,17 @@ def test_a_shift_has_about_the_psi_asked_for_and_leaves_the_rest_alone(feature):
     unshifted = compare(reference, plain.to_pandas()[[feature]])
     assert unshifted.column(feature).psi < 0.01 and unshifted.drifted == []
     for name in plain.column_names:
-        if name != feature:
+        if name not in (feature, TARGET):
             assert shifted[name].equals(plain[name]), name
     # Missing values stay missing.
     assert shifted[feature].null_count == plain[feature].null_count
+
+
+def test_a_shift_keeps_the_label_relation():
+    # Labels are drawn from the shifted values: a higher debt raises the default rate.
+    plain = synthetic.make_table(40_000, seed=4).to_pandas()
+    shifted = synthetic.make_table(40_000, seed=4, shifts={"debt": 0.5}).to_pandas()
+    assert shifted[TARGET].mean() > plain[TARGET].mean() + 0.01
 
 
 def test_a_changed_label_relation_keeps_the_features_and_changes_the_labels():
