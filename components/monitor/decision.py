@@ -63,19 +63,34 @@ def _probabilities(frame: pd.DataFrame, classes: list | None) -> np.ndarray | No
 
 
 def performance(
-    frame: pd.DataFrame, reference: dict, metric: str, positive_class: str, bootstrap: int
+    frame: pd.DataFrame,
+    reference: dict,
+    metric: str,
+    positive_class: str,
+    bootstrap: int,
+    min_labels: int = 1,
 ) -> dict:
     """{"realized": ..., "estimated": ...}: each the performance module's dict, or absent.
 
-    Realized on the labelled rows (any label at all); estimated (CBPE) from the probabilities of
-    every row, for classification."""
+    Realized on the labelled rows, when there are at least `min_labels` of them (fewer: a
+    realized entry without a value, saying why; three labels are not a metric); estimated (CBPE)
+    from the probabilities of every row, for classification."""
     from components.common.performance import estimate_performance, realized_performance
 
     classes = reference.get("classes")
     probabilities = _probabilities(frame, classes)
     result = {}
     labelled = frame[LABEL_COLUMN].notna() if LABEL_COLUMN in frame else None
-    if labelled is not None and labelled.any():
+    count = 0 if labelled is None else int(labelled.sum())
+    if 0 < count < min_labels:
+        result["realized"] = {
+            "metric": metric,
+            "value": None,
+            "rows": count,
+            "method": "realized",
+            "reason": f"{count} labelled rows, fewer than monitoring.min_labels ({min_labels})",
+        }
+    elif count:
         rows = frame[labelled]
         result["realized"] = realized_performance(
             rows[LABEL_COLUMN].to_numpy(),
@@ -98,7 +113,7 @@ def performance(
 
 
 def daily_performance(
-    frame: pd.DataFrame, reference: dict, metric: str, positive_class: str
+    frame: pd.DataFrame, reference: dict, metric: str, positive_class: str, min_labels: int = 1
 ) -> list[dict]:
     """The metric per UTC day of the window (the log's): realized where labelled, else
     estimated; a day whose metric cannot be computed is left out."""
@@ -108,7 +123,9 @@ def daily_performance(
     points = []
     for day, rows in frame.groupby(days.to_numpy(), sort=True):
         try:
-            measured = performance(rows, reference, metric, positive_class, DAILY_BOOTSTRAP)
+            measured = performance(
+                rows, reference, metric, positive_class, DAILY_BOOTSTRAP, min_labels
+            )
         except (ValueError, PipelineInputError):
             continue
         chosen = chosen_performance(measured)

@@ -21,6 +21,7 @@ a schedule that finds no traffic says so, and the watermark stays where it was.
 """
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,8 +171,14 @@ def monitor(
     drift_dict = json_ready(drift.to_dict())
     perf, daily = {}, []
     if drift.enough_data:
-        perf = json_ready(performance(window.frame, reference, metric, positive_class, BOOTSTRAP))
-        daily = daily_performance(window.frame, reference, metric, positive_class)
+        perf = json_ready(
+            performance(
+                window.frame, reference, metric, positive_class, BOOTSTRAP, settings.min_labels
+            )
+        )
+        daily = daily_performance(
+            window.frame, reference, metric, positive_class, settings.min_labels
+        )
     decision, reasons = decide(drift_dict, perf, reference, metric, settings)
 
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
@@ -253,10 +260,13 @@ def write_run(
     JSON last, so that a folder with monitor.json is whole)."""
     fs, root = filesystem(state_uri)
     runs = f"{root}/{model_name}/{RUNS_DIR}"
-    folder = f"{runs}/{stamp}"
+    # The time orders the folders; the suffix keeps two runs in the same microsecond (two
+    # schedules, a retried pod) from writing into one folder.
+    name = f"{stamp}-{uuid.uuid4().hex[:8]}"
+    folder = f"{runs}/{name}"
     payload = json.dumps(result, indent=2, sort_keys=False)
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        staging = Path(runs) / f".{stamp}.tmp"
+        staging = Path(runs) / f".{name}.tmp"
         staging.mkdir(parents=True, exist_ok=True)
         (staging / REPORT_FILE).write_text(html, encoding="utf-8")
         (staging / RESULT_FILE).write_text(payload, encoding="utf-8")

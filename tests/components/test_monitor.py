@@ -107,6 +107,24 @@ def test_a_realized_metric_drop_with_labels_retrains_naming_the_metric(world):
     )
 
 
+def test_too_few_labels_give_no_realized_metric_and_the_estimate_decides(world):
+    frame = rows(1500, seed=2)
+    write_log(world / "log", frame, NOW - timedelta(hours=3))
+    # Five labels, all wrong: as a realized metric they would retrain.
+    labelled = frame.head(5).copy()
+    labelled["y"] = labelled["y"].map({"yes": "no", "no": "yes"})
+    write_labels(world / "labels", labelled)
+    result = run(world, min_labels=100)
+    performance = result.result["performance"]
+    assert performance["realized"]["value"] is None
+    assert performance["realized"]["rows"] == 5
+    assert "fewer than monitoring.min_labels (100)" in performance["realized"]["reason"]
+    assert result.decision == "ok", result.result["reasons"]
+    assert any("accuracy (estimated)" in reason for reason in result.result["reasons"])
+    # The same five labels count once the minimum allows them.
+    assert run(world, min_labels=5, window_days=1).result["performance"]["realized"]["rows"] == 5
+
+
 def test_without_labels_the_performance_is_estimated(world):
     write_log(world / "log", rows(1500, seed=2), NOW - timedelta(hours=3))
     result = run(world)

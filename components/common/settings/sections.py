@@ -206,6 +206,9 @@ class MonitoringConfig(_Section):
         default_factory=list, description="The features compared; empty: all of the reference's."
     )
     min_rows: int = Field(200, ge=1, description="A smaller window gets 'not enough data'.")
+    min_labels: int = Field(
+        100, ge=1, description="Fewer labelled rows give no realized metric (the estimate is used)."
+    )
     alpha: float = Field(
         0.05,
         gt=0,
