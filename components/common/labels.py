@@ -46,8 +46,8 @@ import pyarrow.parquet as pq
 
 from components.common.errors import PipelineInputError
 from components.common.prediction_log import (
-    TEMPORARY_SUFFIX,
     lake_filesystem,
+    lake_parts,
     parquet_bytes,
     put_file,
 )
@@ -120,23 +120,10 @@ def _read_partition(
         request_ids: keep only the rows of these request ids (filtered per file, so a large
             log is never held whole).
     """
-    fs, root, local = lake_filesystem(uri)
-    scheme = "" if local else f"{urlparse(uri).scheme}://"
-    base = f"{root}/model={model_name}"
-    fs.invalidate_cache()  # a live lake grows: never trust an earlier listing
-    found = sorted(fs.find(base)) if fs.exists(base) else []
+    fs, parts, skipped = lake_parts(uri, model_name)
     wanted = None if request_ids is None else pa.array(sorted(request_ids), pa.string())
     frames: list[pd.DataFrame] = []
-    skipped: list[str] = []
-    for path in found:
-        name = path.rsplit("/", 1)[-1]
-        shown = redact_url(scheme + path)
-        if name.startswith(".") or name.endswith(TEMPORARY_SUFFIX):
-            skipped.append(f"{shown}: a temporary file (a write that did not finish), skipped")
-            continue
-        if not name.endswith(".parquet"):
-            skipped.append(f"{shown}: not a .parquet file, skipped")
-            continue
+    for path, shown in parts:
         try:
             with fs.open(path, "rb") as handle:
                 table = pq.read_table(handle, columns=columns)

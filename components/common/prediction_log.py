@@ -571,6 +571,36 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def lake_parts(
+    uri: str, model_name: str
+) -> tuple[fsspec.AbstractFileSystem, list[tuple[str, str]], list[str]]:
+    """The Parquet files of one model's partition of a lake written like this one (the
+    prediction log, the labels lake), listed afresh; and one line per file that is not one.
+
+    Returns:
+        The filesystem; (path, the path as shown: scheme included, any password hidden) per
+        .parquet file, in name order (time order, as they are named); and one line per file
+        skipped, naming it: a temporary file (a write that never finished) or not .parquet.
+    """
+    fs, root, local = lake_filesystem(uri)
+    scheme = "" if local else f"{urlparse(uri).scheme}://"
+    base = f"{root}/model={model_name}"
+    fs.invalidate_cache()  # a live lake grows: never trust an earlier listing
+    found = sorted(fs.find(base)) if fs.exists(base) else []
+    parts: list[tuple[str, str]] = []
+    skipped: list[str] = []
+    for path in found:
+        name = path.rsplit("/", 1)[-1]
+        shown = redact_url(scheme + path)
+        if name.startswith(".") or name.endswith(TEMPORARY_SUFFIX):
+            skipped.append(f"{shown}: a temporary file (a write that did not finish), skipped")
+        elif not name.endswith(".parquet"):
+            skipped.append(f"{shown}: not a .parquet file, skipped")
+        else:
+            parts.append((path, shown))
+    return fs, parts, skipped
+
+
 def read_prediction_log(
     uri: str, model_name: str, since: datetime | date | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -590,27 +620,14 @@ def read_prediction_log(
         naming it: a temporary file (a write that never finished) or a file that is not
         readable Parquet (cut short by a killed process).
     """
-    fs, root, local = lake_filesystem(uri)
-    scheme = "" if local else f"{urlparse(uri).scheme}://"
-    base = f"{root}/model={model_name}"
     moment = None
     if isinstance(since, datetime):
         moment = _as_utc(since)
         since = moment.date()
-    fs.invalidate_cache()  # a live lake grows: never trust an earlier listing
-    found = sorted(fs.find(base)) if fs.exists(base) else []
+    fs, parts, skipped = lake_parts(uri, model_name)
     tables: list[pa.Table] = []
-    skipped: list[str] = []
-    for path in found:
-        name = path.rsplit("/", 1)[-1]
+    for path, shown in parts:
         partition = path.rsplit("/", 2)[-2]
-        shown = redact_url(scheme + path)
-        if name.startswith(".") or name.endswith(TEMPORARY_SUFFIX):
-            skipped.append(f"{shown}: a temporary file (a write that did not finish), skipped")
-            continue
-        if not name.endswith(".parquet"):
-            skipped.append(f"{shown}: not a .parquet file, skipped")
-            continue
         if since is not None and partition.startswith("date="):
             try:
                 if date.fromisoformat(partition.removeprefix("date=")) < since:
