@@ -31,7 +31,7 @@ def monitoring_arguments(config, resolve_paths: bool = True) -> dict:
     state = config.monitoring_state_uri
     if resolve_paths and "://" not in state:
         state = str(Path(state).expanduser().resolve())
-    keys = ("model_name", "model_store_uri", "target", "task", "positive_class")
+    keys = ("model_name", "model_store_uri", "positive_class")
     return {
         **{key: training[key] for key in keys},
         "data": training["data"],

@@ -12,7 +12,7 @@ from kfp import compiler, dsl
 from components.common.settings.sections import section_defaults
 from components.common.step_runner import use_step_runner
 from components.monitor.component import monitor as monitor_step
-from pipelines.training_pipeline import _stable_header
+from pipelines.training_pipeline import stable_header
 
 use_step_runner(monitor_step)
 
@@ -27,8 +27,6 @@ COMPILED_PIPELINE = Path(__file__).with_name("monitoring_pipeline.yaml")
 def monitoring_pipeline(
     model_name: str,
     model_store_uri: str,
-    target: str,
-    task: str = "classification",
     positive_class: str = "",
     data: dict = section_defaults("data"),
     serving: dict = section_defaults("serving"),
@@ -41,9 +39,8 @@ def monitoring_pipeline(
     Args:
         model_name: the model's name in the store.
         model_store_uri: the model store's root.
-        target: the label column (the lake's; the champion's schema names it too).
-        task: classification or regression.
-        positive_class: the positive class of a binary task.
+        positive_class: the positive class of a binary task (the target and the task are the
+            champion's, from its schema).
         data: the run config's `data:` section: the lake (monitoring.source lake).
         serving: the `serving:` section: `prediction_log` and `labels`, the logs' URIs.
         evaluation: the `evaluation:` section: compare_metrics names the default metric.
@@ -76,5 +73,5 @@ def compile_pipeline(output: str | Path = COMPILED_PIPELINE) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(monitoring_pipeline, package_path=str(output))
-    output.write_text(_stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
+    output.write_text(stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
     return output

@@ -338,7 +338,7 @@ def _sorted(value):
     return value
 
 
-def _stable_header(text: str) -> str:
+def stable_header(text: str) -> str:
     """The compiled file with the dict defaults of its comment header in sorted key order.
 
     KFP writes that header from the spec's protobuf structs, whose key order changes from one
@@ -361,5 +361,5 @@ def compile_pipeline(output: str | Path = COMPILED_PIPELINE) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(training_pipeline, package_path=str(output))
-    output.write_text(_stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
+    output.write_text(stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
     return output

@@ -47,7 +47,7 @@ def test_each_section_is_one_parameter_with_its_models_defaults():
     parameters = yaml.safe_load(COMPILED_PIPELINE.read_text())["root"]["inputDefinitions"][
         "parameters"
     ]
-    top_level = {"model_name", "model_store_uri", "target", "task", "positive_class"}
+    top_level = {"model_name", "model_store_uri", "positive_class"}
     assert set(parameters) == top_level | set(SECTION_PARAMETERS)
     for name in SECTION_PARAMETERS:
         model = SECTIONS[name]
