@@ -80,7 +80,11 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     assert registry.aliases() == {"champion": "v1", "candidate": "v1"}
     # The edge model is part of the version, checksummed like the joblib file.
     assert metadata["onnx"]["converted"] is True and metadata["onnx"]["parity_passed"] is True
-    assert set(metadata["files"]) == {"model.joblib", "model.onnx"}
+    assert set(metadata["files"]) == {"model.joblib", "model.onnx", "reference.json"}
+    # The training reference the monitor compares with: held-out metrics as evaluate's.
+    reference = registry.reference("v1")
+    assert reference["metrics"]["roc_auc"]["value"] == pytest.approx(metadata["metrics"]["roc_auc"])
+    assert reference["rows"] == {"train": 4180, "test": 1046}
     edge = onnx.load_from_string(registry.verified_files("v1")["model.onnx"])
     features = {f["name"] for f in metadata["schema"]["features"]}
     assert {graph_input.name for graph_input in edge.graph.input} == features
