@@ -1,11 +1,13 @@
 """Small helpers for the files that pass between steps."""
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -50,3 +52,17 @@ def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 
 def read_frame(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
+
+
+def json_ready(value):
+    """NaN and infinities as None, numpy scalars as Python ones, keys as text: JSON has none of
+    them (json.dumps would write NaN, which strict readers refuse, and fail on numpy ints)."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

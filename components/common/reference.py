@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import sparse
 
 from components.common.errors import PipelineInputError
+from components.common.io import json_ready
 from components.common.metrics import (
     _binary_metrics,
     decision_threshold,
@@ -156,7 +157,7 @@ def build_reference(
             "level": LEVEL,
             "rows": len(test),
         }
-    return _json_ready(reference)
+    return json_ready(reference)
 
 
 # --- Bootstrap intervals ----------------------------------------------------------------------
@@ -342,24 +343,11 @@ def _finite(value):
     return value if math.isfinite(value) else None
 
 
-def _json_ready(value):
-    """NaN and infinities as None, numpy scalars as Python ones (JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def reference_json(reference: dict) -> bytes:
     """The reference as compact JSON bytes (reference.json): no indentation, it is read by
     programs and `mlpipe models show`, and the samples are most of it."""
     return json.dumps(
-        _json_ready(reference), separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        json_ready(reference), separators=(",", ":"), allow_nan=False, ensure_ascii=False
     ).encode("utf-8")
 
 

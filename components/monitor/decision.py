@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from components.common.errors import PipelineInputError
+from components.common.io import json_ready
 from components.common.profile import PREDICTION_COLUMN, probability_column
 from components.common.settings.sections import EvaluationConfig, MonitoringConfig
 from components.common.vocabulary import higher_is_better, primary_metric
@@ -221,16 +222,3 @@ def decide(
 
 def _fmt(value) -> str:
     return "?" if value is None else f"{value:.4f}"
-
-
-def json_ready(value):
-    """numpy scalars and NaN made JSON-ready (NaN as None)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -30,6 +30,7 @@ import fsspec
 
 from components.common.drift import compare
 from components.common.errors import PipelineInputError
+from components.common.io import json_ready
 from components.common.registry import ModelRegistry
 from components.common.settings.sections import EvaluationConfig, MonitoringConfig
 from components.monitor.decision import (
@@ -38,7 +39,6 @@ from components.monitor.decision import (
     WARN,
     daily_performance,
     decide,
-    json_ready,
     performance,
     restricted_profile,
     watched_metric,
