@@ -44,7 +44,13 @@ from benchmarks.output import load_average, write_results
 from components.common.drift import compare
 from components.common.performance import estimate_performance, realized_performance
 from components.common.profile import profile_frame
-from components.ingest.synthetic import COLUMNS, PARTITION, TARGET, make_table
+from components.ingest.synthetic import (
+    FEATURES,
+    NUMERIC_FEATURES,
+    TARGET,
+    feature_schema,
+    make_table,
+)
 
 EVIDENTLY_VERSION = "0.7.23"
 # pandas 3 changed the string dtype under Evidently 0.7's feet.
@@ -52,20 +58,6 @@ EVIDENTLY_REQUIREMENTS = [f"evidently=={EVIDENTLY_VERSION}", "pandas<3", "pyarro
 DEFAULT_VENV = Path(tempfile.gettempdir()) / "mlpipe-bench" / "evidently-venv"
 INSTALL_TIMEOUT_S = 1200
 
-FEATURES = [name for name in COLUMNS if name != TARGET] + [PARTITION]
-NUMERIC = {
-    "age",
-    "income",
-    "debt",
-    "credit_score",
-    "tenure_months",
-    "num_accounts",
-    "balance",
-    "utilization",
-    "late_payments",
-    "transaction_amount",
-    "savings_rate",
-}
 # Features a window shifts, in turn: every numeric one fine-grained enough to reach the PSI with
 # a location shift (age, tenure, counts are whole numbers that jump past it) and the
 # categorical ones with a category of at least 5 % to receive rows.
@@ -106,14 +98,7 @@ MIN_POWER = 0.95
 POWER_AT = 50_000
 MAX_ESTIMATE_MAE = 0.02
 
-SCHEMA = {
-    "task": "classification",
-    "target": TARGET,
-    "classes": ["0", "1"],
-    "features": [
-        {"name": name, "kind": "numeric" if name in NUMERIC else "categorical"} for name in FEATURES
-    ],
-}
+SCHEMA = feature_schema()
 
 WORKER = r'''
 """Evidently's DataDriftPreset on windows named on stdin, one JSON line out per window."""
@@ -252,7 +237,7 @@ def model_frame(table) -> pd.DataFrame:
     for name in FEATURES:
         if name == "postcode":
             continue
-        features[name] = frame[name] if name in NUMERIC else frame[name].astype("category")
+        features[name] = frame[name] if name in NUMERIC_FEATURES else frame[name].astype("category")
     return pd.DataFrame(features)
 
 
@@ -261,7 +246,9 @@ def fit_model(seed: int, rows: int = MODEL_ROWS):
 
     table = make_table(rows, seed=seed, number=1)
     frame = model_frame(table)
-    categories = {name: frame[name].cat.categories for name in frame if name not in NUMERIC}
+    categories = {
+        name: frame[name].cat.categories for name in frame if name not in NUMERIC_FEATURES
+    }
     model = HistGradientBoostingClassifier(
         categorical_features="from_dtype", max_iter=40, max_leaf_nodes=15, random_state=0
     )

@@ -37,7 +37,13 @@ from benchmarks.output import load_average, write_results
 from components.common.drift import compare
 from components.common.prediction_log import read_prediction_log
 from components.common.profile import profile_frame
-from components.ingest.synthetic import COLUMNS, PARTITION, TARGET, make_table
+from components.ingest.synthetic import (
+    FEATURES,
+    NUMERIC_FEATURES,
+    TARGET,
+    feature_schema,
+    make_table,
+)
 
 MODEL = "bench"
 FILES = 10
@@ -47,28 +53,8 @@ REFERENCE_ROWS = 50_000
 REPEATS = 5
 SMOKE_REPEATS = 2
 MAX_RATIO = 3.0
-FEATURES = [name for name in COLUMNS if name != TARGET] + [PARTITION]
-CATEGORICAL = {
-    "sex",
-    "employment",
-    "education",
-    "channel",
-    "product",
-    "postcode",
-    "device",
-    "marital_status",
-    PARTITION,
-}
 CLASSES = ["0", "1"]
-SCHEMA = {
-    "task": "classification",
-    "target": TARGET,
-    "classes": CLASSES,
-    "features": [
-        {"name": name, "kind": "categorical" if name in CATEGORICAL else "numeric"}
-        for name in FEATURES
-    ],
-}
+SCHEMA = feature_schema(tuple(CLASSES))
 
 
 def outputs(table: pa.Table, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +80,7 @@ def log_table(number: int, rows: int, start: datetime) -> pa.Table:
     }
     for name in FEATURES:
         column = table[name]
-        columns[name] = column if name in CATEGORICAL else column.cast(pa.float64())
+        columns[name] = column.cast(pa.float64()) if name in NUMERIC_FEATURES else column
     columns["prediction"] = pa.array(predicted)
     columns["probability_0"] = pa.array(1 - positive)
     columns["probability_1"] = pa.array(positive)

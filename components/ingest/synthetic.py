@@ -83,6 +83,24 @@ COLUMNS = (
     "marital_status",
     TARGET,
 )
+# The table's features as a lake reader sees them (the partition column included), and which of
+# them are numbers; the others are text, read as categories.
+FEATURES = tuple(name for name in COLUMNS if name != TARGET) + (PARTITION,)
+NUMERIC_FEATURES = frozenset(
+    {
+        "age",
+        "income",
+        "debt",
+        "credit_score",
+        "tenure_months",
+        "num_accounts",
+        "balance",
+        "utilization",
+        "late_payments",
+        "transaction_amount",
+        "savings_rate",
+    }
+)
 # Columns that keep every value: the target, and what the row's identity rests on.
 COMPLETE = {TARGET, "sex", "tenure_months"}
 # P(default | features): the reference relation, and the changed one of a concept-drift window.
@@ -109,6 +127,20 @@ CALIBRATION_SEED = 20_251_203
 MIN_RECEIVING_SHARE = 0.05
 # How far above the target a solved shift's PSI may land (a discrete feature moves in steps).
 PSI_TOLERANCE = 0.1
+
+
+def feature_schema(classes: tuple[str, ...] = ("0", "1")) -> dict:
+    """The schema that validate would write for the table (its labels as text), for profiling and
+    comparing synthetic tables without running the pipeline."""
+    return {
+        "task": "classification",
+        "target": TARGET,
+        "classes": list(classes),
+        "features": [
+            {"name": name, "kind": "numeric" if name in NUMERIC_FEATURES else "categorical"}
+            for name in FEATURES
+        ],
+    }
 
 
 def _choice(rng: np.random.Generator, values_and_p, rows: int) -> pa.Array:
