@@ -283,3 +283,37 @@ def test_a_family_that_is_not_the_champions_is_named(old):
     champion = champion_of(old, "sgd_linear", SGD)
     with pytest.raises(PipelineInputError, match=r"'random_forest': the champion's estimator is"):
         update_model(champion, rows(100, 1), schema, "random_forest", FOREST, SEED)
+
+
+def test_a_threshold_optimized_champion_is_refit_on_the_window_with_its_mitigation(old):
+    from components.train.logic import fit_mitigated
+
+    frame, schema, preprocessor = old
+    best = {"family": "sgd_linear", "params": SGD}
+    champion, _ = fit_mitigated(
+        frame,
+        schema,
+        preprocessor,
+        best,
+        SEED,
+        "threshold_optimizer",
+        "demographic_parity",
+        "sex",
+        {},
+        "1",
+    )
+    window = rows(2000, 1)
+
+    updated, details = update_model(champion, window, schema, "sgd_linear", SGD, SEED)
+
+    assert type(updated) is type(champion) and updated is not champion
+    assert details["rule"] == "refit_window"
+    assert details["fallback"].startswith("partial_fit: bias mitigation threshold_optimizer")
+    assert updated.grouping is champion.grouping and updated.constraint == champion.constraint
+    fresh = fit_model(
+        window, schema, clone(preprocessor).fit(as_model_input(window, schema)), best, SEED
+    )
+    np.testing.assert_allclose(
+        updated.pipeline.predict_proba(as_model_input(window, schema)),
+        fresh.predict_proba(as_model_input(window, schema)),
+    )
