@@ -59,7 +59,26 @@ FAMILIES = {
             "l2_regularization": {"loguniform": [1e-4, 10.0]},
         },
     ),
+    # A linear model fitted by stochastic gradient descent: the family whose champion can be
+    # updated with new rows in place (partial_fit, components.common.incremental). Its loss is
+    # fixed by the task (LOSSES), not searched.
+    "sgd_linear": (
+        {
+            "classification": "sklearn.linear_model.SGDClassifier",
+            "regression": "sklearn.linear_model.SGDRegressor",
+        },
+        {
+            "alpha": {"loguniform": [1e-6, 1e-1]},
+            "penalty": {"choice": ["l2", "elasticnet"]},
+            "l1_ratio": {"uniform": [0.05, 0.5]},  # read only with the elasticnet penalty
+        },
+    ),
 }
+
+# Losses fixed per task: the model server, the evaluation gate and the reference read a
+# classifier's predict_proba, which SGDClassifier has with the log loss only (modified_huber's
+# are not calibrated probabilities).
+LOSSES = {"sgd_linear": {"classification": "log_loss", "regression": "squared_error"}}
 
 # The iteration resource of each iterative family: the constructor argument that warm_start grows.
 RESOURCES = {"random_forest": "n_estimators", "hist_gradient_boosting": "max_iter"}
@@ -141,6 +160,31 @@ HYPERPARAMETERS = {
             "quantile",
             "random_state",
             "scoring",
+            "tol",
+            "validation_fraction",
+            "verbose",
+            "warm_start",
+        }
+    ),
+    "sgd_linear": frozenset(
+        {
+            "alpha",
+            "average",
+            "class_weight",
+            "early_stopping",
+            "epsilon",
+            "eta0",
+            "fit_intercept",
+            "l1_ratio",
+            "learning_rate",
+            "loss",
+            "max_iter",
+            "n_iter_no_change",
+            "n_jobs",
+            "penalty",
+            "power_t",
+            "random_state",
+            "shuffle",
             "tol",
             "validation_fraction",
             "verbose",
@@ -233,6 +277,12 @@ def check_space_overrides(overrides: dict | None, prefix: str = "tuning.space") 
                 raise PipelineInputError(
                     f"{prefix}.{family}.random_state: the seed comes from split.seed"
                 )
+            if name == "loss" and family in LOSSES:
+                raise PipelineInputError(
+                    f"{prefix}.{family}.{name}: fixed by the task (classification "
+                    f"{LOSSES[family]['classification']}, for predict_proba; regression "
+                    f"{LOSSES[family]['regression']})"
+                )
             check_distribution(f"{prefix}.{family}.{name}", spec)
 
 
@@ -262,7 +312,8 @@ def make_estimator(family: str, params: dict, task: str, seed: int):
     """A fresh, unfitted estimator of `family` with `params`, seeded where it takes a seed.
 
     Histogram gradient boosting runs exactly `max_iter` rounds (no internal early stopping), so
-    that the rounds tuning chose are the rounds training fits.
+    that the rounds tuning chose are the rounds training fits. The SGD family's loss is the
+    task's (LOSSES).
     """
     estimator = estimator_class(FAMILIES[family][0][task])(**params)
     if "random_state" in estimator.get_params():
@@ -271,6 +322,8 @@ def make_estimator(family: str, params: dict, task: str, seed: int):
         estimator.set_params(max_iter=1000)
     if family == "hist_gradient_boosting" and "early_stopping" not in params:
         estimator.set_params(early_stopping=False)
+    if family in LOSSES:
+        estimator.set_params(loss=LOSSES[family][task])
     return estimator
 
 

@@ -55,11 +55,13 @@ CLASSIFIERS = {
     "logistic_regression": {"C": 1.0},
     "random_forest": {"n_estimators": 25, "max_depth": 8},
     "hist_gradient_boosting": {"max_iter": 30, "max_leaf_nodes": 15},
+    "sgd_linear": {"alpha": 1e-3, "penalty": "elasticnet", "l1_ratio": 0.2},
 }
 REGRESSORS = {
     "linear_regression": {"alpha": 0.1},
     "random_forest": {"n_estimators": 25, "max_depth": 8},
     "hist_gradient_boosting": {"max_iter": 30, "max_leaf_nodes": 15},
+    "sgd_linear": {"alpha": 1e-4},
 }
 
 
@@ -564,3 +566,26 @@ def test_the_readme_shows_the_client_that_the_tests_run():
     assert code in (root / "README.md").read_text(), (
         "README's ONNX snippet drifted from the example"
     )
+
+
+def test_a_multiclass_sgd_classifier_matches_scikit_learn():
+    # SGD's multiclass probabilities are its one-vs-rest sigmoids normalised to sum to 1: the
+    # graph must do the same, not a softmax.
+    rng = np.random.default_rng(11)
+    rows = 600
+    frame = pd.DataFrame({"x": rng.normal(0, 1, rows), "kind": rng.choice(["p", "q"], rows)})
+    score = frame["x"] + (frame["kind"] == "p") + rng.normal(0, 0.5, rows)
+    frame["tier"] = np.select([score < 0, score < 1], ["low", "mid"], "high")
+    frame.loc[rng.choice(rows, 20, replace=False), "x"] = np.nan
+    schema = validate_table(frame, "tier", "classification", [], {})
+    train, test = split_table(frame, schema, 0.25, seed=0)
+    best = {"family": "sgd_linear", "params": {"alpha": 1e-3}}
+    model = fit_model(train, schema, fit_preprocessor(train, schema), best, 0)
+    assert len(model.classes_) == 3
+    data = export_onnx(model, schema)
+    result = check_parity(model, data, test, schema)
+    assert result["passed"], result["differing_rows"][:3]
+    labels, probabilities = predict_onnx(load_session(data), test, schema)
+    features = as_model_input(test, schema)
+    assert labels.tolist() == model.predict(features).tolist()
+    np.testing.assert_allclose(probabilities, model.predict_proba(features), atol=1e-5, rtol=0)
