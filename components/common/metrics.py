@@ -80,10 +80,19 @@ def _binary_metrics(is_positive: np.ndarray, predicted: np.ndarray, scores: np.n
     }
 
 
+def label_array(values) -> np.ndarray:
+    """Class labels as scikit-learn's metrics read them: numbers as numbers, text as objects.
+
+    An object array of integers is "unknown" to scikit-learn's type_of_target, and every label
+    metric refuses it: a table with 0/1 labels read into an object array would fail there.
+    """
+    return pd.Series(np.asarray(values, dtype=object)).infer_objects().to_numpy()
+
+
 def multiclass_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: list) -> dict:
     """Macro-averaged metrics; labels are the most probable class."""
-    predicted = np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)]
-    y_true = np.asarray(y_true, dtype=object)
+    predicted = label_array(np.asarray(classes, dtype=object)[probabilities.argmax(axis=1)])
+    y_true = label_array(y_true)
     average = {"average": "macro", "labels": classes, "zero_division": 0}
     return {
         "accuracy": float(accuracy_score(y_true, predicted)),
@@ -266,7 +275,7 @@ def evaluate_model(
     result["confusion_matrix"] = {
         "labels": [str(c) for c in classes],
         "matrix": confusion_matrix(
-            np.asarray(y_true, dtype=object), predicted, labels=classes
+            label_array(y_true), label_array(predicted), labels=classes
         ).tolist(),
     }
     positive_label = positive_class_of(classes, positive)

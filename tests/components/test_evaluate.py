@@ -281,3 +281,26 @@ def test_group_aware_folds_never_split_a_group(loans, loans_schema):
     assert cv["folds"] == 4 and 0 < cv["threshold"]["value"] < 1
     with pytest.raises(PipelineInputError, match="has 3 groups, fewer than the 4"):
         cv_fold_rows(loans["approved"], "classification", 4, 0, groups % 3)
+
+
+@pytest.mark.parametrize("classes", [[0, 1], [0, 1, 2]])
+def test_integer_labels_are_scored_like_text_ones(classes):
+    # A lake's 0/1 (or 0/1/2) label column: scikit-learn's metrics refuse an object array of
+    # integers ("unknown is not supported"), which evaluate once built from it.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=300)})
+    frame["y"] = np.digitize(frame["x"] + rng.normal(scale=0.5, size=300), [0.0, 0.8])
+    frame["y"] = frame["y"].clip(upper=len(classes) - 1)
+    schema = {
+        "target": "y",
+        "task": "classification",
+        "classes": [str(c) for c in classes],
+        "features": [{"name": "x", "kind": "numeric"}],
+    }
+    model = LogisticRegression().fit(frame[["x"]], frame["y"])
+    result = evaluate_model(model, frame, schema, "")
+    assert result["confusion_matrix"]["labels"] == [str(c) for c in classes]
+    assert np.asarray(result["confusion_matrix"]["matrix"]).sum() == 300
+    assert result["metrics"]["accuracy"] > 0.6
