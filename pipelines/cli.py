@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from components.common.errors import PipelineInputError, StepFailed
 from pipelines.feedback_cli import add_feedback_parser
+from pipelines.loop_cli import add_loop_parser
 from pipelines.models_cli import add_models_parser
 from pipelines.monitor_cli import add_monitor_parser
 
@@ -96,6 +97,8 @@ def cmd_run(args) -> int:
             resume=args.resume or "",
             use_cache=not args.no_cache,
             on_start=started,
+            training_mode=args.mode,
+            trigger=args.trigger,
         )
     except RunInterrupted as stop:  # its processes are gone and the registry put back
         return _interrupted(stop, _resume_command(args, stop.run_id))
@@ -107,7 +110,14 @@ def cmd_run(args) -> int:
             )
         return EXIT_FAILED
     url = f"http://{host}:{port}"
+    if run.skipped:  # an incremental run with nothing new: said so, nothing registered
+        console.print(
+            f"\n[bold]Run {run.run_id}[/]: nothing registered: {escape(run.plan['reason'])}"
+        )
+        return 0
     console.print(f"\n[bold green]Run {run.run_id} finished[/] in {run.seconds:.0f} s")
+    if run.plan is not None:
+        console.print(f"  training   {escape(run.plan['mode'])}: {escape(run.plan['reason'])}")
     origins = list((run.steps or {}).values())
     reused = len(origins) - origins.count("ran")
     if reused:
@@ -385,6 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", action="store_true", help="show every line of every step's log")
     run.add_argument(
+        "--mode",
+        choices=("full", "incremental"),
+        default="full",
+        help="full: ingest everything, search, fit (default); incremental: update the champion "
+        "with what is new since its training watermark (retraining.* in the config)",
+    )
+    run.add_argument(
+        "--trigger",
+        choices=("manual", "monitor", "schedule"),
+        default="manual",
+        help="what started this run, recorded in the new version's lineage",
+    )
+    run.add_argument(
         "--require-blessed", action="store_true", help="exit 1 when the gate does not bless it"
     )
     run.add_argument(
@@ -498,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(commands)
     add_feedback_parser(commands)
     add_monitor_parser(commands)
+    add_loop_parser(commands)
     return parser
 
 

@@ -30,6 +30,7 @@ from components.common.settings.sections import (
     EvaluationConfig,
     MonitoringConfig,
     RayConfig,
+    RetrainingConfig,
     ServingConfig,
     TuningConfig,
     _Section,
@@ -62,6 +63,7 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
     output_root: str = "mlpipe-output"
     model_store: str = Field("", description="Model store root; empty means <output_root>/models.")
 
@@ -459,6 +461,7 @@ def pipeline_arguments(config: RunConfig, resolve_paths: bool = True) -> dict:
         ),
         "deploy": section_parameter(config.deploy),
         "alerts": section_parameter(config.alerts),
+        "retraining": section_parameter(config.retraining),
         # Recorded in each model version's metadata as this run's configuration.
         # JSON text, not a dict: KFP parameters cannot carry the config's nulls.
         # Any URL's password hidden, whatever let it in: this text is shown and stored.

@@ -127,6 +127,13 @@ class LocalRun:
     # How each step ran: "ran", "cache" (the shared step cache) or "resumed" (this run's own
     # finished steps, after --resume).
     steps: dict[str, str] | None = None
+    # The plan (components.common.retraining): full, incremental or skip, and why.
+    plan: dict | None = None
+
+    @property
+    def skipped(self) -> bool:
+        """Nothing new to retrain on: no step ran after the plan, nothing was registered."""
+        return bool(self.plan) and self.plan["mode"] == "skip"
 
 
 def new_run_dir(output_root: str | Path) -> tuple[str, Path]:
@@ -343,6 +350,8 @@ def run_pipeline(
     resume: str = "",
     use_cache: bool = True,
     on_start=None,
+    training_mode: str = "full",
+    trigger: str = "manual",
 ) -> LocalRun:
     """Compile the pipeline into a run folder and run that file under kfp.local.
 
@@ -361,6 +370,9 @@ def run_pipeline(
         use_cache: reuse finished steps of other runs (the step cache); a run's own finished
             steps are always kept, so that it can be resumed.
         on_start: called with the run's id and folder before any step runs.
+        training_mode: full, or incremental (update the champion with what is new; see
+            components.common.retraining).
+        trigger: what started the run (manual, monitor or schedule), recorded in the lineage.
 
     Returns:
         The run; a model that the gate did not bless is no error here (its steps all succeeded,
@@ -376,7 +388,11 @@ def run_pipeline(
         run_id, arguments = resume, read_json(run_dir / ARGUMENTS_FILE)
     else:
         run_id, run_dir = new_run_dir(config.output_root)
-        arguments = pipeline_arguments(config)
+        arguments = {
+            **pipeline_arguments(config),
+            "training_mode": training_mode,
+            "trigger": trigger,
+        }
         try:
             (run_dir / "artifacts").mkdir(parents=True)
             write_json(run_dir / ARGUMENTS_FILE, arguments)
@@ -487,6 +503,26 @@ def _run_pipeline(
     finally:
         shutil.rmtree(run_dir / "workspace", ignore_errors=True)
 
+    planned = _find_output(artifacts_dir, "plan", "plan")
+    plan = read_json(planned) if planned is not None else None
+    if plan is not None and plan["mode"] == "skip":
+        run = LocalRun(
+            run_id=run_id,
+            run_dir=run_dir,
+            artifacts_dir=artifacts_dir,
+            pipeline_file=pipeline_file,
+            report=run_dir / "report.md",
+            log=log_path,
+            model_uri="",
+            model_version="",
+            seconds=time.monotonic() - started,
+            blessed=False,
+            reason=plan["reason"],
+            champion=plan.get("parent", ""),
+            steps=step_origins(run_dir),
+            plan=plan,
+        )
+        return run
     # The pipeline returns no outputs (its steps are inside an exit handler): register's and the
     # gate's own outputs say the version and whether it was blessed.
     registered = _output_parameters(artifacts_dir, "register")
@@ -502,6 +538,7 @@ def _run_pipeline(
         seconds=time.monotonic() - started,
         blessed=bool(_output_parameters(artifacts_dir, "gate")["Output"]),
         steps=step_origins(run_dir),
+        plan=plan,
     )
     decision = _find_output(artifacts_dir, "gate", "decision")
     if decision is not None:

@@ -31,14 +31,12 @@ def monitoring_arguments(config, resolve_paths: bool = True) -> dict:
     state = config.monitoring_state_uri
     if resolve_paths and "://" not in state:
         state = str(Path(state).expanduser().resolve())
-    keys = ("model_name", "model_store_uri", "positive_class")
+    # Everything the training pipeline takes, for the retraining nested in the monitoring
+    # pipeline, but the data watermark: a retraining reads what its plan says.
+    skipped = ("since_watermark",)
     return {
-        **{key: training[key] for key in keys},
-        "data": training["data"],
-        "serving": training["serving"],
-        "evaluation": training["evaluation"],
+        **{key: value for key, value in training.items() if key not in skipped},
         "monitoring": section_parameter(config.monitoring, state=state),
-        "alerts": section_parameter(config.alerts),
     }
 
 

@@ -1,9 +1,10 @@
-"""The monitoring pipeline: one step, the monitor (components/monitor), which compares a window of
-new data (the prediction log, or the lake's new partitions) with the champion's reference and
-decides ok, warn or retrain. Compiled once into pipelines/monitoring_pipeline.yaml, the file that
-`mlpipe submit --pipeline monitoring --schedule CRON` runs on a cluster, and that a test runs
-under kfp.local; its decision is the pipeline's output, for a retraining pipeline to put behind
-`dsl.If(decision == "retrain")`."""
+"""The monitoring pipeline: the monitor (components/monitor) compares a window of new data (the
+prediction log, or the lake's new partitions) with the champion's reference and decides ok, warn
+or retrain; on `retrain`, the training pipeline itself runs, nested (`dsl.If`), incremental or
+full as `retraining.*` says, with trigger `monitor`. Compiled once into
+pipelines/monitoring_pipeline.yaml, the file that `mlpipe submit --pipeline monitoring --schedule
+CRON` runs on a cluster as a recurring run (one at a time, no catch-up), and that a test runs
+under kfp.local; the monitor's decision is the pipeline's output."""
 
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from kfp import compiler, dsl
 from components.common.settings.sections import section_defaults
 from components.common.step_runner import use_step_runner
 from components.monitor.component import monitor as monitor_step
-from pipelines.training_pipeline import stable_header
+from components.monitor.component import retraining_mode as retraining_mode_step
+from pipelines.training_pipeline import stable_header, training_pipeline
 
 use_step_runner(monitor_step)
+use_step_runner(retraining_mode_step)
 
 PIPELINE_NAME = "mlpipe-monitoring"
 COMPILED_PIPELINE = Path(__file__).with_name("monitoring_pipeline.yaml")
@@ -33,8 +36,22 @@ def monitoring_pipeline(
     evaluation: dict = section_defaults("evaluation"),
     monitoring: dict = section_defaults("monitoring"),
     alerts: dict = section_defaults("alerts"),
+    retraining: dict = section_defaults("retraining"),
+    target: str = "",
+    task: str = "classification",
+    sensitive_columns: list = [],
+    column_types: dict = {},
+    contract: dict = section_defaults("contract"),
+    reviewed_contract: str = "",
+    prepare: dict = section_defaults("prepare"),
+    split: dict = section_defaults("split"),
+    tuning: dict = section_defaults("tuning"),
+    ray: dict = section_defaults("ray"),
+    bias: dict = section_defaults("bias"),
+    deploy: dict = section_defaults("deploy"),
+    run_config: str = "",
 ) -> str:
-    """Monitors the champion once.
+    """Monitors the champion once, and retrains when the monitor says `retrain`.
 
     Args:
         model_name: the model's name in the store.
@@ -49,6 +66,10 @@ def monitoring_pipeline(
             cluster, an s3:// or gs:// URI).
         alerts: the `alerts:` section: the webhook (or the environment variable naming it) and
             the events that alert.
+        retraining: the `retraining:` section: incremental or full, and when to fall back.
+        target, task, sensitive_columns, column_types, contract, reviewed_contract, prepare,
+            split, tuning, ray, bias, deploy, run_config: the training pipeline's parameters
+            of the same names, for the retraining (see pipelines/training_pipeline.py).
 
     Returns:
         The decision: ok, warn or retrain.
@@ -65,6 +86,36 @@ def monitoring_pipeline(
     )
     # It reads the log, the lake, the registry and the watermark: never a cache hit.
     task_.set_caching_options(False)
+    with dsl.If(task_.outputs["Output"] == "retrain", name="retrain"):
+        mode_task = retraining_mode_step(
+            result=task_.outputs["result"], retraining_config=retraining
+        )
+        mode_task.set_caching_options(False)
+        training_pipeline(
+            model_name=model_name,
+            model_store_uri=model_store_uri,
+            target=target,
+            task=task,
+            positive_class=positive_class,
+            sensitive_columns=sensitive_columns,
+            column_types=column_types,
+            data=data,
+            contract=contract,
+            reviewed_contract=reviewed_contract,
+            prepare=prepare,
+            split=split,
+            tuning=tuning,
+            ray=ray,
+            bias=bias,
+            evaluation=evaluation,
+            serving=serving,
+            deploy=deploy,
+            alerts=alerts,
+            retraining=retraining,
+            training_mode=mode_task.outputs["Output"],
+            trigger="monitor",
+            run_config=run_config,
+        )
     return task_.outputs["Output"]
 
 

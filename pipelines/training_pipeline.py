@@ -20,6 +20,7 @@ from components.evaluate.component import gate as gate_step
 from components.export.component import export_onnx_model
 from components.ingest.component import ingest as ingest_step
 from components.notify.component import notify as notify_step
+from components.plan.component import plan as plan_step
 from components.prepare.component import prepare as prepare_step
 from components.register.component import promote as promote_step
 from components.register.component import register as register_step
@@ -32,6 +33,7 @@ from components.validate.component import validate as validate_step
 # marks its outputs, and reuses a finished step with the same content key (code, parameters,
 # the bytes of its inputs) from the run's own record (--resume) or the shared step cache.
 for _step in (
+    plan_step,
     ingest_step,
     validate_step,
     prepare_step,
@@ -90,11 +92,56 @@ def _training_steps(
     serving,
     deploy,
     alerts,
+    retraining,
+    training_mode,
+    trigger,
     run_config,
     **_,
 ):
-    """The training DAG (inside the pipeline's exit handler)."""
-    ingest_task = ingest_step(data_config=data, since_watermark=since_watermark)
+    """The training DAG (inside the pipeline's exit handler): the plan, then, unless it found
+    nothing new to retrain on, the steps."""
+    # Reads the registry and the lake: never a cache hit.
+    plan_task = plan_step(
+        model_name=model_name,
+        model_store_uri=model_store_uri,
+        training_mode=training_mode,
+        trigger=trigger,
+        retraining_config=retraining,
+        data_config=data,
+        serving_config=serving,
+        since_watermark=since_watermark,
+    )
+    plan_task.set_caching_options(False)
+    with dsl.If(plan_task.outputs["Output"] != "skip", name="something-to-train-on"):
+        _steps_after_plan(plan_task.outputs["plan"], **locals())
+
+
+def _steps_after_plan(
+    plan,
+    model_name,
+    model_store_uri,
+    target,
+    task,
+    positive_class,
+    sensitive_columns,
+    column_types,
+    data,
+    contract,
+    reviewed_contract,
+    prepare,
+    split,
+    tuning,
+    ray,
+    bias,
+    evaluation,
+    serving,
+    deploy,
+    alerts,
+    run_config,
+    **_,
+):
+    """Ingest to promote, as the plan says (full or incremental)."""
+    ingest_task = ingest_step(data_config=data, plan=plan)
     # A data lake grows between runs: reading it again is never a cache hit.
     ingest_task.set_caching_options(False)
     dataset = ingest_task.outputs["dataset"]
@@ -129,6 +176,7 @@ def _training_steps(
         tuning_config=tuning,
         ray_config=ray,
         split_config=split,
+        plan=plan,
     ).after(bias_task)
 
     train_task = train_step(
@@ -141,6 +189,7 @@ def _training_steps(
         tuning_config=tuning,
         evaluation_config=evaluation,
         split_config=split,
+        plan=plan,
     )
 
     evaluate_task = evaluate_step(
@@ -198,6 +247,7 @@ def _training_steps(
         onnx_model=export_task.outputs["onnx_model"],
         train=prepare_task.outputs["train"],
         test=prepare_task.outputs["test"],
+        plan=plan,
         model_store_uri=model_store_uri,
         model_name=model_name,
         positive_class=positive_class,
@@ -270,6 +320,9 @@ def training_pipeline(
     serving: dict = section_defaults("serving"),
     deploy: dict = section_defaults("deploy"),
     alerts: dict = section_defaults("alerts"),
+    retraining: dict = section_defaults("retraining"),
+    training_mode: str = "full",
+    trigger: str = "manual",
     run_config: str = "",
 ):
     """Trains, registers and deploys a tabular model.
@@ -307,6 +360,11 @@ def training_pipeline(
             storage_uri, canary, GitOps repository, timeout.
         alerts: the run config's `alerts:` section: the webhook (or the environment variable
             that holds it), timeout, retries and the events that alert.
+        retraining: the run config's `retraining:` section: what an incremental run reads and
+            when it falls back to full (components.common.retraining).
+        training_mode: full (ingest everything, search, fit) or incremental (update the
+            champion with what is new since its watermark); empty: `retraining.mode`.
+        trigger: what started the run: manual, monitor or schedule (recorded in the lineage).
         run_config: the run's configuration (JSON), recorded in the model version's metadata.
 
     Every model is registered (as the candidate); only a blessed one is deployed and promoted.

@@ -1,5 +1,6 @@
 """Shared fixtures: small tables with known properties, and the demo data."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,15 @@ def reference(tmp_path_factory):
     from tests.mlpipe_runs import Reference
 
     return Reference(tmp_path_factory.mktemp("reference"))
+
+
+def full_plan(path: Path):
+    """The plan artifact of a full run (components.common.retraining), as the plan step writes
+    it: for the steps that read it (ingest, tune, train, register) called directly."""
+    from kfp.dsl import Artifact
+
+    from components.common.retraining import plan_training
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan_training("", "", "full", "manual", {}, {}, {})))
+    return Artifact(uri=str(path))

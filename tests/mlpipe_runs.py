@@ -24,6 +24,7 @@ HOOKS = Path(__file__).parent / "faults" / "hooks"
 MODEL = "arrests-release"
 # The steps as kfp.local runs them.
 STEPS = (
+    "plan",
     "ingest",
     "validate",
     "prepare",

@@ -1,7 +1,7 @@
 """KFP component: ingest the data source into a Dataset artifact."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components.common.image import COMPONENT_IMAGE
 
@@ -9,7 +9,7 @@ from components.common.image import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def ingest(
     data_config: dict,
-    since_watermark: str,
+    plan: Input[Artifact],
     dataset: Output[Dataset],
 ):
     """Reads the data source into one Parquet file: a live data lake, or an ETL snapshot.
@@ -25,16 +25,17 @@ def ingest(
             file, as a local path or a URI (file://, s3://, gs://; credentials come from the
             environment), read with `na_values`, `columns` and `filters` ([column, operator,
             value]); or `etl`, an ETL spec, and `snapshot_root`, where snapshots are kept.
-        since_watermark: JSON of an earlier run's watermark: read only files new or changed
-            since (empty: read everything).
+        plan: the run's plan (components.common.retraining): a full run reads everything, or
+            what its `since_watermark` (`data.since_watermark`) left; an incremental run reads
+            the lake's files new since the champion's watermark (or its window of partitions)
+            and the prediction log's labelled rows since the champion was registered.
         dataset: the table as Parquet; metadata holds rows, columns, schema (Arrow types),
             bytes, source URI, content hash and the watermark of this read (for a snapshot: its
             id and origin instead of the watermark).
     """
-    import json
     import os
 
-    from components.common.io import write_frame
+    from components.common.io import read_json, write_frame
     from components.common.secrets import redact_url
     from components.common.settings.parse import parse_section
     from components.common.settings.sections import DataConfig
@@ -42,7 +43,7 @@ def ingest(
     from components.ingest.logic import (
         content_hash,
         parquet_schema,
-        read_source,
+        read_planned,
         resolve_source,
     )
     from components.ingest.snapshot import export_snapshot, run_etl, snapshot_metadata
@@ -64,13 +65,10 @@ def ingest(
         return
 
     with user_errors("ingest"):
+        run_plan = read_json(plan.path)
         source = resolve_source(data.source)
-        frame, watermark = read_source(
-            source,
-            na_values=data.na_values,
-            columns=data.columns,
-            filters=[list(f) for f in data.filters],
-            since=json.loads(since_watermark) if since_watermark else None,
+        frame, watermark, read = read_planned(
+            source, run_plan, data.na_values, data.columns, [list(f) for f in data.filters]
         )
     write_frame(dataset.path, frame)
     dataset.metadata.update(
@@ -81,10 +79,17 @@ def ingest(
             "bytes": os.path.getsize(dataset.path),
             "source_uri": redact_url(data.source),
             "content_hash": content_hash(frame),
-            "incremental": bool(since_watermark),
+            "incremental": bool(run_plan["since_watermark"]),
             "watermark": watermark,
+            **read,
         }
     )
     step_summary(
-        "ingest", f"{len(frame)} rows, {frame.shape[1]} columns from {redact_url(data.source)}"
+        "ingest",
+        f"{len(frame)} rows, {frame.shape[1]} columns from {redact_url(data.source)}"
+        + (
+            f" ({read['files_read']} files, {read['log_rows']} labelled predictions)"
+            if run_plan["mode"] == "incremental"
+            else ""
+        ),
     )

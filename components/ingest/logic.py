@@ -12,6 +12,7 @@ again from the start, and one that stays away fails with one line after the retr
 """
 
 import hashlib
+import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,3 +404,73 @@ def _digest(header: bytes, *arrays: np.ndarray) -> bytes:
     for array in arrays:
         digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # bytes, no copy
     return digest.digest()
+
+
+def _bytes_of(fingerprint_text: str) -> int:
+    """The size a lake fingerprint ("size:stamp") records."""
+    size = fingerprint_text.split(":", 1)[0]
+    return int(size) if size.isdigit() else 0
+
+
+def read_planned(
+    source: Source,
+    plan: dict,
+    na_values: list[str] | None,
+    columns: list[str] | None,
+    filters: list | None,
+) -> tuple[pd.DataFrame, dict | None, dict]:
+    """Read what the run's plan (components.common.retraining.plan_training) says to read.
+
+    A full run reads the source (all of it, or what its since_watermark leaves); an incremental
+    run reads the lake's files new since the champion's watermark (or its window) and adds the
+    prediction log's labelled rows, or reads the log alone when the lake has nothing new.
+
+    Returns:
+        The table; the watermark to record (the lake's files as listed now, or the champion's
+        when the lake was not read); and what was read: files_read, bytes_read (the lake files'
+        sizes) and log_rows.
+
+    Raises:
+        PipelineInputError: as read_source; or nothing at all to read.
+    """
+    since_text = plan.get("since_watermark") or ""
+    since = json.loads(since_text) if since_text else None
+    frames, watermark, files_read, bytes_read = [], plan.get("watermark"), 0, 0
+    if plan.get("read_lake", True):
+        frame, watermark = read_source(source, na_values, columns, filters, since)
+        seen = (since or {}).get("files", {})
+        read = [mark for name, mark in watermark.get("files", {}).items() if seen.get(name) != mark]
+        files_read, bytes_read = len(read), sum(_bytes_of(mark) for mark in read)
+        frames.append(frame)
+    log_rows = 0
+    if plan.get("log"):
+        from components.common.retraining import labelled_log_rows
+
+        logged = labelled_log_rows(plan["log"], plan["log"]["model"], plan["log"]["target"])
+        if columns:
+            logged = logged[[c for c in logged.columns if c in columns]]
+        log_rows = len(logged)
+        frames.append(logged)
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
+        raise PipelineInputError(
+            f"data source '{source.uri}': nothing to read for this {plan.get('mode')} run"
+        )
+    frame = frames[0] if len(frames) == 1 else _combined(frames)
+    return (
+        frame,
+        watermark,
+        {"files_read": files_read, "bytes_read": bytes_read, "log_rows": log_rows},
+    )
+
+
+def _combined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The lake's rows and the log's as one table: categoricals as values first (their
+    categories differ), then text as categories again, as a read gives it."""
+    plain = [
+        frame.astype(
+            {c: object for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}
+        )
+        for frame in frames
+    ]
+    return text_as_categories(pd.concat(plain, ignore_index=True, sort=False))

@@ -1,7 +1,7 @@
 """KFP component: monitor the champion once (components.monitor.logic)."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Metrics, Output
+from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from components.common.image import COMPONENT_IMAGE
 
@@ -77,3 +77,27 @@ def monitor(
     step_summary("monitor", f"{outcome['decision']}: {'; '.join(outcome['reasons'])}")
     step_summary("monitor", f"results in {run.folder}")
     return outcome["decision"]
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def retraining_mode(result: Input[Artifact], retraining_config: dict) -> str:
+    """The retraining that the monitor's `retrain` decision starts: the run config's
+    `retraining.mode`, or full when the labels show the relation changed and
+    `retraining.full_on_relation_change` is on (components.common.retraining).
+
+    Args:
+        result: the monitor's monitor.json.
+        retraining_config: the run config's `retraining:` section.
+
+    Returns:
+        full or incremental (the training pipeline's plan may still fall back to full, and
+        says why).
+    """
+    from components.common.io import read_json
+    from components.common.retraining import mode_after_monitor
+    from components.common.step import step_summary, user_errors
+
+    with user_errors("retraining-mode"):
+        mode, why = mode_after_monitor(read_json(result.path), retraining_config)
+    step_summary("retraining-mode", why)
+    return mode or "incremental"

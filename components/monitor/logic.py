@@ -39,6 +39,7 @@ from components.monitor.decision import (
     WARN,
     daily_performance,
     decide,
+    metric_drop,
     performance,
     restricted_profile,
     watched_metric,
@@ -180,11 +181,23 @@ def monitor(
             window.frame, reference, metric, positive_class, settings.min_labels
         )
     decision, reasons = decide(drift_dict, perf, reference, metric, settings)
+    # The labels say the model is worse, beyond the retrain rule: the relation between the
+    # features and the label changed (not only the features' distribution), which
+    # retraining.full_on_relation_change answers with a full retraining.
+    realized = perf.get("realized") or {}
+    reference_metric = (reference.get("metrics") or {}).get(metric) or {}
+    drop = (
+        metric_drop(realized, reference_metric, metric)
+        if realized.get("value") is not None
+        else None
+    )
+    relation_changed = drop is not None and drop > settings.retrain.metric_drop
 
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     result = {
         "decision": decision,
         "reasons": reasons,
+        "relation_changed": relation_changed,
         "model": {"name": model_name, "version": version},
         "window": {
             "source": window.source,

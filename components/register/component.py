@@ -20,6 +20,7 @@ def register(
     onnx_model: Input[Model],
     train: Input[Dataset],
     test: Input[Dataset],
+    plan: Input[Artifact],
     model_store_uri: str,
     model_name: str,
     positive_class: str,
@@ -46,6 +47,8 @@ def register(
         test: the held-out rows: the model's answers on them and its metrics with intervals go
             into the reference (reference.json, checksummed like the model; a version is
             registered without it, and the summary says why, when building it fails).
+        plan: the run's plan: recorded as the version's `training` (full or incremental, the
+            trigger, the parent version, the partitions added, how the model was updated).
         model_store_uri: the model store's root (a path, file://, s3:// or gs://).
         model_name: the model's name in the store.
         positive_class: the positive class of a binary task; empty: the second sorted class.
@@ -62,6 +65,7 @@ def register(
 
     from components.common.io import read_frame, read_json
     from components.common.registry import ONNX_FILE, ModelRegistry
+    from components.common.retraining import training_lineage
     from components.common.step import step_summary, user_errors
     from components.register.logic import lineage, training_reference
 
@@ -77,6 +81,7 @@ def register(
         json.loads(run_config) if run_config else {},
         run_id,
     )
+    metadata["training"] = training_lineage(read_json(plan.path), model.metadata.get("update"))
     with user_errors("register"):
         registry = ModelRegistry(model_store_uri, model_name)
         edge = {}

@@ -17,6 +17,7 @@ def train(
     tuning_config: dict,
     evaluation_config: dict,
     split_config: dict,
+    plan: Input[Artifact],
     model: Output[Model],
     baseline: Output[Model],
     cv: Output[Artifact],
@@ -43,6 +44,9 @@ def train(
             model applies it in predict().
         split_config: the run config's `split:` section: its `seed`; with strategy group, the
             folds keep each `group_column` value together too.
+        plan: the run's plan (components.common.retraining): an incremental run updates the
+            champion (components.common.incremental: partial_fit, warm_start or a refit on the
+            window) instead of fitting the best configuration; no mitigation, no CV.
         model: the served model (joblib): a scikit-learn Pipeline, or with threshold_optimizer
             a ThresholdOptimizedModel around one.
         baseline: the same fit without mitigation, for the fairness step's before/after table.
@@ -67,6 +71,49 @@ def train(
     best_trial = read_json(best.path)
     train_frame, table_schema = read_frame(train.path), read_json(schema.path)
     fitted_preprocessor = joblib.load(preprocessor.path)
+    run_plan = read_json(plan.path)
+    if run_plan["mode"] == "incremental":
+        from components.common.incremental import update_model
+        from components.common.registry import ModelRegistry
+
+        with user_errors("train"):
+            registry = ModelRegistry(run_plan["model_store_uri"], run_plan["model_name"])
+            champion, _ = registry.load(run_plan["parent"])
+            fitted, details = update_model(
+                champion,
+                train_frame,
+                table_schema,
+                best_trial["family"],
+                best_trial["params"],
+                seed,
+            )
+        # No CV: the update is judged on the held-out rows, like any candidate, by the gate.
+        write_json(
+            cv.path,
+            {
+                "folds": 0,
+                "scores": {},
+                "threshold": run_plan.get("parent_threshold"),
+                "update": details,
+            },
+        )
+        joblib.dump(fitted, model.path)
+        joblib.dump(fitted, baseline.path)
+        model.metadata.update(
+            {
+                "framework": "scikit-learn",
+                "family": best_trial["family"],
+                "mitigation": "none",
+                "update": details,
+            }
+        )
+        baseline.metadata.update({"framework": "scikit-learn", "family": best_trial["family"]})
+        step_summary(
+            "train",
+            f"updated champion {run_plan['parent']} ({best_trial['family']}) by "
+            f"{details.get('rule')} on {len(train_frame)} rows",
+        )
+        return
     with user_errors("train"):
         fitted, unmitigated = fit_mitigated(
             train_frame,

@@ -14,6 +14,7 @@ def tune(
     tuning_config: dict,
     ray_config: dict,
     split_config: dict,
+    plan: Input[Artifact],
     best: Output[Artifact],
     trials: Output[Dataset],
     metrics: Output[Metrics],
@@ -37,6 +38,8 @@ def tune(
             inputs resumes it); `connect_timeout_seconds`.
         split_config: the run config's `split:` section: its `seed` seeds the search and the
             estimators; with strategy group, the folds keep each `group_column` value together.
+        plan: the run's plan (components.common.retraining): an incremental run does not search;
+            its best configuration is the champion's, recorded with no trials.
         best: JSON with the best family, its parameters and its CV score and spread.
         trials: every trial as CSV (score, status, budget, node, error).
         metrics: the best trial's CV score and spread, for comparing runs in the dashboard.
@@ -49,8 +52,29 @@ def tune(
     from components.common.settings.prepare import parse_split_options
     from components.common.settings.sections import RayConfig, TuningConfig
     from components.common.step import step_summary, user_errors
-    from components.tune.logic import tune_model, tune_report
+    from components.tune.logic import (
+        incremental_report,
+        incremental_trials,
+        tune_model,
+        tune_report,
+    )
 
+    run_plan = read_json(plan.path)
+    if run_plan["mode"] == "incremental":
+        # The champion's hyperparameters, no search: the update keeps its recipe.
+        best_trial = {**run_plan["parent_tuning"], "incremental_of": run_plan["parent"]}
+        write_json(best.path, best_trial)
+        trial_table = incremental_trials(best_trial)
+        trial_table.to_csv(trials.path, index=False)
+        with open(report.path, "w", encoding="utf-8") as handle:
+            handle.write(incremental_report(best_trial))
+        best.metadata.update({"family": best_trial["family"], "incremental_of": run_plan["parent"]})
+        step_summary(
+            "tune",
+            f"no search (incremental): champion {run_plan['parent']}'s {best_trial['family']} "
+            f"{best_trial['params']}",
+        )
+        return
     with user_errors("tune"):
         tuning = parse_section(TuningConfig, tuning_config, "tuning")
         ray = parse_section(RayConfig, ray_config, "ray")

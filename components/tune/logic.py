@@ -390,3 +390,21 @@ def tune_report(best: dict, trials: pd.DataFrame) -> str:
     for _, row in failed.head(5).iterrows():
         lines.append(f"\nTrial {row['trial']} failed: `{row['error']}`")
     return "\n".join(lines) + "\n\n"
+
+
+TRIAL_COLUMNS = ("trial", "family", "params", "score", "score_std", "status", "seconds", "node")
+
+
+def incremental_trials(best: dict) -> pd.DataFrame:
+    """An incremental run's trials table: none (it searched nothing), with the usual columns."""
+    return pd.DataFrame(columns=list(TRIAL_COLUMNS))
+
+
+def incremental_report(best: dict) -> str:
+    """Markdown for an incremental run: no search, the champion's configuration."""
+    return (
+        "## Tuning\n\n"
+        f"No search: an incremental update of champion {best.get('incremental_of')} keeps its "
+        f"configuration, `{best['family']}` `{json.dumps(best['params'])}` (its CV "
+        f"{best.get('metric')} was {best.get('cv_score', float('nan')):.4f}).\n\n"
+    )

@@ -3,8 +3,9 @@ the pipeline wires it: its config sections as dicts, its inputs the previous ste
 
 The stages' logic has its own tests; these check the wiring (which section key reaches which
 argument, what each step writes and records), fast and without kfp.local. Together they run
-the chain once: ingest -> validate -> prepare -> bias -> tune -> train -> evaluate -> export ->
-fairness -> gate -> register -> deploy -> promote, on a small loans table.
+the chain once: plan -> ingest -> validate -> prepare -> bias -> tune -> train -> evaluate ->
+export -> fairness -> gate -> register -> deploy -> promote, on a small loans table; then the
+plan of an incremental run, and tune and train updating that champion.
 """
 
 import json
@@ -21,6 +22,7 @@ from components.deploy.component import deploy
 from components.evaluate.component import evaluate, gate
 from components.export.component import export_onnx_model
 from components.ingest.component import ingest
+from components.plan.component import plan
 from components.prepare.component import prepare
 from components.register.component import promote, register
 from components.train.component import train
@@ -65,12 +67,33 @@ def steps(tmp_path_factory) -> Steps:
     return Steps(root)
 
 
+def _plan(steps, name: str, mode: str) -> tuple[str, Artifact]:
+    planned = steps(Artifact, name)
+    decided = plan.python_func(
+        model_name="loans",
+        model_store_uri=str(steps.root / "store"),
+        training_mode=mode,
+        trigger="manual",
+        retraining_config={},
+        data_config={"source": str(steps.root / "loans.parquet")},
+        serving_config={},
+        since_watermark="",
+        plan=planned,
+    )
+    return decided, planned
+
+
 @pytest.fixture(scope="module")
-def ingested(steps):
+def planned(steps):
+    return _plan(steps, "plan.json", "full")[1]
+
+
+@pytest.fixture(scope="module")
+def ingested(steps, planned):
     dataset = steps(Dataset, "dataset")
     ingest.python_func(
         data_config={"source": str(steps.root / "loans.parquet"), "columns": [], "filters": []},
-        since_watermark="",
+        plan=planned,
         dataset=dataset,
     )
     return dataset
@@ -115,7 +138,7 @@ def prepared(steps, ingested, validated):
 
 
 @pytest.fixture(scope="module")
-def tuned(steps, validated, prepared):
+def tuned(steps, validated, prepared, planned):
     outputs = {
         "best": steps(Artifact, "best.json"),
         "trials": steps(Dataset, "trials.csv"),
@@ -129,13 +152,14 @@ def tuned(steps, validated, prepared):
         tuning_config=TUNING,
         ray_config={"num_cpus": 1},
         split_config=SPLIT,
+        plan=planned,
         **outputs,
     )
     return outputs
 
 
 @pytest.fixture(scope="module")
-def trained(steps, validated, prepared, tuned):
+def trained(steps, validated, prepared, tuned, planned):
     outputs = {
         "model": steps(Model, "model.joblib"),
         "baseline": steps(Model, "baseline.joblib"),
@@ -151,6 +175,7 @@ def trained(steps, validated, prepared, tuned):
         tuning_config=TUNING,
         evaluation_config={"threshold_rule": "fixed", "threshold": 0.4},
         split_config=SPLIT,
+        plan=planned,
         **outputs,
     )
     return outputs
@@ -241,7 +266,7 @@ def gated(steps, validated, prepared, evaluated, fair):
 
 @pytest.fixture(scope="module")
 def registered(
-    steps, ingested, validated, prepared, tuned, evaluated, exported, fair, gated, trained
+    steps, ingested, validated, prepared, tuned, evaluated, exported, fair, gated, trained, planned
 ):
     result = register.python_func(
         model=trained["model"],
@@ -254,6 +279,7 @@ def registered(
         onnx_model=exported["onnx_model"],
         train=prepared["train"],
         test=prepared["test"],
+        plan=planned,
         model_store_uri=str(steps.root / "store"),
         model_name="loans",
         positive_class="yes",
@@ -407,6 +433,7 @@ def test_register_writes_the_next_version_as_the_candidate(steps, prepared, eval
     assert registry.aliases() == {"candidate": "v1"}
     metadata = registry.metadata("v1")
     assert metadata["kfp_run_id"] == "run-1" and metadata["config"] == {"model_name": "loans"}
+    assert metadata["training"]["mode"] == "full" and metadata["training"]["parent"] is None
     assert metadata["gate"]["blessed"] is True and metadata["onnx"]["converted"] is False
     # The training reference: the training split's features, the held-out answers and metrics.
     reference = registry.reference("v1")
@@ -445,3 +472,68 @@ def test_deploy_serves_the_version_and_promote_makes_it_champion(steps, prepared
     )
     assert previous == ""
     assert ModelRegistry(str(steps.root / "store"), "loans").aliases()["champion"] == "v1"
+
+
+@pytest.mark.ray
+@pytest.mark.server
+def test_an_incremental_plan_reaches_tune_and_train_which_update_the_champion(
+    steps, validated, prepared, registered
+):
+    registry = ModelRegistry(str(steps.root / "store"), "loans")
+    if registry.aliases().get("champion") != "v1":
+        registry.promote("v1")
+    # The champion was trained on a file, not a lake: nothing to read "since": full, said so.
+    decided, planned = _plan(steps, "plan-2.json", "incremental")
+    fallback = json.loads(Path(planned.path).read_text())
+    assert decided == "full" and "not a lake" in fallback["reason"]
+    # An incremental plan as a lake's would be: tune takes the champion's configuration, and
+    # train updates the champion (logistic regression: refit on the rows it is given).
+    incremental = {
+        **fallback,
+        "mode": "incremental",
+        "parent": "v1",
+        "parent_tuning": registry.metadata("v1")["tuning"],
+        "parent_threshold": registry.metadata("v1")["threshold"],
+        "model_store_uri": str(steps.root / "store"),
+        "model_name": "loans",
+    }
+    Path(planned.path).write_text(json.dumps(incremental))
+    best, trials = steps(Artifact, "best-2.json"), steps(Dataset, "trials-2.csv")
+    tune.python_func(
+        train=prepared["train"],
+        schema=validated["schema"],
+        preprocessor=prepared["preprocessor"],
+        tuning_config={**TUNING, "families": ["random_forest"]},
+        ray_config={"num_cpus": 1},
+        split_config=SPLIT,
+        plan=planned,
+        best=best,
+        trials=trials,
+        metrics=steps(Metrics, "tune-metrics-2"),
+        report=steps(Markdown, "tune-2.md"),
+    )
+    chosen = json.loads(Path(best.path).read_text())
+    assert chosen["family"] == "logistic_regression" and chosen["incremental_of"] == "v1"
+    assert chosen["params"] == registry.metadata("v1")["tuning"]["params"]
+    assert pd.read_csv(trials.path).empty
+    model, cv = steps(Model, "model-2.joblib"), steps(Artifact, "cv-2.json")
+    train.python_func(
+        train=prepared["train"],
+        schema=validated["schema"],
+        preprocessor=prepared["preprocessor"],
+        best=best,
+        positive_class="yes",
+        bias_config=BIAS,
+        tuning_config=TUNING,
+        evaluation_config={"threshold_rule": "fixed", "threshold": 0.4},
+        split_config=SPLIT,
+        plan=planned,
+        model=model,
+        baseline=steps(Model, "baseline-2.joblib"),
+        cv=cv,
+    )
+    assert model.metadata["update"]["rule"] == "refit_window"
+    assert model.metadata["update"]["rows"] == len(pd.read_parquet(prepared["train"].path))
+    # The champion's threshold is kept, and there is no CV (the gate judges the update).
+    assert joblib.load(model.path).threshold == 0.4
+    assert json.loads(Path(cv.path).read_text())["folds"] == 0

@@ -17,6 +17,7 @@ from components.ingest import snapshot
 from components.ingest.component import ingest
 from components.ingest.logic import content_hash
 from components.ingest.snapshot import DATA_FILE, MANIFEST_FILE, run_etl, snapshot_metadata
+from tests.conftest import full_plan
 
 PEOPLE = pd.DataFrame(
     {
@@ -589,7 +590,7 @@ def _ingest_etl(spec, root, dataset):
     """The ingest step in its ETL mode, as the pipeline calls it (the data section a dict)."""
     ingest.python_func(
         data_config={"etl": spec, "snapshot_root": str(root)},
-        since_watermark="",
+        plan=full_plan(Path(dataset.path).with_name("plan.json")),
         dataset=dataset,
     )
 

@@ -13,6 +13,7 @@ from components.common.registry import REFERENCE_FILE, ModelRegistry
 from components.common.schema import as_model_input
 from components.register.component import register
 from tests.components.test_reference import LOANS_SCHEMA, fitted, loans_split
+from tests.conftest import full_plan
 
 
 class BrokenProbabilities:
@@ -58,6 +59,7 @@ def run_register(tmp_path, model, test_frame=None) -> ModelRegistry:
         onnx_model=onnx_model,
         train=Dataset(uri=str(tmp_path / "train.parquet")),
         test=Dataset(uri=str(tmp_path / "test.parquet")),
+        plan=full_plan(tmp_path / "plan.json"),
         model_store_uri=str(tmp_path / "store"),
         model_name="loans",
         positive_class="yes",

@@ -5,7 +5,8 @@ from pipelines.training_pipeline import COMPILED_PIPELINE, PIPELINE_NAME, compil
 
 # Which steps each step waits for: the order ingest -> validate -> prepare/bias -> tune -> train ->
 # evaluate -> fairness -> gate -> register -> run-report, deploy -> promote, plus the data each
-# one reads.
+# one reads (the plan, which each of ingest, tune, train and register reads, runs before them all,
+# outside their group).
 DEPENDENCIES = {
     "ingest": set(),
     "validate": {"ingest"},
@@ -39,7 +40,7 @@ DEPENDENCIES = {
         "validate",
     },
     # deploy, then promote, run inside dsl.If(gate blessed): the condition's sub-DAG.
-    "condition-2": {"gate", "prepare", "register"},
+    "condition-3": {"gate", "prepare", "register"},
 }
 
 
@@ -50,9 +51,14 @@ def compiled_spec() -> dict:
     return read_spec(COMPILED_PIPELINE)[0]
 
 
-def training_tasks(spec: dict) -> dict:
-    """The steps' tasks: inside the exit handler's sub-DAG, the pipeline's only group."""
+def exit_handler_tasks(spec: dict) -> dict:
+    """The exit handler's sub-DAG: the plan, and the group of the steps after it."""
     return spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
+def training_tasks(spec: dict) -> dict:
+    """The steps' tasks: inside dsl.If(the plan is not skip), inside the exit handler."""
+    return spec["components"]["comp-condition-2"]["dag"]["tasks"]
 
 
 def test_checked_in_spec_equals_a_fresh_compile(tmp_path):
@@ -89,11 +95,17 @@ def test_live_data_is_never_served_from_cache():
     spec = compiled_spec()
     tasks = training_tasks(spec)
     assert tasks["ingest"]["cachingOptions"] == {}
-    blessed = spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    blessed = spec["components"]["comp-condition-3"]["dag"]["tasks"]
     assert list(blessed) == ["deploy", "promote"]
     assert blessed["deploy"]["cachingOptions"] == {} and blessed["promote"]["cachingOptions"] == {}
     assert blessed["promote"]["dependentTasks"] == ["deploy"]
-    assert "gate-Output" in tasks["condition-2"]["triggerPolicy"]["condition"]
+    assert "gate-Output" in tasks["condition-3"]["triggerPolicy"]["condition"]
+    # The plan reads the registry and the lake; the steps run unless it found nothing new.
+    outer = exit_handler_tasks(spec)
+    assert set(outer) == {"plan", "condition-2"} and outer["plan"]["cachingOptions"] == {}
+    assert outer["condition-2"]["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--plan-Output'] != 'skip'"
+    )
     # The registry is read and written: the gate, register and the report never come from cache.
     for name in ("gate", "register", "run-report"):
         assert tasks[name]["cachingOptions"] == {}
@@ -110,14 +122,16 @@ def test_every_step_runs_through_the_step_runner_and_its_external_steps_match_th
         assert "python3 -m kfp.dsl.executor_main" not in command, name
     tasks = {
         **spec["root"]["dag"]["tasks"],
+        **exit_handler_tasks(spec),
         **training_tasks(spec),
-        **spec["components"]["comp-condition-2"]["dag"]["tasks"],
+        **spec["components"]["comp-condition-3"]["dag"]["tasks"],
     }
     # The steps that Kubeflow's cache (keyed by names) must skip are those that the step cache
     # (keyed by content) skips too: they read or change what is not among their inputs.
     uncached = {name for name, task in tasks.items() if task.get("cachingOptions") == {}}
     # The monitor is the monitoring pipeline's (tests/pipelines/test_monitoring_pipeline.py).
-    assert uncached - {"condition-2", "exit-handler-1"} == EXTERNAL_STEPS - {"monitor"}
+    groups = {"condition-2", "condition-3", "exit-handler-1"}
+    assert uncached - groups == EXTERNAL_STEPS - {"monitor"}
 
 
 def test_each_config_section_is_one_parameter_with_its_models_defaults():
@@ -136,12 +150,13 @@ def test_each_config_section_is_one_parameter_with_its_models_defaults():
         "deploy",
         "monitoring",
         "alerts",
+        "retraining",
     ]
     # The monitoring pipeline's section; not a parameter of the training pipeline.
     training_sections = {k: v for k, v in SECTIONS.items() if k != "monitoring"}
     parameters = compiled_spec()["root"]["inputDefinitions"]["parameters"]
     top_level = {"model_name", "model_store_uri", "target", "task", "positive_class"}
-    top_level |= {"sensitive_columns", "column_types", "run_config"}
+    top_level |= {"sensitive_columns", "column_types", "run_config", "training_mode", "trigger"}
     file_contents = {"since_watermark", "reviewed_contract"}
     assert set(parameters) == set(training_sections) | top_level | file_contents
     for name, model in training_sections.items():

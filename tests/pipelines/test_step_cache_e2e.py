@@ -52,7 +52,7 @@ def test_a_rerun_reuses_finished_steps_and_a_change_reruns_exactly_whats_downstr
     output, second = _run(tmp_path, config)
     assert {s for s, origin in second.items() if origin == "ran"} == EXTERNAL_STEPS
     assert {s for s, origin in second.items() if origin == "cache"} == STEPS - EXTERNAL_STEPS
-    assert "steps      7 ran, 8 reused with the same content key" in output
+    assert "steps      8 ran, 8 reused with the same content key" in output
     assert "validate: reused from run" in output
 
     _, third = _run(tmp_path, config, "--set", "split.test_size=0.25")

@@ -35,7 +35,11 @@ def test_a_scheduled_monitoring_run_uploads_the_monitoring_spec_with_its_argumen
     assert body["display_name"] == f"{config.model_name}-monitoring"
     parameters = body["runtime_config"]["parameters"]
     assert parameters == monitoring_arguments(config, resolve_paths=False)
-    assert "tuning" not in parameters and parameters["monitoring"]["source"] == "prediction_log"
+    assert parameters["monitoring"]["source"] == "prediction_log"
+    # The training pipeline's parameters too, for the retraining nested behind dsl.If(retrain);
+    # a retraining reads what its plan says, not a watermark given at submission.
+    assert parameters["tuning"]["families"] and parameters["retraining"]["mode"] == "incremental"
+    assert "since_watermark" not in parameters
     uploaded = stub.version_spec(made.version_id)
     assert uploaded["pipelineInfo"]["name"] == "mlpipe-monitoring"
     compiled, _ = read_spec(compile_pipeline(tmp_path / "monitoring.yaml"))

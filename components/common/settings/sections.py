@@ -256,6 +256,47 @@ class MonitoringConfig(_Section):
         return value
 
 
+RETRAINING_MODES = ("incremental", "full")
+
+
+class RetrainingConfig(_Section):
+    mode: Literal[RETRAINING_MODES] = Field(
+        "incremental",
+        description="What the monitor's `retrain` decision (or a schedule) starts: incremental "
+        "updates the champion with the data new since its watermark; full trains on all data "
+        "with a search, as `mlpipe run` does.",
+    )
+    full_every: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="After this many incremental versions in a row, the next retraining is "
+        "full (0: never).",
+    )
+    full_on_relation_change: bool = Field(
+        True,
+        description="Full when the monitor found the label relation changed (the realized "
+        "metric dropped by more than monitoring.retrain.metric_drop).",
+    )
+    window_partitions: int = Field(
+        3,
+        ge=0,
+        le=10_000,
+        description="Families without partial_fit or warm_start refit the champion's recipe "
+        "on the lake's last N partitions (plus the labelled log); 0: they cannot update.",
+    )
+    fallback: Literal["full", "refuse"] = Field(
+        "full",
+        description="When the champion's family cannot update incrementally: retrain in full "
+        "(and say so), or refuse.",
+    )
+    include_prediction_log: bool = Field(
+        True,
+        description="Add the prediction log's labelled rows, answered since the champion was "
+        "registered, to the new data.",
+    )
+
+
 ALERT_EVENTS = (
     "monitor_warn",
     "monitor_retrain",
@@ -386,6 +427,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "deploy": DeployConfig,
     "monitoring": MonitoringConfig,
     "alerts": AlertsConfig,
+    "retraining": RetrainingConfig,
 }
 
 

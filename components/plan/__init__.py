@@ -1,0 +1,1 @@
+"""Plan: is this training run full or incremental, and what does it read."""
