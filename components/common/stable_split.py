@@ -41,7 +41,7 @@ def _normalised(values: pd.Series) -> pd.Series:
             return values
         values = values.astype(float)
         dtype = values.dtype
-    if pd.api.types.is_bool_dtype(dtype):
+    if pd.api.types.is_bool_dtype(dtype) or dtype == np.float64:
         return values
     if pd.api.types.is_numeric_dtype(dtype):
         return pd.Series(values.to_numpy(dtype=float, na_value=np.nan), copy=False)
