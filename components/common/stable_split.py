@@ -181,7 +181,9 @@ def trained_on(frame: pd.DataFrame, record: dict, target: str) -> np.ndarray:
     if strategy == "time":
         column = record["time_column"]
         if column not in frame.columns:
-            raise PipelineInputError(f"split.time_column: column '{column}' is not in the data")
+            raise PipelineInputError(
+                f"split record: column '{column}', its time column, is not in the data"
+            )
         cutoff = record.get("time_cutoff")
         if cutoff is None:  # no training rows recorded: nothing could have been seen
             return np.zeros(len(frame), dtype=bool)
@@ -196,6 +198,8 @@ def trained_on(frame: pd.DataFrame, record: dict, target: str) -> np.ndarray:
     )
     missing = [name for name in columns if name not in frame.columns]
     if missing:
-        raise PipelineInputError(f"split.key_columns: column '{missing[0]}' is not in the data")
+        raise PipelineInputError(
+            f"split record: column '{missing[0]}', which its rule hashes, is not in the data"
+        )
     hashes = row_hashes(frame, columns, int(record["seed"]))
     return ~hashed_is_test(hashes, float(record["test_size"]))

@@ -290,6 +290,32 @@ def test_component_defaults_are_the_former_step(tmp_path, customers, capsys):
     assert f"[mlpipe] prepare: {len(train)} training rows, {result.test_rows} test rows\n" in out
 
 
+def test_component_records_the_split_in_both_sides_metadata(tmp_path, customers):
+    frame, schema = customers
+    _, outputs = _run_component(tmp_path, frame, schema)
+    record = outputs["train"].metadata["split"]
+    assert record == outputs["test"].metadata["split"]
+    assert record == {
+        "strategy": "stratified",
+        "seed": 3,
+        "test_size": 0.25,
+        "key_columns": [],
+        "group_column": "",
+        "time_column": "",
+        "time_cutoff": None,
+        "hashed_columns": sorted(set(frame.columns) - {"approved"}),
+        "rule": "hash-v1",
+    }
+    timed = frame.assign(day=np.arange(len(frame)) // 10)
+    (tmp_path / "time").mkdir()
+    _, outputs = _run_component(
+        tmp_path / "time", timed, schema, split_config={"strategy": "time", "time_column": "day"}
+    )
+    train = pd.read_parquet(outputs["train"].path)
+    record = outputs["train"].metadata["split"]
+    assert record["time_cutoff"] == train["day"].max() == 22 and record["hashed_columns"] == []
+
+
 def test_component_bad_option_is_one_line_and_exit_1(tmp_path, customers, capsys):
     frame, schema = customers
     with pytest.raises(SystemExit) as caught:

@@ -143,7 +143,10 @@ def test_trained_on_is_the_training_side_of_the_hash_rule():
     assert not trained_on(test, record, "approved").any()
     # A new column later does not move the recorded model's rows.
     assert not trained_on(test.assign(extra=1.0), record, "approved").any()
-    with pytest.raises(PipelineInputError, match="column 'region' is not in the data"):
+    with pytest.raises(
+        PipelineInputError,
+        match="^split record: column .region., which its rule hashes, is not in the data$",
+    ):
         trained_on(test.drop(columns="region"), record, "approved")
 
 
