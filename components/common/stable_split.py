@@ -22,7 +22,6 @@ from components.common.errors import PipelineInputError
 from components.common.transformers import parse_dates
 
 RULE = "hash-v1"
-HASHED_STRATEGIES = ("stratified", "random", "group")
 
 
 def hash_key(seed: int) -> str:

@@ -1,7 +1,8 @@
 """The champion/challenger gate (TFX's "blessing"): may this run's model be deployed?
 
 Three checks, all of which must pass: the absolute thresholds of the run config, the comparison
-with the registry's champion re-scored on this run's test split, and the fairness gate.
+with the registry's champion re-scored on this run's test rows that it never trained on
+(components.common.stable_split), and the fairness gate.
 """
 
 import math
