@@ -9,7 +9,7 @@ CONFIG ?= configs/arrests.yaml
 SERVE ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help install kubectl chromium databases run compile test test-fast lint format lock clean
+.PHONY: help install kubectl chromium databases run loop compile test test-fast lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ run: $(STAMP) ## Run the demo: a model, the monitor on its logged smoke traffic,
 	$(BIN)/mlpipe run --config $(CONFIG) --no-serve
 	$(BIN)/mlpipe monitor --config $(CONFIG) --window-days 1
 	$(BIN)/mlpipe run --config $(CONFIG) $(CHALLENGER) $(if $(filter 0,$(SERVE)),--no-serve,)
+
+loop: $(STAMP) ## The loop once: train on 2023, serve, shifted 2024 traffic and its labels, monitor -> incremental retraining -> gate -> promote -> reload, then ok
+	$(BIN)/python -m pipelines.loop_demo --config configs/loop.yaml
 
 compile: $(STAMP) ## Re-compile the pipelines (training, monitoring) and the KFP resources in manifests/
 	$(BIN)/mlpipe compile --output pipelines/training_pipeline.yaml

@@ -152,6 +152,10 @@ def cmd_run(args) -> int:
             f"  edge       {run.onnx_model}  (ONNX; examples/onnx_client.py predicts with "
             "onnxruntime alone)"
         )
+    console.print(
+        f"  loop       mlpipe loop --config {args.config} --server URL  (monitor, retrain when "
+        "it says so, promote, reload; `make loop` shows it once on drifted data)"
+    )
     fairness_page = f"  ({run.fairness_report})" if run.fairness_report else ""
     console.print(f"  fairness   {escape(run.fairness_reason)}{fairness_page}")
     champion = run.champion or "none"

@@ -222,6 +222,7 @@ def _steps_after_plan(
     # The champion is re-scored on this run's test split; reading the registry's alias is
     # never a cache hit.
     gate_task = gate_step(
+        model=train_task.outputs["model"],
         test=prepare_task.outputs["test"],
         schema=schema,
         evaluation=evaluate_task.outputs["evaluation"],

@@ -78,6 +78,7 @@ def evaluate(
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def gate(
+    model: Input[Model],
     test: Input[Dataset],
     schema: Input[Artifact],
     evaluation: Input[Artifact],
@@ -94,12 +95,16 @@ def gate(
 
     It must meet every absolute threshold, must not be worse than the registry's champion by
     more than `margin` on each compared metric, with the champion re-scored on this run's test
-    split (not compared on old numbers), and must have passed the fairness gate.
+    rows that it never trained on (not compared on old numbers, nor on rows it learnt), and
+    must have passed the fairness gate.
 
     The result is the plain return value ("Output"), not a NamedTuple field: kfp.local (2.17)
     silently takes a dsl.If on a NamedTuple field as false.
 
     Args:
+        model: the candidate model: scored again on the rows the champion is scored on when the
+            champion's split record rules out some of the test rows (the evaluation JSON's
+            metrics are on all of them).
         test: the held-out rows.
         schema: the schema that validate wrote.
         evaluation: the candidate's evaluation JSON.
@@ -115,12 +120,16 @@ def gate(
         alerts_config: the run config's `alerts:` section: a fairness gate that blocks sends a
             `fairness_blocked` alert (one that cannot be delivered is a line in the log, never a
             failed gate).
-        decision: JSON: {"blessed", "reason", "margin", "checks", "champion"}.
+        decision: JSON: {"blessed", "reason", "margin", "checks", "champion"}; the champion
+            entry counts the test rows it was scored on (`rows`) and those left out because it
+            may have trained on them (`rows_excluded`).
         metrics: blessed (1 or 0), and the champion's re-scored metrics as champion_<metric>.
 
     Returns:
         Whether the model is blessed.
     """
+    import joblib
+
     from components.common.alerts import send_alert
     from components.common.io import read_frame, read_json, write_json
     from components.common.settings.parse import parse_section
@@ -138,6 +147,7 @@ def gate(
             model_name,
             lambda: (read_frame(test.path), read_json(schema.path)),
             positive_class,
+            lambda: joblib.load(model.path),
         )
         result = decide(
             candidate["metrics"],

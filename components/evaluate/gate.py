@@ -1,10 +1,13 @@
 """The champion/challenger gate (TFX's "blessing"): may this run's model be deployed?
 
 Three checks, all of which must pass: the absolute thresholds of the run config, the comparison
-with the registry's champion re-scored on this run's test split, and the fairness gate.
+with the registry's champion re-scored on this run's test rows that it never trained on
+(components.common.stable_split), and the fairness gate.
 """
 
 import math
+
+import numpy as np
 
 from components.common.errors import PipelineInputError
 from components.common.vocabulary import higher_is_better
@@ -86,32 +89,84 @@ def champion_checks(
 
 
 def rescore_champion(
-    model_store_uri: str, model_name: str, held_out, positive_class: str
+    model_store_uri: str, model_name: str, held_out, positive_class: str, candidate=None
 ) -> dict | None:
-    """The registry's champion, re-scored on this run's test rows; None when there is none.
+    """The registry's champion, re-scored on this run's test rows that it never trained on; None
+    when there is none.
+
+    The champion's split record (metadata.json `split`, components.common.stable_split) says
+    which rows it may have trained on: those are dropped from this run's test rows (a row its
+    rule puts on its training side counts as seen, even one that arrived later). The candidate
+    never trained on any test row, so the rest are rows neither model saw; when some were
+    dropped, the candidate is scored again on the same rows, so that both metric dicts compare
+    like with like. A champion registered before split records is scored on every test row.
 
     Args:
         held_out: a function returning (test rows, schema), called only when there is a champion.
+        positive_class: the positive class of a binary task; empty: the second sorted class.
+        candidate: a function returning this run's model; called only when the champion trained
+            on some of the test rows.
 
     Returns:
-        {"version", "metrics", "error"}: a champion that cannot be loaded (its checksum fails, a
-        file is missing) or scored on this data (a feature it needs is gone) has empty metrics
-        and the reason in "error", which the gate reports as a finding that blocks.
+        {"version", "metrics", "candidate_metrics", "rows", "rows_excluded", "split_record",
+        "error"}: `metrics` the champion's on `rows` test rows, `rows_excluded` the rows it may
+        have trained on, `candidate_metrics` the candidate's on the same rows (None: the
+        evaluation's own metrics are on those rows), `split_record` whether the champion had
+        one. A champion that cannot be loaded (its checksum fails, a file is missing) or scored
+        on this data (a feature it needs is gone) has empty metrics and the reason in "error",
+        which the gate reports as a finding that blocks; so does one with no rows left.
     """
+    from components.common.columnwise import take_rows
     from components.common.metrics import evaluate_model
     from components.common.registry import ModelRegistry
+    from components.common.stable_split import trained_on
 
     registry = ModelRegistry(model_store_uri, model_name)
     version = registry.aliases().get("champion")
     if version is None:
         return None
+    result = {
+        "version": version,
+        "metrics": {},
+        "candidate_metrics": None,
+        "rows": 0,
+        "rows_excluded": 0,
+        "split_record": False,
+        "error": None,
+    }
     try:
-        champion_model, _ = registry.load(version)
+        champion_model, metadata = registry.load(version)
         test, schema = held_out()
-        scored = evaluate_model(champion_model, test, schema, positive_class)
+        record = metadata.get("split")
+        result["split_record"] = bool(record)
+        if record:
+            unseen = np.flatnonzero(~trained_on(test, record, schema["target"]))
+            result["rows_excluded"] = len(test) - len(unseen)
+            if result["rows_excluded"]:
+                test = take_rows(test, unseen)
+        result["rows"] = len(test)
+        if not len(test):
+            return result
+        result["metrics"] = evaluate_model(champion_model, test, schema, positive_class)["metrics"]
+        if result["rows_excluded"]:
+            scored = evaluate_model(candidate(), test, schema, positive_class)
+            result["candidate_metrics"] = scored["metrics"]
     except Exception as error:  # any failure to score it is the gate's finding, not a crash
-        return {"version": version, "metrics": {}, "error": str(error)}
-    return {"version": version, "metrics": scored["metrics"], "error": None}
+        return {**result, "metrics": {}, "candidate_metrics": None, "error": str(error)}
+    return result
+
+
+def _rows_said(champion: dict) -> str:
+    """Which rows the champion comparison was made on, as the end of a check's detail."""
+    rows = champion.get("rows")
+    if rows is None:  # a champion dict that does not count its rows
+        return ""
+    if not champion.get("split_record"):
+        return (
+            f"; champion {champion['version']} has no split record: scored on all {rows} test "
+            "rows, some of which it may have trained on"
+        )
+    return f" on {rows} test rows neither model trained on"
 
 
 def decide(
@@ -129,8 +184,11 @@ def decide(
         thresholds: {metric: bound}: at least the bound (at most, for losses).
         compare: the metrics compared with the champion.
         margin: how much worse than the champion the candidate may be on each.
-        champion: None when the registry has no champion; else {"version", "metrics"} scored
-            on this run's test split, or {"version", "error"} when it could not be scored.
+        champion: None when the registry has no champion; else `rescore_champion`'s dict:
+            {"version", "metrics", "candidate_metrics", "rows", "rows_excluded", ...} scored on
+            this run's test rows it never trained on, or {"version", "error"} when it could not
+            be scored. The candidate is compared by its `candidate_metrics` (the same rows)
+            when they are there, else by `metrics`.
         fairness: the fairness step's gate ({"passed", "reason"}); None when it did not run.
 
     Returns:
@@ -148,10 +206,28 @@ def decide(
                     f"test split ({champion['error']}); promote by hand if that is intended",
                 }
             )
-        else:
-            checks += champion_checks(
-                metrics, champion["metrics"], compare, margin, champion["version"]
+        elif champion.get("rows") == 0:
+            checks.append(
+                {
+                    "kind": "champion",
+                    "name": f"champion {champion['version']} scored on rows it never trained on",
+                    "passed": False,
+                    "detail": f"champion {champion['version']} may have trained on every one of "
+                    f"this run's {champion.get('rows_excluded', 0)} test rows: no row left to "
+                    "compare the models on; promote by hand if that is intended",
+                }
             )
+        else:
+            compared = champion_checks(
+                champion.get("candidate_metrics") or metrics,
+                champion["metrics"],
+                compare,
+                margin,
+                champion["version"],
+            )
+            for check in compared:
+                check["detail"] += _rows_said(champion)
+            checks += compared
     if fairness is not None:
         checks.append(
             {

@@ -29,9 +29,14 @@ def prepare(
         split_config: the run config's `split:` section (SplitOptions): `test_size` (the share
             of rows, of groups for strategy group, held out), `seed`, `strategy` (stratified by
             the label for classification, random, group: no `group_column` value on both
-            sides, or time: the newest rows by `time_column` are the test rows).
-        train: the training rows (less the outlier rows that options drop).
-        test: the held-out rows.
+            sides, or time: the newest rows by `time_column` are the test rows), `key_columns`
+            (random and stratified: the columns that identify a row; empty: every column but
+            the target). A row's side is a hash of its key (of its group) salted with the seed:
+            the same in every run, whatever rows arrive or leave.
+        train: the training rows (less the outlier rows that options drop); its metadata's
+            `split` is the split record (components.common.stable_split.split_record), which
+            register keeps so that the gate can later tell which rows the model trained on.
+        test: the held-out rows, with the same `split` record.
         preprocessor: the fitted transform (joblib), fitted on `train` only: a ColumnTransformer,
             or with derived features a Pipeline of DerivedFeatures and a ColumnTransformer.
 
@@ -44,6 +49,7 @@ def prepare(
 
     from components.common.io import read_frame, read_json, write_frame
     from components.common.settings.prepare import parse_split_options
+    from components.common.stable_split import split_record
     from components.common.step import step_summary, user_errors
     from components.prepare.logic import (
         check_options,
@@ -66,6 +72,18 @@ def prepare(
             split.strategy,
             split.group_column,
             split.time_column,
+            split.key_columns,
+        )
+        # Before outlier rows are dropped: the cutoff is the newest time the split put in training.
+        record = split_record(
+            split.strategy,
+            split.seed,
+            split.test_size,
+            split.key_columns,
+            split.group_column,
+            split.time_column,
+            train_frame,
+            table_schema["target"],
         )
         train_frame, dropped = drop_outlier_rows(train_frame, table_schema, prepare_options)
         transform = fit_preprocessor(train_frame, table_schema, prepare_options)
@@ -75,7 +93,9 @@ def prepare(
     train.metadata["rows"] = len(train_frame)
     train.metadata["outlier_rows_dropped"] = dropped
     train.metadata["split_strategy"] = split.strategy
+    train.metadata["split"] = record
     test.metadata["rows"] = len(test_frame)
+    test.metadata["split"] = record
     summary = f"{len(train_frame)} training rows, {len(test_frame)} test rows"
     if split.strategy != "stratified":
         described = describe_split(

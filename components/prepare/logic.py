@@ -23,10 +23,6 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
-from sklearn.model_selection import (
-    GroupShuffleSplit,
-)
-from sklearn.model_selection._split import _validate_shuffle_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     FunctionTransformer,
@@ -36,7 +32,6 @@ from sklearn.preprocessing import (
     RobustScaler,
     StandardScaler,
 )
-from sklearn.utils.extmath import _approximate_mode
 
 from components.common.columnwise import take_rows
 from components.common.errors import PipelineInputError
@@ -56,6 +51,7 @@ from components.common.settings.prepare import (
     parse_prepare_options,
     parse_split_options,
 )
+from components.common.stable_split import hashed_is_test, key_columns_of, row_hashes
 from components.common.transformers import (
     DerivedFeatures,
     NumericImputer,
@@ -408,7 +404,9 @@ def fit_preprocessor(
 
 
 def _group_split(groups: pd.Series, column: str, test_size: float, seed: int):
-    """Training and test positions (in `groups`) with no group on both sides."""
+    """Training and test positions (in `groups`) with no group on both sides: a group is on the
+    test side when its value's hash is (components.common.stable_split), so it stays there as
+    other groups arrive."""
     if groups.isna().any():
         raise PipelineInputError(
             f"split.group_column: column '{column}' has {int(groups.isna().sum())} labelled "
@@ -420,14 +418,8 @@ def _group_split(groups: pd.Series, column: str, test_size: float, seed: int):
             f"split.group_column: column '{column}' has {count} group; a group split needs "
             "at least 2"
         )
-    splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
-    rows = np.zeros(len(groups))
-    try:
-        return next(splitter.split(rows, groups=groups.astype(str)))
-    except ValueError as error:
-        raise PipelineInputError(
-            f"split.test_size={test_size} with {count} groups of '{column}': {error}"
-        ) from None
+    is_test = hashed_is_test(row_hashes(groups.to_frame(), [groups.name], seed), test_size)
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
 def _time_split(values: pd.Series, column: str, test_size: float):
@@ -459,59 +451,6 @@ def _time_split(values: pd.Series, column: str, test_size: float):
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-# Up to this many classes, a stratified split finds each class's rows in a pass of its own.
-FEW_CLASSES = 8
-
-
-def _random_positions(
-    classes: np.ndarray | None, class_count: int, rows: int, test_size: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Training and test positions of a random split, each side in row order.
-
-    The test side is a uniformly random set of rows, drawn with numpy's Generator from `seed`.
-    Its size is scikit-learn's (`train_test_split`: test_size of the rows, rounded up), and a
-    stratified split draws each class's share of it as scikit-learn's StratifiedShuffleSplit
-    counts it. Unlike scikit-learn, the rows are not shuffled as well: each side keeps the table's
-    order, so taking them reads every column front to back. On 10 million rows, scikit-learn's
-    three shuffles and taking the rows in shuffled order were most of the split's time
-    (benchmarks/ingest_scale.py); nothing downstream depends on the order (cross-validation
-    shuffles its folds), and the time and group splits keep row order too.
-
-    Args:
-        classes: each row's class number, 0 to class_count - 1, every class with at least 2
-            rows; None: not stratified.
-
-    Raises:
-        ValueError: test_size leaves a side empty, or, stratified, with fewer rows than classes.
-    """
-    n_train, n_test = _validate_shuffle_split(rows, test_size, None, default_test_size=0.25)
-    generator = np.random.default_rng(seed)
-    is_test = np.zeros(rows, dtype=bool)
-    if classes is None:
-        is_test[generator.choice(rows, n_test, replace=False, shuffle=False)] = True
-        return np.flatnonzero(~is_test), np.flatnonzero(is_test)
-    for side, size in (("train", n_train), ("test", n_test)):
-        if size < class_count:
-            raise ValueError(
-                f"the {side} side would hold {size} rows, fewer than the {class_count} classes"
-            )
-    counts = np.bincount(classes, minlength=class_count)
-    # scikit-learn's per-class counts (its ties broken by a RandomState of the same seed); the
-    # test side holds the rest of each class, as n_train + n_test is every row.
-    test_counts = counts - _approximate_mode(counts, n_train, np.random.RandomState(seed))
-    # The rows of each class in their order: for a few classes, a pass over the rows for each is
-    # cheaper than sorting; for more, a stable sort of small integers is a radix sort.
-    if class_count <= FEW_CLASSES:
-        by_class = [np.flatnonzero(classes == number) for number in range(class_count)]
-    else:
-        small = classes.astype(np.min_scalar_type(class_count - 1), copy=False)
-        by_class = np.split(np.argsort(small, kind="stable"), np.cumsum(counts)[:-1])
-    for rows_of_class, n_class_test in zip(by_class, test_counts, strict=True):
-        drawn = generator.choice(len(rows_of_class), n_class_test, replace=False, shuffle=False)
-        is_test[rows_of_class[drawn]] = True
-    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
-
-
 def split_table(
     frame: pd.DataFrame,
     schema: dict,
@@ -520,23 +459,34 @@ def split_table(
     strategy: str = "stratified",
     group_column: str = "",
     time_column: str = "",
+    key_columns: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop unlabelled rows, then split them into training and test rows.
 
+    Strategies random, stratified and group decide each row's side from the row alone
+    (components.common.stable_split): a hash of its key salted with `seed`, below test_size for
+    a test row. The same row is on the same side in every run, whatever else the table holds, so
+    a model re-scored later can be scored on rows it never trained on. The test share is
+    test_size in expectation, not exactly. Stratified is the same rule: a rule that gives each
+    class exactly its share would make a row's side depend on the other rows, so each class is
+    near test_size only in expectation (on a large table, within a fraction of a percent).
+
     The split is computed on row positions and each side is taken from `frame` once: on 10
     million rows, copying the table for each intermediate step is what costs time and memory
-    (benchmarks/ingest_scale.py).
+    (benchmarks/ingest_scale.py). Each side keeps the table's order.
 
     Args:
         frame: the validated table.
         schema: the schema that validate wrote.
         test_size: the held-out share of rows (of groups, for strategy group).
-        seed: the random seed (stratified, random and group).
+        seed: the hash's salt (stratified, random and group).
         strategy: stratified (by the label for classification; random for regression), random,
             group (no value of group_column on both sides) or time (the newest rows by
             time_column are the test rows; rows with the same time stay together).
         group_column: the column of strategy group.
         time_column: the column of strategy time: numbers or dates.
+        key_columns: the columns that identify a row (random and stratified); empty: every
+            column but the target.
 
     Raises:
         PipelineInputError: one line naming the split key or the column.
@@ -548,6 +498,7 @@ def split_table(
             "strategy": strategy,
             "group_column": group_column,
             "time_column": time_column,
+            "key_columns": list(key_columns or []),
         }
     )
     target = schema["target"]
@@ -557,9 +508,15 @@ def split_table(
             raise PipelineInputError(f"split.{key}: column '{column}' is not in the data")
         if column == target:
             raise PipelineInputError(f"split.{key}: column '{column}' is the target")
+    for column in split.key_columns:
+        if column not in frame.columns:
+            raise PipelineInputError(f"split.key_columns: column '{column}' is not in the data")
+        if column == target:
+            raise PipelineInputError(f"split.key_columns: column '{column}' is the target")
     labelled = np.flatnonzero(frame[target].notna().to_numpy())
     # The labelled rows' labels, read by position below (no copy when every row has one).
-    labels = frame[target] if len(labelled) == len(frame) else frame[target].iloc[labelled]
+    every_row = len(labelled) == len(frame)
+    labels = frame[target] if every_row else frame[target].iloc[labelled]
     classification = schema["task"] == "classification"
     if split.strategy == "group":
         column = frame[split.group_column].iloc[labelled].reset_index(drop=True)
@@ -568,27 +525,23 @@ def split_table(
         column = frame[split.time_column].iloc[labelled].reset_index(drop=True)
         train, test = _time_split(column, split.time_column, split.test_size)
     else:
-        stratify, classes = None, ()
         if classification and split.strategy == "stratified":
-            # Class codes in sorted order of the labels: the same split whether the labels are
-            # text or a categorical, whose codes follow its categories' order (so those are put
-            # in the values' order first).
-            values = labels
-            if isinstance(values.dtype, pd.CategoricalDtype):
-                values = values.cat.reorder_categories(sorted(values.cat.categories))
-            stratify, classes = pd.factorize(values, sort=True)
-            smallest = np.bincount(stratify, minlength=len(classes)).min()
+            smallest = labels.value_counts().min()
             if smallest < 2:
                 raise PipelineInputError(
                     f"column '{target}' (the target): a class has {smallest} row; "
                     "a stratified split needs at least 2 per class"
                 )
-        try:
-            train, test = _random_positions(
-                stratify, len(classes), len(labels), split.test_size, split.seed
-            )
-        except ValueError as error:
-            raise PipelineInputError(f"split with test_size={test_size}: {error}") from None
+        columns = key_columns_of(frame.columns, target, split.key_columns)
+        rows = frame if every_row else take_rows(frame[columns], labelled)
+        is_test = hashed_is_test(row_hashes(rows, columns, split.seed), split.test_size)
+        train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    if not len(train) or not len(test):
+        side = "training" if not len(train) else "test"
+        raise PipelineInputError(
+            f"split.test_size={split.test_size}: the {side} side of the {len(labelled)} "
+            f"labelled rows is empty"
+        )
     if classification and labels.iloc[train].nunique() < 2:
         raise PipelineInputError(
             f"split.strategy {split.strategy}: the training rows hold one class of '{target}' "

@@ -43,7 +43,8 @@ def register(
         decision: the gate's decision.
         onnx_model: the edge export; stored in the version as model.onnx (checksummed like the
             model) when the model could be converted.
-        train: the training rows: their features' profile goes into the version's reference.
+        train: the training rows: their features' profile goes into the version's reference,
+            and their metadata's split record into metadata.json `split`.
         test: the held-out rows: the model's answers on them and its metrics with intervals go
             into the reference (reference.json, checksummed like the model; a version is
             registered without it, and the summary says why, when building it fails).
@@ -80,6 +81,7 @@ def register(
         gate_decision,
         json.loads(run_config) if run_config else {},
         run_id,
+        dict(train.metadata).get("split"),
     )
     metadata["training"] = training_lineage(read_json(plan.path), model.metadata.get("update"))
     with user_errors("register"):

@@ -38,6 +38,7 @@ def lineage(
     gate: dict,
     config: dict,
     run_id: str = "",
+    split: dict | None = None,
 ) -> dict:
     """The metadata.json fields that say where a version came from and how good it is.
 
@@ -51,6 +52,10 @@ def lineage(
         gate: the gate's decision.
         config: the run's parameters (the pipeline arguments this run was given).
         run_id: the KFP run id, when there is one.
+        split: the split record of the training rows (components.common.stable_split.
+            split_record, from the train Dataset's metadata): the gate re-scores this version,
+            once it is the champion, only on rows this record says it never trained on. None
+            (a run from before the record): no `split` field.
     """
     # Any URL's password hidden (the config is refused with one, this is the second line).
     return redacted(
@@ -79,6 +84,7 @@ def lineage(
             "champion_at_registration": (gate.get("champion") or {}).get("version"),
             "deployable": bool(gate.get("blessed")),
             "kfp_run_id": run_id,
+            **({"split": split} if split else {}),
         }
     )
 

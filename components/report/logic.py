@@ -493,7 +493,9 @@ def _champion_section(gate, evaluation, version) -> Markup:
     name = champion.get("version") or "champion"
     if champion.get("error"):
         return champion_macro("error", name, champion["error"], None, [], [], "", "")
-    candidate = (evaluation or {}).get("metrics") or {}
+    # The gate's candidate metrics on the rows the champion was scored on, when the champion had
+    # trained on some test rows; else the evaluation's, on all of them.
+    candidate = champion.get("candidate_metrics") or (evaluation or {}).get("metrics") or {}
     theirs = champion.get("metrics") or {}
     rows = []
     for metric in _metric_names(candidate, theirs):

@@ -237,12 +237,13 @@ def fair(steps, validated, prepared, trained):
     return passed, outputs
 
 
-def _gate(steps, validated, prepared, evaluated, fair, evaluation_config, name):
+def _gate(steps, validated, prepared, trained, evaluated, fair, evaluation_config, name):
     outputs = {
         "decision": steps(Artifact, f"{name}.json"),
         "metrics": steps(Metrics, f"{name}-metrics"),
     }
     blessed = gate.python_func(
+        model=trained["model"],
         test=prepared["test"],
         schema=validated["schema"],
         evaluation=evaluated["evaluation"],
@@ -258,9 +259,16 @@ def _gate(steps, validated, prepared, evaluated, fair, evaluation_config, name):
 
 
 @pytest.fixture(scope="module")
-def gated(steps, validated, prepared, evaluated, fair):
+def gated(steps, validated, prepared, trained, evaluated, fair):
     return _gate(
-        steps, validated, prepared, evaluated, fair, {"thresholds": {"roc_auc": 0.5}}, "gate"
+        steps,
+        validated,
+        prepared,
+        trained,
+        evaluated,
+        fair,
+        {"thresholds": {"roc_auc": 0.5}},
+        "gate",
     )
 
 
@@ -406,12 +414,19 @@ def test_fairness_checks_the_bias_sections_thresholds(fair):
 
 @pytest.mark.ray
 def test_gate_takes_the_evaluation_sections_thresholds(
-    steps, validated, prepared, evaluated, fair, gated
+    steps, validated, prepared, trained, evaluated, fair, gated
 ):
     blessed, decision = gated
     assert blessed is True and decision["champion"] is None
     refused, decision = _gate(
-        steps, validated, prepared, evaluated, fair, {"thresholds": {"roc_auc": 0.999}}, "gate-2"
+        steps,
+        validated,
+        prepared,
+        trained,
+        evaluated,
+        fair,
+        {"thresholds": {"roc_auc": 0.999}},
+        "gate-2",
     )
     assert refused is False and "0.999" in decision["reason"]
 
@@ -435,6 +450,9 @@ def test_register_writes_the_next_version_as_the_candidate(steps, prepared, eval
     assert metadata["kfp_run_id"] == "run-1" and metadata["config"] == {"model_name": "loans"}
     assert metadata["training"]["mode"] == "full" and metadata["training"]["parent"] is None
     assert metadata["gate"]["blessed"] is True and metadata["onnx"]["converted"] is False
+    # The split record, from the training rows' metadata, for the gate's later re-scoring.
+    assert metadata["split"] == prepared["train"].metadata["split"]
+    assert metadata["split"]["rule"] == "hash-v1" and metadata["split"]["seed"] == SPLIT["seed"]
     # The training reference: the training split's features, the held-out answers and metrics.
     reference = registry.reference("v1")
     assert metadata["reference"]["stored"] is True

@@ -9,15 +9,14 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
 
 import components.common.columnwise as columnwise
 import components.common.schema as schema
 import components.ingest.logic as ingest_logic
 import components.prepare.fitting as fitting
-import components.prepare.logic as prepare
 from components.common.columnwise import take_rows
 from components.common.schema import as_model_input
+from components.common.stable_split import hashed_is_test, row_hashes
 from components.common.transformers import NumericImputer
 from components.ingest.logic import content_hash, read_source, resolve_source
 from components.prepare.logic import build_preprocessor, fit_preprocessor, split_table
@@ -353,68 +352,17 @@ def test_take_rows_is_dataframe_take_renumbered():
     )
 
 
-def _random_case(rng):
-    class_count = int(rng.integers(2, 7))
-    rows = int(rng.integers(2 * class_count, 300))
-    classes = rng.choice(class_count, rows, p=rng.dirichlet(np.full(class_count, 0.6)))
-    classes[: 2 * class_count] = np.repeat(np.arange(class_count), 2)  # 2 rows at least
-    return classes, class_count, float(rng.choice([0.05, 0.2, 0.25, 0.5, 0.9]))
-
-
-def test_the_random_split_has_scikit_learns_sizes_with_each_side_in_row_order(monkeypatch):
-    # For any class balance, size and seed: every row once, each side in row order, each class's
-    # test rows as many as scikit-learn's stratified split has; an error where it has one.
-    rng = np.random.default_rng(10)
-    errors = 0
-    for _ in range(200):
-        classes, class_count, test_size = _random_case(rng)
-        rows, seed = len(classes), int(rng.integers(0, 10_000))
-        try:
-            _, expected_test = train_test_split(
-                np.arange(rows), test_size=test_size, random_state=seed, stratify=classes
-            )
-        except ValueError:
-            with pytest.raises(ValueError):
-                prepare._random_positions(classes, class_count, rows, test_size, seed)
-            errors += 1
-            continue
-        train, test = prepare._random_positions(classes, class_count, rows, test_size, seed)
-        np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(rows))
-        assert (np.diff(train) > 0).all() and (np.diff(test) > 0).all()
-        np.testing.assert_array_equal(
-            np.bincount(classes[test], minlength=class_count),
-            np.bincount(classes[expected_test], minlength=class_count),
-        )
-        again = prepare._random_positions(classes, class_count, rows, test_size, seed)
-        np.testing.assert_array_equal(again[1], test)
-        monkeypatch.setattr(prepare, "FEW_CLASSES", 0)  # each class's rows found by sorting
-        by_sorting = prepare._random_positions(classes, class_count, rows, test_size, seed)
-        monkeypatch.undo()
-        np.testing.assert_array_equal(by_sorting[1], test)
-        # Not stratified: scikit-learn's test size too.
-        _, plain_test = prepare._random_positions(None, 0, rows, test_size, seed)
-        assert len(plain_test) == len(expected_test)
-    assert 0 < errors < 100  # both paths were taken
-
-
-@pytest.mark.parametrize("stratified", [True, False], ids=["stratified", "random"])
-def test_every_row_is_equally_likely_on_the_test_side(stratified):
-    # Over 4,000 seeds, each of 40 rows (a class of 10 and one of 30) is a test row about a
-    # quarter of the time: no row, class or place in the table is favoured.
-    classes = np.repeat([1, 0], [10, 30])
-    seeds = 4000
-    times_in_test = np.zeros(len(classes))
+def test_every_row_is_equally_likely_on_the_test_side():
+    # Over 2,000 seeds, each of 40 rows is a test row about a quarter of the time: no row or
+    # place in the table is favoured by the hash rule (components.common.stable_split).
+    frame = pd.DataFrame({"number": np.arange(40) * 1.5, "text": [f"r{i % 7}" for i in range(40)]})
+    seeds = 2000
+    times_in_test = np.zeros(len(frame))
     for seed in range(seeds):
-        _, test = prepare._random_positions(
-            classes if stratified else None, 2, len(classes), 0.25, seed
-        )
-        assert len(test) == 10
-        if stratified:  # a quarter of each class: 2.5 and 7.5 rows, the half row to either
-            assert classes[test].sum() in (2, 3)
-        times_in_test[test] += 1
+        times_in_test += hashed_is_test(row_hashes(frame, ["number", "text"], seed), 0.25)
     share = times_in_test / seeds
-    # 0.25 of 4,000 draws: a standard deviation of about 0.007; 6 of them is 0.04.
-    assert np.abs(share - 0.25).max() < 0.04
+    # 0.25 of 2,000 draws: a standard deviation of about 0.01; 5 of them is 0.05.
+    assert np.abs(share - 0.25).max() < 0.05
 
 
 def test_an_encoder_fitted_on_the_codes_knows_the_strings_a_plain_fit_knows():

@@ -414,6 +414,15 @@ def test_the_champion_table_compares_both_models(binary_page, binary_inputs):
     assert "margin 0.0100" in champion
 
 
+def test_the_champion_table_shows_the_candidate_on_the_champions_rows(binary_inputs):
+    # The champion trained on some test rows: the gate scored both models on the rest.
+    gate = binary_inputs["gate"]
+    subset = {**binary_inputs["evaluation"]["metrics"], "roc_auc": 0.5123}
+    champion = {**gate["champion"], "candidate_metrics": subset, "rows": 40, "rows_excluded": 60}
+    page = render_run_report(**{**binary_inputs, "gate": {**gate, "champion": champion}})
+    assert "<td>roc_auc</td><td class='num'>0.5123</td>" in section(page, "champion")
+
+
 def test_hostile_strings_are_escaped(binary_inputs):
     hostile = dict(binary_inputs)
     hostile["model_name"] = HOSTILE

@@ -17,7 +17,7 @@ DEPENDENCIES = {
     "evaluate": {"prepare", "train", "tune", "validate"},
     "fairness": {"evaluate", "prepare", "train", "validate"},
     "export-onnx-model": {"prepare", "train", "validate"},
-    "gate": {"evaluate", "fairness", "prepare", "validate"},
+    "gate": {"evaluate", "fairness", "prepare", "train", "validate"},
     "register": {
         "evaluate",
         "export-onnx-model",

@@ -24,6 +24,7 @@ Every option is data (no code strings), checked twice: its shape here, when the 
       strategy: stratified      # stratified | random | group | time
       group_column: ""
       time_column: ""
+      key_columns: []           # random/stratified: the columns that identify a row
 
 The defaults are exactly the transform prepare always fitted: median imputation and standard
 scaling for numbers, missing categories as their own category and one-hot encoding that ignores
@@ -263,12 +264,19 @@ class SplitOptions(_Options):
     seed: int = 42
     strategy: Literal[SPLIT_STRATEGIES] = Field(
         "stratified",
-        description="stratified: random, keeping class shares (classification; random for "
-        "regression); random; group: no group_column value on both sides; time: the newest "
-        "rows by time_column are the test rows.",
+        description="stratified: random, keeping class shares in expectation (classification; "
+        "random for regression); random: each row's side from a hash of its key salted with "
+        "seed, the same in every run; group: no group_column value on both sides; time: the "
+        "newest rows by time_column are the test rows.",
     )
     group_column: str = ""
     time_column: str = ""
+    key_columns: list[str] = Field(
+        default_factory=list,
+        description="random and stratified: the columns that identify a row, hashed to decide "
+        "its side; empty: every column but the target (a row whose values change, or a table "
+        "that gains a column, then moves).",
+    )
 
     @model_validator(mode="after")
     def _columns_fit_strategy(self) -> "SplitOptions":
@@ -278,6 +286,8 @@ class SplitOptions(_Options):
                 raise ValueError(f"strategy {strategy} needs {key}")
             if value and self.strategy != strategy:
                 raise ValueError(f"{key} is only used by strategy {strategy}")
+        if self.key_columns and self.strategy not in ("random", "stratified"):
+            raise ValueError("key_columns is only used by strategies random and stratified")
         return self
 
 
