@@ -171,7 +171,8 @@ def assert_step_store_is_whole(root: Path) -> None:
 
 
 class Reference:
-    """One uninterrupted run of the fast config with the step cache on."""
+    """One uninterrupted run of the fast config with the step cache on: `output` is what it
+    printed, `digest` its model's, `root` its output root (registry, step cache, runs)."""
 
     def __init__(self, base: Path):
         self.lake, _ = write_arrests_lake(base / "data" / "arrests")
@@ -184,6 +185,7 @@ class Reference:
         finally:
             run.stop()
         assert code == 0, run.output
+        self.output = run.output
         self.digest = model_digest(self.root, "v1")
 
     def config(self, path: Path, output_root: Path, **overrides) -> Path:

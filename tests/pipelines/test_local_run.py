@@ -4,6 +4,7 @@ as a user runs it, ending with a served model that answers the printed curl."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from components.deploy.logic import read_model_metadata
 from pipelines.config import load_config, pipeline_arguments
 from pipelines.training_pipeline import COMPILED_PIPELINE
 from tests.conftest import write_config
+from tests.mlpipe_runs import fast_config
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +117,8 @@ def _free_port() -> int:
 
 
 def test_mlpipe_run_prints_a_curl_that_the_served_model_answers(tmp_path, demo_lake):
-    config = _small_config(tmp_path, demo_lake)
+    # The quickest search: what is checked here is the console and the served model, not it.
+    config = fast_config(tmp_path / "run.yaml", demo_lake, tmp_path / "out")
     port = _free_port()
     process = subprocess.Popen(
         [MLPIPE, "run", "--config", str(config), "--port", str(port)],
@@ -177,10 +180,15 @@ def _mlpipe_run(tmp_path, config, *extra):
     )
 
 
-def test_a_blocking_fairness_threshold_registers_but_does_not_deploy(tmp_path, demo_lake):
+def test_a_blocking_fairness_threshold_registers_but_does_not_deploy(tmp_path, reference):
     # Parity this strict no model of the arrests data meets: the gate must block it.
     strict = [{"metric": "demographic_parity_ratio", "threshold": 0.999, "columns": ["colour"]}]
-    config = _small_config(tmp_path, demo_lake, **{"bias.thresholds": strict})
+    # The reference run's step cache, not its registry: the steps that the thresholds do not
+    # feed (prepare, tune, train...) are reused, and there is no champion yet.
+    shutil.copytree(reference.root / "cache", tmp_path / "out" / "cache")
+    config = reference.config(
+        tmp_path / "run.yaml", tmp_path / "out", **{"bias.thresholds": strict}
+    )
     done = _mlpipe_run(tmp_path, config, "--require-blessed")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "fairness: blocked: demographic_parity_ratio for 'colour' = 0." in done.stdout
@@ -198,13 +206,13 @@ def test_a_blocking_fairness_threshold_registers_but_does_not_deploy(tmp_path, d
     assert registry.aliases() == {"candidate": "v1"}  # no champion: nothing was deployed
 
 
-def test_a_weaker_challenger_is_registered_but_the_champion_stays(tmp_path, demo_lake):
-    config = _small_config(tmp_path, demo_lake)
-    first = _mlpipe_run(tmp_path, config)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "gate: blessed" in first.stdout and "promote: arrests-release champion is now v1" in (
-        first.stdout
-    )
+def test_a_weaker_challenger_is_registered_but_the_champion_stays(tmp_path, reference):
+    # The first run is the session's reference run (tests/mlpipe_runs.py): its output root,
+    # copied, holds the champion v1 it blessed and promoted.
+    assert "gate: blessed" in reference.output
+    assert "promote: arrests-release champion is now v1" in reference.output
+    root = reference.copy_root(tmp_path / "out")
+    config = reference.config(tmp_path / "run.yaml", root)
     # A deliberately weak search: one shallow, five-tree forest.
     weak = [
         "--set",
@@ -219,7 +227,7 @@ def test_a_weaker_challenger_is_registered_but_the_champion_stays(tmp_path, demo
     assert re.search(r"roc_auc \d\.\d{4} is worse than champion v1 \(\d\.\d{4}\)", second.stdout)
     assert "promote:" not in second.stdout
     assert "champion   v1  (unchanged; v2 is the candidate" in second.stdout
-    registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
+    registry = ModelRegistry(str(root / "models"), "arrests-release")
     assert registry.aliases() == {"champion": "v1", "candidate": "v2"}
     second_meta = registry.metadata("v2")
     assert second_meta["gate"]["blessed"] is False
@@ -227,6 +235,6 @@ def test_a_weaker_challenger_is_registered_but_the_champion_stays(tmp_path, demo
     champion_check = next(c for c in second_meta["gate"]["checks"] if c["kind"] == "champion")
     assert champion_check["passed"] is False
     # The run's page says so, with the champion re-scored on the same test rows.
-    page = sorted((tmp_path / "out" / "runs").glob("*/report.html"))[-1].read_text()
+    page = (root / "runs" / second_meta["kfp_run_id"] / "report.html").read_text()
     assert "is worse than champion v1" in page and "<section id='champion'>" in page
     assert f"{registry.metadata('v1')['metrics']['roc_auc']:.4f}" in page

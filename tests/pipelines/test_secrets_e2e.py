@@ -40,8 +40,12 @@ def test_a_database_password_from_the_environment_reaches_no_file_and_no_console
             },
             "contract.path": "",  # inferred from this table
             "output_root": str(tmp_path / "out"),
+            # The quickest search and fairness check (as tests/mlpipe_runs.py's fast_config):
+            # every step still runs and writes its files, which is what is searched here.
             "tuning.num_trials": 2,
             "tuning.families": ["logistic_regression"],
+            "tuning.cv_folds": 2,
+            "bias.bootstrap": 20,
             "evaluation.thresholds": {"roc_auc": 0.6},
         },
     )
