@@ -1,8 +1,11 @@
 """Incremental updates of a registered champion: its own hyperparameters, no search, one rule per
 family (UPDATE_RULES):
 
-- `partial_fit` (sgd_linear): the champion's estimator takes one more pass (one partial_fit
-  call, one epoch) over the new rows. The classes are the champion's.
+- `partial_fit` (sgd_linear): the champion's estimator takes `epochs` more passes (partial_fit
+  calls) over the new rows, at its own learning-rate schedule. The classes are the champion's.
+  One pass barely moves a model that has seen many rows (its learning rate has decayed with
+  them); on the demo's changed relation, 1 pass took ROC AUC 0.31 -> 0.33, 5 passes 0.64, 10
+  passes 0.68 (a fresh fit: 0.69).
 - `warm_start` (random_forest): the champion's trees are kept and new ones are grown on the new
   rows only (warm_start=True, n_estimators raised; see `new_tree_count`).
 - `refit_window` (every other family, histogram gradient boosting among them): a fresh fit of the
@@ -144,6 +147,7 @@ def update_model(
     seed: int,
     new_trees: int | None = None,
     sample_weight: np.ndarray | None = None,
+    epochs: int = 1,
 ) -> tuple[object, dict]:
     """The champion updated with `train` by its family's rule (see the module docstring).
 
@@ -158,6 +162,7 @@ def update_model(
             recipe of a refit).
         new_trees: trees a warm-start update grows; None: new_tree_count's default.
         sample_weight: per row of `train` (reweighing's); None weighs every row the same.
+        epochs: passes of partial_fit over `train` (the partial_fit rule only).
 
     Returns:
         (the updated model, shaped as the champion: the same wrappers, the same threshold;
@@ -193,7 +198,7 @@ def update_model(
         if task == "classification" and rule != REFIT_WINDOW:
             _check_classes(model.steps[-1][1].classes_, labels, rule)
         if rule == PARTIAL_FIT:
-            updated = _partial_fit(model, train, schema, sample_weight, details)
+            updated = _partial_fit(model, train, schema, sample_weight, details, epochs)
         elif rule == WARM_START:
             updated = _warm_start(model, train, schema, new_trees, sample_weight, details)
         else:
@@ -224,13 +229,17 @@ def _fit_params(sample_weight) -> dict:
     return {} if sample_weight is None else {"sample_weight": sample_weight}
 
 
-def _partial_fit(model: Pipeline, train, schema, sample_weight, details) -> Pipeline:
+def _partial_fit(model: Pipeline, train, schema, sample_weight, details, epochs: int = 1):
+    if epochs < 1:
+        raise PipelineInputError(f"retraining.epochs: {epochs} (must be 1 or more)")
     updated = copy.deepcopy(model)
     preprocessor, estimator = updated[:-1], updated.steps[-1][1]
     features = preprocessor.transform(as_model_input(train, schema))
     details["updates_before"] = int(estimator.t_)
-    estimator.partial_fit(features, train[schema["target"]], **_fit_params(sample_weight))
+    for _ in range(epochs):
+        estimator.partial_fit(features, train[schema["target"]], **_fit_params(sample_weight))
     details["updates_after"] = int(estimator.t_)
+    details["epochs"] = epochs
     return updated
 
 

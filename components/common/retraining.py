@@ -246,6 +246,7 @@ def plan_training(
         "log": log,
         "log_rows": log_rows,
         "incrementals_in_a_row": in_a_row,
+        "epochs": config.epochs,
     }
     what = " and ".join(
         part

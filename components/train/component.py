@@ -86,6 +86,7 @@ def train(
                 best_trial["family"],
                 best_trial["params"],
                 seed,
+                epochs=int(run_plan.get("epochs", 1)),
             )
         # No CV: the update is judged on the held-out rows, like any candidate, by the gate.
         write_json(

@@ -317,3 +317,37 @@ def test_a_threshold_optimized_champion_is_refit_on_the_window_with_its_mitigati
         updated.pipeline.predict_proba(as_model_input(window, schema)),
         fresh.predict_proba(as_model_input(window, schema)),
     )
+
+
+def test_more_partial_fit_passes_move_the_model_further_toward_the_new_rows():
+    # A champion that has seen many rows learns slowly (its learning rate decayed with them):
+    # `epochs` passes over the new rows are what moves it.
+    from sklearn.linear_model import SGDClassifier
+
+    rng = np.random.default_rng(0)
+    old = pd.DataFrame({"x": rng.normal(size=4000)})
+    old["y"] = (old["x"] + rng.normal(scale=0.5, size=4000) > 0).astype(int)
+    new = pd.DataFrame({"x": rng.normal(size=600)})
+    new["y"] = (-new["x"] + rng.normal(scale=0.5, size=600) > 0).astype(int)  # reversed
+    schema = {
+        "target": "y",
+        "task": "classification",
+        "classes": ["0", "1"],
+        "features": [{"name": "x", "kind": "numeric"}],
+    }
+    from sklearn.preprocessing import StandardScaler
+
+    champion = Pipeline(
+        [("scale", StandardScaler()), ("model", SGDClassifier(loss="log_loss", random_state=0))]
+    ).fit(old[["x"]], old["y"])
+    coefficients = {}
+    for epochs in (1, 10):
+        updated, details = update_model(
+            champion, new, schema, "sgd_linear", {}, seed=0, epochs=epochs
+        )
+        assert details["epochs"] == epochs
+        coefficients[epochs] = float(updated.steps[-1][1].coef_[0, 0])
+    start = float(champion.steps[-1][1].coef_[0, 0])
+    assert start > 0 and coefficients[10] < coefficients[1] < start
+    with pytest.raises(PipelineInputError, match="retraining.epochs: 0"):
+        update_model(champion, new, schema, "sgd_linear", {}, seed=0, epochs=0)

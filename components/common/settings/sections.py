@@ -278,6 +278,13 @@ class RetrainingConfig(_Section):
         description="Full when the monitor found the label relation changed (the realized "
         "metric dropped by more than monitoring.retrain.metric_drop).",
     )
+    epochs: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Passes of partial_fit over the new rows (the sgd_linear family): one pass "
+        "barely moves a model that has seen many rows.",
+    )
     window_partitions: int = Field(
         3,
         ge=0,
