@@ -163,6 +163,7 @@ def monitor(
             settings.window_days,
             state_uri,
             now,
+            version=version,
         )
         window.frame = log_features(window.frame, schema)
     where_read = "prediction log" if window.source == "prediction_log" else "data source"

@@ -110,8 +110,15 @@ def log_window(
     window_days: float,
     state_uri: str,
     now: datetime | None = None,
+    version: str = "",
 ) -> Window:
-    """The prediction log's window (see the module docstring), labels attached."""
+    """The prediction log's window (see the module docstring), labels attached.
+
+    Args:
+        version: the champion: only the rows it answered are judged (a window that spans a
+            promotion also holds the previous champion's answers, whose outputs are not this
+            model's); empty, or a log without model_version, keeps every row.
+    """
     now = now or datetime.now(UTC)
     watermark = None
     if window_days > 0:
@@ -130,6 +137,12 @@ def log_window(
         # read_prediction_log keeps records at `since`; the watermark's own record was monitored.
         frame = frame[pd.to_datetime(frame[TIME_COLUMN], utc=True) > pd.Timestamp(watermark)]
         frame = frame.reset_index(drop=True)
+    if version and len(frame) and "model_version" in frame.columns:
+        answered = frame["model_version"].astype(str) == version
+        others = int((~answered).sum())
+        if others:
+            frame = frame[answered.to_numpy()].reset_index(drop=True)
+            description += f"; {others} rows answered by other versions than {version} left out"
     if frame.empty:
         raise PipelineInputError(
             f"prediction log '{redact_url(log_uri)}': no records of model '{model_name}' in "

@@ -59,6 +59,24 @@ def test_a_window_like_the_training_data_is_ok_and_written_whole(world):
     assert written["alerts"] == []
 
 
+def test_only_the_champions_own_answers_are_judged(world):
+    # The window spans a promotion: the previous version answered shifted traffic first. Its
+    # answers are left out (their outputs are not this model's), and the window says how many.
+    import pandas as pd
+
+    write_log(world / "log", rows(1500, seed=2), NOW - timedelta(hours=3))
+    write_log(world / "log", rows(800, seed=5, shift=2.0), NOW - timedelta(hours=4), name="old")
+    old = next((world / "log").rglob("old.parquet"))
+    pd.read_parquet(old).assign(model_version="v0").to_parquet(old, index=False)
+    result = run(world)
+    assert result.decision == "ok", result.result["reasons"]
+    assert result.result["window"]["rows"] == 1500
+    assert (
+        "800 rows answered by other versions than v1 left out"
+        in (result.result["window"]["description"])
+    )
+
+
 def test_one_drifted_feature_warns_naming_it_and_alerts(world, capsys):
     write_log(world / "log", rows(1500, seed=2, shift_x2=0.8), NOW - timedelta(hours=3))
     result = run(world)
