@@ -129,6 +129,8 @@ class LocalRun:
     steps: dict[str, str] | None = None
     # The plan (components.common.retraining): full, incremental or skip, and why.
     plan: dict | None = None
+    # The gate's decision (its checks: thresholds, the champion comparison, fairness).
+    gate: dict | None = None
 
     @property
     def skipped(self) -> bool:
@@ -542,7 +544,8 @@ def _run_pipeline(
     )
     decision = _find_output(artifacts_dir, "gate", "decision")
     if decision is not None:
-        run.reason = read_json(decision)["reason"]
+        run.gate = read_json(decision)
+        run.reason = run.gate["reason"]
     fairness_summary = _find_output(artifacts_dir, "fairness", "summary")
     if fairness_summary is not None:
         run.fairness_reason = read_json(fairness_summary)["gate"]["reason"]

@@ -185,7 +185,12 @@ def one_pass(config, args, print_line) -> dict:
         "candidate",
         f"{trained.model_version} in {trained.seconds:.0f} s: {plan.get('reason', mode)}",
     )
-    print_line("gate", trained.reason)
+    compared = [
+        check["detail"]
+        for check in (trained.gate or {}).get("checks", [])
+        if check["kind"] == "champion" and check["passed"]
+    ]
+    print_line("gate", trained.reason + (f" ({'; '.join(compared)})" if compared else ""))
     if not trained.blessed:
         return outcome
     outcome["promoted"] = True

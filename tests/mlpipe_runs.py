@@ -61,17 +61,24 @@ def fast_config(path: Path, lake: Path, output_root: Path, **overrides) -> Path:
 
 
 class MlpipeRun:
-    """`mlpipe run` in its own session (its own process group), output collected as it comes,
-    and every descendant recorded while it runs."""
+    """`mlpipe run` (or another `program`) in its own session (its own process group), output
+    collected as it comes, and every descendant recorded while it runs."""
 
-    def __init__(self, cwd: Path, *args: str, fault: str = "", extra_env: dict | None = None):
+    def __init__(
+        self,
+        cwd: Path,
+        *args: str,
+        fault: str = "",
+        extra_env: dict | None = None,
+        program: tuple[str, ...] = (MLPIPE, "run"),
+    ):
         env = {**os.environ, **(extra_env or {})}
         env["PYTHONPATH"] = os.pathsep.join(
             [str(HOOKS), *filter(None, [env.get("PYTHONPATH", "")])]
         )
         env["MLPIPE_TEST_FAULT"] = fault
         self.process = subprocess.Popen(
-            [MLPIPE, "run", *args],
+            [*program, *args],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
