@@ -79,3 +79,32 @@ def test_a_served_sgd_pipeline_answers_as_scikit_learn(loans):
     labels, probabilities = predict_with_probabilities(model, features)
     assert labels.tolist() == model.predict(features).tolist()
     np.testing.assert_allclose(probabilities, model.predict_proba(features))
+
+
+@pytest.mark.parametrize(
+    "mitigation", ["reweighing", "exponentiated_gradient", "threshold_optimizer"]
+)
+def test_the_sgd_family_takes_every_bias_mitigation(loans, mitigation):
+    from components.common.schema import as_model_input
+    from components.prepare.logic import fit_preprocessor
+    from components.train.logic import fit_mitigated
+    from components.validate.logic import validate_table
+
+    schema = validate_table(loans, "approved", "classification", ["group"], {})
+    best = {"family": "sgd_linear", "params": {"alpha": 1e-3}}
+    model, baseline = fit_mitigated(
+        loans,
+        schema,
+        fit_preprocessor(loans, schema),
+        best,
+        0,
+        mitigation,
+        "demographic_parity",
+        "group",
+        {},
+        "",
+    )
+    probabilities = model.predict_proba(as_model_input(loans, schema))
+    assert probabilities.shape == (len(loans), 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    assert model is not baseline
