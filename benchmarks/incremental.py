@@ -12,7 +12,7 @@ REPEATS times per family:
   fit_preprocessor) and the champion's estimator with the champion's parameters on every row. No
   search and no cross-validation: the cheapest full retraining, so the ratio is conservative.
 - incremental: read the new partition only, then `update_model` with the family's rule:
-  sgd_linear's partial_fit, random_forest's warm_start (new trees in proportion to the new rows,
+  sgd_linear's partial_fit (retraining.epochs' default passes, as the train step makes), random_forest's warm_start (new trees in proportion to the new rows,
   at least 10), and hist_gradient_boosting's refit of a window of one partition.
 
 The figure is the ratio of the medians per family (target <= 0.3x).
@@ -36,6 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.output import load_average, write_results
 from components.common.incremental import update_model, update_rule
+from components.common.settings.sections import RetrainingConfig
 from components.ingest.synthetic import TARGET, make_table
 from components.prepare.logic import fit_preprocessor
 from components.train.logic import fit_model
@@ -91,7 +92,9 @@ def full_retraining(files: list[Path], schema: dict, family: str, params: dict):
 def incremental_update(new_file: Path, champion, schema: dict, family: str, params: dict):
     started = time.perf_counter()
     new = read([new_file])
-    _, details = update_model(champion, new, schema, family, params, SEED)
+    # As the train step calls it: partial_fit makes the run config's default passes.
+    epochs = RetrainingConfig().epochs
+    _, details = update_model(champion, new, schema, family, params, SEED, epochs=epochs)
     return time.perf_counter() - started, details
 
 
