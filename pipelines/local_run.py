@@ -507,27 +507,6 @@ def _run_pipeline(
 
     planned = _find_output(artifacts_dir, "plan", "plan")
     plan = read_json(planned) if planned is not None else None
-    if plan is not None and plan["mode"] == "skip":
-        run = LocalRun(
-            run_id=run_id,
-            run_dir=run_dir,
-            artifacts_dir=artifacts_dir,
-            pipeline_file=pipeline_file,
-            report=run_dir / "report.md",
-            log=log_path,
-            model_uri="",
-            model_version="",
-            seconds=time.monotonic() - started,
-            blessed=False,
-            reason=plan["reason"],
-            champion=plan.get("parent", ""),
-            steps=step_origins(run_dir),
-            plan=plan,
-        )
-        return run
-    # The pipeline returns no outputs (its steps are inside an exit handler): register's and the
-    # gate's own outputs say the version and whether it was blessed.
-    registered = _output_parameters(artifacts_dir, "register")
     run = LocalRun(
         run_id=run_id,
         run_dir=run_dir,
@@ -535,13 +514,20 @@ def _run_pipeline(
         pipeline_file=pipeline_file,
         report=run_dir / "report.md",
         log=log_path,
-        model_uri=registered["model_uri"],
-        model_version=registered["version"],
+        model_uri="",
+        model_version="",
         seconds=time.monotonic() - started,
-        blessed=bool(_output_parameters(artifacts_dir, "gate")["Output"]),
         steps=step_origins(run_dir),
         plan=plan,
     )
+    if run.skipped:  # nothing new to retrain on: no step ran after the plan
+        run.blessed, run.reason, run.champion = False, plan["reason"], plan.get("parent", "")
+        return run
+    # The pipeline returns no outputs (its steps are inside an exit handler): register's and the
+    # gate's own outputs say the version and whether it was blessed.
+    registered = _output_parameters(artifacts_dir, "register")
+    run.model_uri, run.model_version = registered["model_uri"], registered["version"]
+    run.blessed = bool(_output_parameters(artifacts_dir, "gate")["Output"])
     decision = _find_output(artifacts_dir, "gate", "decision")
     if decision is not None:
         run.gate = read_json(decision)

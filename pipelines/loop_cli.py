@@ -145,24 +145,11 @@ def one_pass(config, args, print_line) -> dict:
         {"decision", "mode", "version", "promoted", "reloaded"}.
     """
     from components.common.retraining import mode_after_monitor
-    from components.monitor.logic import monitor
     from pipelines.local_run import run_pipeline
-    from pipelines.monitor_cli import monitoring_arguments
+    from pipelines.monitor_cli import monitor_once
 
-    arguments = monitoring_arguments(config)
     outcome = {"decision": "", "mode": "", "version": "", "promoted": False, "reloaded": ""}
-    run = monitor(
-        model_name=arguments["model_name"],
-        model_store_uri=arguments["model_store_uri"],
-        monitoring=arguments["monitoring"],
-        evaluation=arguments["evaluation"],
-        serving=arguments["serving"],
-        data=arguments["data"],
-        alerts=arguments["alerts"],
-        state_uri=arguments["monitoring"]["state"],
-        positive_class=arguments["positive_class"],
-    )
-    result = run.result
+    result = monitor_once(config).result
     outcome["decision"] = result["decision"]
     window = result["window"]
     print_line(
@@ -172,7 +159,7 @@ def one_pass(config, args, print_line) -> dict:
     )
     if result["decision"] != "retrain":
         return outcome
-    mode, why = mode_after_monitor(result, arguments["retraining"])
+    mode, why = mode_after_monitor(result, config.retraining.model_dump())
     outcome["mode"] = mode
     print_line("retrain", f"{mode}: {why}")
     trained = run_pipeline(config, training_mode=mode, trigger="monitor")

@@ -179,6 +179,14 @@ def wait_logged(server: Server, rows: int) -> None:
         time.sleep(0.5)
 
 
+def labelled_traffic(server: Server, frame: pd.DataFrame, target: str) -> tuple[list, dict]:
+    """The rows through the server, logged, then their labels sent back: (pairs, the answer)."""
+    logged_before = server.logged_rows()
+    pairs = send_traffic(server, frame, target)
+    wait_logged(server, logged_before + len(pairs))
+    return pairs, server.send_labels(pairs)
+
+
 class BackgroundTraffic:
     """Single rows sent without pause while the loop retrains and the server reloads."""
 
@@ -234,11 +242,8 @@ def run_demo(config_path: str) -> int:
     try:
         server.wait_ready()
         _line("serve", f"{server.url} serves {config.model_name} {first.champion}")
-        logged_before = server.logged_rows()
         traffic = _table(TRAFFIC_ROWS, 2024, 1, shifted=True, columns=columns)
-        pairs = send_traffic(server, traffic, target)
-        wait_logged(server, logged_before + len(pairs))
-        labelled = server.send_labels(pairs)
+        pairs, labelled = labelled_traffic(server, traffic, target)
         _line(
             "traffic",
             f"{len(pairs)} rows of 2024 (shifted: {', '.join(SHIFTS)}; label relation "
@@ -263,11 +268,8 @@ def run_demo(config_path: str) -> int:
         if flowing.failed:
             raise StepFailed(f"loop: {flowing.failed} requests failed during the swap")
 
-        logged_before = server.logged_rows()
         after = _table(AFTER_ROWS, 2024, 2, shifted=True, columns=columns)
-        pairs = send_traffic(server, after, target)
-        wait_logged(server, logged_before + len(pairs))
-        labelled = server.send_labels(pairs)
+        pairs, labelled = labelled_traffic(server, after, target)
         _line(
             "traffic",
             f"{len(pairs)} more rows of 2024, like the new champion's, and {labelled['appended']} "

@@ -40,18 +40,12 @@ def monitoring_arguments(config, resolve_paths: bool = True) -> dict:
     }
 
 
-def cmd_monitor(args) -> int:
+def monitor_once(config):
+    """The monitor, once, in this process, with the monitoring pipeline's arguments."""
     from components.monitor.logic import monitor
-    from pipelines.cli import _load_checked_config
 
-    overrides = list(args.set)
-    if args.source:
-        overrides.append(f"monitoring.source={args.source}")
-    if args.window_days is not None:
-        overrides.append(f"monitoring.window_days={args.window_days}")
-    config = _load_checked_config(args.config, check_data=False, overrides=overrides)
     arguments = monitoring_arguments(config)
-    run = monitor(
+    return monitor(
         model_name=arguments["model_name"],
         model_store_uri=arguments["model_store_uri"],
         monitoring=arguments["monitoring"],
@@ -62,6 +56,18 @@ def cmd_monitor(args) -> int:
         state_uri=arguments["monitoring"]["state"],
         positive_class=arguments["positive_class"],
     )
+
+
+def cmd_monitor(args) -> int:
+    from pipelines.cli import _load_checked_config
+
+    overrides = list(args.set)
+    if args.source:
+        overrides.append(f"monitoring.source={args.source}")
+    if args.window_days is not None:
+        overrides.append(f"monitoring.window_days={args.window_days}")
+    config = _load_checked_config(args.config, check_data=False, overrides=overrides)
+    run = monitor_once(config)
     result = run.result
     window = result["window"]
     model = result["model"]
