@@ -138,8 +138,12 @@ class _Stop:
         raise KeyboardInterrupt
 
 
-def one_pass(config, args, print_line) -> dict:
+def one_pass(config, args, print_line, steps_to=None) -> dict:
     """Monitor once and retrain when told to; the pass's outcome.
+
+    Args:
+        steps_to: a text file for the retraining's step lines (each step's start and summary);
+            None shows them here, as `mlpipe run` does.
 
     Returns:
         {"decision", "mode", "version", "promoted", "reloaded"}.
@@ -162,7 +166,8 @@ def one_pass(config, args, print_line) -> dict:
     mode, why = mode_after_monitor(result, config.retraining.model_dump())
     outcome["mode"] = mode
     print_line("retrain", f"{mode}: {why}")
-    trained = run_pipeline(config, training_mode=mode, trigger="monitor")
+    with contextlib.redirect_stdout(steps_to) if steps_to else contextlib.nullcontext():
+        trained = run_pipeline(config, training_mode=mode, trigger="monitor")
     if trained.skipped:
         print_line("retrain", f"nothing registered: {trained.plan['reason']}")
         return outcome

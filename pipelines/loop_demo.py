@@ -18,6 +18,7 @@ a step fails.
 """
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
@@ -215,23 +216,14 @@ class BackgroundTraffic:
         self._thread.join(timeout=35)
 
 
-def run_demo(config_path: str) -> int:
-    from pipelines.cli import _load_checked_config
+def _closed_loop(config, columns: list[str], steps_log) -> None:
+    """Train, serve, drift, the loop's pass that retrains, more traffic, the pass that says ok."""
     from pipelines.local_run import run_pipeline
     from pipelines.loop_cli import one_pass
 
-    started = time.monotonic()
-    config = _load_checked_config(config_path, check_data=False)
-    root = Path(config.output_root)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    columns = list(config.data.columns)
     target = config.target
-    rows = write_lake(Path(config.data.source), columns)
-    _line("data", f"{rows} rows of 2023 in {MONTHS} monthly partitions at {config.data.source}")
-
-    first = run_pipeline(config, use_cache=False)
+    with contextlib.redirect_stdout(steps_log):
+        first = run_pipeline(config, use_cache=False)
     _line(
         "train",
         f"{config.model_name} {first.model_version} (full, {first.seconds:.0f} s): {first.reason}",
@@ -254,7 +246,7 @@ def run_demo(config_path: str) -> int:
         args = types.SimpleNamespace(once=True, server=server.url)
         background = _table(200, 2024, 9, shifted=True, columns=columns)
         with BackgroundTraffic(server, background, target) as flowing:
-            outcome = one_pass(config, args, _line)
+            outcome = one_pass(config, args, _line, steps_log)
         _line(
             "traffic",
             f"{flowing.sent} requests during the retraining and the reload: "
@@ -275,12 +267,34 @@ def run_demo(config_path: str) -> int:
             f"{len(pairs)} more rows of 2024, like the new champion's, and {labelled['appended']} "
             "labels",
         )
-        outcome = one_pass(config, args, _line)
+        outcome = one_pass(config, args, _line, steps_log)
         if outcome["decision"] != "ok":
             raise StepFailed(f"loop: expected ok after the update, got {outcome['decision']}")
     finally:
         server.stop()
-    _line("done", f"the loop closed in {time.monotonic() - started:.0f} s")
+
+
+def run_demo(config_path: str) -> int:
+    from pipelines.cli import _load_checked_config
+
+    started = time.monotonic()
+    config = _load_checked_config(config_path, check_data=False)
+    root = Path(config.output_root)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    columns = list(config.data.columns)
+    rows = write_lake(Path(config.data.source), columns)
+    _line("data", f"{rows} rows of 2023 in {MONTHS} monthly partitions at {config.data.source}")
+
+    # The pipeline runs' own step lines go to a file: the demo prints one line per step.
+    with open(root / "steps.log", "a", encoding="utf-8") as steps_log:
+        _closed_loop(config, columns, steps_log)
+    _line(
+        "done",
+        f"the loop closed in {time.monotonic() - started:.0f} s (the pipeline steps' lines: "
+        f"{root / 'steps.log'})",
+    )
     return 0
 
 
