@@ -195,6 +195,7 @@ def one_pass(config, args, print_line, steps_to=None) -> dict:
 
 def cmd_loop(args) -> int:
     from pipelines.cli import _load_checked_config
+    from pipelines.local_run import RunInterrupted
 
     config = _load_checked_config(args.config, overrides=args.set)
     every = parse_every(args.every) if not args.once else 0.0
@@ -223,6 +224,18 @@ def cmd_loop(args) -> int:
         signum = stop.signum or signal.SIGINT
         errors.print(f"loop stopped ({signal.Signals(signum).name})")
         return 128 + signum
+    except RunInterrupted as interrupted:  # during a retraining: its own handler stopped it
+        undone = ", ".join(interrupted.undone) or "nothing to undo"
+        registry = (
+            f"the registry could not be put back ({interrupted.error})"
+            if interrupted.error
+            else f"the registry is as it was ({undone})"
+        )
+        errors.print(
+            f"loop stopped ({signal.Signals(interrupted.signum).name}) during a retraining: "
+            f"stopped {interrupted.stopped} processes; {registry}"
+        )
+        return 128 + interrupted.signum
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

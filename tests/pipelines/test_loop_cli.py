@@ -127,3 +127,44 @@ def test_a_refused_or_unreachable_reload_and_a_missing_token_are_one_line(stand_
         reload_server(stand_in, {})
     with pytest.raises(PipelineInputError, match="cannot reach the model server"):
         reload_server("http://127.0.0.1:9", {"MLPIPE_ADMIN_TOKEN": "t" * 32})
+
+
+def test_sigterm_ends_a_waiting_loop_within_seconds(tmp_path):
+    # No champion yet: each pass is one line on stderr and the loop waits for the next; SIGTERM
+    # ends the wait at once, and the lock is released with the process.
+    import signal
+    import time
+
+    (tmp_path / "lake").mkdir()
+    pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]}).to_parquet(tmp_path / "lake" / "part.parquet")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model_name: loans\ndata: {{source: {tmp_path / 'lake'}}}\ntarget: y\n"
+        f"output_root: {tmp_path / 'out'}\n"
+    )
+    loop = subprocess.Popen(
+        [MLPIPE, "loop", "--config", str(config), "--every", "1h"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        for line in loop.stdout:  # the first pass ends with the wait's line
+            if "next pass in 1h" in line or time.monotonic() > deadline:
+                break
+        started = time.monotonic()
+        loop.send_signal(signal.SIGTERM)
+        code = loop.wait(timeout=30)
+        assert time.monotonic() - started < 10
+        stderr = loop.stderr.read()
+        assert code == 128 + signal.SIGTERM
+        assert "model 'loans' has no champion" in stderr and "loop stopped (SIGTERM)" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+            loop.wait()
+    with loop_lock(str(tmp_path / "out"), "loans"):
+        pass
