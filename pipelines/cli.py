@@ -310,6 +310,7 @@ def cmd_submit(args) -> int:
             pipeline_name=args.pipeline_name or None,
             on_created=show,
             pipeline=args.pipeline,
+            training_mode=args.mode,
         )
     except SubmitFailed as error:  # the server refused, or the followed run did not succeed
         if args.debug:
@@ -469,7 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--pipeline",
         choices=PIPELINES,
         default="training",
-        help="training, or monitoring: the monitor on a schedule (--schedule)",
+        help="training, or monitoring: the monitor on a schedule (--schedule), retraining "
+        "when it says retrain",
+    )
+    submit.add_argument(
+        "--mode",
+        choices=("full", "incremental"),
+        default="full",
+        help="the training pipeline's run: full, or incremental (update the champion with what "
+        "is new); with --schedule its lineage says trigger 'schedule'",
     )
     submit.add_argument(
         "--pipeline-name",

@@ -366,6 +366,7 @@ def submit_run(
     poll_seconds: float = 5.0,
     on_created: Callable[[Submission], None] | None = None,
     pipeline: str = "training",
+    training_mode: str = "full",
 ) -> Submission:
     """Compile, upload as a pipeline version, and create a run (or a recurring run) of it.
 
@@ -388,6 +389,8 @@ def submit_run(
         poll_seconds: seconds between looks at a followed run.
         on_created: called with the submission once the run or recurring run exists (before
             a followed run ends), e.g. to show where it is.
+        training_mode: the training pipeline's full or incremental (a schedule of incremental
+            updates without the monitor); its trigger is `schedule` with a cron, else `manual`.
         pipeline: training, or monitoring: the monitoring pipeline's spec, with its own
             arguments (pipelines.monitor_cli.monitoring_arguments), usually on a
             schedule.
@@ -409,7 +412,12 @@ def submit_run(
     else:
         compile_spec = compile_pipeline
         pipeline_name = pipeline_name or PIPELINE_NAME
-        arguments = pipeline_arguments(config, resolve_paths=False)
+        # A scheduled training run is recorded as such in the lineage of what it registers.
+        arguments = {
+            **pipeline_arguments(config, resolve_paths=False),
+            "training_mode": training_mode,
+            "trigger": "schedule" if cron else "manual",
+        }
     if wait and cron:
         raise PipelineInputError(
             "wait follows one run, and a schedule creates a recurring run: use one of them"

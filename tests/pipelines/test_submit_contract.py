@@ -97,9 +97,11 @@ def test_first_submit_creates_the_experiment_uploads_the_pipeline_and_runs_that_
     assert run.body["experiment_id"] == made.experiment_id
     assert run.body["service_account"] == "mlpipe-pipeline"
     assert run.body["display_name"] == f"{config.model_name}-training"
-    assert run.body["runtime_config"]["parameters"] == pipeline_arguments(
-        config, resolve_paths=False
-    )
+    assert run.body["runtime_config"]["parameters"] == {
+        **pipeline_arguments(config, resolve_paths=False),
+        "training_mode": "full",
+        "trigger": "manual",
+    }
     assert made.run_id == stub.store.runs[made.run_id]["run_id"]
     assert made.url == f"{stub.host}/#/runs/details/{made.run_id}"
 
@@ -155,9 +157,22 @@ def test_recurring_run_carries_the_cron_one_at_a_time_and_no_catchup(stub, kfp_e
     assert body["mode"] == "ENABLE"
     assert body["service_account"] == "mlpipe-pipeline"
     assert body["pipeline_version_reference"]["pipeline_version_id"] == made.version_id
-    assert body["runtime_config"]["parameters"] == pipeline_arguments(config, resolve_paths=False)
+    # A scheduled run's versions say so in their lineage (metadata.json training.trigger).
+    assert body["runtime_config"]["parameters"] == {
+        **pipeline_arguments(config, resolve_paths=False),
+        "training_mode": "full",
+        "trigger": "schedule",
+    }
     assert made.run_id is None
     assert made.url == f"{stub.host}/#/recurringrun/details/{made.recurring_run_id}"
+
+
+def test_a_scheduled_incremental_retraining(stub, kfp_env, config):
+    submit_run(config, stub.host, schedule=CRON, training_mode="incremental")
+    [recurring] = stub.calls("POST", "/recurringruns")
+    parameters = recurring.body["runtime_config"]["parameters"]
+    assert (parameters["training_mode"], parameters["trigger"]) == ("incremental", "schedule")
+    assert parameters["retraining"]["mode"] == "incremental"
 
 
 @pytest.mark.parametrize(
