@@ -5,7 +5,7 @@ exit task (notify) when the run failed. An alert that cannot be delivered never 
 import json
 
 import pytest
-from kfp.dsl import Artifact, Dataset, Metrics, PipelineTaskFinalStatus
+from kfp.dsl import Artifact, Dataset, Metrics, Model, PipelineTaskFinalStatus
 
 from components.common import alerts
 from components.common.registry import ModelRegistry
@@ -40,6 +40,7 @@ def run_gate(tmp_path, fairness_gate: dict, alerts_config: dict) -> tuple[bool, 
     decision = _artifact(Artifact, tmp_path / "decision.json")
     blessed = gate.python_func(
         test=_artifact(Dataset, tmp_path / "test.parquet"),  # read only when there is a champion
+        model=_artifact(Model, tmp_path / "model.joblib"),  # the same
         schema=_artifact(Artifact, tmp_path / "schema.json", {}),
         evaluation=_artifact(Artifact, tmp_path / "evaluation.json", evaluation),
         fairness=_artifact(Artifact, tmp_path / "fairness.json", {"gate": fairness_gate}),

@@ -427,6 +427,8 @@ def test_mlpipe_run_serves_with_the_prediction_log_and_says_where(
         champion="v1",
         blessed=True,
         reason="blessed",
+        plan={"mode": "full", "reason": "full retraining: all the data, with a search"},
+        skipped=False,
     )
     served = []
     monkeypatch.setattr(pipelines.local_run, "run_pipeline", lambda *a, **k: run)
