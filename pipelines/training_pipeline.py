@@ -74,29 +74,13 @@ def _webhook_from_secret(task):
 def _training_steps(
     model_name,
     model_store_uri,
-    target,
-    task,
-    positive_class,
-    sensitive_columns,
-    column_types,
     data,
     since_watermark,
-    contract,
-    reviewed_contract,
-    prepare,
-    split,
-    tuning,
-    ray,
-    bias,
-    evaluation,
     serving,
-    deploy,
-    alerts,
     retraining,
     training_mode,
     trigger,
-    run_config,
-    **_,
+    **parameters,
 ):
     """The training DAG (inside the pipeline's exit handler): the plan, then, unless it found
     nothing new to retrain on, the steps."""
@@ -113,7 +97,14 @@ def _training_steps(
     )
     plan_task.set_caching_options(False)
     with dsl.If(plan_task.outputs["Output"] != "skip", name="something-to-train-on"):
-        _steps_after_plan(plan_task.outputs["plan"], **locals())
+        _steps_after_plan(
+            plan_task.outputs["plan"],
+            model_name=model_name,
+            model_store_uri=model_store_uri,
+            data=data,
+            serving=serving,
+            **parameters,
+        )
 
 
 def _steps_after_plan(
