@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from components.common.errors import PipelineInputError, StepFailed
+from pipelines.cli_options import add_set_option
 from pipelines.feedback_cli import add_feedback_parser
 from pipelines.loop_cli import add_loop_parser
 from pipelines.models_cli import add_models_parser
@@ -383,13 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local), then serve")
     run.add_argument("--config", required=True, help="the run config YAML")
     run.add_argument("--no-serve", action="store_true", help="exit after the run")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set tuning.num_trials=4 (the value is YAML)",
-    )
+    add_set_option(run)
     run.add_argument("--host", help="serve on this address (default: serving.host, 127.0.0.1)")
     run.add_argument("--port", type=int, help="serve on this port (default: serving.port)")
     run.add_argument(
@@ -440,13 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--host", required=True, help="the KFP API endpoint, e.g. http://localhost:8080"
     )
-    submit.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set tuning.num_trials=4 (the value is YAML)",
-    )
+    add_set_option(submit)
     submit.add_argument("--experiment", default="mlpipe")
     submit.add_argument("--run-name")
     submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user installs)")

@@ -28,11 +28,11 @@ import signal
 import threading
 from pathlib import Path
 
-import requests
 from rich.console import Console
 from rich.markup import escape
 
 from components.common.errors import PipelineInputError, StepFailed
+from pipelines.cli_options import add_set_option
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -94,6 +94,8 @@ def reload_server(url: str, environ=None) -> str:
         PipelineInputError: no token in MLPIPE_ADMIN_TOKEN, the server cannot be reached, or it
             refused.
     """
+    import requests  # here, not at the top: every `mlpipe` command imports this module
+
     environ = os.environ if environ is None else environ
     token = (environ.get(ADMIN_TOKEN_ENV) or "").strip()
     if not token:
@@ -258,11 +260,5 @@ def add_loop_parser(commands) -> None:
         help="the running model server (http://127.0.0.1:8080): told to reload the champion "
         "after a promotion (its admin token from MLPIPE_ADMIN_TOKEN)",
     )
-    loop.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set retraining.mode=full (the value is YAML)",
-    )
+    add_set_option(loop, "retraining.mode=full")
     loop.set_defaults(handler=cmd_loop)

@@ -12,6 +12,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from pipelines.cli_options import add_set_option
+
 console = Console(highlight=False, soft_wrap=True)
 
 # Exit codes: any decision is a successful run (0); --fail-on makes one at least that severe 3.
@@ -107,13 +109,7 @@ def add_monitor_parser(commands) -> None:
         help="the log's last N days; 0: everything since the last monitor run "
         "(default: monitoring.window_days)",
     )
-    monitor.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set monitoring.min_psi=0.2 (the value is YAML)",
-    )
+    add_set_option(monitor, "monitoring.min_psi=0.2")
     monitor.add_argument(
         "--fail-on",
         choices=("warn", "retrain"),
