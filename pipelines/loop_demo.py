@@ -38,12 +38,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from components.common.errors import PipelineInputError, StepFailed
+from pipelines.loop_cli import ADMIN_TOKEN_ENV
 
 console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
-ADMIN_TOKEN_ENV = "MLPIPE_ADMIN_TOKEN"
 # 2023: the training lake; 2024: the traffic. The shift moves these features' distributions by
 # the given population stability index; the changed relation reverses every feature's effect.
 MONTHS = 12

@@ -64,7 +64,7 @@ def tune(
         # The champion's hyperparameters, no search: the update keeps its recipe.
         best_trial = {**run_plan["parent_tuning"], "incremental_of": run_plan["parent"]}
         write_json(best.path, best_trial)
-        trial_table = incremental_trials(best_trial)
+        trial_table = incremental_trials()
         trial_table.to_csv(trials.path, index=False)
         with open(report.path, "w", encoding="utf-8") as handle:
             handle.write(incremental_report(best_trial))

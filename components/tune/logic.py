@@ -395,7 +395,7 @@ def tune_report(best: dict, trials: pd.DataFrame) -> str:
 TRIAL_COLUMNS = ("trial", "family", "params", "score", "score_std", "status", "seconds", "node")
 
 
-def incremental_trials(best: dict) -> pd.DataFrame:
+def incremental_trials() -> pd.DataFrame:
     """An incremental run's trials table: none (it searched nothing), with the usual columns."""
     return pd.DataFrame(columns=list(TRIAL_COLUMNS))
 
