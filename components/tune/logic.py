@@ -145,6 +145,7 @@ def tune_model(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     preprocessor,
     groups=None,
+    reuse_actors: bool = True,
 ) -> tuple[dict, pd.DataFrame]:
     """Search the families' spaces with Ray Tune, on an embedded Ray or an existing cluster.
 
@@ -161,6 +162,9 @@ def tune_model(
         storage_path: where the experiment lives (a path, or s3://... on a cluster); empty:
             MLPIPE_TUNE_STORAGE_PATH, else a temporary folder (no resume).
         connect_timeout_s: how long a cluster address may take to answer.
+        reuse_actors: hand a finished trial's worker to the next trial (saves starting a
+            process per trial). A trial then runs wherever a worker is free first, so a node
+            slow to start its first worker may get none; False gives every trial its own.
 
     Returns:
         The best trial (family, params, metric, CV score and spread, counts) and the table of all
@@ -220,7 +224,7 @@ def tune_model(
                     metric="score",
                     mode="max",
                     num_samples=num_trials,
-                    reuse_actors=True,
+                    reuse_actors=reuse_actors,
                     search_alg=_searcher(search, seed),
                     scheduler=_scheduler(scheduler),
                 ),
