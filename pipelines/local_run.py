@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import yaml
 from kfp import components, local
 
 from components.common.errors import PipelineInputError, StepFailed
@@ -462,6 +463,25 @@ def _environment(values: dict[str, str]):
                 os.environ[name] = value
 
 
+def without_retries(pipeline_file: Path) -> str:
+    """The compiled spec as kfp.local runs it here: the same, without Kubeflow's retries.
+
+    kfp.local honours a task's retry policy, which on a cluster is for a pod that was evicted or
+    lost its node (pipelines/pod_settings.py). Here a failed step is a user error (it must stop
+    the run at once, in one line) or a crash that `mlpipe run --resume` picks up; the steps'
+    own calls to the object store and the model server retry by themselves
+    (components/common/retry.py). The file in the run folder, the one to upload, keeps them.
+    """
+    documents = list(yaml.safe_load_all(pipeline_file.read_text(encoding="utf-8")))
+    spec = documents[0]
+    for dag in [spec["root"].get("dag", {})] + [
+        component.get("dag", {}) for component in spec.get("components", {}).values()
+    ]:
+        for task in dag.get("tasks", {}).values():
+            task.pop("retryPolicy", None)
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
 def _run_pipeline(
     config: RunConfig, run_id: str, run_dir: Path, arguments: dict, verbose: bool
 ) -> LocalRun:
@@ -483,7 +503,12 @@ def _run_pipeline(
     warnings.filterwarnings(
         "ignore", message="You may be attemping to run a task", category=RuntimeWarning
     )
-    pipeline = components.load_component_from_file(str(pipeline_file))
+    # The pods' requests and limits (pipelines/pod_settings.py) are for a cluster; kfp.local says
+    # so once per task, which here is only noise.
+    warnings.filterwarnings(
+        "ignore", message=r"Task '.*': settings \[.*\] have no effect in the current local runner"
+    )
+    pipeline = components.load_component_from_text(without_retries(pipeline_file))
     log_path = run_dir / "pipeline.log"
     try:
         with (

@@ -14,6 +14,7 @@ from components.common.settings.sections import section_defaults
 from components.common.step_runner import use_step_runner
 from components.monitor.component import monitor as monitor_step
 from components.monitor.component import retraining_mode as retraining_mode_step
+from pipelines.pod_settings import for_the_cluster
 from pipelines.training_pipeline import stable_header, training_pipeline
 
 use_step_runner(monitor_step)
@@ -86,11 +87,13 @@ def monitoring_pipeline(
     )
     # It reads the log, the lake, the registry and the watermark: never a cache hit.
     task_.set_caching_options(False)
+    for_the_cluster(task_, "monitor")
     with dsl.If(task_.outputs["Output"] == "retrain", name="retrain"):
         mode_task = retraining_mode_step(
             result=task_.outputs["result"], retraining_config=retraining
         )
         mode_task.set_caching_options(False)
+        for_the_cluster(mode_task, "retraining_mode")
         training_pipeline(
             model_name=model_name,
             model_store_uri=model_store_uri,

@@ -8,7 +8,7 @@ in the Kubeflow dashboard, and is submitted by the SDK."""
 import ast
 from pathlib import Path
 
-from kfp import compiler, dsl, kubernetes
+from kfp import compiler, dsl
 
 from components.bias.component import bias as bias_step
 from components.bias.component import fairness as fairness_step
@@ -28,6 +28,7 @@ from components.report.component import run_report
 from components.train.component import train as train_step
 from components.tune.component import tune as tune_step
 from components.validate.component import validate as validate_step
+from pipelines.pod_settings import for_the_cluster
 
 # Every step runs through components.common.step_runner: it checks its inputs' content hashes,
 # marks its outputs, and reuses a finished step with the same content key (code, parameters,
@@ -54,21 +55,6 @@ for _step in (
 
 PIPELINE_NAME = "mlpipe-training"
 COMPILED_PIPELINE = Path(__file__).with_name("training_pipeline.yaml")
-# On a cluster, the webhook URL of the steps that alert comes from this Secret (key webhook_url),
-# created out of band like the object store's; optional: without it alerts go to the log only.
-ALERTS_SECRET = "mlpipe-alerts"
-ALERTS_SECRET_KEY = "webhook_url"
-
-
-def _webhook_from_secret(task):
-    """The alerts Secret's URL as the task's MLPIPE_ALERT_WEBHOOK_URL (the default
-    alerts.webhook_url_env): a URL that holds a token stays out of the parameters."""
-    return kubernetes.use_secret_as_env(
-        task,
-        secret_name=ALERTS_SECRET,
-        secret_key_to_env={ALERTS_SECRET_KEY: "MLPIPE_ALERT_WEBHOOK_URL"},
-        optional=True,
-    )
 
 
 def _training_steps(
@@ -96,6 +82,7 @@ def _training_steps(
         since_watermark=since_watermark,
     )
     plan_task.set_caching_options(False)
+    for_the_cluster(plan_task, "plan")
     with dsl.If(plan_task.outputs["Output"] != "skip", name="something-to-train-on"):
         _steps_after_plan(
             plan_task.outputs["plan"],
@@ -225,7 +212,6 @@ def _steps_after_plan(
         alerts_config=alerts,
     )
     gate_task.set_caching_options(False)
-    _webhook_from_secret(gate_task)
 
     # Registered either way, as the candidate, with the gate's decision and reason.
     register_task = register_step(
@@ -250,7 +236,7 @@ def _steps_after_plan(
 
     # One self-contained HTML page for the run: data, fairness, tuning, metrics, curves and the
     # champion comparison with the gate's decision.
-    run_report(
+    report_task = run_report(
         dataset=dataset,
         schema=schema,
         contract=validate_task.outputs["contract"],
@@ -265,7 +251,8 @@ def _steps_after_plan(
         model_name=model_name,
         version=register_task.outputs["version"],
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    ).set_caching_options(False)
+    )
+    report_task.set_caching_options(False)
 
     # Deployed, then made the champion, only when the gate blessed the model.
     with dsl.If(gate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712
@@ -284,7 +271,24 @@ def _steps_after_plan(
             alerts_config=alerts,
         ).after(deploy_task)
         promote_task.set_caching_options(False)
-        _webhook_from_secret(promote_task)
+
+    for step, task_ in {
+        "ingest": ingest_task,
+        "validate": validate_task,
+        "prepare": prepare_task,
+        "bias": bias_task,
+        "tune": tune_task,
+        "train": train_task,
+        "evaluate": evaluate_task,
+        "export_onnx_model": export_task,
+        "fairness": fairness_task,
+        "gate": gate_task,
+        "register": register_task,
+        "run_report": report_task,
+        "deploy": deploy_task,
+        "promote": promote_task,
+    }.items():
+        for_the_cluster(task_, step)
 
 
 # Each section of the run config is one parameter (a dict), checked inside each step by the
@@ -374,7 +378,7 @@ def training_pipeline(
         job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
     notify_task.set_caching_options(False)
-    _webhook_from_secret(notify_task)
+    for_the_cluster(notify_task, "notify")
     # The steps are a function called here, not an indented block, so that they read as before.
     with dsl.ExitHandler(notify_task, name="training"):
         _training_steps(**locals())

@@ -2,10 +2,13 @@
 
 Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is first imported. Unset on Linux, Ray
 advertises the machine's network address and listens on every interface; 0 keeps an embedded
-Ray on 127.0.0.1. This package imports Ray, so it sets the variable before anything here does.
-A user who runs a real multi-node cluster sets it to 1 themselves.
+Ray on 127.0.0.1. This package imports Ray, so it sets the variable before anything here does,
+for the embedded Ray only: a process that joins a cluster (RAY_ADDRESS set; the tune step sets it
+from `ray.address` before importing this package) and the cluster's own nodes keep Ray's normal
+networking, or the nodes could not reach each other. The images leave the variable unset.
 """
 
 import os
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+if os.environ.get("RAY_ADDRESS", "") in ("", "local"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

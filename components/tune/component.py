@@ -45,7 +45,14 @@ def tune(
         metrics: the best trial's CV score and spread, for comparing runs in the dashboard.
         report: Markdown with the best configuration and a plot of score against time.
     """
+    import os
+
     import joblib
+
+    # A driver that joins a cluster needs Ray's normal networking (components/tune/__init__.py
+    # pins only an embedded Ray to loopback), and Ray reads that when it is first imported.
+    if isinstance(ray_config, dict) and ray_config.get("address"):
+        os.environ.setdefault("RAY_ADDRESS", str(ray_config["address"]))
 
     from components.common.io import read_frame, read_json, write_json
     from components.common.settings.parse import parse_section

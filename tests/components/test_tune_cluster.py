@@ -5,7 +5,10 @@ node, each a raylet of its own, both bound to loopback (RAY_ENABLE_WINDOWS_OR_OS
 by importing components.tune). The test starts them and stops them, by handle, even on failure.
 """
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -96,6 +99,23 @@ def test_an_address_that_accepts_but_never_answers_fails_within_the_timeout(loan
 def test_a_malformed_address_is_named(address):
     with pytest.raises(PipelineInputError, match=f"ray.address: '{address}' is not host:port"):
         probe_cluster(address)
+
+
+@pytest.mark.parametrize(
+    ("ray_address", "pinned"), [(None, "0"), ("local", "0"), ("head-svc:6379", None)]
+)
+def test_only_an_embedded_ray_is_pinned_to_loopback(ray_address, pinned):
+    """Importing components.tune pins Ray to loopback unless the process joins a cluster (the
+    tune step exports `ray.address` as RAY_ADDRESS first): a driver on 127.0.0.1 could not be
+    reached by the cluster's nodes. A fresh interpreter: Ray reads the variable once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
+    probe = "import os, components.tune; print(os.environ.get('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == str(pinned)
 
 
 def test_ray_address_from_the_environment_is_used(monkeypatch):

@@ -144,6 +144,15 @@ def test_final_stage_has_no_build_tools_or_caches_and_runs_as_non_root(image):
     assert env_of(final)["PATH"].startswith("/opt/venv/bin:")
 
 
+def test_no_image_pins_ray_to_loopback(image):
+    """The RayCluster's pods run the component image: with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+    their Ray would bind to loopback and no worker could join the head. Only the embedded Ray
+    that a step starts itself sets it (tests/components/test_tune_cluster.py)."""
+    path, stages, _ = image
+    for stage in stages:
+        assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in env_of(stage), path
+
+
 def test_entrypoint_runs_a_module(image):
     path, stages, module = image
     (entrypoint,) = stages[-1].args("ENTRYPOINT")

@@ -186,15 +186,118 @@ def test_every_step_runs_inside_an_exit_handler_whose_exit_task_alerts():
     }
 
 
-def test_the_steps_that_alert_take_the_webhook_from_an_optional_secret():
+def _platform_executors(path=COMPILED_PIPELINE) -> dict:
     from pipelines.kfp_resources import read_spec
 
-    _, platform = read_spec(COMPILED_PIPELINE)
-    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(executors) == {"exec-gate", "exec-promote", "exec-notify"}
-    for executor in executors.values():
-        (secret,) = executor["secretAsEnv"]
-        assert secret["secretName"] == "mlpipe-alerts" and secret["optional"] is True
-        assert secret["keyToEnv"] == [
-            {"secretKey": "webhook_url", "envVar": "MLPIPE_ALERT_WEBHOOK_URL"}
-        ]
+    _, platform = read_spec(path)
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _secrets(executor: dict) -> dict[str, dict]:
+    """Secret name -> {env var: key}, each checked optional (identity-based clusters need none)."""
+    found = {}
+    for secret in executor.get("secretAsEnv", []):
+        assert secret["optional"] is True, secret["secretName"]
+        found[secret["secretName"]] = {p["envVar"]: p["secretKey"] for p in secret["keyToEnv"]}
+    return found
+
+
+def test_every_step_gets_the_object_store_secret_and_only_its_own_others():
+    executors = _platform_executors()
+    spec = compiled_spec()
+    # Every step's pod: the object store is read or written by all of them (the step cache).
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    store = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+    others = {}
+    for name, executor in executors.items():
+        secrets = _secrets(executor)
+        assert secrets.pop("mlpipe-object-store") == store, name
+        others.update({(name, secret): env for secret, env in secrets.items()})
+    webhook = {"MLPIPE_ALERT_WEBHOOK_URL": "webhook_url"}
+    assert others == {
+        ("exec-tune", "mlpipe-tune"): {"RAY_AUTH_TOKEN": "auth_token"},
+        ("exec-ingest", "mlpipe-database"): {"MLPIPE_DB_PASSWORD": "password"},
+        ("exec-deploy", "mlpipe-gitops"): {"GITOPS_TOKEN": "token"},
+        ("exec-gate", "mlpipe-alerts"): webhook,
+        ("exec-promote", "mlpipe-alerts"): webhook,
+        ("exec-notify", "mlpipe-alerts"): webhook,
+    }
+    # By reference only: no credential, nor a Secret's name as a value, in the parameters.
+    assert "AWS_SECRET_ACCESS_KEY" not in str(spec["root"]["inputDefinitions"])
+
+
+def test_each_step_has_requests_and_limits_and_tune_and_train_get_more():
+    from pipelines.pod_settings import resources_of
+
+    spec = compiled_spec()
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        step = name.removeprefix("exec-").replace("-", "_")
+        resources = executor["container"]["resources"]
+        expected = resources_of(step)
+        assert (resources["resourceCpuRequest"], resources["resourceCpuLimit"]) == expected["cpu"]
+        assert (
+            resources["resourceMemoryRequest"],
+            resources["resourceMemoryLimit"],
+        ) == expected["memory"], name
+        assert resources["cpuRequest"] <= resources["cpuLimit"], name
+        assert resources["memoryRequest"] <= resources["memoryLimit"], name
+    default = spec["deploymentSpec"]["executors"]["exec-validate"]["container"]["resources"]
+    for bigger in ("exec-tune", "exec-train"):
+        resources = spec["deploymentSpec"]["executors"][bigger]["container"]["resources"]
+        assert resources["memoryLimit"] > default["memoryLimit"], bigger
+        assert resources["cpuLimit"] > default["cpuLimit"], bigger
+
+
+def test_only_the_steps_that_talk_to_the_network_are_retried_with_backoff():
+    spec = compiled_spec()
+    tasks = {
+        **exit_handler_tasks(spec),
+        **training_tasks(spec),
+        **spec["components"]["comp-condition-3"]["dag"]["tasks"],
+        **spec["root"]["dag"]["tasks"],
+    }
+    retried = {name: task["retryPolicy"] for name, task in tasks.items() if "retryPolicy" in task}
+    assert set(retried) == {"ingest", "register", "deploy", "promote"}
+    for policy in retried.values():
+        assert policy["maxRetryCount"] == 2
+        assert policy["backoffDuration"] == "15s" and policy["backoffFactor"] == 2.0
+
+
+def test_no_cached_step_can_reuse_a_result_of_other_data_behind_the_same_uri():
+    """Kubeflow's cache keys a step by its parameters and the names of its input artifacts, not
+    their bytes. Ingest is never cached, so each run's data is a new artifact; every step that
+    may be cached reads it, directly or through another step, so none can match a run on other
+    data (the step runner's content keys cover the rest: test_step_cache)."""
+    tasks = training_tasks(compiled_spec())
+
+    def upstream(name: str) -> set[str]:
+        found = set()
+        for parent in tasks[name].get("dependentTasks", []):
+            found |= {parent, *upstream(parent)}
+        return found
+
+    cached = [name for name, task in tasks.items() if task.get("cachingOptions") != {}]
+    assert cached, "no cached step: the test would check nothing"
+    for name in cached:
+        assert "ingest" in upstream(name), f"{name} may be cached without reading ingest's data"
+
+
+def test_mlpipe_run_hands_kfp_local_the_spec_without_retries_and_keeps_them_in_the_file():
+    """kfp.local honours retry policies: a user error in ingest would run three times, with
+    backoff, before the one-line error. `mlpipe run` runs the spec without them."""
+    import yaml
+
+    from pipelines.kfp_resources import read_spec
+    from pipelines.local_run import without_retries
+
+    text = COMPILED_PIPELINE.read_text()
+    assert text.count("retryPolicy:") == 4
+    local = without_retries(COMPILED_PIPELINE)
+    assert "retryPolicy" not in local
+    pipeline, platform = read_spec(COMPILED_PIPELINE)
+    local_pipeline, local_platform = list(yaml.safe_load_all(local))
+    assert local_platform == platform
+    for component in pipeline["components"].values():
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            task.pop("retryPolicy", None)
+    assert local_pipeline == pipeline
