@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/arrests.yaml
 SERVE ?= 1
+# Two test processes, one per core of the CI machine; a test that is free takes the next one
+# (worksteal), so the long end-to-end runs do not queue behind each other.
+PYTEST_WORKERS ?= -n 2 --dist worksteal
 PYTEST_ARGS ?=
 
 .PHONY: help install kubectl chromium databases run loop compile test test-fast lint format lock clean
@@ -80,10 +83,10 @@ lint: $(STAMP) ## ruff check and format check; the import layering (lint-imports
 	$(BIN)/lint-imports
 
 test: $(STAMP) kubectl chromium databases lint ## Run every test (the README's test command)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP) kubectl chromium databases ## Tests without the end-to-end pipeline runs
-	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) -m "not e2e" $(PYTEST_ARGS)
 
 format: $(STAMP) ## Apply ruff's formatter and fixes
 	$(BIN)/ruff format .
