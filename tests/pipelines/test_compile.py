@@ -301,3 +301,22 @@ def test_mlpipe_run_hands_kfp_local_the_spec_without_retries_and_keeps_them_in_t
         for task in component.get("dag", {}).get("tasks", {}).values():
             task.pop("retryPolicy", None)
     assert local_pipeline == pipeline
+
+
+def test_the_monitoring_spec_gives_its_own_steps_and_the_nested_training_the_same_settings():
+    from pipelines.kfp_resources import read_spec
+    from pipelines.monitoring_pipeline import COMPILED_PIPELINE as MONITORING_PIPELINE
+    from pipelines.pod_settings import resources_of
+
+    spec, _ = read_spec(MONITORING_PIPELINE)
+    executors = _platform_executors(MONITORING_PIPELINE)
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    assert {"exec-monitor", "exec-retraining-mode", "exec-tune"} <= set(executors)
+    for name, executor in executors.items():
+        assert "mlpipe-object-store" in _secrets(executor), name
+        resources = spec["deploymentSpec"]["executors"][name]["container"]["resources"]
+        step = name.removeprefix("exec-").replace("-", "_")
+        assert resources["resourceMemoryLimit"] == resources_of(step)["memory"][1], name
+    assert _secrets(executors["exec-monitor"])["mlpipe-alerts"] == {
+        "MLPIPE_ALERT_WEBHOOK_URL": "webhook_url"
+    }
