@@ -46,47 +46,20 @@ from components.common.families import FAMILIES, estimator_class, make_estimator
 from components.common.metrics import with_threshold
 from components.common.mitigation import ExponentiatedGradientModel, ThresholdOptimizedModel
 from components.common.schema import as_model_input
+from components.common.update_rules import (  # noqa: F401  (the rules live with the names)
+    PARTIAL_FIT,
+    REFIT_WINDOW,
+    UPDATE_RULES,
+    WARM_START,
+    IncrementalNotSupported,
+    update_rule,
+)
 
-PARTIAL_FIT = "partial_fit"
-WARM_START = "warm_start"
-REFIT_WINDOW = "refit_window"
-UPDATE_RULES: dict[str, str] = {
-    "sgd_linear": PARTIAL_FIT,
-    "random_forest": WARM_START,
-    "logistic_regression": REFIT_WINDOW,
-    "linear_regression": REFIT_WINDOW,
-    "hist_gradient_boosting": REFIT_WINDOW,
-}
 # Trees a warm-start update grows at least (fewer would add noise, not knowledge).
 MIN_NEW_TREES = 10
 # Rows a forest's trees stand for, carried across updates on the fitted forest itself (scikit-
 # learn's own record, _n_samples, holds only the rows of the last fit).
 ROWS_SEEN_ATTRIBUTE = "mlpipe_rows_seen_"
-
-
-class IncrementalNotSupported(PipelineInputError):
-    """This champion cannot be updated by its family's rule; the caller retrains in full.
-
-    Attributes:
-        reason: one line, naming the rule and what prevents it.
-    """
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(f"incremental update not possible: {reason}")
-
-
-def update_rule(family: str) -> str:
-    """The family's update rule: partial_fit, warm_start or refit_window.
-
-    Raises:
-        PipelineInputError: an unknown family, naming tuning.families.
-    """
-    if family not in FAMILIES:
-        raise PipelineInputError(
-            f"tuning.families: unknown family '{family}' (known: {', '.join(FAMILIES)})"
-        )
-    return UPDATE_RULES.get(family, REFIT_WINDOW)
 
 
 def unwrap(champion) -> tuple[object, dict | None]:

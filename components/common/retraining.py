@@ -13,7 +13,7 @@ and its plan travels to the steps that act on it (ingest, tune, train, register)
   `retraining.full_every` incremental versions in a row, the run is full;
 - an incremental run with nothing new to read is `skip`: it says so and registers nothing.
 
-How each family updates (`components.common.incremental.UPDATE_RULES`): `partial_fit` and
+How each family updates (`components.common.update_rules.UPDATE_RULES`): `partial_fit` and
 `warm_start` read only the new data; `refit_window` refits the champion's recipe on the lake's
 last `retraining.window_partitions` partitions (the plan's watermark leaves those out, so ingest
 reads them) plus the labelled log.
@@ -124,8 +124,8 @@ def plan_training(
         PipelineInputError: incremental with no champion; a family that cannot update with
             `retraining.fallback: refuse`; an unknown mode or trigger.
     """
-    from components.common.incremental import IncrementalNotSupported, update_rule
     from components.common.registry import ModelRegistry
+    from components.common.update_rules import IncrementalNotSupported, update_rule
 
     config = parse_section(RetrainingConfig, retraining, "retraining")
     check_trigger(trigger)
