@@ -139,12 +139,21 @@ def s3(s3_endpoint, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, worker_id):
     """One uninterrupted `mlpipe run` of the quick config with the step cache on, for the whole
-    session: the model an interrupted run must end with, and a warm output root to copy."""
+    session: the model an interrupted run must end with, and a warm output root to copy (never
+    to change). Under pytest-xdist the test processes share one: the first to need it makes it
+    under a lock, in the folder they share, and the others read its record."""
+    from filelock import FileLock
+
     from tests.mlpipe_runs import Reference
 
-    return Reference(tmp_path_factory.mktemp("reference"))
+    if worker_id == "master":
+        return Reference(tmp_path_factory.mktemp("reference"))
+    shared = tmp_path_factory.getbasetemp().parent / "reference"
+    with FileLock(f"{shared}.lock"):
+        shared.mkdir(exist_ok=True)
+        return Reference(shared)
 
 
 def full_plan(path: Path):

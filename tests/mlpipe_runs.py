@@ -181,9 +181,17 @@ class Reference:
     """One uninterrupted run of the fast config with the step cache on: `output` is what it
     printed, `digest` its model's, `root` its output root (registry, step cache, runs)."""
 
+    RECORD = "reference.json"
+
     def __init__(self, base: Path):
-        self.lake, _ = write_arrests_lake(base / "data" / "arrests")
+        self.lake = base / "data" / "arrests"
         self.root = base / "out"
+        record = base / self.RECORD
+        if record.exists():  # made by another test process (tests/conftest.py: reference)
+            made = json.loads(record.read_text())
+            self.output, self.digest = made["output"], made["digest"]
+            return
+        write_arrests_lake(self.lake)
         run = MlpipeRun(
             base, "--config", str(self.config(base / "run.yaml", self.root)), "--no-serve"
         )
@@ -194,6 +202,7 @@ class Reference:
         assert code == 0, run.output
         self.output = run.output
         self.digest = model_digest(self.root, "v1")
+        record.write_text(json.dumps({"output": self.output, "digest": self.digest}))
 
     def config(self, path: Path, output_root: Path, **overrides) -> Path:
         return fast_config(path, self.lake, output_root, **overrides)
