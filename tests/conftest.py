@@ -139,7 +139,7 @@ def s3(s3_endpoint, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory, worker_id):
+def reference(tmp_path_factory, request):
     """One uninterrupted `mlpipe run` of the quick config with the step cache on, for the whole
     session: the model an interrupted run must end with, and a warm output root to copy (never
     to change). Under pytest-xdist the test processes share one: the first to need it makes it
@@ -148,7 +148,7 @@ def reference(tmp_path_factory, worker_id):
 
     from tests.mlpipe_runs import Reference
 
-    if worker_id == "master":
+    if not hasattr(request.config, "workerinput"):  # one test process: no xdist worker
         return Reference(tmp_path_factory.mktemp("reference"))
     shared = tmp_path_factory.getbasetemp().parent / "reference"
     with FileLock(f"{shared}.lock"):
