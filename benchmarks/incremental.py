@@ -35,8 +35,9 @@ import sklearn
 from threadpoolctl import threadpool_limits
 
 from benchmarks.output import load_average, write_results
-from components.common.incremental import update_model, update_rule
+from components.common.incremental import update_model
 from components.common.settings.sections import RetrainingConfig
+from components.common.update_rules import update_rule
 from components.ingest.synthetic import TARGET, make_table
 from components.prepare.logic import fit_preprocessor
 from components.train.logic import fit_model

@@ -46,10 +46,9 @@ from components.common.families import FAMILIES, estimator_class, make_estimator
 from components.common.metrics import with_threshold
 from components.common.mitigation import ExponentiatedGradientModel, ThresholdOptimizedModel
 from components.common.schema import as_model_input
-from components.common.update_rules import (  # noqa: F401  (the rules live with the names)
+from components.common.update_rules import (
     PARTIAL_FIT,
     REFIT_WINDOW,
-    UPDATE_RULES,
     WARM_START,
     IncrementalNotSupported,
     update_rule,

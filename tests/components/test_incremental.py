@@ -15,16 +15,14 @@ from components.common.families import FAMILIES
 from components.common.incremental import (
     MIN_NEW_TREES,
     ROWS_SEEN_ATTRIBUTE,
-    UPDATE_RULES,
-    IncrementalNotSupported,
     new_tree_count,
     update_model,
-    update_rule,
 )
 from components.common.metrics import with_threshold
 from components.common.mitigation import ExponentiatedGradientModel
 from components.common.registry import ModelRegistry
 from components.common.schema import as_model_input
+from components.common.update_rules import UPDATE_RULES, IncrementalNotSupported, update_rule
 from components.ingest.synthetic import make_table
 from components.prepare.logic import fit_preprocessor
 from components.train.logic import fit_model
