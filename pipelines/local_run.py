@@ -33,6 +33,7 @@ from components.common.step import ERROR_FILE_ENV, SUMMARY_MARK
 from components.common.step_cache import StepStore
 from components.common.step_runner import RUN_ID_ENV, RUN_STEPS_ENV, STEP_CACHE_ENV
 from pipelines.config import RunConfig, pipeline_arguments
+from pipelines.kfp_resources import read_spec
 from pipelines.training_pipeline import compile_pipeline
 
 # kfp.local's own line when a step starts, its colour codes removed.
@@ -472,14 +473,13 @@ def without_retries(pipeline_file: Path) -> str:
     own calls to the object store and the model server retry by themselves
     (components/common/retry.py). The file in the run folder, the one to upload, keeps them.
     """
-    documents = list(yaml.safe_load_all(pipeline_file.read_text(encoding="utf-8")))
-    spec = documents[0]
+    spec, platform = read_spec(pipeline_file)
     for dag in [spec["root"].get("dag", {})] + [
         component.get("dag", {}) for component in spec.get("components", {}).values()
     ]:
         for task in dag.get("tasks", {}).values():
             task.pop("retryPolicy", None)
-    return yaml.safe_dump_all(documents, sort_keys=False)
+    return yaml.safe_dump_all([spec, *([platform] if platform else [])], sort_keys=False)
 
 
 def _run_pipeline(

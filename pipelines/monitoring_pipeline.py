@@ -87,13 +87,13 @@ def monitoring_pipeline(
     )
     # It reads the log, the lake, the registry and the watermark: never a cache hit.
     task_.set_caching_options(False)
-    for_the_cluster(task_, "monitor")
+    for_the_cluster(task_)
     with dsl.If(task_.outputs["Output"] == "retrain", name="retrain"):
         mode_task = retraining_mode_step(
             result=task_.outputs["result"], retraining_config=retraining
         )
         mode_task.set_caching_options(False)
-        for_the_cluster(mode_task, "retraining_mode")
+        for_the_cluster(mode_task)
         training_pipeline(
             model_name=model_name,
             model_store_uri=model_store_uri,

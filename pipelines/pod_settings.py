@@ -58,10 +58,16 @@ def resources_of(step: str) -> dict[str, tuple[str, str]]:
     return {**DEFAULT_RESOURCES, **STEP_RESOURCES.get(step, {})}
 
 
-def for_the_cluster(task, step: str):
-    """Give `task` (the pipeline task of `step`, the component's function name) what its pod
-    needs on a cluster: Secrets as environment variables, resources and, for the steps that talk
-    to the network, retries. Returns the task."""
+def step_of(task) -> str:
+    """The step a pipeline task runs: its component's function name (export-onnx-model ->
+    export_onnx_model), as the tables above name it."""
+    return task.component_spec.name.replace("-", "_")
+
+
+def for_the_cluster(task):
+    """Give `task` what its step's pod needs on a cluster: Secrets as environment variables,
+    resources and, for the steps that talk to the network, retries. Returns the task."""
+    step = step_of(task)
     kubernetes.use_secret_as_env(
         task,
         secret_name=OBJECT_STORE_SECRET,

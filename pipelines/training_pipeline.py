@@ -82,7 +82,7 @@ def _training_steps(
         since_watermark=since_watermark,
     )
     plan_task.set_caching_options(False)
-    for_the_cluster(plan_task, "plan")
+    for_the_cluster(plan_task)
     with dsl.If(plan_task.outputs["Output"] != "skip", name="something-to-train-on"):
         _steps_after_plan(
             plan_task.outputs["plan"],
@@ -272,23 +272,23 @@ def _steps_after_plan(
         ).after(deploy_task)
         promote_task.set_caching_options(False)
 
-    for step, task_ in {
-        "ingest": ingest_task,
-        "validate": validate_task,
-        "prepare": prepare_task,
-        "bias": bias_task,
-        "tune": tune_task,
-        "train": train_task,
-        "evaluate": evaluate_task,
-        "export_onnx_model": export_task,
-        "fairness": fairness_task,
-        "gate": gate_task,
-        "register": register_task,
-        "run_report": report_task,
-        "deploy": deploy_task,
-        "promote": promote_task,
-    }.items():
-        for_the_cluster(task_, step)
+    for task_ in (
+        ingest_task,
+        validate_task,
+        prepare_task,
+        bias_task,
+        tune_task,
+        train_task,
+        evaluate_task,
+        export_task,
+        fairness_task,
+        gate_task,
+        register_task,
+        report_task,
+        deploy_task,
+        promote_task,
+    ):
+        for_the_cluster(task_)
 
 
 # Each section of the run config is one parameter (a dict), checked inside each step by the
@@ -378,7 +378,7 @@ def training_pipeline(
         job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
     notify_task.set_caching_options(False)
-    for_the_cluster(notify_task, "notify")
+    for_the_cluster(notify_task)
     # The steps are a function called here, not an indented block, so that they read as before.
     with dsl.ExitHandler(notify_task, name="training"):
         _training_steps(**locals())
