@@ -80,8 +80,8 @@ def _ms(seconds: list[float]) -> dict:
 
 def time_family(model, data: bytes, test, schema, calls: int, warmup: int) -> dict:
     """Alternate single-row calls of scikit-learn and onnxruntime on the same rows."""
+    from components.common.onnx_runtime import load_session, onnx_inputs
     from components.common.schema import as_model_input
-    from components.export.logic import load_session, onnx_inputs
 
     session = load_session(data, threads=1)
     picked = test.sample(min(len(test), calls + warmup), random_state=SEED, replace=False)
