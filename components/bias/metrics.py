@@ -1,5 +1,6 @@
 """Fairness metrics, with fairlearn's MetricFrame: on the data before training, and on a model's
-held-out predictions after evaluation.
+held-out predictions after evaluation. The bootstrap intervals of the rates are computed here,
+with numpy (see bootstrap_intervals for why not with MetricFrame's own bootstrap).
 
 A rate whose denominator is zero in a group (the TPR of a group with no positive labels, the
 precision of a group with no favourable predictions) is NaN in that group's row, shown as "n/a",
@@ -158,6 +159,97 @@ class GroupResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class BootstrapIntervals:
+    """The 95 % bootstrap intervals of the bootstrapped rates (BOOTSTRAPPED) of one set.
+
+    Attributes:
+        by_group: (low, high) DataFrames, one row per group, one column per rate.
+        difference: (low, high) Series per rate: the interval of max - min over the groups.
+        ratio: (low, high) Series per rate: the interval of min / max over the groups.
+    """
+
+    by_group: tuple[pd.DataFrame, pd.DataFrame]
+    difference: tuple[pd.Series, pd.Series]
+    ratio: tuple[pd.Series, pd.Series]
+
+
+def _resampled_rates(
+    truth: np.ndarray, predicted: np.ndarray, codes: np.ndarray, groups: int, kind: str
+) -> dict[str, np.ndarray]:
+    """The bootstrapped rates of one resample, per group (NaN where a denominator is 0)."""
+
+    def total(values=None) -> np.ndarray:
+        return np.bincount(codes, weights=values, minlength=groups)
+
+    rows = total()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "regression":
+            return {"mae": total(np.abs(truth - predicted)) / rows}
+        rates = {"accuracy": total((truth == predicted).astype(float)) / rows}
+        if kind == "binary":
+            positives = total(truth.astype(float))
+            rates["selection_rate"] = total(predicted.astype(float)) / rows
+            rates["tpr"] = total((truth & predicted).astype(float)) / positives
+            rates["fpr"] = total((~truth & predicted).astype(float)) / (rows - positives)
+        return rates
+
+
+def bootstrap_intervals(
+    truth: np.ndarray, predicted: np.ndarray, groups: np.ndarray, kind: str, n_boot: int, seed: int
+) -> BootstrapIntervals:
+    """Resample the rows n_boot times (with replacement, as fairlearn's MetricFrame does) and
+    take the 2.5 % and 97.5 % quantiles of each group's rates, and of their difference and ratio
+    over the groups.
+
+    The same statistics as MetricFrame(n_boot=..., ci_quantiles=...), which recomputes every
+    metric of every group through pandas for each resample: about 0.1-0.4 s a resample, 7.8 s of
+    a 10 s fairness step at 20 resamples. Counting with np.bincount takes milliseconds. As in
+    MetricFrame, a group missing from a resample has no rates in it, the difference and ratio of
+    a resample skip groups whose rate is undefined there, and an interval is undefined (NaN) when
+    a resample left its statistic undefined.
+
+    Args:
+        truth, predicted: booleans (favourable or not) for kind "binary", any labels for
+            "multiclass", numbers for "regression".
+        groups: each row's group label.
+        kind: "binary", "multiclass" or "regression".
+    """
+    names, codes = np.unique(groups, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[np.ndarray]] = {}
+    for _ in range(n_boot):
+        rows = rng.integers(0, len(codes), size=len(codes))
+        rates = _resampled_rates(truth[rows], predicted[rows], codes[rows], len(names), kind)
+        for rate, values in rates.items():
+            samples.setdefault(rate, []).append(values)
+    stacked = {rate: np.vstack(values) for rate, values in samples.items()}  # [n_boot, groups]
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN resamples: NaN, as intended
+        highest = {rate: np.nanmax(values, axis=1) for rate, values in stacked.items()}
+        lowest = {rate: np.nanmin(values, axis=1) for rate, values in stacked.items()}
+    index = pd.Index(names.astype(str))
+
+    def quantiles(per_rate: dict[str, np.ndarray], frame: bool):
+        bounds = {
+            rate: np.quantile(values, CI_QUANTILES, axis=0) for rate, values in per_rate.items()
+        }
+        if frame:
+            return tuple(
+                pd.DataFrame({rate: b[i] for rate, b in bounds.items()}, index=index)
+                for i in range(2)
+            )
+        return tuple(pd.Series({rate: float(b[i]) for rate, b in bounds.items()}) for i in range(2))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = {rate: lowest[rate] / highest[rate] for rate in stacked}
+    return BootstrapIntervals(
+        by_group=quantiles(stacked, frame=True),
+        difference=quantiles({r: highest[r] - lowest[r] for r in stacked}, frame=False),
+        ratio=quantiles(ratios, frame=False),
+    )
+
+
 def _classification_metrics() -> dict:
     return {
         "rows": count,
@@ -212,14 +304,10 @@ def _compare(by_group: pd.DataFrame, rate: str, kind: str, set_name: str, ci_pai
 
 
 def _summaries(
-    frame: MetricFrame | None, by_group: pd.DataFrame, task: str, set_name: str, binary: bool
+    boot: BootstrapIntervals | None, by_group: pd.DataFrame, task: str, set_name: str, binary: bool
 ) -> dict[str, Summary]:
-    def intervals(method: str):
-        if frame is None or frame.ci_quantiles is None:
-            return None
-        return getattr(frame, method)()
-
-    difference_ci, ratio_ci = intervals("difference_ci"), intervals("ratio_ci")
+    difference_ci = boot.difference if boot else None
+    ratio_ci = boot.ratio if boot else None
     if task == "regression":
         return {
             "mae_difference": _compare(by_group, "mae", "difference", set_name, difference_ci),
@@ -261,11 +349,14 @@ def _binary(values, positive) -> np.ndarray:
     return np.asarray(pd.Series(values).to_numpy() == positive, dtype=bool)
 
 
-def _group_table(frame: MetricFrame, boot: MetricFrame | None, min_group_size: int) -> pd.DataFrame:
+def _group_table(
+    frame: MetricFrame, boot: BootstrapIntervals | None, min_group_size: int
+) -> pd.DataFrame:
     table = frame.by_group.astype(float)
     if boot is not None:
-        low, high = (bounds.astype(float) for bounds in boot.by_group_ci)
-        for rate in low.columns:
+        low, high = boot.by_group
+        table.index = table.index.astype(str)
+        for rate in [r for r in BOOTSTRAPPED if r in low.columns]:
             table[f"{rate}_low"], table[f"{rate}_high"] = low[rate], high[rate]
     table["rows"] = table["rows"].astype(int)
     if "positives" in table:
@@ -300,7 +391,7 @@ def model_metrics(
     Args:
         y_true, y_pred: labels and predictions, row for row with the sets' labels.
         positive: the favourable class (None: regression, or several classes without one).
-        n_boot: bootstrap samples for the intervals (fairlearn's MetricFrame); 0 for none.
+        n_boot: bootstrap samples for the intervals (bootstrap_intervals); 0 for none.
         seed: seeds the bootstrap.
     """
     task = schema["task"]
@@ -315,24 +406,12 @@ def model_metrics(
         metrics = {"rows": count, "accuracy": accuracy}
         truth, predicted = np.asarray(y_true, object), np.asarray(y_pred, object)
 
-    # The bootstrap recomputes every metric n_boot times: only the rates the summaries compare.
-    boot_metrics = {k: v for k, v in metrics.items() if k in BOOTSTRAPPED}
+    kind = "regression" if task == "regression" else "binary" if binary else "multiclass"
 
-    def bootstrapped(keep: np.ndarray) -> MetricFrame | None:
+    def bootstrapped(keep: np.ndarray) -> BootstrapIntervals | None:
         if not n_boot:
             return None
-        with warnings.catch_warnings():
-            # A resample can leave a group without positives: its TPR is NaN in that sample.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return MetricFrame(
-                metrics=boot_metrics,
-                y_true=truth[keep],
-                y_pred=predicted[keep],
-                sensitive_features=pd.Series(groups[keep], name=name),
-                n_boot=n_boot,
-                ci_quantiles=CI_QUANTILES,
-                random_state=seed,
-            )
+        return bootstrap_intervals(truth[keep], predicted[keep], groups[keep], kind, n_boot, seed)
 
     results = {}
     for name, labels in sets.items():

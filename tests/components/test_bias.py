@@ -8,16 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.metrics import (
+    MetricFrame,
     demographic_parity_difference,
     demographic_parity_ratio,
     equal_opportunity_difference,
     equalized_odds_difference,
+    selection_rate,
 )
 
 from components.bias.assess import assess_data, assess_model
 from components.bias.gate import apply_gate, parse_thresholds
 from components.bias.logic import Problems, checked_group_sets, group_sets
-from components.bias.metrics import data_metrics, model_metrics
+from components.bias.metrics import (
+    bootstrap_intervals,
+    data_metrics,
+    model_metrics,
+    true_positive_rate,
+)
 from components.bias.report import (
     data_html,
     data_markdown,
@@ -107,6 +114,50 @@ def test_bootstrap_gives_intervals_around_each_group_rate(loans, loans_schema):
         assert low <= rate <= high and high - low > 0.01
     low, high = results["group"].summaries["demographic_parity_ratio"].ci
     assert 0 <= low <= high
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_bootstrap_intervals_are_fairlearns_statistics_of_the_same_resamples(kind):
+    """The numpy bootstrap against MetricFrame recomputed on each of the same resamples: the
+    per-group intervals, and those of max - min and min / max over the groups. The small group
+    "c" has resamples without positives, where its TPR is undefined (NaN), as in the step."""
+    rng = np.random.default_rng(3)
+    rows = 400
+    groups = rng.choice(["a", "b", "c"], rows, p=[0.6, 0.35, 0.05])
+    if kind == "binary":
+        truth, predicted = rng.random(rows) < 0.4, rng.random(rows) < 0.5
+        rates = {"selection_rate": selection_rate, "tpr": true_positive_rate}
+    elif kind == "multiclass":
+        truth, predicted = rng.choice(["x", "y", "z"], rows), rng.choice(["x", "y", "z"], rows)
+        rates = {"accuracy": lambda t, p: float(np.mean(t == p))}
+    else:
+        truth, predicted = rng.normal(size=rows), rng.normal(size=rows)
+        rates = {"mae": lambda t, p: float(np.mean(np.abs(t - p)))}
+    n_boot, seed = 30, 11
+    intervals = bootstrap_intervals(truth, predicted, groups, kind, n_boot, seed)
+
+    draws = np.random.default_rng(seed)  # the resamples bootstrap_intervals draws
+    per_group, differences, ratios = [], [], []
+    for _ in range(n_boot):
+        taken = draws.integers(0, rows, size=rows)
+        frame = MetricFrame(
+            metrics=rates,
+            y_true=truth[taken],
+            y_pred=predicted[taken],
+            sensitive_features=pd.Series(groups[taken], name="g"),
+        )
+        per_group.append(frame.by_group.reindex(["a", "b", "c"]).astype(float))
+        differences.append(frame.difference())
+        ratios.append(frame.ratio())
+    for rate in rates:
+        expected = np.quantile([table[rate].to_numpy() for table in per_group], [0.025, 0.975], 0)
+        for bound in range(2):
+            assert intervals.by_group[bound][rate].to_numpy() == pytest.approx(
+                expected[bound], nan_ok=True
+            )
+        for got, samples in ((intervals.difference, differences), (intervals.ratio, ratios)):
+            expected = np.quantile([s[rate] for s in samples], [0.025, 0.975])
+            assert [got[0][rate], got[1][rate]] == pytest.approx(expected, nan_ok=True), rate
 
 
 def test_a_group_without_positives_has_no_tpr_and_a_note_not_a_nan_or_zero():
