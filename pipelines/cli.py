@@ -266,7 +266,10 @@ def cmd_compile(args) -> int:
     else:
         from pipelines.training_pipeline import compile_pipeline
 
-    output = compile_pipeline(args.output or f"{args.pipeline}_pipeline.yaml")
+    resources = None
+    if args.config:  # only its `resources:` reach the spec; the rest are run parameters
+        resources = _load_checked_config(args.config, check_data=False).resources
+    output = compile_pipeline(args.output or f"{args.pipeline}_pipeline.yaml", resources=resources)
     submit = "mlpipe submit" + (" --pipeline monitoring" if args.pipeline == "monitoring" else "")
     console.print(
         f"Compiled the {args.pipeline} pipeline to {output}; upload it in the Kubeflow dashboard "
@@ -327,6 +330,8 @@ def cmd_pipeline_resources(args) -> int:
     from pipelines.kfp_resources import write_pipeline_resources
 
     names = {"name": args.pipeline_name} if args.pipeline_name else {}
+    if args.config:
+        names["resources"] = _load_checked_config(args.config, check_data=False).resources
     pipeline, version = write_pipeline_resources(args.output, namespace=args.namespace, **names)
     console.print(
         f"Wrote {pipeline['kind']} {pipeline['metadata']['name']} and {version['kind']} "
@@ -428,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--pipeline", choices=PIPELINES, default="training", help="which pipeline to compile"
     )
     compile_.add_argument("--output", help="where to write it (default: <pipeline>_pipeline.yaml)")
+    compile_.add_argument(
+        "--config", help="a run config whose `resources:` set the pods' requests and limits"
+    )
     compile_.set_defaults(handler=cmd_compile)
 
     submit = commands.add_parser("submit", help="create a run on a Kubeflow Pipelines host")
@@ -482,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     resources.add_argument("--output", required=True, help="the multi-document YAML to write")
     resources.add_argument("--namespace", default="mlpipe", help="the resources' namespace")
     resources.add_argument("--pipeline-name", help="the Pipeline's name (default: mlpipe-training)")
+    resources.add_argument(
+        "--config", help="a run config whose `resources:` set the pods' requests and limits"
+    )
     resources.set_defaults(handler=cmd_pipeline_resources)
 
     serve = commands.add_parser("serve", help="serve a registered model version with KServe")

@@ -21,6 +21,7 @@ from components.common.registry import check_model_name, version_storage_uri
 from components.common.secrets import find_url_with_password, redact_url, redacted
 from components.common.settings.contract import check_contract_format
 from components.common.settings.prepare import PrepareOptions, SplitOptions
+from components.common.settings.resources import ResourcesConfig
 from components.common.settings.sections import (
     AlertsConfig,
     BiasConfig,
@@ -64,6 +65,7 @@ class RunConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     output_root: str = "mlpipe-output"
     model_store: str = Field("", description="Model store root; empty means <output_root>/models.")
 
@@ -86,7 +88,8 @@ class RunConfig(_Section):
 
 def _describe(error: ValidationError, path: Path) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    # A mapping's key that is not allowed (resources.tnue) is located at its "[key]".
+    key = ".".join(str(part) for part in first["loc"] if part != "[key]") or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"{path}: unknown key '{key}'"
     if first["type"] == "missing":

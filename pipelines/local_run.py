@@ -488,7 +488,7 @@ def _run_pipeline(
     started = time.monotonic()
     artifacts_dir = run_dir / "artifacts"
     artifacts_dir.mkdir(parents=True, exist_ok=True)
-    pipeline_file = compile_pipeline(run_dir / "pipeline.yaml")
+    pipeline_file = compile_pipeline(run_dir / "pipeline.yaml", resources=config.resources)
     error_file = run_dir / "error.txt"
     error_file.unlink(missing_ok=True)
 

@@ -11,6 +11,8 @@ pipelines/local_run.py).
 
 from kfp import kubernetes
 
+from components.common.settings.resources import ResourcesConfig, resources_of
+
 # The object store's credentials, the Secret README's "Deploy on Kubernetes" creates. Every step
 # gets them: besides the steps that read the lake or the registry, any step may read and write
 # the shared step cache (MLPIPE_STEP_CACHE) on the store.
@@ -32,17 +34,6 @@ ALERTS_SECRET = "mlpipe-alerts"
 ALERTS_SECRET_KEY = "webhook_url"
 ALERTING_STEPS = frozenset({"gate", "promote", "notify", "monitor"})
 
-# Requests and limits per step (Kubernetes quantities). The search and the fit hold the
-# transformed training rows several times over and use every CPU they get; the rest read,
-# check and write.
-DEFAULT_RESOURCES = {"cpu": ("500m", "1"), "memory": ("1Gi", "2Gi")}
-STEP_RESOURCES = {
-    "tune": {"cpu": ("2", "4"), "memory": ("4Gi", "8Gi")},
-    "train": {"cpu": ("1", "2"), "memory": ("4Gi", "8Gi")},
-    "prepare": {"cpu": ("500m", "1"), "memory": ("2Gi", "4Gi")},
-    "monitor": {"cpu": ("500m", "1"), "memory": ("2Gi", "4Gi")},
-}
-
 # The steps that talk to the network (the lake or database, the registry, the model server):
 # a lost connection or an evicted pod is worth another try. The others compute from their
 # inputs, and retrying them would only repeat the same failure. A user error is retried too
@@ -53,20 +44,17 @@ RETRY_BACKOFF = "15s"
 RETRY_BACKOFF_FACTOR = 2.0
 
 
-def resources_of(step: str) -> dict[str, tuple[str, str]]:
-    """The step's (request, limit) per resource."""
-    return {**DEFAULT_RESOURCES, **STEP_RESOURCES.get(step, {})}
-
-
 def step_of(task) -> str:
     """The step a pipeline task runs: its component's function name (export-onnx-model ->
     export_onnx_model), as the tables above name it."""
     return task.component_spec.name.replace("-", "_")
 
 
-def for_the_cluster(task):
+def for_the_cluster(task, resources: ResourcesConfig | None = None):
     """Give `task` what its step's pod needs on a cluster: Secrets as environment variables,
-    resources and, for the steps that talk to the network, retries. Returns the task."""
+    requests and limits (the defaults in components.common.settings.resources, with the run
+    config's `resources:` over them) and, for the steps that talk to the network, retries.
+    Returns the task."""
     step = step_of(task)
     kubernetes.use_secret_as_env(
         task,
@@ -104,9 +92,10 @@ def for_the_cluster(task):
             secret_key_to_env={ALERTS_SECRET_KEY: "MLPIPE_ALERT_WEBHOOK_URL"},
             optional=True,
         )
-    resources = resources_of(step)
-    task.set_cpu_request(resources["cpu"][0]).set_cpu_limit(resources["cpu"][1])
-    task.set_memory_request(resources["memory"][0]).set_memory_limit(resources["memory"][1])
+    pod = resources_of(step, resources)
+    requests, limits = pod["requests"], pod["limits"]
+    task.set_cpu_request(requests["cpu"]).set_cpu_limit(limits["cpu"])
+    task.set_memory_request(requests["memory"]).set_memory_limit(limits["memory"])
     if step in RETRIED_STEPS:
         task.set_retry(
             num_retries=RETRIES,

@@ -46,6 +46,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -406,11 +407,11 @@ def submit_run(
         from pipelines import monitoring_pipeline
         from pipelines.monitor_cli import monitoring_arguments
 
-        compile_spec = monitoring_pipeline.compile_pipeline
+        compile_spec = partial(monitoring_pipeline.compile_pipeline, resources=config.resources)
         pipeline_name = pipeline_name or monitoring_pipeline.PIPELINE_NAME
         arguments = monitoring_arguments(config, resolve_paths=False)
     else:
-        compile_spec = compile_pipeline
+        compile_spec = partial(compile_pipeline, resources=config.resources)
         pipeline_name = pipeline_name or PIPELINE_NAME
         # A scheduled training run is recorded as such in the lineage of what it registers.
         arguments = {

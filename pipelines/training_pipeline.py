@@ -12,6 +12,7 @@ from kfp import compiler, dsl
 
 from components.bias.component import bias as bias_step
 from components.bias.component import fairness as fairness_step
+from components.common.settings.resources import ResourcesConfig
 from components.common.settings.sections import section_defaults
 from components.common.step_runner import use_step_runner
 from components.deploy.component import deploy as deploy_step
@@ -82,7 +83,7 @@ def _training_steps(
         since_watermark=since_watermark,
     )
     plan_task.set_caching_options(False)
-    for_the_cluster(plan_task)
+    for_the_cluster(plan_task, parameters["resources"])
     with dsl.If(plan_task.outputs["Output"] != "skip", name="something-to-train-on"):
         _steps_after_plan(
             plan_task.outputs["plan"],
@@ -116,6 +117,7 @@ def _steps_after_plan(
     deploy,
     alerts,
     run_config,
+    resources,
     **_,
 ):
     """Ingest to promote, as the plan says (full or incremental)."""
@@ -288,100 +290,115 @@ def _steps_after_plan(
         deploy_task,
         promote_task,
     ):
-        for_the_cluster(task_)
+        for_the_cluster(task_, resources)
 
 
-# Each section of the run config is one parameter (a dict), checked inside each step by the
-# section's own model (components.common.settings): a new key is one field there. The defaults
-# below are those models' own, so the dashboard's run form shows every key with its default.
-@dsl.pipeline(name=PIPELINE_NAME, description="Tabular training pipeline with Ray Tune and KServe.")
-def training_pipeline(
-    model_name: str,
-    model_store_uri: str,
-    target: str,
-    task: str = "classification",
-    positive_class: str = "",
-    sensitive_columns: list = [],
-    column_types: dict = {},
-    data: dict = section_defaults("data"),
-    since_watermark: str = "",
-    contract: dict = section_defaults("contract"),
-    reviewed_contract: str = "",
-    prepare: dict = section_defaults("prepare"),
-    split: dict = section_defaults("split"),
-    tuning: dict = section_defaults("tuning"),
-    ray: dict = section_defaults("ray"),
-    bias: dict = section_defaults("bias"),
-    evaluation: dict = section_defaults("evaluation"),
-    serving: dict = section_defaults("serving"),
-    deploy: dict = section_defaults("deploy"),
-    alerts: dict = section_defaults("alerts"),
-    retraining: dict = section_defaults("retraining"),
-    training_mode: str = "full",
-    trigger: str = "manual",
-    run_config: str = "",
-):
-    """Trains, registers and deploys a tabular model.
+def build_training_pipeline(resources: ResourcesConfig | None = None):
+    """The training pipeline (a KFP GraphComponent), its steps' pods given the run config's
+    `resources:` over the defaults (components.common.settings.resources); None: the defaults,
+    as in the checked-in spec.
 
-    Args:
-        model_name: the model's name in the store and on the model server.
-        model_store_uri: the model store's root.
-        target: the label column.
-        task: classification or regression.
-        positive_class: the favourable class for selection rates.
-        sensitive_columns: columns that bias analysis groups by.
-        column_types: declared column kinds (numeric/categorical) that validation enforces.
-        data: the run config's `data:` section: the source (a Parquet lake folder, a Parquet or
-            CSV file) and how to read it, or an ETL spec and where snapshots are kept.
-        since_watermark: an earlier run's watermark (JSON, the contents of the file
-            `data.since_watermark` names): read only new or changed files.
-        contract: the run config's `contract:` section: severities and tolerances.
-        reviewed_contract: the reviewed data contract (JSON, the contents of the file
-            `contract.path` names); empty infers one from the data.
-        prepare: the run config's `prepare:` section: imputation, outliers, encoding, scaling,
-            log transform and derived features.
-        split: the run config's `split:` section: test_size, seed (of the split, the search and
-            the estimators), strategy (stratified, random, group or time) and its column.
-        tuning: the run config's `tuning:` section: families, trials, folds, metric, search,
-            scheduler, space (JSON text), retries.
-        ray: the run config's `ray:` section: the embedded Ray's CPUs, or a cluster's address,
-            the experiment's storage, the connect timeout.
-        bias: the run config's `bias:` section: bands, intersections, group sizes, bootstrap,
-            the fairness gate's thresholds, mitigation.
-        evaluation: the run config's `evaluation:` section: the decision threshold's rule, the
-            gate's thresholds, compared metrics and margin.
-        serving: the run config's `serving:` section: smoke_rows, the held-out rows that deploy
-            sends to the model server.
-        deploy: the run config's `deploy:` section: target (local, kserve or gitops), namespace,
-            storage_uri, canary, GitOps repository, timeout.
-        alerts: the run config's `alerts:` section: the webhook (or the environment variable
-            that holds it), timeout, retries and the events that alert.
-        retraining: the run config's `retraining:` section: what an incremental run reads and
-            when it falls back to full (components.common.retraining).
-        training_mode: full (ingest everything, search, fit) or incremental (update the
-            champion with what is new since its watermark); empty: `retraining.mode`.
-        trigger: what started the run: manual, monitor or schedule (recorded in the lineage).
-        run_config: the run's configuration (JSON), recorded in the model version's metadata.
-
-    Every model is registered (as the candidate); only a blessed one is deployed and promoted.
-    The whole run sits in a dsl.ExitHandler whose exit task (notify) alerts when it failed. A
-    pipeline with an exit handler around its steps cannot return their outputs (Kubeflow allows
-    pipeline outputs only from top-level tasks): the version is register's output, and whether
-    it was blessed, the gate's.
+    KFP builds a pipeline's graph when the decorator runs, so pods that differ need a pipeline
+    built anew: this function is that decorator's call.
     """
-    # Runs last, whatever became of the steps; job_id is new for each execution, so a resumed
-    # run that fails again alerts again.
-    notify_task = notify_step(
-        model_name=model_name,
-        alerts_config=alerts,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    )
-    notify_task.set_caching_options(False)
-    for_the_cluster(notify_task)
-    # The steps are a function called here, not an indented block, so that they read as before.
-    with dsl.ExitHandler(notify_task, name="training"):
-        _training_steps(**locals())
+
+    # Each section of the run config is one parameter (a dict), checked inside each step by the
+    # section's own model (components.common.settings): a new key is one field there. The defaults
+    # below are those models' own, so the dashboard's run form shows every key with its default.
+    def training_pipeline(
+        model_name: str,
+        model_store_uri: str,
+        target: str,
+        task: str = "classification",
+        positive_class: str = "",
+        sensitive_columns: list = [],
+        column_types: dict = {},
+        data: dict = section_defaults("data"),
+        since_watermark: str = "",
+        contract: dict = section_defaults("contract"),
+        reviewed_contract: str = "",
+        prepare: dict = section_defaults("prepare"),
+        split: dict = section_defaults("split"),
+        tuning: dict = section_defaults("tuning"),
+        ray: dict = section_defaults("ray"),
+        bias: dict = section_defaults("bias"),
+        evaluation: dict = section_defaults("evaluation"),
+        serving: dict = section_defaults("serving"),
+        deploy: dict = section_defaults("deploy"),
+        alerts: dict = section_defaults("alerts"),
+        retraining: dict = section_defaults("retraining"),
+        training_mode: str = "full",
+        trigger: str = "manual",
+        run_config: str = "",
+    ):
+        """Trains, registers and deploys a tabular model.
+
+        Args:
+            model_name: the model's name in the store and on the model server.
+            model_store_uri: the model store's root.
+            target: the label column.
+            task: classification or regression.
+            positive_class: the favourable class for selection rates.
+            sensitive_columns: columns that bias analysis groups by.
+            column_types: declared column kinds (numeric/categorical) that validation enforces.
+            data: the run config's `data:` section: the source (a Parquet lake folder, a Parquet or
+                CSV file) and how to read it, or an ETL spec and where snapshots are kept.
+            since_watermark: an earlier run's watermark (JSON, the contents of the file
+                `data.since_watermark` names): read only new or changed files.
+            contract: the run config's `contract:` section: severities and tolerances.
+            reviewed_contract: the reviewed data contract (JSON, the contents of the file
+                `contract.path` names); empty infers one from the data.
+            prepare: the run config's `prepare:` section: imputation, outliers, encoding, scaling,
+                log transform and derived features.
+            split: the run config's `split:` section: test_size, seed (of the split, the search and
+                the estimators), strategy (stratified, random, group or time) and its column.
+            tuning: the run config's `tuning:` section: families, trials, folds, metric, search,
+                scheduler, space (JSON text), retries.
+            ray: the run config's `ray:` section: the embedded Ray's CPUs, or a cluster's address,
+                the experiment's storage, the connect timeout.
+            bias: the run config's `bias:` section: bands, intersections, group sizes, bootstrap,
+                the fairness gate's thresholds, mitigation.
+            evaluation: the run config's `evaluation:` section: the decision threshold's rule, the
+                gate's thresholds, compared metrics and margin.
+            serving: the run config's `serving:` section: smoke_rows, the held-out rows that deploy
+                sends to the model server.
+            deploy: the run config's `deploy:` section: target (local, kserve or gitops), namespace,
+                storage_uri, canary, GitOps repository, timeout.
+            alerts: the run config's `alerts:` section: the webhook (or the environment variable
+                that holds it), timeout, retries and the events that alert.
+            retraining: the run config's `retraining:` section: what an incremental run reads and
+                when it falls back to full (components.common.retraining).
+            training_mode: full (ingest everything, search, fit) or incremental (update the
+                champion with what is new since its watermark); empty: `retraining.mode`.
+            trigger: what started the run: manual, monitor or schedule (recorded in the lineage).
+            run_config: the run's configuration (JSON), recorded in the model version's metadata.
+
+        Every model is registered (as the candidate); only a blessed one is deployed and promoted.
+        The whole run sits in a dsl.ExitHandler whose exit task (notify) alerts when it failed. A
+        pipeline with an exit handler around its steps cannot return their outputs (Kubeflow allows
+        pipeline outputs only from top-level tasks): the version is register's output, and whether
+        it was blessed, the gate's.
+        """
+        # Runs last, whatever became of the steps; job_id is new for each execution, so a resumed
+        # run that fails again alerts again.
+        notify_task = notify_step(
+            model_name=model_name,
+            alerts_config=alerts,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        notify_task.set_caching_options(False)
+        for_the_cluster(notify_task, resources)
+        # The steps are a function called here, not an indented block, so that they read as before.
+        with dsl.ExitHandler(notify_task, name="training"):
+            _training_steps(**locals())
+
+    return dsl.pipeline(
+        name=PIPELINE_NAME, description="Tabular training pipeline with Ray Tune and KServe."
+    )(training_pipeline)
+
+
+training_pipeline = build_training_pipeline()
 
 
 def _sorted(value):
@@ -410,10 +427,16 @@ def stable_header(text: str) -> str:
     return "\n".join(lines)
 
 
-def compile_pipeline(output: str | Path = COMPILED_PIPELINE) -> Path:
-    """Write the pipeline's IR YAML, the file to upload in the Kubeflow dashboard."""
+def compile_pipeline(
+    output: str | Path = COMPILED_PIPELINE, resources: ResourcesConfig | None = None
+) -> Path:
+    """Write the pipeline's IR YAML, the file to upload in the Kubeflow dashboard; `resources`:
+    the run config's section (None: the defaults)."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, package_path=str(output))
+    pipeline = (
+        build_training_pipeline(resources) if resources and resources.root else training_pipeline
+    )
+    compiler.Compiler().compile(pipeline, package_path=str(output))
     output.write_text(stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
     return output

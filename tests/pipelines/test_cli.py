@@ -133,6 +133,20 @@ def test_compile_writes_the_same_spec_as_the_checked_in_one(tmp_path):
     assert (tmp_path / "spec.yaml").read_text() == checked_in.read_text()
 
 
+def test_compile_with_a_config_takes_its_resources_and_names_a_step_that_is_not_one(tmp_path):
+    good = write_config(tmp_path / "good.yaml", resources={"train": {"limits": {"memory": "6Gi"}}})
+    result = mlpipe("compile", "--config", str(good), "--output", "spec.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    spec = next(yaml.safe_load_all((tmp_path / "spec.yaml").read_text()))
+    train = spec["deploymentSpec"]["executors"]["exec-train"]
+    assert train["container"]["resources"]["resourceMemoryLimit"] == "6Gi"
+
+    bad = write_config(tmp_path / "bad.yaml", resources={"trian": {"limits": {"memory": "6Gi"}}})
+    result = mlpipe("compile", "--config", str(bad), "--output", "bad-spec.yaml", cwd=tmp_path)
+    assert_one_line_error(result, 2, "bad.yaml: key 'resources.trian'")
+    assert not (tmp_path / "bad-spec.yaml").exists()
+
+
 def test_demo_data_writes_a_year_partitioned_lake(tmp_path):
     config = write_config(tmp_path / "run.yaml", **{"data.source": "lake"})
     result = mlpipe("demo-data", "--config", str(config), cwd=tmp_path)

@@ -226,19 +226,26 @@ def test_every_step_gets_the_object_store_secret_and_only_its_own_others():
     assert "AWS_SECRET_ACCESS_KEY" not in str(spec["root"]["inputDefinitions"])
 
 
+def _pod_resources(container: dict) -> dict:
+    """A compiled executor's requests and limits, as the run config writes them."""
+    resources = container["resources"]
+    return {
+        kind: {
+            unit: resources[f"resource{unit.capitalize()}{kind.capitalize()[:-1]}"]
+            for unit in ("cpu", "memory")
+        }
+        for kind in ("requests", "limits")
+    }
+
+
 def test_each_step_has_requests_and_limits_and_tune_and_train_get_more():
-    from pipelines.pod_settings import resources_of
+    from components.common.settings.resources import resources_of
 
     spec = compiled_spec()
     for name, executor in spec["deploymentSpec"]["executors"].items():
         step = name.removeprefix("exec-").replace("-", "_")
         resources = executor["container"]["resources"]
-        expected = resources_of(step)
-        assert (resources["resourceCpuRequest"], resources["resourceCpuLimit"]) == expected["cpu"]
-        assert (
-            resources["resourceMemoryRequest"],
-            resources["resourceMemoryLimit"],
-        ) == expected["memory"], name
+        assert _pod_resources(executor["container"]) == resources_of(step), name
         assert resources["cpuRequest"] <= resources["cpuLimit"], name
         assert resources["memoryRequest"] <= resources["memoryLimit"], name
     default = spec["deploymentSpec"]["executors"]["exec-validate"]["container"]["resources"]
@@ -304,9 +311,9 @@ def test_mlpipe_run_hands_kfp_local_the_spec_without_retries_and_keeps_them_in_t
 
 
 def test_the_monitoring_spec_gives_its_own_steps_and_the_nested_training_the_same_settings():
+    from components.common.settings.resources import resources_of
     from pipelines.kfp_resources import read_spec
     from pipelines.monitoring_pipeline import COMPILED_PIPELINE as MONITORING_PIPELINE
-    from pipelines.pod_settings import resources_of
 
     spec, _ = read_spec(MONITORING_PIPELINE)
     executors = _platform_executors(MONITORING_PIPELINE)
@@ -316,7 +323,41 @@ def test_the_monitoring_spec_gives_its_own_steps_and_the_nested_training_the_sam
         assert "mlpipe-object-store" in _secrets(executor), name
         resources = spec["deploymentSpec"]["executors"][name]["container"]["resources"]
         step = name.removeprefix("exec-").replace("-", "_")
-        assert resources["resourceMemoryLimit"] == resources_of(step)["memory"][1], name
+        assert resources["resourceMemoryLimit"] == resources_of(step)["limits"]["memory"], name
     assert _secrets(executors["exec-monitor"])["mlpipe-alerts"] == {
         "MLPIPE_ALERT_WEBHOOK_URL": "webhook_url"
     }
+
+
+def test_mlpipe_compile_with_a_config_gives_the_pods_its_resources(tmp_path):
+    """The training spec and the monitoring spec's nested training both carry the config's
+    requests and limits; steps it does not name keep theirs."""
+    from components.common.settings.resources import ResourcesConfig, resources_of
+    from pipelines import monitoring_pipeline
+    from pipelines.kfp_resources import read_spec
+
+    resources = ResourcesConfig.model_validate(
+        {
+            "default": {"requests": {"memory": "1536Mi"}},
+            "tune": {"requests": {"cpu": 3}, "limits": {"cpu": "6", "memory": "12Gi"}},
+        }
+    )
+    compiled = {
+        "training": compile_pipeline(tmp_path / "training.yaml", resources=resources),
+        "monitoring": monitoring_pipeline.compile_pipeline(
+            tmp_path / "monitoring.yaml", resources=resources
+        ),
+    }
+    for pipeline, path in compiled.items():
+        executors = read_spec(path)[0]["deploymentSpec"]["executors"]
+        assert _pod_resources(executors["exec-tune"]["container"]) == {
+            "requests": {"cpu": "3", "memory": "1536Mi"},
+            "limits": {"cpu": "6", "memory": "12Gi"},
+        }, pipeline
+        for name, executor in executors.items():
+            step = name.removeprefix("exec-").replace("-", "_")
+            assert _pod_resources(executor["container"]) == resources_of(step, resources), name
+            assert _pod_resources(executor["container"])["requests"]["memory"] == "1536Mi", name
+    # The checked-in spec is untouched: a config changes only the file it is compiled into.
+    assert read_spec(COMPILED_PIPELINE)[0] != read_spec(compiled["training"])[0]
+    assert COMPILED_PIPELINE.read_text() == compile_pipeline(tmp_path / "again.yaml").read_text()

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import pytest
 
@@ -447,3 +448,51 @@ def test_a_derived_feature_may_not_take_a_data_columns_name(tmp_path, demo_lake)
     )
     with pytest.raises(PipelineInputError, match=r"key 'prepare.derived\[0\].name': 'age' is"):
         _checked(path)
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"tnue": {"requests": {"cpu": 2}}}, "key 'resources.tnue': Input should be 'default'"),
+        ({"tune": {"request": {"cpu": 2}}}, "unknown key 'resources.tune.request'"),
+        ({"tune": {"requests": {"cpus": 2}}}, "unknown key 'resources.tune.requests.cpus'"),
+        ({"train": {"limits": {"memory": "8 GB"}}}, "not a memory quantity"),
+        ({"train": {"limits": {"cpu": "two"}}}, "not a CPU quantity"),
+        ({"tune": {"requests": {"cpu": 8}}}, "tune: the cpu request 8 is above its limit 4"),
+        # The config's default is laid over the steps' own defaults: tune's 4Gi request.
+        ({"default": {"limits": {"memory": "3Gi"}}}, "tune: the memory request 4Gi is above"),
+    ],
+)
+def test_a_resources_key_or_quantity_kubernetes_would_refuse_is_named(tmp_path, resources, message):
+    path = write_config(tmp_path / "run.yaml", resources=resources)
+    with pytest.raises(PipelineInputError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_resources_lay_the_config_over_the_defaults_step_by_step(tmp_path):
+    from components.common.settings.resources import DEFAULT_RESOURCES, resources_of
+
+    resources = {
+        "default": {"requests": {"memory": "1536Mi"}},
+        "tune": {"requests": {"cpu": 3}, "limits": {"cpu": "6", "memory": "12Gi"}},
+    }
+    config = load_config(write_config(tmp_path / "run.yaml", resources=resources))
+    assert resources_of("tune", config.resources) == {
+        "requests": {"cpu": "3", "memory": "1536Mi"},
+        "limits": {"cpu": "6", "memory": "12Gi"},
+    }
+    assert resources_of("gate", config.resources) == {
+        "requests": {"cpu": DEFAULT_RESOURCES["requests"]["cpu"], "memory": "1536Mi"},
+        "limits": DEFAULT_RESOURCES["limits"],
+    }
+    # Without the section, every step has the defaults, each request within its limit.
+    from kubernetes.utils.quantity import parse_quantity
+
+    from components.common.settings.resources import STEPS
+
+    plain = load_config(write_config(tmp_path / "plain.yaml"))
+    for step in STEPS:
+        pod = resources_of(step, plain.resources)
+        assert pod == resources_of(step), step
+        for unit in ("cpu", "memory"):
+            assert parse_quantity(pod["requests"][unit]) <= parse_quantity(pod["limits"][unit])
