@@ -11,6 +11,7 @@ and `kserve.ModelServer` to register a model. What this module wraps, as of KSer
   and `model_repository_extension` that it is built from (`RestServer`);
 - the uvicorn `Config` the REST server holds (`config.host`, `config.ssl_certfile`) and its
   private uvicorn server (`_server`);
+- the data plane's `model_metadata`, whose "platform" KServe leaves empty (`describe_platform`);
 - the deprecation warning KServe 0.21's answers raise under this FastAPI (`ignore_kserve_warnings`).
 
 The stock `kserve.ModelServer.start()` is not used: its REST server binds 0.0.0.0 and it would
@@ -52,6 +53,21 @@ def ignore_kserve_warnings() -> None:
     """KServe 0.21 answers with ORJSONResponse, which this FastAPI deprecates with a warning on
     the first requests; it is KServe's to change, and says nothing about this server."""
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+
+
+def describe_platform(model_server, name: str, platform) -> None:
+    """Make the V2 model metadata (`GET /v2/models/NAME`) of model `name` say its platform,
+    `platform()` (called per request: a reload may change it), where KServe answers ""."""
+    dataplane = model_server.dataplane
+    metadata_of = dataplane.model_metadata
+
+    async def model_metadata(model_name: str):
+        metadata = await metadata_of(model_name)
+        if model_name == name:
+            metadata = {**metadata, "platform": platform()}
+        return metadata
+
+    dataplane.model_metadata = model_metadata
 
 
 class RestServer:

@@ -286,16 +286,15 @@ def columns_from_tensors(request, schema: dict, max_rows: int | None = None) -> 
     return columns
 
 
-def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
-    """Validated columns as the model's input, exactly as training built it (`as_model_input`).
-
-    Numeric columns become float64 with NaN for null, so a batch of integers, or of nulls only,
-    reaches the imputer and scaler as the numbers they expect.
-    """
+def arrays_from_columns(columns: dict[str, list], schema: dict) -> dict[str, np.ndarray]:
+    """Validated columns as numpy arrays, as training builds the model's input
+    (`as_model_input`): numbers float64 with NaN for null, so a batch of integers, or of nulls
+    only, reaches the imputer and scaler as the numbers they expect; categories str objects,
+    MISSING_CATEGORY for null and NaN. Both runtimes take these: the ONNX graph as its feed,
+    scikit-learn as a DataFrame of them (`frame_from_arrays`)."""
     numeric = set(feature_names(schema, NUMERIC))
-    names = feature_names(schema)
     data = {}
-    for name in names:
+    for name in feature_names(schema):
         values = columns[name]
         if name in numeric:
             data[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
@@ -306,7 +305,17 @@ def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
             data[name] = np.array(
                 [MISSING_CATEGORY if _is_missing(v) else str(v) for v in values], dtype=object
             )
-    return pd.DataFrame(data, columns=names)
+    return data
+
+
+def frame_from_arrays(arrays: dict[str, np.ndarray], schema: dict) -> pd.DataFrame:
+    """`arrays_from_columns`' arrays as the scikit-learn model's input DataFrame."""
+    return pd.DataFrame(arrays, columns=feature_names(schema))
+
+
+def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
+    """Validated columns as the model's input, exactly as training built it (`as_model_input`)."""
+    return frame_from_arrays(arrays_from_columns(columns, schema), schema)
 
 
 def _flag(value, field: str) -> bool:

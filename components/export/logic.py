@@ -18,6 +18,11 @@ Histogram gradient boosting compares float64 values in scikit-learn, so for it t
 principle move a value that lies within float32 rounding of a threshold: check_parity is what
 vouches for every export.
 
+A model with a tuned decision threshold (a FixedThresholdClassifier around the fitted pipeline)
+is exported as its pipeline, and the graph's `label` is then rewritten to scikit-learn's rule:
+the positive class where probabilities[:, positive] >= threshold (`_apply_threshold`); the
+graph's metadata `decision_threshold` records the rule.
+
 Not everything converts (bias-mitigated models with their per-row random draws, custom
 transformers, a log transform in a FunctionTransformer, ...): export_onnx raises NotConvertible
 naming the step and its class, and the pipeline reports the export as skipped.
@@ -33,14 +38,21 @@ import numpy as np
 import pandas as pd
 
 from components.common.errors import PipelineInputError
-from components.common.onnx_runtime import load_session, predict_onnx
+from components.common.onnx_runtime import (
+    DEFAULT_ATOL,
+    THRESHOLD_KEY,
+    Answers,
+    OnnxGraph,
+    compare_answers,
+    load_session,
+    predict_onnx,
+    threshold_rule,
+)
 from components.common.schema import CATEGORICAL, MISSING_CATEGORY, NUMERIC, as_model_input
 
 # Opset 17 (onnxruntime >= 1.12, 2022) and ai.onnx.ml 3: every operator these pipelines need,
 # and old enough that an edge device's onnxruntime can load the file.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-DEFAULT_ATOL = 1e-5
-MAX_DIFFERING_ROWS = 20
 
 # Models the bias step can serve, and why ONNX cannot express them.
 MITIGATED_MODELS = {
@@ -142,6 +154,26 @@ def _check_steps(model) -> None:
                 "ONNX encoder fails on a category unseen in training instead of encoding it",
                 path,
             )
+
+
+def _plain(value):
+    """A JSON-friendly Python value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _without_threshold(model) -> tuple[object, dict | None]:
+    """A model with a tuned threshold (FixedThresholdClassifier over predict_proba, around the
+    FrozenEstimator of the fitted pipeline) as (that pipeline, its rule for the graph's
+    metadata); any other model as (model, None)."""
+    rule = threshold_rule(model)
+    if rule is None:
+        return model, None
+    column, threshold, positive, negative = rule
+    inner = model.estimator_
+    inner = getattr(inner, "estimator", inner)  # a FrozenEstimator holds the fitted pipeline
+    classes = np.asarray(model.classes_)
+    labels = [_plain(classes[negative]), _plain(classes[positive])]
+    return inner, {"threshold": threshold, "column": column, "labels": labels}
 
 
 def _in_float32(estimator) -> bool:
@@ -282,6 +314,7 @@ def export_onnx(model, schema: dict) -> bytes:
     from components.common.transformers import NumericImputer
 
     _register_numeric_imputer()
+    model, decision_threshold = _without_threshold(model)
     _check_steps(model)
     estimator = model.steps[-1][1]
     steps = list(model.steps)
@@ -307,6 +340,8 @@ def export_onnx(model, schema: dict) -> bytes:
     except Exception as error:  # any converter failure: say which step
         path, step = _failing_step(error, model)
         raise NotConvertible(type(step).__name__, _first_line(error), path) from error
+    if decision_threshold is not None:
+        _apply_threshold(proto.graph, decision_threshold)
     inputs = _restore_input_names(proto.graph, [f["name"] for f in schema["features"]])
     onnx.helper.set_model_props(
         proto,
@@ -317,6 +352,7 @@ def export_onnx(model, schema: dict) -> bytes:
             "features": json.dumps(schema["features"]),
             "missing_category": MISSING_CATEGORY,
             "classes": json.dumps([str(c) for c in getattr(model, "classes_", [])]),
+            **({THRESHOLD_KEY: json.dumps(decision_threshold)} if decision_threshold else {}),
         },
     )
     data = proto.SerializeToString()
@@ -327,6 +363,59 @@ def export_onnx(model, schema: dict) -> bytes:
             "ONNX graph", f"onnxruntime cannot load it: {_first_line(error)}"
         ) from error
     return data
+
+
+def _apply_threshold(graph, rule: dict) -> None:
+    """Make the graph's `label` output scikit-learn's FixedThresholdClassifier rule:
+    labels[probabilities[:, column] >= threshold], with labels = [negative, positive].
+
+    skl2onnx writes the estimator's own label (argmax of the probabilities); that node's output
+    is renamed, and Gather, GreaterOrEqual, Cast and Gather compute the label under its name.
+    """
+    from onnx import TensorProto, helper
+
+    label, probabilities = graph.output[0], graph.output[1]
+    label_type = label.type.tensor_type.elem_type
+    proba_type = probabilities.type.tensor_type.elem_type
+    if label_type == TensorProto.STRING:
+        labels = [str(value).encode() for value in rule["labels"]]
+    elif label_type == TensorProto.INT64 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in rule["labels"]
+    ):
+        labels = [int(value) for value in rule["labels"]]
+    else:
+        raise NotConvertible(
+            "FixedThresholdClassifier",
+            f"a tuned threshold over class labels {rule['labels']!r} (only text or integer "
+            "labels are written into the graph)",
+        )
+    if proba_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        raise NotConvertible("FixedThresholdClassifier", "the graph's probabilities are not floats")
+    unthresholded = f"{label.name}_argmax"
+    for node in graph.node:
+        node.output[:] = [unthresholded if name == label.name else name for name in node.output]
+        node.input[:] = [unthresholded if name == label.name else name for name in node.input]
+    names = {
+        key: f"mlpipe_threshold_{key}" for key in ("column", "value", "labels", "score", "is_pos")
+    }
+    names["index"] = "mlpipe_threshold_index"
+    graph.initializer.extend(
+        [
+            helper.make_tensor(names["column"], TensorProto.INT64, [], [int(rule["column"])]),
+            helper.make_tensor(names["value"], proba_type, [], [float(rule["threshold"])]),
+            helper.make_tensor(names["labels"], label_type, [2], labels),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node(
+                "Gather", [probabilities.name, names["column"]], [names["score"]], axis=1
+            ),
+            helper.make_node("GreaterOrEqual", [names["score"], names["value"]], [names["is_pos"]]),
+            helper.make_node("Cast", [names["is_pos"]], [names["index"]], to=TensorProto.INT64),
+            helper.make_node("Gather", [names["labels"], names["index"]], [label.name], axis=0),
+        ]
+    )
 
 
 def _restore_input_names(graph, features: list[str]) -> dict[str, str]:
@@ -370,19 +459,12 @@ def _failing_step(error: BaseException, model) -> tuple[str, object]:
     return found
 
 
-def _plain(value):
-    """A JSON-friendly Python value."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def check_parity(
     model, onnx_bytes: bytes, test_frame: pd.DataFrame, schema: dict, atol: float = DEFAULT_ATOL
 ) -> dict:
-    """Compare the ONNX graph with scikit-learn on every row of `test_frame`.
-
-    Classification: labels must be identical and every probability within `atol`. Regression:
-    |onnx - sklearn| <= atol * max(1, |sklearn|), an absolute tolerance for values up to 1 and a
-    relative one above (tree ensembles compute in float32, whose relative error is about 6e-8).
+    """Compare the ONNX graph with scikit-learn on every row of `test_frame`
+    (`components.common.onnx_runtime.compare_answers`: identical labels and probabilities
+    within `atol`, or regression values within `atol` relative above 1).
 
     Returns:
         {"converted": True, "passed", "rows", "task", "atol", "tolerance", "label_mismatches"
@@ -395,82 +477,44 @@ def check_parity(
     """
     if len(test_frame) == 0:
         raise PipelineInputError("test dataset: no rows, so parity cannot be checked")
-    session = load_session(onnx_bytes)
+    graph = OnnxGraph.from_bytes(onnx_bytes)
     features = as_model_input(test_frame, schema)
     try:
-        onnx_first, onnx_proba = predict_onnx(session, test_frame, schema)
+        onnx_first, onnx_proba = predict_onnx(graph, test_frame, schema)
     except PipelineInputError:
         raise
     except Exception as error:  # onnxruntime raises its own classes
         raise NotConvertible(
             "ONNX graph", f"onnxruntime failed on the test rows: {_first_line(error)}"
         ) from error
-    result: dict = {"converted": True, "rows": len(test_frame), "task": schema["task"]}
-    result["atol"] = atol
-    differing: list[dict] = []
-    if schema["task"] == "classification":
-        sk_labels = model.predict(features)
-        label_ok = np.array(
-            [a == b for a, b in zip(sk_labels.tolist(), onnx_first.tolist(), strict=True)]
-        )
-        proba_diff = np.zeros(len(test_frame))
-        sk_proba = None
-        if onnx_proba is not None and hasattr(model, "predict_proba"):
-            sk_proba = model.predict_proba(features)
-            if sk_proba.shape != onnx_proba.shape:
-                proba_diff[:] = np.inf
-            else:
-                proba_diff = np.abs(sk_proba - onnx_proba.astype(np.float64)).max(axis=1)
-        bad = ~label_ok | ~(proba_diff <= atol)  # NaN differences count as differing
-        for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
-            entry = {
-                "row": int(row),
-                "sklearn_label": _plain(sk_labels[row]),
-                "onnx_label": _plain(onnx_first[row]),
-                "max_abs_diff": float(proba_diff[row]),
-            }
-            if sk_proba is not None:
-                entry["sklearn_probabilities"] = sk_proba[row].tolist()
-                entry["onnx_probabilities"] = np.asarray(onnx_proba[row], dtype=float).tolist()
-            differing.append(entry)
-        result["label_mismatches"] = int((~label_ok).sum())
-        result["max_abs_diff"] = float(proba_diff.max())
-        result["tolerance"] = f"identical labels; probabilities within {atol:g}"
-    else:
-        sk_values = np.asarray(model.predict(features), dtype=np.float64).ravel()
-        values_diff = np.abs(sk_values - onnx_first.astype(np.float64))
-        bad = ~(values_diff <= atol * np.maximum(1.0, np.abs(sk_values)))
-        for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
-            differing.append(
-                {
-                    "row": int(row),
-                    "sklearn": float(sk_values[row]),
-                    "onnx": float(onnx_first[row]),
-                    "abs_diff": float(values_diff[row]),
-                }
-            )
-        result["label_mismatches"] = None
-        result["max_abs_diff"] = float(values_diff.max())
-        result["tolerance"] = f"|onnx - sklearn| <= {atol:g} * max(1, |sklearn|)"
-    result["differing"] = int(bad.sum())
-    result["differing_rows"] = differing
-    result["passed"] = not bool(bad.any())
-    return result
+    classification = schema["task"] == "classification"
+    sk_proba = None
+    if classification and onnx_proba is not None and hasattr(model, "predict_proba"):
+        sk_proba = model.predict_proba(features)
+    sklearn = Answers(np.asarray(model.predict(features)), sk_proba)
+    onnx = Answers(onnx_first, onnx_proba if sk_proba is not None else None)
+    return {"converted": True, **compare_answers(sklearn, onnx, schema["task"], atol)}
 
 
-def parity_failure_message(result: dict) -> str:
-    """One line for a failed parity check, naming the first row that differs."""
-    first = result["differing_rows"][0]
-    if "sklearn_label" in first:
-        detail = (
-            f"scikit-learn says {first['sklearn_label']!r}, ONNX {first['onnx_label']!r}, "
-            f"probabilities differ by up to {first['max_abs_diff']:.3g}"
-        )
-    else:
-        detail = f"scikit-learn {first['sklearn']:.6g}, ONNX {first['onnx']:.6g}"
-    return (
-        f"ONNX parity failed on {result['differing']} of {result['rows']} test rows "
-        f"({result['tolerance']}); first: test row {first['row']}: {detail}"
+def refuse_unproven_threshold(model, result: dict) -> None:
+    """A tuned threshold whose graph failed parity is not convertible, not a failed run.
+
+    A threshold chosen on out-of-fold probabilities often equals a probability exactly (a
+    forest's 30 of 100 trees: 0.3); the graph's float32 probabilities land on either side of
+    it, and the label flips where scikit-learn's float64 does not. Such a model is skipped with
+    this reason, and the server answers with scikit-learn.
+
+    Raises:
+        NotConvertible: `model` has a tuned threshold and `result` did not pass.
+    """
+    rule = threshold_rule(model)
+    if rule is None or result["passed"]:
+        return
+    raise NotConvertible(
+        "FixedThresholdClassifier",
+        f"tuned threshold {rule[1]:g}: {result['differing']} of {result['rows']} test rows "
+        "differ from scikit-learn (probabilities within rounding of the threshold decide "
+        "differently in the graph)",
     )
 
 

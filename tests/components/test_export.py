@@ -32,7 +32,12 @@ from threadpoolctl import threadpool_limits
 from components.common.errors import PipelineInputError
 from components.common.io import write_frame, write_json
 from components.common.mitigation import ExponentiatedGradientModel, ThresholdOptimizedModel
-from components.common.onnx_runtime import load_session, onnx_inputs, predict_onnx
+from components.common.onnx_runtime import (
+    load_session,
+    onnx_inputs,
+    parity_failure_message,
+    predict_onnx,
+)
 from components.common.schema import as_model_input
 from components.export.component import export_onnx_model
 from components.export.logic import (
@@ -40,7 +45,6 @@ from components.export.logic import (
     check_parity,
     export_onnx,
     export_report_markdown,
-    parity_failure_message,
 )
 from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_mitigated, fit_model
