@@ -87,14 +87,13 @@ from serving.http_app import ADMIN_RELOAD_PATH, ADMIN_TOKEN_ENV, DEFAULT_MAX_BOD
 from serving.kserve_compat import server_flags
 from serving.model import DEFAULT_ALIAS
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS
-from serving.runtime import DEFAULT_RUNTIME, RUNTIMES
+from serving.runtime import DEFAULT_RUNTIME, RUNTIME_ENV, RUNTIMES
 from serving.server import LOOPBACK, serve
 
 MAX_BATCH_ROWS_ENV = "MLPIPE_MAX_BATCH_ROWS"
 MAX_BODY_BYTES_ENV = "MLPIPE_MAX_BODY_BYTES"
 PREDICTION_LOG_ENV = "MLPIPE_PREDICTION_LOG"
 LABELS_ENV = "MLPIPE_LABELS"
-RUNTIME_ENV = "MLPIPE_RUNTIME"
 
 
 def _limit(env: str):

@@ -195,7 +195,7 @@ class LoadedVersion:
                 onnx and the version has no proven graph (`RuntimeUnavailable`).
         """
         model, metadata = load_model_folder(folder)
-        chosen = choose_runtime(runtime, model, metadata, folder, both_answers(model))
+        chosen = choose_runtime(runtime, model, metadata, folder, lambda: both_answers(model))
         version = str(metadata["version"])
         return cls(model, metadata, metadata["schema"], version, folder, temporary, chosen)
 

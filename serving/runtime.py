@@ -44,6 +44,8 @@ from serving.protocol import arrays_from_columns, frame_from_arrays
 
 RUNTIMES = ("auto", "onnx", "sklearn")
 DEFAULT_RUNTIME = "auto"
+# Where `python -m serving` and `mlpipe serve` read the runtime when no --runtime is given.
+RUNTIME_ENV = "MLPIPE_RUNTIME"
 # The V2 model metadata's "platform" of each runtime (the names Triton uses).
 PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn"}
 # onnxruntime's threads per request: one; a single row gains nothing from more, and the
@@ -60,7 +62,9 @@ class RuntimeUnavailable(PipelineInputError):
 
 def check_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
-        raise PipelineInputError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        raise PipelineInputError(
+            f"--runtime (or {RUNTIME_ENV}) {runtime!r}: expected one of {', '.join(RUNTIMES)}"
+        )
     return runtime
 
 
@@ -70,18 +74,22 @@ class SklearnAnswers:
     Args:
         model: the fitted model.
         schema: the feature schema.
-        both: `serving.model.both_answers(model)`: predict and predict_proba in one pass.
+        make_both: returns `serving.model.both_answers(model)` (predict and predict_proba in
+            one pass); called on the first request that wants probabilities.
     """
 
-    def __init__(self, model, schema: dict, both: Callable):
+    def __init__(self, model, schema: dict, make_both: Callable[[], Callable]):
         self.model = model
         self.schema = schema
-        self.both = both
+        self._make_both = make_both
+        self._both = None
 
     def __call__(self, arrays: dict, rows: int, with_probabilities: bool):
         frame = frame_from_arrays(arrays, self.schema)
         if with_probabilities:
-            return self.both(frame)
+            if self._both is None:
+                self._both = self._make_both()
+            return self._both(frame)
         return np.asarray(self.model.predict(frame)), None
 
 
@@ -233,7 +241,7 @@ def choose_runtime(
     model,
     metadata: dict,
     folder,
-    both: Callable,
+    make_both: Callable[[], Callable],
     atol: float = DEFAULT_ATOL,
 ) -> Runtime:
     """The runtime for a version being loaded (see the module's docstring).
@@ -243,7 +251,7 @@ def choose_runtime(
         model: the version's fitted model (model.joblib).
         metadata: its metadata.json.
         folder: the local version folder (its files are verified against their SHA-256).
-        both: `serving.model.both_answers(model)`.
+        make_both: returns `serving.model.both_answers(model)`.
 
     Raises:
         RuntimeUnavailable: `requested` is onnx and the graph is missing or not proven.
@@ -252,7 +260,7 @@ def choose_runtime(
     import pandas as pd
 
     schema = metadata["schema"]
-    sklearn = SklearnAnswers(model, schema, both)
+    sklearn = SklearnAnswers(model, schema, make_both)
     if check_runtime(requested) == "sklearn":
         return Runtime("sklearn", "chosen with --runtime sklearn", sklearn)
     why_not = _why_no_graph(model, metadata)

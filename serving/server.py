@@ -37,7 +37,7 @@ from serving.kserve_compat import (
 )
 from serving.model import DEFAULT_ALIAS, ReloadFailed, ReloadRefused, TabularModel, say
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS, InvalidInput
-from serving.runtime import DEFAULT_RUNTIME
+from serving.runtime import DEFAULT_RUNTIME, RUNTIME_ENV
 
 kserve = import_kserve()
 
@@ -133,7 +133,7 @@ def serve(
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
     prediction_log: str | None = None,
     labels: str | None = None,
-    runtime: str = DEFAULT_RUNTIME,
+    runtime: str | None = None,
 ) -> None:
     """Serve a registered model version in the foreground until SIGINT or SIGTERM.
 
@@ -158,7 +158,7 @@ def serve(
             the route is there only with a prediction log, whose rows the labels name.
         runtime: auto (the version's ONNX graph when it is proven equal to model.joblib, else
             scikit-learn), onnx (refuse a version without a proven graph) or sklearn
-            (`serving.runtime`). The start-up line and the V2 model metadata's "platform" say
+            (`serving.runtime`); None: the environment's MLPIPE_RUNTIME, else auto. The start-up line and the V2 model metadata's "platform" say
             which one answers.
 
     Raises:
@@ -168,6 +168,7 @@ def serve(
     """
     from components.common.registry import ModelRegistry
 
+    runtime = runtime or os.environ.get(RUNTIME_ENV) or DEFAULT_RUNTIME
     shutdown = _Shutdown()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, shutdown)

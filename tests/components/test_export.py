@@ -45,6 +45,7 @@ from components.export.logic import (
     check_parity,
     export_onnx,
     export_report_markdown,
+    refuse_unproven_threshold,
 )
 from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_mitigated, fit_model
@@ -445,6 +446,51 @@ def test_a_corrupted_graph_fails_parity_and_names_the_first_row(classifiers, loa
     message = parity_failure_message(result)
     assert f"first: test row {first}:" in message and "\n" not in message
     assert "**failed**" in export_report_markdown(result)
+
+
+def _thresholded(loans_split, family: str, params: dict, threshold: float):
+    from components.common.metrics import with_threshold
+
+    schema, train, _, preprocessor = loans_split
+    model = fit_model(train, schema, preprocessor, {"family": family, "params": params}, 0)
+    features = as_model_input(train, schema)
+    return with_threshold(model, threshold, "yes", features, train["approved"])
+
+
+def test_a_tuned_threshold_is_exported_with_its_rule_in_the_graph(loans_split):
+    """The graph's own label output thresholds at 0.3, as scikit-learn's predict does: an edge
+    client reading `label` gets the served model's labels."""
+    schema, _, test, _ = loans_split
+    model = _thresholded(loans_split, "logistic_regression", {}, 0.3)
+    data = export_onnx(model, schema)
+    assert check_parity(model, data, test, schema)["passed"]
+    session = load_session(data)
+    labels, probabilities = predict_onnx(session, test, schema)
+    features = as_model_input(test, schema)
+    assert labels.tolist() == model.predict(features).tolist()
+    # Rows between 0.3 and 0.5: the threshold, not the argmax, made them "yes".
+    between = (probabilities[:, 1] >= 0.3) & (probabilities[:, 1] < 0.5)
+    assert between.any() and (labels[between] == "yes").all()
+    rule = json.loads(session.get_modelmeta().custom_metadata_map["decision_threshold"])
+    assert rule == {"threshold": 0.3, "column": 1, "labels": ["no", "yes"]}
+
+
+def test_a_threshold_that_forest_probabilities_tie_is_skipped_not_failed(
+    tmp_path, loans_split, capsys
+):
+    """A forest's probabilities are vote shares: at a threshold of exactly 0.3, float32 rounding
+    in the graph decides some rows differently; the export is skipped with that reason."""
+    schema, _, test, _ = loans_split
+    model = _thresholded(loans_split, "random_forest", {"n_estimators": 100}, 0.3)
+    result = check_parity(model, export_onnx(model, schema), test, schema)
+    assert not result["passed"]
+    with pytest.raises(NotConvertible, match="tuned threshold 0.3: .* test rows differ"):
+        refuse_unproven_threshold(model, result)
+    artifacts = _artifacts(tmp_path, model, test, schema)
+    export_onnx_model.python_func(**artifacts)  # returns: the run goes on
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert parity["converted"] is False and parity["class"] == "FixedThresholdClassifier"
+    assert "export: skipped: not convertible: FixedThresholdClassifier" in capsys.readouterr().out
 
 
 def _artifacts(tmp_path: Path, model, test: pd.DataFrame, schema: dict) -> dict:

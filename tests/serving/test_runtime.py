@@ -78,7 +78,9 @@ def store(tmp_path_factory, loans):
     for family, params in FAMILIES.items():
         model = fit_model(train, schema, preprocessor, {"family": family, "params": params}, 0)
         versions[family] = _register(registry, model, schema, test)
-    logistic = fit_model(train, schema, preprocessor, {"family": "logistic_regression", "params": {}}, 0)
+    logistic = fit_model(
+        train, schema, preprocessor, {"family": "logistic_regression", "params": {}}, 0
+    )
     features = as_model_input(train, schema)
     thresholded = with_threshold(logistic, 0.3, "yes", features, train["approved"])
     versions["threshold"] = _register(registry, thresholded, schema, test)
@@ -308,7 +310,9 @@ def test_graph_labels_map_to_the_models_classes():
 
 
 def test_an_unknown_runtime_is_refused():
-    with pytest.raises(PipelineInputError, match="--runtime 'fast': expected one of auto"):
+    with pytest.raises(
+        PipelineInputError, match=r"--runtime \(or MLPIPE_RUNTIME\) 'fast': expected one of auto"
+    ):
         TabularModel(NAME, "/nowhere", runtime="fast")
 
 
@@ -331,11 +335,13 @@ def test_the_server_says_which_runtime_answers(store):
 
 def test_sklearn_answers_without_probabilities_call_predict_only(loans):
     schema, train, test, preprocessor = loans
-    model = fit_model(train, schema, preprocessor, {"family": "logistic_regression", "params": {}}, 0)
+    model = fit_model(
+        train, schema, preprocessor, {"family": "logistic_regression", "params": {}}, 0
+    )
     from serving.model import both_answers
     from serving.protocol import arrays_from_columns, columns_from_instances
 
-    answers = SklearnAnswers(model, schema, both_answers(model))
+    answers = SklearnAnswers(model, schema, lambda: both_answers(model))
     rows = test[feature_names(schema)].iloc[:20]
     arrays = arrays_from_columns(
         columns_from_instances({"instances": to_json_rows(rows)}, schema), schema
