@@ -83,14 +83,17 @@ class _Features:
     """What validation needs of a schema, worked out once per request."""
 
     names: list[str]
+    name_set: frozenset[str]
     numeric: frozenset[str]
     # Features whose schema entry says "nullable": false; every other one may be missing.
     required: frozenset[str]
 
     @classmethod
     def of(cls, schema: dict) -> "_Features":
+        names = feature_names(schema)
         return cls(
-            names=feature_names(schema),
+            names=names,
+            name_set=frozenset(names),
             numeric=frozenset(feature_names(schema, NUMERIC)),
             required=frozenset(
                 f["name"] for f in schema["features"] if f.get("nullable", True) is False
@@ -174,28 +177,60 @@ def columns_from_instances(payload, schema: dict, max_rows: int | None = None) -
         raise InvalidInput("field 'instances' is empty: send at least one row")
     _too_many_rows(len(rows), max_rows, "field 'instances'")
     features = _Features.of(schema)
-    columns: dict[str, list] = {name: [] for name in features.names}
-    for index, row in enumerate(rows):
-        where = f"instances[{index}]"
-        if not isinstance(row, dict):
-            raise InvalidInput(
-                f"{where}: expected an object of feature values, got {_json_type(row)}"
-            )
-        for key in row:
-            if key not in columns:
-                raise InvalidInput(
-                    f"{where}: unknown feature '{key}' (expected {_names(features.names)})"
-                )
-        for name in features.names:
-            if name not in row:
-                raise InvalidInput(f"{where}: feature '{name}' is missing")
-            problem = _value_problem(
-                row[name], name in features.numeric, name not in features.required
-            )
-            if problem:
-                raise InvalidInput(f"{where}: feature '{name}' {problem}")
-            columns[name].append(row[name])
+    expected = features.name_set
+    # The common case at C speed: every row an object with exactly the schema's features. A
+    # row that is not is found again, one by one, for its message (`_row_problem`).
+    if not all(type(row) is dict and row.keys() == expected for row in rows):
+        for index, row in enumerate(rows):
+            _row_problem(row, index, features)
+    columns = {name: [row[name] for row in rows] for name in features.names}
+    for name, values in columns.items():
+        _check_column(values, name in features.numeric, name not in features.required, name)
     return columns
+
+
+def _row_problem(row, index: int, features: "_Features") -> None:
+    """Raise the InvalidInput of a V1 row that is not an object of exactly the features."""
+    where = f"instances[{index}]"
+    if not isinstance(row, dict):
+        raise InvalidInput(f"{where}: expected an object of feature values, got {_json_type(row)}")
+    for key in row:
+        if key not in features.name_set:
+            raise InvalidInput(
+                f"{where}: unknown feature '{key}' (expected {_names(features.names)})"
+            )
+    for name in features.names:
+        if name not in row:
+            raise InvalidInput(f"{where}: feature '{name}' is missing")
+
+
+# The value types a column may hold without a closer look: numbers for a numeric feature, text
+# and numbers for a categorical one (bool is not int here: `type(True) is bool`). Floats are
+# then checked for infinity (and NaN, which a non-nullable feature refuses) with numpy.
+_PLAIN_NUMERIC = frozenset({int, float})
+_PLAIN_CATEGORICAL = frozenset({str, int, float})
+_NONE = type(None)
+
+
+def _check_column(values: list, numeric: bool, nullable: bool, name: str) -> None:
+    """Validate one V1 column; the first bad value's message names its row and the feature.
+
+    The types of all values are collected at once (`set(map(type, values))`) and the floats
+    checked with numpy; only a column that may hold a problem is walked value by value
+    (`_value_problem`), to name the first row that has one.
+    """
+    kinds = set(map(type, values))
+    plain = _PLAIN_NUMERIC if numeric else _PLAIN_CATEGORICAL
+    suspect = bool(kinds - plain - {_NONE}) or (_NONE in kinds and not nullable)
+    if not suspect and float in kinds:
+        floats = np.array([v for v in values if type(v) is float], dtype=np.float64)
+        suspect = not np.isfinite(floats).all()
+    if not suspect:
+        return
+    for index, value in enumerate(values):
+        problem = _value_problem(value, numeric, nullable)
+        if problem:
+            raise InvalidInput(f"instances[{index}]: feature '{name}' {problem}")
 
 
 def _flatten(data, name: str) -> list:
@@ -296,8 +331,12 @@ def arrays_from_columns(columns: dict[str, list], schema: dict) -> dict[str, np.
     data = {}
     for name in feature_names(schema):
         values = columns[name]
-        if name in numeric:
-            data[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        if isinstance(values, np.ndarray):
+            data[name] = values  # a V2 tensor's column, made by columns_from_tensors
+        elif name in numeric:
+            data[name] = np.array(values, dtype=np.float64)  # numpy reads None as NaN
+        elif all(type(v) is str for v in values):
+            data[name] = np.array(values, dtype=object)
         else:
             # What as_model_input does with pandas (str of each value, the missing token for
             # null and NaN), in plain Python: for a few rows, pandas' per-column overhead is most
