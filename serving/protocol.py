@@ -212,8 +212,8 @@ _PLAIN_CATEGORICAL = frozenset({str, int, float})
 _NONE = type(None)
 
 
-def _check_column(values: list, numeric: bool, nullable: bool, name: str) -> None:
-    """Validate one V1 column; the first bad value's message names its row and the feature.
+def _first_problem(values: list, numeric: bool, nullable: bool) -> tuple[int, str] | None:
+    """The first bad value of a column, (its row, what is wrong), or None.
 
     The types of all values are collected at once (`set(map(type, values))`) and the floats
     checked with numpy; only a column that may hold a problem is walked value by value
@@ -226,11 +226,19 @@ def _check_column(values: list, numeric: bool, nullable: bool, name: str) -> Non
         floats = np.array([v for v in values if type(v) is float], dtype=np.float64)
         suspect = not np.isfinite(floats).all()
     if not suspect:
-        return
+        return None
     for index, value in enumerate(values):
         problem = _value_problem(value, numeric, nullable)
         if problem:
-            raise InvalidInput(f"instances[{index}]: feature '{name}' {problem}")
+            return index, problem
+    return None
+
+
+def _check_column(values: list, numeric: bool, nullable: bool, name: str) -> None:
+    """Validate one V1 column; the first bad value's message names its row and the feature."""
+    found = _first_problem(values, numeric, nullable)
+    if found:
+        raise InvalidInput(f"instances[{found[0]}]: feature '{name}' {found[1]}")
 
 
 def _flatten(data, name: str) -> list:
@@ -265,18 +273,24 @@ def _tensor_values(tensor, numeric: bool, nullable: bool = True) -> list:
     shape = list(tensor.shape)
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
         raise InvalidInput(f"input '{name}': shape {shape}, expected [n] (one value per row)")
-    values = _flatten(tensor.data, name)
+    data = tensor.data
+    # A flat JSON array (the usual columnar tensor) is taken as it is; nested arrays are
+    # flattened, and a binary tensor's numpy array becomes a list.
+    flat = type(data) is list and list not in set(map(type, data))
+    values = data if flat else _flatten(data, name)
     if len(values) != shape[0]:
         raise InvalidInput(f"input '{name}': shape {shape} but {len(values)} values in 'data'")
-    for row, value in enumerate(values):
-        if isinstance(value, bytes):
-            try:
-                value = values[row] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput(f"input '{name}', row {row}: not UTF-8 text") from None
-        problem = _value_problem(value, numeric, nullable)
-        if problem:
-            raise InvalidInput(f"input '{name}', row {row}: {problem}")
+    if any(type(value) is bytes for value in values):
+        values = list(values)
+        for row, value in enumerate(values):
+            if isinstance(value, bytes):
+                try:
+                    values[row] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidInput(f"input '{name}', row {row}: not UTF-8 text") from None
+    found = _first_problem(values, numeric, nullable)
+    if found:
+        raise InvalidInput(f"input '{name}', row {found[0]}: {found[1]}")
     return values
 
 
@@ -331,9 +345,7 @@ def arrays_from_columns(columns: dict[str, list], schema: dict) -> dict[str, np.
     data = {}
     for name in feature_names(schema):
         values = columns[name]
-        if isinstance(values, np.ndarray):
-            data[name] = values  # a V2 tensor's column, made by columns_from_tensors
-        elif name in numeric:
+        if name in numeric:
             data[name] = np.array(values, dtype=np.float64)  # numpy reads None as NaN
         elif all(type(v) is str for v in values):
             data[name] = np.array(values, dtype=object)

@@ -86,3 +86,29 @@ def test_good_columns_become_what_training_builds():
     assert arrays["checks"].dtype == np.float64
     assert arrays["colour"].tolist() == expected["colour"].tolist()
     assert arrays["colour"][2] == MISSING_CATEGORY and arrays["colour"][3] == "True"
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "problem"),
+    [
+        ("age", "old", "must be a number or null, got string 'old'"),
+        ("checks", None, "is missing (null), which this feature does not allow"),
+        ("colour", math.inf, "must be a finite number, got inf"),
+    ],
+)
+def test_a_bad_value_deep_in_a_v2_tensor_names_its_input_and_row(feature, value, problem):
+    import kserve
+
+    from serving.protocol import columns_from_tensors
+
+    rows = _rows()
+    rows[BAD][feature] = value
+    inputs = []
+    for spec in SCHEMA["features"]:
+        data = [row[spec["name"]] for row in rows]
+        datatype = "FP64" if spec["kind"] == "numeric" else "BYTES"
+        inputs.append(kserve.InferInput(spec["name"], [ROWS], datatype, data=data))
+    request = kserve.InferRequest(model_name="m", infer_inputs=inputs, request_id="r")
+    with pytest.raises(InvalidInput) as caught:
+        columns_from_tensors(request, SCHEMA)
+    assert str(caught.value).startswith(f"input '{feature}', row {BAD}: {problem}")
