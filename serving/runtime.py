@@ -150,6 +150,8 @@ class OnnxAnswers:
         if self.rule is not None:
             column, threshold = self.rule[0], self.rule[1]
             close = np.abs(probabilities[:, column] - threshold) <= self.atol
+        elif probabilities.shape[1] == 2:
+            close = np.abs(probabilities[:, 1] - probabilities[:, 0]) <= 2 * self.atol
         else:
             top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
             close = (top_two[:, 1] - top_two[:, 0]) <= 2 * self.atol
