@@ -215,6 +215,8 @@ def compare_answers(sklearn: Answers, onnx: Answers, task: str, atol: float = DE
             )
         result["label_mismatches"] = None
         result["max_abs_diff"] = float(values_diff.max()) if rows else 0.0
+        relative = values_diff / np.maximum(1.0, np.abs(sk_values))
+        result["max_rel_diff"] = float(relative.max()) if rows else 0.0
         result["tolerance"] = f"|onnx - sklearn| <= {atol:g} * max(1, |sklearn|)"
     result["differing"] = int(bad.sum())
     result["differing_rows"] = differing

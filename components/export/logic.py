@@ -23,9 +23,11 @@ is exported as its pipeline, and the graph's `label` is then rewritten to scikit
 the positive class where probabilities[:, positive] >= threshold (`_apply_threshold`); the
 graph's metadata `decision_threshold` records the rule.
 
-Not everything converts (bias-mitigated models with their per-row random draws, custom
-transformers, a log transform in a FunctionTransformer, ...): export_onnx raises NotConvertible
-naming the step and its class, and the pipeline reports the export as skipped.
+The project's own OutlierClipper and log transform (a FunctionTransformer of log1p_nonnegative)
+convert with converters here. Not everything converts (bias-mitigated models with their per-row
+random draws, DerivedFeatures, MissingIndicator on categories, one-hot rare grouping, other
+custom transformers): export_onnx raises NotConvertible naming the step and its class, and the
+pipeline reports the export as skipped.
 """
 
 import json
@@ -195,6 +197,95 @@ def _register_numeric_imputer() -> None:
         )
 
 
+def _register_project_transformers() -> None:
+    """Make the project's own transformers known to skl2onnx, each with a converter below:
+    OutlierClipper (clip to learnt bounds) and the log transform (a FunctionTransformer of
+    log1p_nonnegative; any other function keeps skl2onnx's identity-only converter, which
+    refuses it)."""
+    from skl2onnx import update_registered_converter
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+
+    from components.common.transformers import OutlierClipper
+
+    if OutlierClipper not in sklearn_operator_name_map:
+        update_registered_converter(
+            OutlierClipper, "MlpipeOutlierClipper", _same_width_shape, _clipper_converter
+        )
+
+
+def _input_width(operator) -> int:
+    return sum(int(variable.type.shape[1]) for variable in operator.inputs)
+
+
+def _same_width_shape(operator) -> None:
+    """Output shape of a one-to-one transformer: as many columns as its inputs, same type."""
+    input_type = type(operator.inputs[0].type)
+    rows = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = input_type([rows, _input_width(operator)])
+
+
+class _Nodes:
+    """Adds nodes and constants to a converter's graph, in the input's float type."""
+
+    def __init__(self, scope, operator, container):
+        from onnx import TensorProto
+        from skl2onnx.common.data_types import DoubleTensorType
+        from skl2onnx.operator_converters.common import concatenate_variables
+
+        self.scope, self.container = scope, container
+        double = isinstance(operator.inputs[0].type, DoubleTensorType)
+        self.dtype = np.float64 if double else np.float32
+        self.proto = TensorProto.DOUBLE if double else TensorProto.FLOAT
+        self.input = concatenate_variables(scope, operator.inputs, container)
+        self.output = operator.outputs[0].full_name
+
+    def constant(self, values, shape: list[int]) -> str:
+        name = self.scope.get_unique_variable_name("constant")
+        data = np.asarray(values, dtype=float).astype(self.dtype).ravel().tolist()
+        self.container.add_initializer(name, self.proto, shape, data)
+        return name
+
+    def node(self, op_type: str, inputs: list[str], output: str | None = None) -> str:
+        output = output or self.scope.get_unique_variable_name(op_type.lower())
+        self.container.add_node(
+            op_type, inputs, [output], name=self.scope.get_unique_operator_name(op_type)
+        )
+        return output
+
+    def keep_missing(self, computed: str) -> None:
+        """The output: `computed`, and NaN wherever the input is NaN (as numpy keeps it)."""
+        missing = self.node("IsNaN", [self.input])
+        self.node("Where", [missing, self.input, computed], self.output)
+
+
+def _clipper_converter(scope, operator, container) -> None:
+    """OutlierClipper: np.clip(x, lower_, upper_) per column; NaN stays NaN."""
+    clipper = operator.raw_operator
+    nodes = _Nodes(scope, operator, container)
+    width = len(clipper.lower_)
+    upper = nodes.constant(clipper.upper_, [1, width])
+    lower = nodes.constant(clipper.lower_, [1, width])
+    nodes.keep_missing(nodes.node("Max", [nodes.node("Min", [nodes.input, upper]), lower]))
+
+
+def _log_converter(scope, operator, container) -> None:
+    """FunctionTransformer(log1p_nonnegative): log(1 + max(x, 0)); NaN stays NaN. Any other
+    function goes to skl2onnx's own converter (identity only: it refuses the rest)."""
+    from skl2onnx.operator_converters.function_transformer import (
+        convert_sklearn_function_transformer,
+    )
+
+    from components.common.transformers import log1p_nonnegative
+
+    if operator.raw_operator.func is not log1p_nonnegative:
+        convert_sklearn_function_transformer(scope, operator, container)
+        return
+    nodes = _Nodes(scope, operator, container)
+    positive = nodes.node("Max", [nodes.input, nodes.constant([0.0], [])])
+    shifted = nodes.node("Add", [positive, nodes.constant([1.0], [])])
+    nodes.keep_missing(nodes.node("Log", [shifted]))
+
+
 def _imputer_shape(operator) -> None:
     """Output shape of the float64-capable SimpleImputer converter below."""
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
@@ -310,10 +401,12 @@ def export_onnx(model, schema: dict) -> bytes:
     from sklearn.base import is_classifier
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
 
     from components.common.transformers import NumericImputer
 
     _register_numeric_imputer()
+    _register_project_transformers()
     model, decision_threshold = _without_threshold(model)
     _check_steps(model)
     estimator = model.steps[-1][1]
@@ -331,10 +424,12 @@ def export_onnx(model, schema: dict) -> bytes:
             custom_conversion_functions={
                 SimpleImputer: _imputer_converter,
                 NumericImputer: _imputer_converter,
+                FunctionTransformer: _log_converter,
             },
             custom_shape_calculators={
                 SimpleImputer: _imputer_shape,
                 NumericImputer: _imputer_shape,
+                FunctionTransformer: _same_width_shape,
             },
         )
     except Exception as error:  # any converter failure: say which step

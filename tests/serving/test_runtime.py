@@ -309,6 +309,34 @@ def test_graph_labels_map_to_the_models_classes():
     assert answers._class_index(labels).tolist() == [1, -1, 0]
 
 
+def test_regression_is_served_by_the_graph_where_it_gives_float64_values(tmp_path):
+    """A linear model's graph gives scikit-learn's values to round-off: auto serves it. A
+    forest's computes in float32 (about 1e-7 relative): auto keeps scikit-learn's values, and
+    says so; --runtime onnx serves the graph, within the parity tolerance."""
+    frame = make_loans(600, seed=5)
+    schema = validate_table(frame, "age", "regression", ["group"], {})
+    train, test = split_table(frame, schema, 0.5, seed=1)
+    preprocessor = fit_preprocessor(train, schema)
+    registry = ModelRegistry(str(tmp_path / "store"), NAME)
+    rows = {"instances": to_json_rows(test[feature_names(schema)])}
+    for family, params, auto in (
+        ("linear_regression", {"alpha": 1.0}, "onnx"),
+        ("random_forest", {"n_estimators": 15, "max_depth": 5}, "sklearn"),
+    ):
+        model = fit_model(train, schema, preprocessor, {"family": family, "params": params}, 0)
+        version = _register(registry, model, schema, test)
+        runtime = _served(registry, version, "auto").answering_runtime
+        assert runtime.name == auto, runtime.reason
+        expected = model.predict(as_model_input(test, schema))
+        onnx = _served(registry, version, "onnx")
+        assert onnx.answering_runtime.name == "onnx"
+        served = np.asarray(onnx.predict(rows)["predictions"])
+        np.testing.assert_allclose(served, expected, rtol=1e-5)
+        if auto == "sklearn":
+            assert "differ from scikit-learn's by up to" in runtime.reason
+            assert np.abs(served - expected).max() > 0
+
+
 def test_an_unknown_runtime_is_refused():
     with pytest.raises(
         PipelineInputError, match=r"--runtime \(or MLPIPE_RUNTIME\) 'fast': expected one of auto"
