@@ -17,6 +17,7 @@ Class probabilities, when asked: V1 `{"instances": [...], "return_probabilities"
 
 import math
 import numbers
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,13 +178,17 @@ def columns_from_instances(payload, schema: dict, max_rows: int | None = None) -
         raise InvalidInput("field 'instances' is empty: send at least one row")
     _too_many_rows(len(rows), max_rows, "field 'instances'")
     features = _Features.of(schema)
-    expected = features.name_set
-    # The common case at C speed: every row an object with exactly the schema's features. A
-    # row that is not is found again, one by one, for its message (`_row_problem`).
-    if not all(type(row) is dict and row.keys() == expected for row in rows):
+    # The common case at C speed: every row an object of as many keys as there are features,
+    # and each feature found in every row (so no other key either). Any other row is found
+    # again, one by one, for its message (`_row_problem`).
+    try:
+        if set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(features.names)}:
+            raise KeyError
+        columns = {name: list(map(operator.itemgetter(name), rows)) for name in features.names}
+    except KeyError:
         for index, row in enumerate(rows):
             _row_problem(row, index, features)
-    columns = {name: [row[name] for row in rows] for name in features.names}
+        raise AssertionError("a row was refused, but none is wrong") from None
     for name, values in columns.items():
         _check_column(values, name in features.numeric, name not in features.required, name)
     return columns
@@ -223,8 +228,13 @@ def _first_problem(values: list, numeric: bool, nullable: bool) -> tuple[int, st
     plain = _PLAIN_NUMERIC if numeric else _PLAIN_CATEGORICAL
     suspect = bool(kinds - plain - {_NONE}) or (_NONE in kinds and not nullable)
     if not suspect and float in kinds:
-        floats = np.array([v for v in values if type(v) is float], dtype=np.float64)
-        suspect = not np.isfinite(floats).all()
+        if numeric:  # ints and floats (and null: NaN), all converted at once
+            floats = np.array(values, dtype=np.float64)
+        else:
+            floats = np.array([v for v in values if type(v) is float], dtype=np.float64)
+        finite = np.isfinite(floats)
+        # null (NaN here) is fine where the feature is nullable; infinity never
+        suspect = not (finite | np.isnan(floats)).all() if nullable else not finite.all()
     if not suspect:
         return None
     for index, value in enumerate(values):
