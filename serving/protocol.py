@@ -357,7 +357,7 @@ def arrays_from_columns(columns: dict[str, list], schema: dict) -> dict[str, np.
         values = columns[name]
         if name in numeric:
             data[name] = np.array(values, dtype=np.float64)  # numpy reads None as NaN
-        elif all(type(v) is str for v in values):
+        elif set(map(type, values)) == {str}:
             data[name] = np.array(values, dtype=object)
         else:
             # What as_model_input does with pandas (str of each value, the missing token for
