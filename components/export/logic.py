@@ -23,10 +23,10 @@ is exported as its pipeline, and the graph's `label` is then rewritten to scikit
 the positive class where probabilities[:, positive] >= threshold (`_apply_threshold`); the
 graph's metadata `decision_threshold` records the rule.
 
-The project's own OutlierClipper and log transform (a FunctionTransformer of log1p_nonnegative)
-convert with converters here. Not everything converts (bias-mitigated models with their per-row
-random draws, DerivedFeatures, MissingIndicator on categories, one-hot rare grouping, other
-custom transformers): export_onnx raises NotConvertible naming the step and its class, and the
+The project's own OutlierClipper, log transform (a FunctionTransformer of log1p_nonnegative)
+and MissingIndicator on the categories convert with converters here. Not everything converts
+(bias-mitigated models with their per-row random draws, DerivedFeatures, one-hot rare grouping,
+other custom transformers): export_onnx raises NotConvertible naming the step and its class, and the
 pipeline reports the export as skipped.
 """
 
@@ -199,11 +199,13 @@ def _register_numeric_imputer() -> None:
 
 def _register_project_transformers() -> None:
     """Make the project's own transformers known to skl2onnx, each with a converter below:
-    OutlierClipper (clip to learnt bounds) and the log transform (a FunctionTransformer of
+    OutlierClipper (clip to learnt bounds), MissingIndicator on the categories (the missing
+    token's flags) and the log transform (a FunctionTransformer of
     log1p_nonnegative; any other function keeps skl2onnx's identity-only converter, which
     refuses it)."""
     from skl2onnx import update_registered_converter
     from skl2onnx._supported_operators import sklearn_operator_name_map
+    from sklearn.impute import MissingIndicator
 
     from components.common.transformers import OutlierClipper
 
@@ -211,6 +213,65 @@ def _register_project_transformers() -> None:
         update_registered_converter(
             OutlierClipper, "MlpipeOutlierClipper", _same_width_shape, _clipper_converter
         )
+    if MissingIndicator not in sklearn_operator_name_map:
+        update_registered_converter(
+            MissingIndicator, "MlpipeMissingIndicator", _indicator_shape, _indicator_converter
+        )
+
+
+def _indicator_shape(operator) -> None:
+    """Output of MissingIndicator: one float64 0/1 column per feature it flags."""
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    rows = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = DoubleTensorType([rows, len(operator.raw_operator.features_)])
+
+
+def _indicator_converter(scope, operator, container) -> None:
+    """MissingIndicator on the categorical columns (prepare's categorical_missing branch):
+    1.0 where a flagged column holds the missing token, else 0.0. Only a text token converts
+    (the categories reach the graph as strings, MISSING_CATEGORY for missing)."""
+    from onnx import TensorProto
+    from skl2onnx.common.data_types import StringTensorType
+    from skl2onnx.operator_converters.common import concatenate_variables
+
+    indicator = operator.raw_operator
+    token = indicator.missing_values
+    if not isinstance(token, str) or not all(
+        isinstance(v.type, StringTensorType) for v in operator.inputs
+    ):
+        raise NotImplementedError(
+            f"MissingIndicator with missing_values={token!r} on non-text columns"
+        )
+    values = concatenate_variables(scope, operator.inputs, container)
+
+    def name(seed: str) -> str:
+        return scope.get_unique_variable_name(seed)
+
+    def node(op_type: str, inputs: list[str], output: str, **attrs) -> None:
+        container.add_node(
+            op_type, inputs, [output], name=scope.get_unique_operator_name(op_type), **attrs
+        )
+
+    index = name("flagged")
+    flagged = list(map(int, indicator.features_))
+    container.add_initializer(index, TensorProto.INT64, [len(flagged)], flagged)
+    columns = name("columns")
+    node("Gather", [values, index], columns, axis=1)
+    # Equal takes strings from opset 19 only; ai.onnx.ml's LabelEncoder maps the token to 1.
+    flags = name("flags")
+    container.add_node(
+        "LabelEncoder",
+        [columns],
+        [flags],
+        name=scope.get_unique_operator_name("LabelEncoder"),
+        op_domain="ai.onnx.ml",
+        op_version=2,
+        keys_strings=[token],
+        values_floats=[1.0],
+        default_float=0.0,
+    )
+    node("Cast", [flags], operator.outputs[0].full_name, to=TensorProto.DOUBLE)
 
 
 def _input_width(operator) -> int:

@@ -371,10 +371,7 @@ def test_other_preprocessing_options_convert_with_parity(numeric, categorical, l
         ({"outliers": {"method": "quantile", "action": "clip"}, "log_transform": ["income"]}, None),
         ({"log_transform": ["income"]}, None),
         ({"categorical": {"rare_min_frequency": 0.35}}, ("prep/categorical", "OneHotEncoder")),
-        (
-            {"categorical": {"missing_indicator": True}},
-            ("prep/categorical_missing", "MissingIndicator"),
-        ),
+        ({"categorical": {"missing_indicator": True}}, None),
         (
             {"derived": [{"name": "per_year", "ratio": ["income", "age"]}]},
             ("prep/derive", "DerivedFeatures"),
@@ -457,6 +454,33 @@ def test_clipping_and_the_log_transform_match_scikit_learn_at_their_edges(loans_
     (onnx_values,) = load_session(graph.SerializeToString()).run(None, {"x": values})
     expected = branch.transform(rows[columns])
     np.testing.assert_allclose(onnx_values, expected, rtol=1e-12, equal_nan=True)
+
+
+def test_the_categorical_missing_indicator_flags_the_token_as_scikit_learn_does(loans_split):
+    """prepare's categorical_missing branch: 1 where a flagged column holds the missing token,
+    in the graph as in scikit-learn, on rows with missing and unseen categories."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import StringTensorType
+
+    from components.export.logic import _register_project_transformers
+
+    schema, train, test, _ = loans_split
+    preprocessor = fit_preprocessor(train, schema, {"categorical": {"missing_indicator": True}})
+    _, indicator, columns = next(
+        branch for branch in preprocessor.transformers_ if branch[0] == "categorical_missing"
+    )
+    _register_project_transformers()
+    graph = convert_sklearn(
+        indicator,
+        initial_types=[("x", StringTensorType([None, len(columns)]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    rows = as_model_input(pd.concat([test, odd_rows(test)], ignore_index=True), schema)
+    values = rows[columns].to_numpy(dtype=object)
+    (flags,) = load_session(graph.SerializeToString()).run(None, {"x": values})
+    expected = indicator.transform(rows[columns]).astype(float)
+    assert expected.any() and flags.dtype == np.float64
+    np.testing.assert_array_equal(flags, expected)
 
 
 def _corrupt(data: bytes) -> bytes:
