@@ -9,6 +9,11 @@ started with. The answer is {"version", "previous", "changed", "alias"}; a versi
 be loaded (a checksum differs, it is missing) is refused (`ReloadRefused`, HTTP 409), a failure
 of the store is `ReloadFailed` (500), and the old version keeps serving.
 
+What answers a version is chosen when it loads (`serving.runtime`, `--runtime auto|onnx|sklearn`):
+its ONNX graph through onnxruntime where it is proven equal to model.joblib on the held-out rows
+stored with it, else scikit-learn; both take the same validated numpy columns, so validation,
+the prediction log and reload behave alike on both.
+
 Every answer names the model version and carries the request's id: V2 in the response `id`,
 V1 in the header `X-Request-Id` (`components.common.prediction_log.request_id`: the `ce-id`
 header, else `X-Request-Id`, else, for V2, the body's `id`, else a new UUID).
