@@ -42,6 +42,20 @@ reload and on SIGTERM/SIGINT, which prints "prediction log: N rows written to UR
 With --labels URI too (env MLPIPE_LABELS), `POST /admin/labels` (with the admin token) appends
 labels for logged rows to that labels lake, checked as `mlpipe feedback` checks them.
 
+What answers (--runtime, env MLPIPE_RUNTIME):
+  auto (the default)       the version's ONNX graph (model.onnx, run by onnxruntime) when it is
+                           proven equal to model.joblib: its export passed parity, and on the
+                           held-out rows stored with it (parity_rows.parquet) this server's
+                           ONNX answers are checked again when the version loads: identical
+                           labels, probabilities within 1e-5. Otherwise scikit-learn, and the
+                           start-up line says why. Rows the graph's probabilities leave within
+                           1e-5 of the decision are answered by scikit-learn.
+  onnx                     the same, but a version without a proven graph is refused: one
+                           `error:` line and exit code 2 (a reload to one is refused, HTTP 409).
+  sklearn                  always model.joblib.
+The start-up line ("serving NAME v3 at URL; runtime onnx (...)"), each reload's line and the V2
+model metadata's "platform" (onnxruntime_onnx or sklearn) say which runtime answers.
+
 Every request is validated before the model sees it: a client's mistake is an HTTP 400 naming
 the field and the row, never a 500, and the server keeps serving:
   - a missing or unknown feature, a value of the wrong type, a string for a number;
@@ -73,6 +87,7 @@ from serving.http_app import ADMIN_RELOAD_PATH, ADMIN_TOKEN_ENV, DEFAULT_MAX_BOD
 from serving.kserve_compat import server_flags
 from serving.model import DEFAULT_ALIAS
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS
+from serving.runtime import DEFAULT_RUNTIME, RUNTIME_ENV, RUNTIMES
 from serving.server import LOOPBACK, serve
 
 MAX_BATCH_ROWS_ENV = "MLPIPE_MAX_BATCH_ROWS"
@@ -155,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --prediction_log: POST /admin/labels (admin token) appends labels for "
         f"logged rows to this labels lake (env {LABELS_ENV}); off when neither is given",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=os.environ.get(RUNTIME_ENV, DEFAULT_RUNTIME),
+        help="what answers: auto (the default: the version's ONNX graph when it is proven "
+        "equal to model.joblib on its held-out rows, else scikit-learn, saying why), onnx "
+        "(refuse a version without a proven graph) or sklearn "
+        f"(env {RUNTIME_ENV})",
+    )
     # --model_name comes from KServe's parser; None means "the name in metadata.json".
     # gRPC defaults to off here: `--enable_grpc true` is refused rather than ignored.
     parser.set_defaults(model_name=None, enable_grpc=False)
@@ -197,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             max_body_bytes=args.max_body_bytes,
             prediction_log=args.prediction_log or None,
             labels=args.labels or None,
+            runtime=args.runtime,
         )
     except PipelineInputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -102,6 +102,10 @@ def _where(payload, path: tuple) -> str:
     return f"field '{dotted}'"
 
 
+# Every byte but the brackets and the quote: what json_depth drops before counting.
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+
+
 def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
     """How deep the arrays and objects of a JSON text nest, counted without parsing it.
 
@@ -121,13 +125,14 @@ def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
 
     if b"\\" in body:
         body = _JSON_STRING.sub(b"", body)
-    # +1 opens, -1 closes, 2 is a quote; everything else is 0 and dropped.
+    # Only brackets and quotes matter: every other byte is dropped at C speed first.
+    body = body.translate(None, _NOT_MARKS)
+    # +1 opens, -1 closes, 2 is a quote.
     table = np.zeros(256, dtype=np.int8)
     table[[ord("["), ord("{")]] = 1
     table[[ord("]"), ord("}")]] = -1
     table[ord('"')] = 2
     marks = table[np.frombuffer(body, dtype=np.uint8)]
-    marks = marks[marks != 0]
     quotes = marks == 2
     in_string = (np.cumsum(quotes, dtype=np.int64) & 1).astype(bool)
     steps = np.where(quotes | in_string, 0, marks).astype(np.int64)

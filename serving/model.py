@@ -9,6 +9,11 @@ started with. The answer is {"version", "previous", "changed", "alias"}; a versi
 be loaded (a checksum differs, it is missing) is refused (`ReloadRefused`, HTTP 409), a failure
 of the store is `ReloadFailed` (500), and the old version keeps serving.
 
+What answers a version is chosen when it loads (`serving.runtime`, `--runtime auto|onnx|sklearn`):
+its ONNX graph through onnxruntime where it is proven equal to model.joblib on the held-out rows
+stored with it, else scikit-learn; both take the same validated numpy columns, so validation,
+the prediction log and reload behave alike on both.
+
 Every answer names the model version and carries the request's id: V2 in the response `id`,
 V1 in the header `X-Request-Id` (`components.common.prediction_log.request_id`: the `ce-id`
 header, else `X-Request-Id`, else, for V2, the body's `id`, else a new UUID).
@@ -40,6 +45,7 @@ import numpy as np
 
 from components.common.errors import PipelineInputError
 from components.common.model_files import load_model_folder, local_model_folder, model_folder
+from components.common.onnx_runtime import threshold_rule
 from components.common.prediction_log import PredictionLog, request_id
 from components.common.schema import NUMERIC, feature_names
 from components.common.secrets import redact_url
@@ -50,14 +56,15 @@ from serving.protocol import (
     PROBABILITIES_FIELD,
     PROBABILITIES_OUTPUT,
     InvalidInput,
+    arrays_from_columns,
     columns_from_instances,
     columns_from_tensors,
-    frame_from_columns,
     label_datatype,
     output_datatype,
     requested_v2_outputs,
     v1_wants_probabilities,
 )
+from serving.runtime import DEFAULT_RUNTIME, Runtime, check_runtime, choose_runtime
 
 kserve = import_kserve()
 
@@ -95,33 +102,6 @@ def _qualified_name(obj) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def _threshold_rule(model):
-    """The (positive column, threshold, positive index, negative index) of a scikit-learn
-    FixedThresholdClassifier that thresholds its estimator's predict_proba, else None.
-
-    Its predict() is `classes_[score >= threshold]` with score = predict_proba[:, positive]
-    (`sklearn.metrics._scorer._threshold_scores_to_class_labels`).
-    """
-    from sklearn.model_selection import FixedThresholdClassifier
-
-    if type(model) is not FixedThresholdClassifier or model.pos_label is None:
-        return None
-    estimator = getattr(model, "estimator_", None)
-    if model.response_method not in ("auto", "predict_proba") or not hasattr(
-        estimator, "predict_proba"
-    ):
-        return None  # "auto" takes predict_proba when the estimator has it
-    if isinstance(model.threshold, str):
-        return None  # "auto": 0.5 for probabilities; not used by this project, not derived
-    classes = np.asarray(model.classes_)
-    inner = np.asarray(estimator.classes_)
-    if len(classes) != 2 or not np.array_equal(classes, inner):
-        return None
-    positive = int(np.flatnonzero(classes == model.pos_label)[0])
-    negative = int(np.flatnonzero(classes != model.pos_label)[0])
-    return positive, float(model.threshold), positive, negative
-
-
 def both_answers(model) -> Callable:
     """A function of a frame giving a classifier's (predict(frame), predict_proba(frame)),
     paying for the model once where the prediction is provably the model's own rule applied to
@@ -138,7 +118,7 @@ def both_answers(model) -> Callable:
     """
     from sklearn.pipeline import Pipeline
 
-    rule = _threshold_rule(model)
+    rule = threshold_rule(model)
     if rule is not None:
         column, threshold, positive, negative = rule
         classes = np.asarray(model.classes_)
@@ -198,6 +178,7 @@ class LoadedVersion:
         version: the version's name, e.g. "v3".
         folder: the local folder it was loaded from.
         temporary: the folder is a downloaded copy, removed when this version is replaced.
+        runtime: what answers: the proven ONNX graph or scikit-learn (`serving.runtime`).
     """
 
     model: object
@@ -206,11 +187,22 @@ class LoadedVersion:
     version: str
     folder: Path
     temporary: bool = False
+    runtime: Runtime | None = None
 
     @classmethod
-    def from_folder(cls, folder: Path, temporary: bool = False) -> "LoadedVersion":
+    def from_folder(
+        cls, folder: Path, temporary: bool = False, runtime: str = DEFAULT_RUNTIME
+    ) -> "LoadedVersion":
+        """Load the version, and choose its runtime (auto, onnx, sklearn: `choose_runtime`).
+
+        Raises:
+            PipelineInputError: the folder is incomplete, a checksum differs, or `runtime` is
+                onnx and the version has no proven graph (`RuntimeUnavailable`).
+        """
         model, metadata = load_model_folder(folder)
-        return cls(model, metadata, metadata["schema"], str(metadata["version"]), folder, temporary)
+        chosen = choose_runtime(runtime, model, metadata, folder, lambda: both_answers(model))
+        version = str(metadata["version"])
+        return cls(model, metadata, metadata["schema"], version, folder, temporary, chosen)
 
     @functools.cached_property
     def classes(self) -> list | None:
@@ -220,11 +212,6 @@ class LoadedVersion:
             return None
         classes = getattr(self.model, "classes_", None)
         return None if classes is None else np.asarray(classes).tolist()
-
-    @functools.cached_property
-    def predict_both(self) -> Callable:
-        """`both_answers(model)`, built on first use."""
-        return both_answers(self.model)
 
     def discard(self) -> None:
         """Remove the downloaded copy; the model itself stays usable (it is in memory)."""
@@ -245,6 +232,8 @@ class TabularModel(kserve.Model):
         max_batch_rows: the most rows one request may hold (None: no limit).
         prediction_log: record every answered prediction in this log: a URI (a folder, s3://,
             gs://) or a `PredictionLog`; None: nothing is recorded.
+        runtime: auto (the proven ONNX graph where there is one, else scikit-learn), onnx (a
+            version without a proven graph is refused) or sklearn (`serving.runtime`).
 
     Attributes:
         prediction_log: the `PredictionLog`, or None.
@@ -259,6 +248,7 @@ class TabularModel(kserve.Model):
         alias: str = DEFAULT_ALIAS,
         max_batch_rows: int | None = DEFAULT_MAX_BATCH_ROWS,
         prediction_log: "str | os.PathLike | PredictionLog | None" = None,
+        runtime: str = DEFAULT_RUNTIME,
     ):
         # KServe passes predict() a dict for the response's headers: V1's X-Request-Id.
         super().__init__(name, return_response_headers=True)
@@ -269,6 +259,7 @@ class TabularModel(kserve.Model):
         self.registry = registry
         self.alias = alias
         self.max_batch_rows = max_batch_rows
+        self.runtime = check_runtime(runtime)
         self._loaded: LoadedVersion | None = None
         # One reload at a time (SIGHUP and the admin route may race); predictions never wait.
         self._reload_lock = threading.Lock()
@@ -299,13 +290,25 @@ class TabularModel(kserve.Model):
     def version(self) -> str | None:
         return self._loaded.version if self._loaded else None
 
+    @property
+    def answering_runtime(self) -> Runtime | None:
+        """The runtime that answers the current version (onnx or sklearn, and why)."""
+        return self._loaded.runtime if self._loaded else None
+
     def _load_version(self, version: str | None = None) -> LoadedVersion:
         if self.registry is None:
             folder = local_model_folder(self._model_uri)
-            return LoadedVersion.from_folder(folder, temporary=folder != self.model_dir)
-        uri = self.registry.uri(version)
-        folder = local_model_folder(uri)
-        return LoadedVersion.from_folder(folder, temporary=str(folder) != uri)
+            temporary = folder != self.model_dir
+        else:
+            uri = self.registry.uri(version)
+            folder = local_model_folder(uri)
+            temporary = str(folder) != uri
+        try:
+            return LoadedVersion.from_folder(folder, temporary, self.runtime)
+        except BaseException:
+            if temporary:  # a downloaded copy of a version that is not served
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def load(self) -> bool:
         """Load the Pipeline and metadata; refuse an incomplete folder or a changed file.
@@ -360,7 +363,10 @@ class TabularModel(kserve.Model):
             self.ready = True
             if current is not None:
                 current.discard()
-            say(f"reloaded {self.name} {self.alias}: {previous} -> {loaded.version}")
+            say(
+                f"reloaded {self.name} {self.alias}: {previous} -> {loaded.version}; "
+                f"{loaded.runtime.describe()}"
+            )
             self._flush_prediction_log()
             return self._reload_answer(loaded.version, previous, changed=True)
 
@@ -466,12 +472,11 @@ class TabularModel(kserve.Model):
                     f"{field}: model '{self.name}' {loaded.version} is {reason}; it gives no "
                     "class probabilities"
                 )
-        frame = frame_from_columns(columns, loaded.schema)
+        arrays = arrays_from_columns(columns, loaded.schema)
+        rows = len(next(iter(arrays.values())))
         try:
-            if classes is not None:  # asked for, or logged
-                predictions, probabilities = loaded.predict_both(frame)
-            else:
-                predictions, probabilities = np.asarray(loaded.model.predict(frame)), None
+            # Probabilities when asked for, or logged; the ONNX graph gives them anyway.
+            predictions, probabilities = loaded.runtime.answer(arrays, rows, classes is not None)
         except PipelineInputError as error:
             # A model with fairness post-processing decides by the sensitive column's group:
             # a group it was not fitted with is the client's to fix (components.common.mitigation).

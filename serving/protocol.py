@@ -17,6 +17,7 @@ Class probabilities, when asked: V1 `{"instances": [...], "return_probabilities"
 
 import math
 import numbers
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,14 +84,17 @@ class _Features:
     """What validation needs of a schema, worked out once per request."""
 
     names: list[str]
+    name_set: frozenset[str]
     numeric: frozenset[str]
     # Features whose schema entry says "nullable": false; every other one may be missing.
     required: frozenset[str]
 
     @classmethod
     def of(cls, schema: dict) -> "_Features":
+        names = feature_names(schema)
         return cls(
-            names=feature_names(schema),
+            names=names,
+            name_set=frozenset(names),
             numeric=frozenset(feature_names(schema, NUMERIC)),
             required=frozenset(
                 f["name"] for f in schema["features"] if f.get("nullable", True) is False
@@ -174,28 +178,77 @@ def columns_from_instances(payload, schema: dict, max_rows: int | None = None) -
         raise InvalidInput("field 'instances' is empty: send at least one row")
     _too_many_rows(len(rows), max_rows, "field 'instances'")
     features = _Features.of(schema)
-    columns: dict[str, list] = {name: [] for name in features.names}
-    for index, row in enumerate(rows):
-        where = f"instances[{index}]"
-        if not isinstance(row, dict):
-            raise InvalidInput(
-                f"{where}: expected an object of feature values, got {_json_type(row)}"
-            )
-        for key in row:
-            if key not in columns:
-                raise InvalidInput(
-                    f"{where}: unknown feature '{key}' (expected {_names(features.names)})"
-                )
-        for name in features.names:
-            if name not in row:
-                raise InvalidInput(f"{where}: feature '{name}' is missing")
-            problem = _value_problem(
-                row[name], name in features.numeric, name not in features.required
-            )
-            if problem:
-                raise InvalidInput(f"{where}: feature '{name}' {problem}")
-            columns[name].append(row[name])
+    # The common case at C speed: every row an object of as many keys as there are features,
+    # and each feature found in every row (so no other key either). Any other row is found
+    # again, one by one, for its message (`_row_problem`).
+    try:
+        if set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(features.names)}:
+            raise KeyError
+        columns = {name: list(map(operator.itemgetter(name), rows)) for name in features.names}
+    except KeyError:
+        for index, row in enumerate(rows):
+            _row_problem(row, index, features)
+        raise AssertionError("a row was refused, but none is wrong") from None
+    for name, values in columns.items():
+        _check_column(values, name in features.numeric, name not in features.required, name)
     return columns
+
+
+def _row_problem(row, index: int, features: "_Features") -> None:
+    """Raise the InvalidInput of a V1 row that is not an object of exactly the features."""
+    where = f"instances[{index}]"
+    if not isinstance(row, dict):
+        raise InvalidInput(f"{where}: expected an object of feature values, got {_json_type(row)}")
+    for key in row:
+        if key not in features.name_set:
+            raise InvalidInput(
+                f"{where}: unknown feature '{key}' (expected {_names(features.names)})"
+            )
+    for name in features.names:
+        if name not in row:
+            raise InvalidInput(f"{where}: feature '{name}' is missing")
+
+
+# The value types a column may hold without a closer look: numbers for a numeric feature, text
+# and numbers for a categorical one (bool is not int here: `type(True) is bool`). Floats are
+# then checked for infinity (and NaN, which a non-nullable feature refuses) with numpy.
+_PLAIN_NUMERIC = frozenset({int, float})
+_PLAIN_CATEGORICAL = frozenset({str, int, float})
+_NONE = type(None)
+
+
+def _first_problem(values: list, numeric: bool, nullable: bool) -> tuple[int, str] | None:
+    """The first bad value of a column, (its row, what is wrong), or None.
+
+    The types of all values are collected at once (`set(map(type, values))`) and the floats
+    checked with numpy; only a column that may hold a problem is walked value by value
+    (`_value_problem`), to name the first row that has one.
+    """
+    kinds = set(map(type, values))
+    plain = _PLAIN_NUMERIC if numeric else _PLAIN_CATEGORICAL
+    suspect = bool(kinds - plain - {_NONE}) or (_NONE in kinds and not nullable)
+    if not suspect and float in kinds:
+        if numeric:  # ints and floats (and null: NaN), all converted at once
+            floats = np.array(values, dtype=np.float64)
+        else:
+            floats = np.array([v for v in values if type(v) is float], dtype=np.float64)
+        finite = np.isfinite(floats)
+        # null (NaN here) is fine where the feature is nullable; infinity never
+        suspect = not (finite | np.isnan(floats)).all() if nullable else not finite.all()
+    if not suspect:
+        return None
+    for index, value in enumerate(values):
+        problem = _value_problem(value, numeric, nullable)
+        if problem:
+            return index, problem
+    return None
+
+
+def _check_column(values: list, numeric: bool, nullable: bool, name: str) -> None:
+    """Validate one V1 column; the first bad value's message names its row and the feature."""
+    found = _first_problem(values, numeric, nullable)
+    if found:
+        raise InvalidInput(f"instances[{found[0]}]: feature '{name}' {found[1]}")
 
 
 def _flatten(data, name: str) -> list:
@@ -230,18 +283,24 @@ def _tensor_values(tensor, numeric: bool, nullable: bool = True) -> list:
     shape = list(tensor.shape)
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 0:
         raise InvalidInput(f"input '{name}': shape {shape}, expected [n] (one value per row)")
-    values = _flatten(tensor.data, name)
+    data = tensor.data
+    # A flat JSON array (the usual columnar tensor) is taken as it is; nested arrays are
+    # flattened, and a binary tensor's numpy array becomes a list.
+    flat = type(data) is list and list not in set(map(type, data))
+    values = data if flat else _flatten(data, name)
     if len(values) != shape[0]:
         raise InvalidInput(f"input '{name}': shape {shape} but {len(values)} values in 'data'")
-    for row, value in enumerate(values):
-        if isinstance(value, bytes):
-            try:
-                value = values[row] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput(f"input '{name}', row {row}: not UTF-8 text") from None
-        problem = _value_problem(value, numeric, nullable)
-        if problem:
-            raise InvalidInput(f"input '{name}', row {row}: {problem}")
+    if any(type(value) is bytes for value in values):
+        values = list(values)
+        for row, value in enumerate(values):
+            if isinstance(value, bytes):
+                try:
+                    values[row] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidInput(f"input '{name}', row {row}: not UTF-8 text") from None
+    found = _first_problem(values, numeric, nullable)
+    if found:
+        raise InvalidInput(f"input '{name}', row {found[0]}: {found[1]}")
     return values
 
 
@@ -286,19 +345,20 @@ def columns_from_tensors(request, schema: dict, max_rows: int | None = None) -> 
     return columns
 
 
-def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
-    """Validated columns as the model's input, exactly as training built it (`as_model_input`).
-
-    Numeric columns become float64 with NaN for null, so a batch of integers, or of nulls only,
-    reaches the imputer and scaler as the numbers they expect.
-    """
+def arrays_from_columns(columns: dict[str, list], schema: dict) -> dict[str, np.ndarray]:
+    """Validated columns as numpy arrays, as training builds the model's input
+    (`as_model_input`): numbers float64 with NaN for null, so a batch of integers, or of nulls
+    only, reaches the imputer and scaler as the numbers they expect; categories str objects,
+    MISSING_CATEGORY for null and NaN. Both runtimes take these: the ONNX graph as its feed,
+    scikit-learn as a DataFrame of them (`frame_from_arrays`)."""
     numeric = set(feature_names(schema, NUMERIC))
-    names = feature_names(schema)
     data = {}
-    for name in names:
+    for name in feature_names(schema):
         values = columns[name]
         if name in numeric:
-            data[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+            data[name] = np.array(values, dtype=np.float64)  # numpy reads None as NaN
+        elif set(map(type, values)) == {str}:
+            data[name] = np.array(values, dtype=object)
         else:
             # What as_model_input does with pandas (str of each value, the missing token for
             # null and NaN), in plain Python: for a few rows, pandas' per-column overhead is most
@@ -306,7 +366,17 @@ def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
             data[name] = np.array(
                 [MISSING_CATEGORY if _is_missing(v) else str(v) for v in values], dtype=object
             )
-    return pd.DataFrame(data, columns=names)
+    return data
+
+
+def frame_from_arrays(arrays: dict[str, np.ndarray], schema: dict) -> pd.DataFrame:
+    """`arrays_from_columns`' arrays as the scikit-learn model's input DataFrame."""
+    return pd.DataFrame(arrays, columns=feature_names(schema))
+
+
+def frame_from_columns(columns: dict[str, list], schema: dict) -> pd.DataFrame:
+    """Validated columns as the model's input, exactly as training built it (`as_model_input`)."""
+    return frame_from_arrays(arrays_from_columns(columns, schema), schema)
 
 
 def _flag(value, field: str) -> bool:

@@ -29,9 +29,15 @@ from serving.http_app import (
     harden_app,
     read_admin_token,
 )
-from serving.kserve_compat import RestServer, ignore_kserve_warnings, import_kserve
+from serving.kserve_compat import (
+    RestServer,
+    describe_platform,
+    ignore_kserve_warnings,
+    import_kserve,
+)
 from serving.model import DEFAULT_ALIAS, ReloadFailed, ReloadRefused, TabularModel, say
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS, InvalidInput
+from serving.runtime import DEFAULT_RUNTIME, RUNTIME_ENV
 
 kserve = import_kserve()
 
@@ -127,6 +133,7 @@ def serve(
     max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
     prediction_log: str | None = None,
     labels: str | None = None,
+    runtime: str | None = None,
 ) -> None:
     """Serve a registered model version in the foreground until SIGINT or SIGTERM.
 
@@ -149,13 +156,19 @@ def serve(
             gs://); None: off.
         labels: the labels lake that `POST /admin/labels` appends to (with the admin token);
             the route is there only with a prediction log, whose rows the labels name.
+        runtime: auto (the version's ONNX graph when it is proven equal to model.joblib, else
+            scikit-learn), onnx (refuse a version without a proven graph) or sklearn
+            (`serving.runtime`); None: the environment's MLPIPE_RUNTIME, else auto. The start-up line and the V2 model metadata's "platform" say
+            which one answers.
 
     Raises:
         PipelineInputError: the model folder is incomplete, a checksum differs, the alias names
-            no version, the model cannot be loaded, or MLPIPE_ADMIN_TOKEN is too short.
+            no version, the model cannot be loaded, MLPIPE_ADMIN_TOKEN is too short, or
+            `runtime` is onnx and the version has no proven ONNX graph.
     """
     from components.common.registry import ModelRegistry
 
+    runtime = runtime or os.environ.get(RUNTIME_ENV) or DEFAULT_RUNTIME
     shutdown = _Shutdown()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, shutdown)
@@ -176,6 +189,7 @@ def serve(
             alias=alias,
             max_batch_rows=max_batch_rows,
             prediction_log=prediction_log,
+            runtime=runtime,
         )
     elif model_dir is not None:
         if not name and "://" in str(model_dir) and not str(model_dir).startswith("file://"):
@@ -186,6 +200,7 @@ def serve(
             model_dir,
             max_batch_rows=max_batch_rows,
             prediction_log=prediction_log,
+            runtime=runtime,
         )
     else:
         raise PipelineInputError("give --model_dir or --model_store")
@@ -204,6 +219,7 @@ def serve(
     model_server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
     _quiet_logging()
     model_server.register_model(model)
+    describe_platform(model_server, model.name, lambda: model.answering_runtime.platform)
     rest_server = RestServer(
         model_server,
         host,
@@ -214,7 +230,10 @@ def serve(
     shutdown.server = rest_server.uvicorn_server
     following = f" ({alias} of {model_store})" if model_store is not None else ""
     url = _display_url(rest_server.scheme, host, port)
-    say(f"serving {model.name} {model.version}{following} at {url}")
+    say(
+        f"serving {model.name} {model.version}{following} at {url}; "
+        f"{model.answering_runtime.describe()}"
+    )
     if model.prediction_log is not None:
         say(f"prediction log: {model.prediction_log_stats()['uri']}")
     from prometheus_client import REGISTRY

@@ -5,6 +5,7 @@ storageUri points on a cluster). Layout:
 
     <store>/<name>/v<N>/model.joblib     the model, as KServe's scikit-learn runtime loads it
     <store>/<name>/v<N>/model.onnx       the same model for edge clients (when convertible)
+    <store>/<name>/v<N>/parity_rows.parquet  held-out rows the server re-checks model.onnx on
     <store>/<name>/v<N>/reference.json   its training reference (components.common.reference)
     <store>/<name>/v<N>/metadata.json    lineage, and the SHA-256 of every other file
     <store>/<name>/v<N>/.claim           object stores only: the run that holds number N
@@ -58,6 +59,9 @@ from components.common.errors import PipelineInputError
 MODEL_FILE = "model.joblib"
 # The edge export of the same model, when it could be converted (components/export).
 ONNX_FILE = "model.onnx"
+# A sample of held-out feature rows stored with a proven model.onnx: the model server checks the
+# graph against model.joblib on them when it loads the version (serving.runtime).
+PARITY_ROWS_FILE = "parity_rows.parquet"
 # The version's training reference (profile and held-out metrics); absent in older versions.
 REFERENCE_FILE = "reference.json"
 METADATA_FILE = "metadata.json"

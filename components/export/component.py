@@ -36,6 +36,7 @@ def export_onnx_model(
 
     from components.common.errors import PipelineInputError
     from components.common.io import read_frame, read_json, write_json, write_text
+    from components.common.onnx_runtime import parity_failure_message
     from components.common.step import step_summary, user_errors
     from components.export.logic import (
         TARGET_OPSET,
@@ -43,7 +44,7 @@ def export_onnx_model(
         check_parity,
         export_onnx,
         export_report_markdown,
-        parity_failure_message,
+        refuse_unproven_threshold,
         write_bytes,
     )
 
@@ -54,6 +55,7 @@ def export_onnx_model(
         try:
             data = export_onnx(fitted, table_schema)
             result = check_parity(fitted, data, test_frame, table_schema)
+            refuse_unproven_threshold(fitted, result)
         except NotConvertible as error:
             result = {
                 "converted": False,

@@ -18,9 +18,16 @@ Histogram gradient boosting compares float64 values in scikit-learn, so for it t
 principle move a value that lies within float32 rounding of a threshold: check_parity is what
 vouches for every export.
 
-Not everything converts (bias-mitigated models with their per-row random draws, custom
-transformers, a log transform in a FunctionTransformer, ...): export_onnx raises NotConvertible
-naming the step and its class, and the pipeline reports the export as skipped.
+A model with a tuned decision threshold (a FixedThresholdClassifier around the fitted pipeline)
+is exported as its pipeline, and the graph's `label` is then rewritten to scikit-learn's rule:
+the positive class where probabilities[:, positive] >= threshold (`_apply_threshold`); the
+graph's metadata `decision_threshold` records the rule.
+
+The project's own OutlierClipper, log transform (a FunctionTransformer of log1p_nonnegative)
+and MissingIndicator on the categories convert with converters here. Not everything converts
+(bias-mitigated models with their per-row random draws, DerivedFeatures, one-hot rare grouping,
+other custom transformers): export_onnx raises NotConvertible naming the step and its class, and the
+pipeline reports the export as skipped.
 """
 
 import json
@@ -33,14 +40,21 @@ import numpy as np
 import pandas as pd
 
 from components.common.errors import PipelineInputError
-from components.common.onnx_runtime import load_session, predict_onnx
+from components.common.onnx_runtime import (
+    DEFAULT_ATOL,
+    THRESHOLD_KEY,
+    Answers,
+    OnnxGraph,
+    compare_answers,
+    load_session,
+    predict_onnx,
+    threshold_rule,
+)
 from components.common.schema import CATEGORICAL, MISSING_CATEGORY, NUMERIC, as_model_input
 
 # Opset 17 (onnxruntime >= 1.12, 2022) and ai.onnx.ml 3: every operator these pipelines need,
 # and old enough that an edge device's onnxruntime can load the file.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-DEFAULT_ATOL = 1e-5
-MAX_DIFFERING_ROWS = 20
 
 # Models the bias step can serve, and why ONNX cannot express them.
 MITIGATED_MODELS = {
@@ -144,6 +158,26 @@ def _check_steps(model) -> None:
             )
 
 
+def _plain(value):
+    """A JSON-friendly Python value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _without_threshold(model) -> tuple[object, dict | None]:
+    """A model with a tuned threshold (FixedThresholdClassifier over predict_proba, around the
+    FrozenEstimator of the fitted pipeline) as (that pipeline, its rule for the graph's
+    metadata); any other model as (model, None)."""
+    rule = threshold_rule(model)
+    if rule is None:
+        return model, None
+    column, threshold, positive, negative = rule
+    inner = model.estimator_
+    inner = getattr(inner, "estimator", inner)  # a FrozenEstimator holds the fitted pipeline
+    classes = np.asarray(model.classes_)
+    labels = [_plain(classes[negative]), _plain(classes[positive])]
+    return inner, {"threshold": threshold, "column": column, "labels": labels}
+
+
 def _in_float32(estimator) -> bool:
     """Tree ensembles: scikit-learn's forests compare in float32, onnxruntime's trees too."""
     return type(estimator).__module__.startswith(("sklearn.ensemble", "sklearn.tree"))
@@ -161,6 +195,156 @@ def _register_numeric_imputer() -> None:
         update_registered_converter(
             NumericImputer, "MlpipeNumericImputer", _imputer_shape, _imputer_converter
         )
+
+
+def _register_project_transformers() -> None:
+    """Make the project's own transformers known to skl2onnx, each with a converter below:
+    OutlierClipper (clip to learnt bounds), MissingIndicator on the categories (the missing
+    token's flags) and the log transform (a FunctionTransformer of
+    log1p_nonnegative; any other function keeps skl2onnx's identity-only converter, which
+    refuses it)."""
+    from skl2onnx import update_registered_converter
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+    from sklearn.impute import MissingIndicator
+
+    from components.common.transformers import OutlierClipper
+
+    if OutlierClipper not in sklearn_operator_name_map:
+        update_registered_converter(
+            OutlierClipper, "MlpipeOutlierClipper", _same_width_shape, _clipper_converter
+        )
+    if MissingIndicator not in sklearn_operator_name_map:
+        update_registered_converter(
+            MissingIndicator, "MlpipeMissingIndicator", _indicator_shape, _indicator_converter
+        )
+
+
+def _indicator_shape(operator) -> None:
+    """Output of MissingIndicator: one float64 0/1 column per feature it flags."""
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    rows = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = DoubleTensorType([rows, len(operator.raw_operator.features_)])
+
+
+def _indicator_converter(scope, operator, container) -> None:
+    """MissingIndicator on the categorical columns (prepare's categorical_missing branch):
+    1.0 where a flagged column holds the missing token, else 0.0. Only a text token converts
+    (the categories reach the graph as strings, MISSING_CATEGORY for missing)."""
+    from onnx import TensorProto
+    from skl2onnx.common.data_types import StringTensorType
+    from skl2onnx.operator_converters.common import concatenate_variables
+
+    indicator = operator.raw_operator
+    token = indicator.missing_values
+    if not isinstance(token, str) or not all(
+        isinstance(v.type, StringTensorType) for v in operator.inputs
+    ):
+        raise NotImplementedError(
+            f"MissingIndicator with missing_values={token!r} on non-text columns"
+        )
+    values = concatenate_variables(scope, operator.inputs, container)
+
+    def name(seed: str) -> str:
+        return scope.get_unique_variable_name(seed)
+
+    def node(op_type: str, inputs: list[str], output: str, **attrs) -> None:
+        container.add_node(
+            op_type, inputs, [output], name=scope.get_unique_operator_name(op_type), **attrs
+        )
+
+    index = name("flagged")
+    flagged = list(map(int, indicator.features_))
+    container.add_initializer(index, TensorProto.INT64, [len(flagged)], flagged)
+    columns = name("columns")
+    node("Gather", [values, index], columns, axis=1)
+    # Equal takes strings from opset 19 only; ai.onnx.ml's LabelEncoder maps the token to 1.
+    flags = name("flags")
+    container.add_node(
+        "LabelEncoder",
+        [columns],
+        [flags],
+        name=scope.get_unique_operator_name("LabelEncoder"),
+        op_domain="ai.onnx.ml",
+        op_version=2,
+        keys_strings=[token],
+        values_floats=[1.0],
+        default_float=0.0,
+    )
+    node("Cast", [flags], operator.outputs[0].full_name, to=TensorProto.DOUBLE)
+
+
+def _input_width(operator) -> int:
+    return sum(int(variable.type.shape[1]) for variable in operator.inputs)
+
+
+def _same_width_shape(operator) -> None:
+    """Output shape of a one-to-one transformer: as many columns as its inputs, same type."""
+    input_type = type(operator.inputs[0].type)
+    rows = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = input_type([rows, _input_width(operator)])
+
+
+class _Nodes:
+    """Adds nodes and constants to a converter's graph, in the input's float type."""
+
+    def __init__(self, scope, operator, container):
+        from onnx import TensorProto
+        from skl2onnx.common.data_types import DoubleTensorType
+        from skl2onnx.operator_converters.common import concatenate_variables
+
+        self.scope, self.container = scope, container
+        double = isinstance(operator.inputs[0].type, DoubleTensorType)
+        self.dtype = np.float64 if double else np.float32
+        self.proto = TensorProto.DOUBLE if double else TensorProto.FLOAT
+        self.input = concatenate_variables(scope, operator.inputs, container)
+        self.output = operator.outputs[0].full_name
+
+    def constant(self, values, shape: list[int]) -> str:
+        name = self.scope.get_unique_variable_name("constant")
+        data = np.asarray(values, dtype=float).astype(self.dtype).ravel().tolist()
+        self.container.add_initializer(name, self.proto, shape, data)
+        return name
+
+    def node(self, op_type: str, inputs: list[str], output: str | None = None) -> str:
+        output = output or self.scope.get_unique_variable_name(op_type.lower())
+        self.container.add_node(
+            op_type, inputs, [output], name=self.scope.get_unique_operator_name(op_type)
+        )
+        return output
+
+    def keep_missing(self, computed: str) -> None:
+        """The output: `computed`, and NaN wherever the input is NaN (as numpy keeps it)."""
+        missing = self.node("IsNaN", [self.input])
+        self.node("Where", [missing, self.input, computed], self.output)
+
+
+def _clipper_converter(scope, operator, container) -> None:
+    """OutlierClipper: np.clip(x, lower_, upper_) per column; NaN stays NaN."""
+    clipper = operator.raw_operator
+    nodes = _Nodes(scope, operator, container)
+    width = len(clipper.lower_)
+    upper = nodes.constant(clipper.upper_, [1, width])
+    lower = nodes.constant(clipper.lower_, [1, width])
+    nodes.keep_missing(nodes.node("Max", [nodes.node("Min", [nodes.input, upper]), lower]))
+
+
+def _log_converter(scope, operator, container) -> None:
+    """FunctionTransformer(log1p_nonnegative): log(1 + max(x, 0)); NaN stays NaN. Any other
+    function goes to skl2onnx's own converter (identity only: it refuses the rest)."""
+    from skl2onnx.operator_converters.function_transformer import (
+        convert_sklearn_function_transformer,
+    )
+
+    from components.common.transformers import log1p_nonnegative
+
+    if operator.raw_operator.func is not log1p_nonnegative:
+        convert_sklearn_function_transformer(scope, operator, container)
+        return
+    nodes = _Nodes(scope, operator, container)
+    positive = nodes.node("Max", [nodes.input, nodes.constant([0.0], [])])
+    shifted = nodes.node("Add", [positive, nodes.constant([1.0], [])])
+    nodes.keep_missing(nodes.node("Log", [shifted]))
 
 
 def _imputer_shape(operator) -> None:
@@ -278,10 +462,13 @@ def export_onnx(model, schema: dict) -> bytes:
     from sklearn.base import is_classifier
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
 
     from components.common.transformers import NumericImputer
 
     _register_numeric_imputer()
+    _register_project_transformers()
+    model, decision_threshold = _without_threshold(model)
     _check_steps(model)
     estimator = model.steps[-1][1]
     steps = list(model.steps)
@@ -298,15 +485,19 @@ def export_onnx(model, schema: dict) -> bytes:
             custom_conversion_functions={
                 SimpleImputer: _imputer_converter,
                 NumericImputer: _imputer_converter,
+                FunctionTransformer: _log_converter,
             },
             custom_shape_calculators={
                 SimpleImputer: _imputer_shape,
                 NumericImputer: _imputer_shape,
+                FunctionTransformer: _same_width_shape,
             },
         )
     except Exception as error:  # any converter failure: say which step
         path, step = _failing_step(error, model)
         raise NotConvertible(type(step).__name__, _first_line(error), path) from error
+    if decision_threshold is not None:
+        _apply_threshold(proto.graph, decision_threshold)
     inputs = _restore_input_names(proto.graph, [f["name"] for f in schema["features"]])
     onnx.helper.set_model_props(
         proto,
@@ -317,6 +508,7 @@ def export_onnx(model, schema: dict) -> bytes:
             "features": json.dumps(schema["features"]),
             "missing_category": MISSING_CATEGORY,
             "classes": json.dumps([str(c) for c in getattr(model, "classes_", [])]),
+            **({THRESHOLD_KEY: json.dumps(decision_threshold)} if decision_threshold else {}),
         },
     )
     data = proto.SerializeToString()
@@ -327,6 +519,59 @@ def export_onnx(model, schema: dict) -> bytes:
             "ONNX graph", f"onnxruntime cannot load it: {_first_line(error)}"
         ) from error
     return data
+
+
+def _apply_threshold(graph, rule: dict) -> None:
+    """Make the graph's `label` output scikit-learn's FixedThresholdClassifier rule:
+    labels[probabilities[:, column] >= threshold], with labels = [negative, positive].
+
+    skl2onnx writes the estimator's own label (argmax of the probabilities); that node's output
+    is renamed, and Gather, GreaterOrEqual, Cast and Gather compute the label under its name.
+    """
+    from onnx import TensorProto, helper
+
+    label, probabilities = graph.output[0], graph.output[1]
+    label_type = label.type.tensor_type.elem_type
+    proba_type = probabilities.type.tensor_type.elem_type
+    if label_type == TensorProto.STRING:
+        labels = [str(value).encode() for value in rule["labels"]]
+    elif label_type == TensorProto.INT64 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in rule["labels"]
+    ):
+        labels = [int(value) for value in rule["labels"]]
+    else:
+        raise NotConvertible(
+            "FixedThresholdClassifier",
+            f"a tuned threshold over class labels {rule['labels']!r} (only text or integer "
+            "labels are written into the graph)",
+        )
+    if proba_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        raise NotConvertible("FixedThresholdClassifier", "the graph's probabilities are not floats")
+    unthresholded = f"{label.name}_argmax"
+    for node in graph.node:
+        node.output[:] = [unthresholded if name == label.name else name for name in node.output]
+        node.input[:] = [unthresholded if name == label.name else name for name in node.input]
+    names = {
+        key: f"mlpipe_threshold_{key}" for key in ("column", "value", "labels", "score", "is_pos")
+    }
+    names["index"] = "mlpipe_threshold_index"
+    graph.initializer.extend(
+        [
+            helper.make_tensor(names["column"], TensorProto.INT64, [], [int(rule["column"])]),
+            helper.make_tensor(names["value"], proba_type, [], [float(rule["threshold"])]),
+            helper.make_tensor(names["labels"], label_type, [2], labels),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node(
+                "Gather", [probabilities.name, names["column"]], [names["score"]], axis=1
+            ),
+            helper.make_node("GreaterOrEqual", [names["score"], names["value"]], [names["is_pos"]]),
+            helper.make_node("Cast", [names["is_pos"]], [names["index"]], to=TensorProto.INT64),
+            helper.make_node("Gather", [names["labels"], names["index"]], [label.name], axis=0),
+        ]
+    )
 
 
 def _restore_input_names(graph, features: list[str]) -> dict[str, str]:
@@ -370,19 +615,12 @@ def _failing_step(error: BaseException, model) -> tuple[str, object]:
     return found
 
 
-def _plain(value):
-    """A JSON-friendly Python value."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def check_parity(
     model, onnx_bytes: bytes, test_frame: pd.DataFrame, schema: dict, atol: float = DEFAULT_ATOL
 ) -> dict:
-    """Compare the ONNX graph with scikit-learn on every row of `test_frame`.
-
-    Classification: labels must be identical and every probability within `atol`. Regression:
-    |onnx - sklearn| <= atol * max(1, |sklearn|), an absolute tolerance for values up to 1 and a
-    relative one above (tree ensembles compute in float32, whose relative error is about 6e-8).
+    """Compare the ONNX graph with scikit-learn on every row of `test_frame`
+    (`components.common.onnx_runtime.compare_answers`: identical labels and probabilities
+    within `atol`, or regression values within `atol` relative above 1).
 
     Returns:
         {"converted": True, "passed", "rows", "task", "atol", "tolerance", "label_mismatches"
@@ -395,82 +633,44 @@ def check_parity(
     """
     if len(test_frame) == 0:
         raise PipelineInputError("test dataset: no rows, so parity cannot be checked")
-    session = load_session(onnx_bytes)
+    graph = OnnxGraph.from_bytes(onnx_bytes)
     features = as_model_input(test_frame, schema)
     try:
-        onnx_first, onnx_proba = predict_onnx(session, test_frame, schema)
+        onnx_first, onnx_proba = predict_onnx(graph, test_frame, schema)
     except PipelineInputError:
         raise
     except Exception as error:  # onnxruntime raises its own classes
         raise NotConvertible(
             "ONNX graph", f"onnxruntime failed on the test rows: {_first_line(error)}"
         ) from error
-    result: dict = {"converted": True, "rows": len(test_frame), "task": schema["task"]}
-    result["atol"] = atol
-    differing: list[dict] = []
-    if schema["task"] == "classification":
-        sk_labels = model.predict(features)
-        label_ok = np.array(
-            [a == b for a, b in zip(sk_labels.tolist(), onnx_first.tolist(), strict=True)]
-        )
-        proba_diff = np.zeros(len(test_frame))
-        sk_proba = None
-        if onnx_proba is not None and hasattr(model, "predict_proba"):
-            sk_proba = model.predict_proba(features)
-            if sk_proba.shape != onnx_proba.shape:
-                proba_diff[:] = np.inf
-            else:
-                proba_diff = np.abs(sk_proba - onnx_proba.astype(np.float64)).max(axis=1)
-        bad = ~label_ok | ~(proba_diff <= atol)  # NaN differences count as differing
-        for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
-            entry = {
-                "row": int(row),
-                "sklearn_label": _plain(sk_labels[row]),
-                "onnx_label": _plain(onnx_first[row]),
-                "max_abs_diff": float(proba_diff[row]),
-            }
-            if sk_proba is not None:
-                entry["sklearn_probabilities"] = sk_proba[row].tolist()
-                entry["onnx_probabilities"] = np.asarray(onnx_proba[row], dtype=float).tolist()
-            differing.append(entry)
-        result["label_mismatches"] = int((~label_ok).sum())
-        result["max_abs_diff"] = float(proba_diff.max())
-        result["tolerance"] = f"identical labels; probabilities within {atol:g}"
-    else:
-        sk_values = np.asarray(model.predict(features), dtype=np.float64).ravel()
-        values_diff = np.abs(sk_values - onnx_first.astype(np.float64))
-        bad = ~(values_diff <= atol * np.maximum(1.0, np.abs(sk_values)))
-        for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
-            differing.append(
-                {
-                    "row": int(row),
-                    "sklearn": float(sk_values[row]),
-                    "onnx": float(onnx_first[row]),
-                    "abs_diff": float(values_diff[row]),
-                }
-            )
-        result["label_mismatches"] = None
-        result["max_abs_diff"] = float(values_diff.max())
-        result["tolerance"] = f"|onnx - sklearn| <= {atol:g} * max(1, |sklearn|)"
-    result["differing"] = int(bad.sum())
-    result["differing_rows"] = differing
-    result["passed"] = not bool(bad.any())
-    return result
+    classification = schema["task"] == "classification"
+    sk_proba = None
+    if classification and onnx_proba is not None and hasattr(model, "predict_proba"):
+        sk_proba = model.predict_proba(features)
+    sklearn = Answers(np.asarray(model.predict(features)), sk_proba)
+    onnx = Answers(onnx_first, onnx_proba if sk_proba is not None else None)
+    return {"converted": True, **compare_answers(sklearn, onnx, schema["task"], atol)}
 
 
-def parity_failure_message(result: dict) -> str:
-    """One line for a failed parity check, naming the first row that differs."""
-    first = result["differing_rows"][0]
-    if "sklearn_label" in first:
-        detail = (
-            f"scikit-learn says {first['sklearn_label']!r}, ONNX {first['onnx_label']!r}, "
-            f"probabilities differ by up to {first['max_abs_diff']:.3g}"
-        )
-    else:
-        detail = f"scikit-learn {first['sklearn']:.6g}, ONNX {first['onnx']:.6g}"
-    return (
-        f"ONNX parity failed on {result['differing']} of {result['rows']} test rows "
-        f"({result['tolerance']}); first: test row {first['row']}: {detail}"
+def refuse_unproven_threshold(model, result: dict) -> None:
+    """A tuned threshold whose graph failed parity is not convertible, not a failed run.
+
+    A threshold chosen on out-of-fold probabilities often equals a probability exactly (a
+    forest's 30 of 100 trees: 0.3); the graph's float32 probabilities land on either side of
+    it, and the label flips where scikit-learn's float64 does not. Such a model is skipped with
+    this reason, and the server answers with scikit-learn.
+
+    Raises:
+        NotConvertible: `model` has a tuned threshold and `result` did not pass.
+    """
+    rule = threshold_rule(model)
+    if rule is None or result["passed"]:
+        return
+    raise NotConvertible(
+        "FixedThresholdClassifier",
+        f"tuned threshold {rule[1]:g}: {result['differing']} of {result['rows']} test rows "
+        "differ from scikit-learn (probabilities within rounding of the threshold decide "
+        "differently in the graph)",
     )
 
 

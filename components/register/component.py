@@ -42,11 +42,13 @@ def register(
         fairness: the fairness step's summary.
         decision: the gate's decision.
         onnx_model: the edge export; stored in the version as model.onnx (checksummed like the
-            model) when the model could be converted.
+            model) when the model could be converted, with parity_rows.parquet (up to 1,000
+            held-out rows, on which the model server checks the graph again when it loads the
+            version) when its parity passed.
         train: the training rows: their features' profile goes into the version's reference,
             and their metadata's split record into metadata.json `split`.
-        test: the held-out rows: the model's answers on them and its metrics with intervals go
-            into the reference (reference.json, checksummed like the model; a version is
+        test: the held-out rows: a proven graph's parity sample; the model's answers on them
+            and its metrics with intervals go into the reference (reference.json, checksummed like the model; a version is
             registered without it, and the summary says why, when building it fails).
         plan: the run's plan: recorded as the version's `training` (full or incremental, the
             trigger, the parent version, the partitions added, how the model was updated).
@@ -60,15 +62,16 @@ def register(
         The version folder's URI and the version, for example v3.
     """
     import json
+    from pathlib import Path
     from typing import NamedTuple
 
     import joblib
 
     from components.common.io import read_frame, read_json
-    from components.common.registry import ONNX_FILE, ModelRegistry
+    from components.common.registry import ModelRegistry
     from components.common.retraining import training_lineage
     from components.common.step import step_summary, user_errors
-    from components.register.logic import lineage, training_reference
+    from components.register.logic import edge_files, lineage, training_reference
 
     gate_decision = read_json(decision.path)
     schema_dict = read_json(schema.path)
@@ -86,15 +89,12 @@ def register(
     metadata["training"] = training_lineage(read_json(plan.path), model.metadata.get("update"))
     with user_errors("register"):
         registry = ModelRegistry(model_store_uri, model_name)
-        edge = {}
-        if onnx_model.metadata.get("converted"):
-            with open(onnx_model.path, "rb") as handle:
-                edge = {ONNX_FILE: handle.read()}
-        metadata["onnx"] = {
-            key: onnx_model.metadata.get(key)
-            for key in ("converted", "reason", "opset", "parity_passed", "max_abs_diff")
-            if key in onnx_model.metadata
-        }
+        edge, metadata["onnx"] = edge_files(
+            dict(onnx_model.metadata),
+            lambda: Path(onnx_model.path).read_bytes(),
+            lambda: read_frame(test.path),
+            schema_dict,
+        )
         with open(model.path, "rb") as handle:
             model_bytes = handle.read()
         # A run that was killed after registering and then resumed finds its own version

@@ -8,6 +8,8 @@ from components.common.errors import PipelineInputError
 from components.common.registry import (
     METADATA_FILE,
     MODEL_FILE,
+    ONNX_FILE,
+    PARITY_ROWS_FILE,
     REFERENCE_FILE,
     ModelRegistry,
     ModelVersion,
@@ -22,7 +24,9 @@ __all__ = [
     "MODEL_FILE",
     "ModelVersion",
     "check_model_name",
+    "edge_files",
     "lineage",
+    "parity_rows",
     "register_model",
     "sha256_file",
     "training_reference",
@@ -87,6 +91,57 @@ def lineage(
             **({"split": split} if split else {}),
         }
     )
+
+
+# The most held-out rows stored for the server's parity check: enough to cover the data's
+# variety, few enough that loading a version checks them in well under a second.
+PARITY_SAMPLE_ROWS = 1000
+
+
+def parity_rows(test, schema: dict, rows: int = PARITY_SAMPLE_ROWS) -> tuple[bytes, int]:
+    """Up to `rows` held-out rows, evenly spaced over the test split, with the feature columns
+    only (as received: missing values stay missing), as Parquet bytes; and how many rows."""
+    import io
+
+    import numpy as np
+
+    from components.common.schema import feature_names
+
+    if len(test) == 0:
+        raise PipelineInputError("test dataset: no rows to store for the ONNX parity check")
+    picked = np.unique(np.linspace(0, len(test) - 1, min(rows, len(test))).astype(int))
+    sample = test.iloc[picked][feature_names(schema)].reset_index(drop=True)
+    buffer = io.BytesIO()
+    sample.to_parquet(buffer, index=False)
+    return buffer.getvalue(), len(sample)
+
+
+def edge_files(onnx_metadata: dict, read_onnx, read_test, schema: dict) -> tuple[dict, dict]:
+    """The version's edge files and its metadata "onnx" record.
+
+    Args:
+        onnx_metadata: the export step's artifact metadata (converted, reason, opset,
+            parity_passed, max_abs_diff).
+        read_onnx: returns the graph's bytes (called only for a converted graph).
+        read_test: returns the held-out rows (called only for a graph whose parity passed).
+        schema: the feature schema.
+
+    Returns:
+        ({"model.onnx": bytes, "parity_rows.parquet": bytes} for a graph that passed parity,
+        only model.onnx for one that did not, {} without a graph), and the record, with
+        "parity_rows" (how many rows were stored) when the sample is stored.
+    """
+    record = {
+        key: onnx_metadata.get(key)
+        for key in ("converted", "reason", "opset", "parity_passed", "max_abs_diff")
+        if key in onnx_metadata
+    }
+    if not onnx_metadata.get("converted"):
+        return {}, record
+    files = {ONNX_FILE: read_onnx()}
+    if onnx_metadata.get("parity_passed") is True:
+        files[PARITY_ROWS_FILE], record["parity_rows"] = parity_rows(read_test(), schema)
+    return files, record
 
 
 def register_model(model, model_store_uri: str, name: str, metadata: dict) -> ModelVersion:

@@ -435,13 +435,18 @@ def test_gate_takes_the_evaluation_sections_thresholds(
 
 
 @pytest.mark.ray
-def test_export_skips_a_model_it_cannot_convert_and_says_why(exported):
-    # train wrapped the model in its 0.4 threshold, which the export has no converter for yet:
-    # the step goes on, with an empty file and the reason.
-    assert exported["onnx_model"].metadata["converted"] is False
-    assert Path(exported["onnx_model"].path).read_bytes() == b""
+def test_export_writes_the_tuned_threshold_into_the_graph(exported):
+    # train wrapped the model in its 0.4 threshold: the graph decides by it, proven on every
+    # held-out row, and says so in its metadata.
+    import onnx
+
+    assert exported["onnx_model"].metadata["converted"] is True
+    assert exported["onnx_model"].metadata["parity_passed"] is True
     parity = json.loads(Path(exported["parity"].path).read_text())
-    assert parity["converted"] is False and "FixedThresholdClassifier" in parity["reason"]
+    assert parity["passed"] and parity["label_mismatches"] == 0
+    graph = onnx.load_from_string(Path(exported["onnx_model"].path).read_bytes())
+    rule = json.loads({p.key: p.value for p in graph.metadata_props}["decision_threshold"])
+    assert rule["threshold"] == 0.4 and rule["labels"] == ["no", "yes"]
 
 
 @pytest.mark.ray
@@ -452,7 +457,10 @@ def test_register_writes_the_next_version_as_the_candidate(steps, prepared, eval
     metadata = registry.metadata("v1")
     assert metadata["kfp_run_id"] == "run-1" and metadata["config"] == {"model_name": "loans"}
     assert metadata["training"]["mode"] == "full" and metadata["training"]["parent"] is None
-    assert metadata["gate"]["blessed"] is True and metadata["onnx"]["converted"] is False
+    assert metadata["gate"]["blessed"] is True and metadata["onnx"]["converted"] is True
+    # The proven graph, and held-out rows for the model server to prove it again on.
+    assert metadata["onnx"]["parity_rows"] == min(1000, len(pd.read_parquet(prepared["test"].path)))
+    assert {"model.onnx", "parity_rows.parquet"} <= set(metadata["files"])
     # The split record, from the training rows' metadata, for the gate's later re-scoring.
     assert metadata["split"] == prepared["train"].metadata["split"]
     assert metadata["split"]["rule"] == "hash-v1" and metadata["split"]["seed"] == SPLIT["seed"]

@@ -32,7 +32,12 @@ from threadpoolctl import threadpool_limits
 from components.common.errors import PipelineInputError
 from components.common.io import write_frame, write_json
 from components.common.mitigation import ExponentiatedGradientModel, ThresholdOptimizedModel
-from components.common.onnx_runtime import load_session, onnx_inputs, predict_onnx
+from components.common.onnx_runtime import (
+    load_session,
+    onnx_inputs,
+    parity_failure_message,
+    predict_onnx,
+)
 from components.common.schema import as_model_input
 from components.export.component import export_onnx_model
 from components.export.logic import (
@@ -40,7 +45,7 @@ from components.export.logic import (
     check_parity,
     export_onnx,
     export_report_markdown,
-    parity_failure_message,
+    refuse_unproven_threshold,
 )
 from components.prepare.logic import fit_preprocessor, split_table
 from components.train.logic import fit_mitigated, fit_model
@@ -362,16 +367,11 @@ def test_other_preprocessing_options_convert_with_parity(numeric, categorical, l
         ({"categorical": {"encode": "ordinal", "rare_min_frequency": 0.35}}, None),
         ({"categorical": {"impute": "most_frequent"}}, None),
         ({"exclude": ["age"]}, None),
-        (
-            {"outliers": {"method": "iqr", "action": "clip"}},
-            ("prep/numeric/clip", "OutlierClipper"),
-        ),
-        ({"log_transform": ["income"]}, ("prep/numeric/log", "FunctionTransformer")),
+        ({"outliers": {"method": "iqr", "action": "clip"}}, None),
+        ({"outliers": {"method": "quantile", "action": "clip"}, "log_transform": ["income"]}, None),
+        ({"log_transform": ["income"]}, None),
         ({"categorical": {"rare_min_frequency": 0.35}}, ("prep/categorical", "OneHotEncoder")),
-        (
-            {"categorical": {"missing_indicator": True}},
-            ("prep/categorical_missing", "MissingIndicator"),
-        ),
+        ({"categorical": {"missing_indicator": True}}, None),
         (
             {"derived": [{"name": "per_year", "ratio": ["income", "age"]}]},
             ("prep/derive", "DerivedFeatures"),
@@ -384,6 +384,7 @@ def test_other_preprocessing_options_convert_with_parity(numeric, categorical, l
         "categorical most_frequent",
         "exclude",
         "clip outliers",
+        "clip quantiles+log transform",
         "log transform",
         "one-hot rare",
         "categorical indicator",
@@ -415,6 +416,73 @@ def test_the_prepare_options_either_export_with_parity_or_are_refused_by_step(
     assert result["passed"], result["differing_rows"][:3]
 
 
+def test_clipping_and_the_log_transform_match_scikit_learn_at_their_edges(loans_split):
+    """The project's converters on the values where they act: beyond either clipping bound,
+    negative (log1p_nonnegative takes 0), zero, missing; and the transformed columns
+    themselves, not only the model's answers, equal scikit-learn's."""
+    schema, train, test, _ = loans_split
+    train = train.assign(income=train["income"].abs())
+    options = {"outliers": {"method": "iqr", "action": "clip"}, "log_transform": ["income"]}
+    preprocessor = fit_preprocessor(train, schema, options)
+    best = {"family": "logistic_regression", "params": {}}
+    model = fit_model(train, schema, preprocessor, best, 0)
+    edges = [-50.0, 0.0, 1e6, -1e6, np.nan, 1e-12, 55.0, 1e300]
+    rows = test.iloc[: len(edges)].assign(income=edges, age=[18, 80, 5, 200, 40, 41, 42, 43])
+    rows = pd.concat([rows, test], ignore_index=True)
+    result = check_parity(model, export_onnx(model, schema), rows, schema)
+    assert result["passed"], result["differing_rows"][:3]
+    numeric = model.named_steps["prep"].named_transformers_["numeric"]
+    assert [name for name, _ in numeric.steps][:2] == ["clip", "log"]
+    # The numeric branch alone, as its own graph: its columns equal scikit-learn's.
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    columns = list(numeric.feature_names_in_)
+    branch = Pipeline(numeric.steps[:2])
+    from sklearn.preprocessing import FunctionTransformer
+
+    from components.export.logic import _log_converter, _same_width_shape
+
+    graph = convert_sklearn(
+        branch,
+        initial_types=[("x", DoubleTensorType([None, len(columns)]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+        custom_conversion_functions={FunctionTransformer: _log_converter},
+        custom_shape_calculators={FunctionTransformer: _same_width_shape},
+    )
+    values = rows[columns].to_numpy(dtype=float)
+    (onnx_values,) = load_session(graph.SerializeToString()).run(None, {"x": values})
+    expected = branch.transform(rows[columns])
+    np.testing.assert_allclose(onnx_values, expected, rtol=1e-12, equal_nan=True)
+
+
+def test_the_categorical_missing_indicator_flags_the_token_as_scikit_learn_does(loans_split):
+    """prepare's categorical_missing branch: 1 where a flagged column holds the missing token,
+    in the graph as in scikit-learn, on rows with missing and unseen categories."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import StringTensorType
+
+    from components.export.logic import _register_project_transformers
+
+    schema, train, test, _ = loans_split
+    preprocessor = fit_preprocessor(train, schema, {"categorical": {"missing_indicator": True}})
+    _, indicator, columns = next(
+        branch for branch in preprocessor.transformers_ if branch[0] == "categorical_missing"
+    )
+    _register_project_transformers()
+    graph = convert_sklearn(
+        indicator,
+        initial_types=[("x", StringTensorType([None, len(columns)]))],
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    rows = as_model_input(pd.concat([test, odd_rows(test)], ignore_index=True), schema)
+    values = rows[columns].to_numpy(dtype=object)
+    (flags,) = load_session(graph.SerializeToString()).run(None, {"x": values})
+    expected = indicator.transform(rows[columns]).astype(float)
+    assert expected.any() and flags.dtype == np.float64
+    np.testing.assert_array_equal(flags, expected)
+
+
 def _corrupt(data: bytes) -> bytes:
     """Shift the largest floating-point initializer (the model's coefficients) by 0.3."""
     graph = onnx.load_from_string(data)
@@ -441,6 +509,51 @@ def test_a_corrupted_graph_fails_parity_and_names_the_first_row(classifiers, loa
     message = parity_failure_message(result)
     assert f"first: test row {first}:" in message and "\n" not in message
     assert "**failed**" in export_report_markdown(result)
+
+
+def _thresholded(loans_split, family: str, params: dict, threshold: float):
+    from components.common.metrics import with_threshold
+
+    schema, train, _, preprocessor = loans_split
+    model = fit_model(train, schema, preprocessor, {"family": family, "params": params}, 0)
+    features = as_model_input(train, schema)
+    return with_threshold(model, threshold, "yes", features, train["approved"])
+
+
+def test_a_tuned_threshold_is_exported_with_its_rule_in_the_graph(loans_split):
+    """The graph's own label output thresholds at 0.3, as scikit-learn's predict does: an edge
+    client reading `label` gets the served model's labels."""
+    schema, _, test, _ = loans_split
+    model = _thresholded(loans_split, "logistic_regression", {}, 0.3)
+    data = export_onnx(model, schema)
+    assert check_parity(model, data, test, schema)["passed"]
+    session = load_session(data)
+    labels, probabilities = predict_onnx(session, test, schema)
+    features = as_model_input(test, schema)
+    assert labels.tolist() == model.predict(features).tolist()
+    # Rows between 0.3 and 0.5: the threshold, not the argmax, made them "yes".
+    between = (probabilities[:, 1] >= 0.3) & (probabilities[:, 1] < 0.5)
+    assert between.any() and (labels[between] == "yes").all()
+    rule = json.loads(session.get_modelmeta().custom_metadata_map["decision_threshold"])
+    assert rule == {"threshold": 0.3, "column": 1, "labels": ["no", "yes"]}
+
+
+def test_a_threshold_that_forest_probabilities_tie_is_skipped_not_failed(
+    tmp_path, loans_split, capsys
+):
+    """A forest's probabilities are vote shares: at a threshold of exactly 0.3, float32 rounding
+    in the graph decides some rows differently; the export is skipped with that reason."""
+    schema, _, test, _ = loans_split
+    model = _thresholded(loans_split, "random_forest", {"n_estimators": 100}, 0.3)
+    result = check_parity(model, export_onnx(model, schema), test, schema)
+    assert not result["passed"]
+    with pytest.raises(NotConvertible, match="tuned threshold 0.3: .* test rows differ"):
+        refuse_unproven_threshold(model, result)
+    artifacts = _artifacts(tmp_path, model, test, schema)
+    export_onnx_model.python_func(**artifacts)  # returns: the run goes on
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert parity["converted"] is False and parity["class"] == "FixedThresholdClassifier"
+    assert "export: skipped: not convertible: FixedThresholdClassifier" in capsys.readouterr().out
 
 
 def _artifacts(tmp_path: Path, model, test: pd.DataFrame, schema: dict) -> dict:

@@ -383,3 +383,45 @@ def test_restore_removes_a_model_folder_that_did_not_exist(tmp_path):
     registry.promote("v1", "first")
     assert sorted(registry.restore(snapshot)) == ["removed champion", "removed v1"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_proven_graph_is_registered_with_its_parity_sample(tmp_path):
+    """edge_files: the graph and up to 1,000 held-out feature rows (evenly spread, missing
+    values kept) for a graph whose parity passed; the graph alone for one that did not; nothing
+    without one. Every stored file is checksummed with the version."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from components.common.registry import ONNX_FILE, PARITY_ROWS_FILE
+    from components.register.logic import edge_files
+
+    test = pd.DataFrame({"x": np.arange(2500.0), "y": ["no", "yes"] * 1250})
+    test.loc[3, "x"] = np.nan
+    passed = {"converted": True, "parity_passed": True, "max_abs_diff": 1e-7}
+    files, record = edge_files(passed, lambda: b"graph", lambda: test, SCHEMA)
+    assert set(files) == {ONNX_FILE, PARITY_ROWS_FILE} and files[ONNX_FILE] == b"graph"
+    sample = pd.read_parquet(io.BytesIO(files[PARITY_ROWS_FILE]))
+    assert list(sample.columns) == ["x"] and len(sample) == record["parity_rows"] == 1000
+    assert sample["x"].iloc[0] == 0 and sample["x"].iloc[-1] == 2499  # spread over the split
+    assert record["parity_passed"] is True and record["max_abs_diff"] == 1e-7
+
+    small = test.iloc[:5]
+    files, record = edge_files(passed, lambda: b"graph", lambda: small, SCHEMA)
+    sample = pd.read_parquet(io.BytesIO(files[PARITY_ROWS_FILE]))
+    assert record["parity_rows"] == 5 and np.isnan(sample["x"].iloc[3])
+
+    def unread():
+        raise AssertionError("the test split is read only for a proven graph")
+
+    failed = {"converted": True, "parity_passed": False}
+    files, record = edge_files(failed, lambda: b"graph", unread, SCHEMA)
+    assert set(files) == {ONNX_FILE} and "parity_rows" not in record
+    skipped = {"converted": False, "reason": "not convertible: X"}
+    assert edge_files(skipped, unread, unread, SCHEMA) == ({}, skipped)
+
+    files, record = edge_files(passed, lambda: b"graph", lambda: test, SCHEMA)
+    version = ModelRegistry(str(tmp_path), "churn").register(_model(), {"onnx": record}, files)
+    metadata = json.loads((Path(version.uri) / METADATA_FILE).read_text())
+    assert metadata["files"][PARITY_ROWS_FILE] == sha256_file(Path(version.uri) / PARITY_ROWS_FILE)

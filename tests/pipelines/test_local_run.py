@@ -80,9 +80,16 @@ def test_the_compiled_yaml_runs_under_kfp_local(tmp_path, demo_lake):
     # Deployed, then promoted: the first blessed model is the champion.
     registry = ModelRegistry(str(tmp_path / "out" / "models"), "arrests-release")
     assert registry.aliases() == {"champion": "v1", "candidate": "v1"}
-    # The edge model is part of the version, checksummed like the joblib file.
+    # The edge model is part of the version, checksummed like the joblib file, with the held-out
+    # rows the model server checks it on again (up to 1,000 of the 1,122 test rows).
     assert metadata["onnx"]["converted"] is True and metadata["onnx"]["parity_passed"] is True
-    assert set(metadata["files"]) == {"model.joblib", "model.onnx", "reference.json"}
+    assert metadata["onnx"]["parity_rows"] == 1000
+    assert set(metadata["files"]) == {
+        "model.joblib",
+        "model.onnx",
+        "parity_rows.parquet",
+        "reference.json",
+    }
     # The training reference the monitor compares with: held-out metrics as evaluate's.
     reference = registry.reference("v1")
     assert reference["metrics"]["roc_auc"]["value"] == pytest.approx(metadata["metrics"]["roc_auc"])

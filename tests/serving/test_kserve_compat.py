@@ -84,3 +84,26 @@ def test_the_check_finds_what_kserve_compat_wraps():
         ".create_application",
     ):
         assert expected in uses, expected
+
+
+@pytest.mark.parametrize("trace_level", ["WARNING", "INFO"])
+def test_kserve_timing_middleware_runs_only_when_its_log_is_on(trace_level):
+    """Its one product is an INFO line of the kserve.trace logger: off with that log off."""
+    import logging
+
+    from fastapi import FastAPI
+    from timing_asgi import TimingMiddleware
+
+    from serving.kserve_compat import _drop_silent_timing
+
+    logger = logging.getLogger("kserve.trace")
+    saved = logger.level
+    app = FastAPI()
+    app.add_middleware(TimingMiddleware, client=None)
+    try:
+        logger.setLevel(trace_level)
+        _drop_silent_timing(app)
+    finally:
+        logger.setLevel(saved)
+    kept = [m.cls for m in app.user_middleware]
+    assert (TimingMiddleware in kept) == (trace_level == "INFO")
