@@ -3,12 +3,11 @@ derived features; and NumericImputer, scikit-learn's SimpleImputer with a faster
 a plain estimator that pickles with joblib and runs inside the served Pipeline, so the model
 server applies exactly what training applied.
 
-NumericImputer converts to ONNX as a SimpleImputer (components.export.logic registers it). None
-of the other three converts to ONNX with stock skl2onnx (it knows only its registered estimator
-classes); an ONNX export of a pipeline that uses them needs a custom converter for each, or has to
-leave these options off. What they compute is simple on purpose: the clipper is a Clip node with
-two constant vectors, log(1 + x) of max(x, 0) is Max then Log(Add) nodes, and ratios and bins are
-Div and comparisons. Date parts from strings have no ONNX equivalent.
+NumericImputer converts to ONNX as a SimpleImputer, and the clipper and log(1 + x) with the
+project's own converters (components.export.logic registers them all): a Clip node with two
+constant vectors, and Max then Log(Add) nodes. Derived features have no converter yet, so a model
+that uses them is served and exported without an edge graph (the export report says why); ratios
+and bins would be Div and comparisons, and date parts from strings have no ONNX equivalent.
 """
 
 import numpy as np

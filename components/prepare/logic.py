@@ -227,8 +227,7 @@ def _numeric_branch(settings: tuple) -> Pipeline:
         )
     constant = fill_value if impute == "constant" else None
     # The indicator columns come out of the imputer, so the scaler scales them with the rest
-    # (harmless to the model; the export's imputer converter writes them, MissingIndicator has
-    # no ONNX converter). "missing-only": a column without missing training values gets none,
+    # (harmless to the model; the export's imputer converter writes them). "missing-only": a column without missing training values gets none,
     # and a missing value at serving is no error.
     imputer = NumericImputer(strategy=impute, fill_value=constant, add_indicator=indicator)
     steps.append(("impute", imputer))
@@ -306,8 +305,8 @@ def build_preprocessor(schema: dict, options: PrepareOptions | dict | None = Non
             branches.append((name, make_branch(settings), group))
 
     # Categorical indicators are a 0/1 branch of their own: inside the imputer they would reach
-    # the encoder as one more category column. Not ONNX-convertible (no MissingIndicator
-    # converter). As above: none for a column without missing training values.
+    # the encoder as one more category column (the export converts this MissingIndicator on
+    # the missing token). As above: none for a column without missing training values.
     flagged = [n for n in categorical if _categorical_indicator(n, options)]
     if flagged:
         indicator = MissingIndicator(missing_values=MISSING_CATEGORY, error_on_new=False)
