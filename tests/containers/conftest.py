@@ -12,7 +12,7 @@ import pytest
 
 from tests.containers.engine import podman, podman_env, require_podman, run_build
 
-BUILT_LINE = re.compile(r"^built (\S+) FROM (\S+): ([\d.]+) GB in (\d+) s$", re.M)
+BUILT_LINE = re.compile(r"^(?:built|up to date) (\S+) FROM (\S+): ([\d.]+) GB in (\d+) s$", re.M)
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +78,14 @@ def docker_api(tmp_path_factory) -> str:
             if service.poll() is not None:
                 raise AssertionError(f"podman system service: {service.stderr.read().decode()}")
             if socket.exists():
+                client = docker.DockerClient(base_url=url)
                 try:
-                    with docker.DockerClient(base_url=url) as client:
-                        client.ping()
+                    client.ping()
                     break
                 except docker.errors.DockerException:
                     pass
+                finally:
+                    client.close()
             if time.monotonic() > deadline:
                 raise AssertionError(f"podman system service did not answer on {url} in 30 s")
             time.sleep(0.2)

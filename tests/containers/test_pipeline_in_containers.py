@@ -47,6 +47,9 @@ def test_compiled_pipeline_runs_every_step_in_the_image(
     local.init(
         runner=local.DockerRunner(
             network_mode="none",
+            # On a cluster a step's command replaces the image's ENTRYPOINT (the CLI); DockerRunner
+            # passes it as the arguments (CMD) instead, so the entrypoint only runs it.
+            entrypoint=["/usr/bin/env", "--"],
             # The data, the registry and the outputs, at the paths the arguments name.
             mounts=[Mount(target=str(workdir), source=str(workdir), type="bind")],
         ),
