@@ -34,8 +34,8 @@ COPY pyproject.toml constraints.txt ./
 # until pyproject.toml or constraints.txt changes, so a change to the code rebuilds only the rest.
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca,target=/run/secrets/pip-ca \
-    "$VENV/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
-    && "$VENV/bin/python" -m pip install -c constraints.txt -r /tmp/requirements.txt
+    "$VENV/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
+    && "$VENV/bin/python" -m pip install -c constraints.txt -r requirements.txt
 COPY README.md ./
 COPY components ./components
 COPY pipelines ./pipelines

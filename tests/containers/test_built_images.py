@@ -7,7 +7,7 @@ from importlib.metadata import version
 import pytest
 
 from tests.containers.conftest import size_of
-from tests.containers.engine import ROOT, podman
+from tests.containers.engine import ROOT, container, podman, podman_run
 
 pytestmark = pytest.mark.container
 
@@ -30,8 +30,11 @@ def lock() -> dict[str, str]:
 def test_image_is_the_locked_project_as_a_non_root_user(which, request):
     image = request.getfixturevalue(which)
     script = f"id -u && python -m pip check && python -c '{IMPORTS}' && pip list --format json"
-    out = podman("run", "--rm", "--network=none", "--entrypoint=sh", image, "-c", script)
-    uid, checked, listed = out.split("\n", 2)
+    with container("--network=none", "--entrypoint=sh", image, "-c", script) as container_id:
+        code = podman("wait", container_id).strip()
+        out = podman_run("logs", container_id)
+    assert code == "0", out.stdout + out.stderr
+    uid, checked, listed = out.stdout.split("\n", 2)
     assert uid.strip() != "0"
     assert checked.strip() == "No broken requirements found."
     installed = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed)}

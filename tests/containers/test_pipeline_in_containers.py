@@ -15,7 +15,7 @@ from tests.containers.engine import ROOT
 from tests.containers.podman_compat import keep_containers_until_read
 from tests.mlpipe_runs import MODEL, fast_config
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.e2e]
 
 COMPILED = ROOT / "pipelines" / "training_pipeline.yaml"
 

@@ -11,7 +11,7 @@ import shlex
 import pytest
 import yaml
 
-from tests.containers.engine import ROOT, container, podman
+from tests.containers.engine import ROOT, container, podman, podman_run
 
 pytestmark = [pytest.mark.container, pytest.mark.ray]
 
@@ -89,11 +89,11 @@ def test_a_head_and_a_worker_form_one_cluster_on_loopback(component_image):
     run_args = ["--network=none", "--env=RAY_AUTH_TOKEN", "--entrypoint=bash", component_image]
     with container(*run_args, "-c", script, env={"RAY_AUTH_TOKEN": token}) as container_id:
         code = podman("wait", container_id, timeout=300).strip()
-        logs = podman("logs", container_id)
-        assert code == "0", logs
-    answer = json.loads(logs.strip().splitlines()[-1])
+        logs = podman_run("logs", container_id)
+        assert code == "0", logs.stdout + logs.stderr
+    answer = json.loads(logs.stdout.strip().splitlines()[-1])
     alive = answer["alive"]
-    assert len(alive) == 2, logs
+    assert len(alive) == 2, alive
     assert {address for _, address, _ in alive} == {"127.0.0.1"}
     worker_ids = [node for node, _, cpus in alive if cpus == 1]
     assert answer["task_ran_on"] in worker_ids and len(worker_ids) == 1, alive

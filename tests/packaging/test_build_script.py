@@ -106,3 +106,35 @@ def test_first_error_skips_chatter():
     text = "Trying to pull x...\nError: initializing source: connection refused\nmore"
     assert build.first_error(text) == "Error: initializing source: connection refused"
     assert build.first_error("") == "(no output)"
+
+
+class _FakeEngine(build.Engine):
+    """Answers `image inspect` with a fixed base image ID."""
+
+    def run(self, *args, timeout=0):
+        import subprocess
+
+        return subprocess.CompletedProcess(args, 0, stdout="sha256:base\n", stderr="")
+
+
+def test_the_context_digest_follows_what_the_image_is_built_from(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "docker").mkdir(parents=True)
+    (root / "docker" / "Dockerfile").write_text("FROM ${BASE_IMAGE}\nCOPY app ./app\n")
+    (root / "docker" / "Dockerfile.dockerignore").write_text("*\n!app\n**/__pycache__\n")
+    (root / "app").mkdir()
+    (root / "app" / "main.py").write_text("print(1)\n")
+    monkeypatch.setattr(build, "ROOT", root)
+    monkeypatch.setattr(build, "DOCKER_DIR", root / "docker")
+    engine = _FakeEngine("podman")
+
+    first = build.context_digest(engine, "Dockerfile", "base")
+    (root / "notes.txt").write_text("not in the context")
+    (root / "app" / "__pycache__").mkdir()
+    (root / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0")
+    assert build.context_digest(engine, "Dockerfile", "base") == first
+    (root / "app" / "main.py").write_text("print(2)\n")
+    second = build.context_digest(engine, "Dockerfile", "base")
+    assert second != first
+    (root / "docker" / "Dockerfile").write_text("FROM ${BASE_IMAGE}\nCOPY app ./app/\n")
+    assert build.context_digest(engine, "Dockerfile", "base") not in (first, second)
