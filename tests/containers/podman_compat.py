@@ -1,9 +1,10 @@
 """A compatibility shim between kfp.local's DockerRunner and podman's Docker API (podman 4.3).
 
-DockerRunner starts each step's container with `auto_remove=True`, streams its logs, then asks
-for its exit status. A quick step has often removed itself by then: Docker answers 404, which
-kfp catches (and then takes the step as succeeded), but podman 4.3 answers 500, which kfp does
-not catch, and the run fails although the step succeeded. So, while the shim is on, a step's
+DockerRunner starts each step's container with `auto_remove=True`, then inspects it, streams its
+logs and asks for its exit status. A quick step may have removed itself by then: Docker answers
+404, which kfp catches (and then takes the step as succeeded), but podman 4.3 answers 500 ("does
+not exist in database"), which kfp does not catch, and the run fails although the step
+succeeded (here, without the shim, the 4th of 6 runs of a one-step pipeline failed so). So, while the shim is on, a step's
 container is started without auto_remove, kept until its exit status has been read (its logs
 and status are then always there, and a failed step is seen as failed), and removed by its ID
 right after; any container left when the shim ends (a step interrupted) is removed too.
