@@ -468,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.code
+    except subprocess.TimeoutExpired as timeout:
+        command = shlex.join(timeout.cmd[:3]) if isinstance(timeout.cmd, list) else timeout.cmd
+        print(f"error: {command} did not answer in {timeout.timeout:.0f} s", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

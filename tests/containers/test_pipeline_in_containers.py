@@ -11,7 +11,7 @@ from components.common.registry import ModelRegistry
 from pipelines.config import load_config, pipeline_arguments
 from pipelines.demo_data import write_arrests_lake
 from pipelines.local_run import without_retries
-from tests.containers.engine import ROOT
+from tests.containers.engine import ROOT, podman_run
 from tests.containers.podman_compat import keep_containers_until_read
 from tests.mlpipe_runs import MODEL, fast_config
 
@@ -66,6 +66,9 @@ def test_compiled_pipeline_runs_every_step_in_the_image(
     assert len(started) == len(ran)
     images = {container.attrs["Config"]["Image"] for container in started}
     assert images in ({component_image}, {f"localhost/{component_image}"}), images
+    # The shim removed each once its status was read.
+    left = [c.id for c in started if podman_run("container", "exists", c.id).returncode == 0]
+    assert not left, left
     registry = ModelRegistry(arguments["model_store_uri"], MODEL)
     assert registry.versions() == ["v1"]
     files = registry.metadata("v1")["files"]
