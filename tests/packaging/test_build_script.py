@@ -138,3 +138,24 @@ def test_the_context_digest_follows_what_the_image_is_built_from(tmp_path, monke
     assert second != first
     (root / "docker" / "Dockerfile").write_text("FROM ${BASE_IMAGE}\nCOPY app ./app/\n")
     assert build.context_digest(engine, "Dockerfile", "base") not in (first, second)
+
+
+class _RecordingEngine(build.Engine):
+    def __init__(self):
+        super().__init__("podman")
+        self.calls = []
+
+    def run(self, *args, timeout=0):
+        import subprocess
+
+        self.calls.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout="", stderr="")
+
+
+def test_a_rebuild_removes_the_image_it_replaced_by_id_and_only_that():
+    engine = _RecordingEngine()
+    assert build.remove_replaced(engine, "sha256:old", "sha256:new")
+    assert engine.calls == [("image", "rm", "sha256:old")]  # no --force: an image in use stays
+    assert not build.remove_replaced(engine, "sha256:same", "sha256:same")
+    assert not build.remove_replaced(engine, "", "sha256:new")  # the first build
+    assert len(engine.calls) == 1
