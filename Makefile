@@ -12,7 +12,7 @@ SERVE ?= 1
 PYTEST_WORKERS ?= -n 2 --dist worksteal
 PYTEST_ARGS ?=
 
-.PHONY: help install kubectl chromium databases run loop compile test test-fast lint format lock clean
+.PHONY: help install kubectl chromium databases podman images run loop compile test test-fast lint format lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,26 @@ databases:
 		[ $$status = 0 ] || echo "warning: no$$missing; the database ETL tests skip (and fail under CI=true)"; \
 	}
 
+# The container tests (tests/containers) build the images and run them with podman, which needs no
+# Docker engine: Debian's podman with runc (docker/containers.conf says why runc), and
+# debootstrap for the Debian base that docker/build_images.py makes where no registry answers.
+# Installed only where missing.
+podman:
+	@missing=; \
+	for tool in podman:podman runc:runc fuse-overlayfs:fuse-overlayfs newuidmap:uidmap debootstrap:debootstrap; do \
+		command -v $${tool%%:*} >/dev/null || [ -x /usr/sbin/$${tool%%:*} ] || missing="$$missing $${tool#*:}"; \
+	done; \
+	[ -z "$$missing" ] || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; } \
+		|| echo "warning: no$$missing; the container tests skip (and fail under CI=true)"
+
+# Both images from docker/, with docker when its engine answers, else podman (ENGINE=podman to
+# choose). BASE_IMAGE: auto (the Dockerfiles' pinned base if it can be had, else a Debian bookworm
+# base made here), pinned, local or an image name.
+ENGINE ?=
+BASE_IMAGE ?= auto
+images: $(STAMP) ## Build both images (docker/) with docker, else podman; BASE_IMAGE=auto|pinned|local|NAME
+	$(BIN)/python docker/build_images.py $(if $(ENGINE),--engine $(ENGINE)) --base-image $(BASE_IMAGE)
+
 # The demo's second run is a deliberately weak challenger (one shallow five-tree forest): the gate
 # registers it as the candidate but does not bless it, and the champion from the first run stays.
 CHALLENGER := --set tuning.families=[random_forest] --set tuning.num_trials=1 \
@@ -82,10 +102,10 @@ lint: $(STAMP) ## ruff check and format check; the import layering (lint-imports
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: $(STAMP) kubectl chromium databases lint ## Run every test (the README's test command)
+test: $(STAMP) kubectl chromium databases podman lint ## Run every test (the README's test command)
 	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-test-fast: $(STAMP) kubectl chromium databases ## Tests without the end-to-end pipeline runs
+test-fast: $(STAMP) kubectl chromium databases podman ## Tests without the end-to-end pipeline runs
 	$(BIN)/pytest $(PYTEST_WORKERS) -m "not e2e" $(PYTEST_ARGS)
 
 format: $(STAMP) ## Apply ruff's formatter and fixes

@@ -35,6 +35,8 @@ class Stage:
     base: str
     name: str | None
     instructions: list[tuple[str, str]] = field(default_factory=list)
+    # Each RUN's flags (--mount=...), in the order of the stage's RUN instructions.
+    run_flags: list[list[str]] = field(default_factory=list)
 
     def args(self, instruction: str) -> list[str]:
         return [args for name, args in self.instructions if name == instruction]
@@ -53,15 +55,26 @@ def parse(path: Path) -> list[Stage]:
         pending = ""
     assert not pending, f"{path}: a continuation runs off the end"
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     for line in logical:
         instruction, _, args = line.strip().partition(" ")
         instruction, args = instruction.upper(), " ".join(args.split())
-        if instruction == "FROM":
+        if instruction == "ARG" and not stages:  # before the first FROM: for FROM lines only
+            name, _, default = args.partition("=")
+            global_args[name] = default
+        elif instruction == "FROM":
             base, *rest = args.split()
+            base = re.sub(r"\$\{?(\w+)\}?", lambda m: global_args[m.group(1)], base)
             name = rest[1] if len(rest) == 2 and rest[0].upper() == "AS" else None
             stages.append(Stage(base, name))
         else:
             assert stages, f"{path}: {instruction} before FROM"
+            if instruction == "RUN":
+                flags = []
+                while args.startswith("--"):
+                    flag, _, args = args.partition(" ")
+                    flags.append(flag)
+                stages[-1].run_flags.append(flags)
             stages[-1].instructions.append((instruction, args))
     return stages
 
@@ -90,6 +103,9 @@ def test_multi_stage_on_one_pinned_base(image):
         assert not stage.base.split("@")[0].endswith(":latest")
     bases = {stage.base for dockerfile, _ in DOCKERFILES.values() for stage in parse(dockerfile)}
     assert len(bases) == 1, f"the images and stages share one base: {bases}"
+    # Both stages take it from the one build argument, which the tests set to a local base.
+    froms = [line for line in path.read_text().splitlines() if line.startswith("FROM ")]
+    assert [line.split()[1] for line in froms] == ["${BASE_IMAGE}"] * len(stages)
 
 
 def test_build_stage_is_the_same_in_both_images():
@@ -104,13 +120,31 @@ def test_dependencies_come_from_the_lock_and_the_project_as_a_wheel(image):
     assert ":latest" not in text
     runs = " && ".join(stages[0].args("RUN"))
     installs = [cmd for cmd in re.split(r"&&|;", runs) if " pip install " in cmd]
-    assert installs, "the build stage installs with pip"
+    assert len(installs) == 2, "the dependencies, then the project"
     for command in installs:
         assert "-c constraints.txt" in command, command
         assert "--no-deps" not in command, command
-        assert ".whl" in command, f"the project goes in as a wheel: {command}"
+    # First the project's own dependencies (a layer cached until pyproject.toml or the lock
+    # changes), then the project as a wheel, with the same pins.
+    assert '["project"]["dependencies"]' in runs and "-r requirements.txt" in installs[0]
+    assert ".whl" in installs[-1], f"the project goes in as a wheel: {installs[-1]}"
     assert "pip wheel --no-deps" in runs
     assert env_of(stages[0]).get("PIP_NO_CACHE_DIR") == "1"
+
+
+def test_every_pip_step_gets_the_build_secrets_and_only_those(image):
+    """pip's settings and CA bundle come in as build secrets (docker/build_images.py passes the
+    machine's own) on each RUN that runs pip, mounted only while it runs; nothing else is
+    mounted and no ARG carries them."""
+    path, stages, _ = image
+    secrets = [
+        "--mount=type=secret,id=pip.conf,target=/etc/pip.conf",
+        "--mount=type=secret,id=pip-ca,target=/run/secrets/pip-ca",
+    ]
+    for stage in stages:
+        for args, flags in zip(stage.args("RUN"), stage.run_flags, strict=True):
+            assert flags == (secrets if " pip " in args else []), f"{path}: RUN {args[:40]}"
+        assert not stage.args("ARG"), f"{path}: a build argument in a stage"
 
 
 def test_copies_only_what_the_package_needs(image):
