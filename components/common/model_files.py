@@ -47,11 +47,18 @@ def read_model_metadata(model_dir: str | os.PathLike) -> dict:
         PipelineInputError: naming the folder and the file or field that is missing or wrong.
     """
     folder = model_folder(model_dir)
-    if not folder.is_dir():
-        raise PipelineInputError(f"model folder '{model_dir}': not a directory")
-    for required in (MODEL_FILE, METADATA_FILE):
-        if not (folder / required).is_file():
-            raise PipelineInputError(f"model folder '{model_dir}': {required} is missing")
+    try:
+        if not folder.is_dir():
+            raise PipelineInputError(f"model folder '{model_dir}': not a directory")
+        for required in (MODEL_FILE, METADATA_FILE):
+            if not (folder / required).is_file():
+                raise PipelineInputError(f"model folder '{model_dir}': {required} is missing")
+    except OSError as error:
+        # A folder this process may not enter (a pod's user that does not own the volume's
+        # files): is_file raises rather than answering False.
+        raise PipelineInputError(
+            f"model folder '{model_dir}': {error.strerror or error} (uid {os.getuid()})"
+        ) from None
     try:
         metadata = read_json(folder / METADATA_FILE)
     except (OSError, ValueError) as error:

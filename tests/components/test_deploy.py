@@ -445,6 +445,23 @@ def test_cli_refuses_a_missing_model_dir_in_one_line():
     assert "/nonexistent" in lines[0] and "Traceback" not in done.stderr
 
 
+def test_a_model_folder_this_user_may_not_enter_is_one_line_naming_it(tmp_path, monkeypatch):
+    """As a pod's non-root user meets a volume of root's 0700 version folders (the container
+    test met it). The tests run as root, who may enter any folder: the refusal is simulated
+    where the operating system gives it."""
+    from pathlib import Path as PathType
+
+    from components.common.model_files import read_model_metadata
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(PathType, "is_file", refused)
+    with pytest.raises(PipelineInputError) as caught:
+        read_model_metadata(tmp_path)
+    assert str(caught.value).startswith(f"model folder '{tmp_path}': Permission denied (uid ")
+
+
 # --- A model with fairness post-processing needs the sensitive column ---------------------------
 
 
