@@ -79,6 +79,7 @@ def test_serving_image_runs_as_the_inference_service_does(serving_image, referen
     security = spec["securityContext"]
     assert security["capabilities"]["drop"] == ["ALL"] and security["runAsNonRoot"]
     assert not security["allowPrivilegeEscalation"]
+    assert security["readOnlyRootFilesystem"]  # hence --read-only below
     # KServe's storage initializer puts the version in /mnt/models before the server starts.
     # (Its files belong to the pod's user; the registry keeps its folders private, 0700.)
     version = shutil.copytree(reference.root / "models" / "arrests-release" / "v1", tmp_path / "v1")
