@@ -339,7 +339,8 @@ def cmd_contract(args) -> int:
     import yaml
 
     from components.common.io import write_text
-    from components.ingest.logic import read_source, resolve_source
+    from components.common.lake_source import resolve_source
+    from components.ingest.logic import read_source
     from components.validate.contract import infer_contract
     from pipelines.config import load_config
 

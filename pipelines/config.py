@@ -232,7 +232,7 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
         # An ETL's columns exist once it ran: the validate step checks them then.
         if check_data and config.data.etl is None:
             # Here, not at the top: reading the data's columns needs pyarrow, loading a config not.
-            from components.ingest.logic import resolve_source, source_columns
+            from components.common.lake_source import resolve_source, source_columns
 
             check_columns(config, source_columns(resolve_source(config.data.source)))
         # After the data's columns (a misspelt sensitive column is named as such), and without
