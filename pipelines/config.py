@@ -29,6 +29,7 @@ from components.common.settings.sections import (
     DeployConfig,
     EvaluationConfig,
     MonitoringConfig,
+    PredictConfig,
     RayConfig,
     RetrainingConfig,
     ServingConfig,
@@ -58,6 +59,7 @@ class RunConfig(_Section):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     bias: BiasConfig = Field(default_factory=BiasConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -74,6 +76,10 @@ class RunConfig(_Section):
     @property
     def prediction_log_uri(self) -> str:
         return self.serving.prediction_log or str(Path(self.output_root) / "predictions")
+
+    @property
+    def batch_output_uri(self) -> str:
+        return self.predict.output or str(Path(self.output_root) / "batch-predictions")
 
     @property
     def labels_uri(self) -> str:
@@ -309,6 +315,7 @@ def check_columns(config: RunConfig, source_columns: list[str]) -> None:
     named = [("target", config.target)]
     named += [("sensitive_columns", c) for c in config.sensitive_columns]
     named += [("columns", c) for c in config.columns]
+    named += [("predict.key_columns", c) for c in config.predict.key_columns]
     named += [
         (f"bias.intersections[{index}]", column)
         for index, pair in enumerate(config.bias.intersections)
