@@ -1,0 +1,212 @@
+"""A batch prediction job: read a source as ingest reads it, check it against the model, score
+every row, and commit the scored lake (and the prediction log's copy) atomically.
+
+    predict_batch(job, payload) -> the job's record (also the partition's _job.json)
+
+The input is any source ingest reads (components.common.lake_source): a Parquet lake folder, a
+Parquet or CSV file, local or on an object store, with column projection (the model's features
+and the key columns only are read), data.filters, and a watermark: `since` (a watermark from an
+earlier read), or, with since_last_job, the watermark the last job committed to this output.
+
+Two engines, one scoring code (components.predict.batch):
+
+- local: the input is streamed as Arrow record batches of `batch_rows` rows (pyarrow's dataset
+  scanner), each scored and written before the next is read: memory holds a few batches, not
+  the input;
+- ray: Ray Data (components.predict.ray_engine), on `ray.address` or an embedded Ray on
+  127.0.0.1.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from components.common.errors import PipelineInputError
+from components.common.lake_source import (
+    Source,
+    files_since,
+    filter_expression,
+    parquet_dataset,
+    resolve_source,
+)
+from components.common.ray_cluster import cluster_address
+from components.common.schema import feature_names
+from components.common.secrets import redact_url
+from components.predict.batch import PartWriter, score_table
+from components.predict.input_check import ContractCounts, check_columns
+from components.predict.output import DATA, LOG, OutputLake, new_job_id, publish_log_files
+from components.predict.scoring import ModelPayload, load_model
+
+ENGINES = ("auto", "local", "ray")
+# Rows per output file (a reader's unit), and per prediction-log file.
+OUTPUT_FILE_ROWS = 1_000_000
+LOG_FILE_ROWS = 500_000
+
+
+@dataclass
+class BatchJob:
+    """What to score and where to write it (the run config's predict, data, contract and ray
+    sections, and the command's --input and --output)."""
+
+    input_uri: str
+    output_uri: str
+    key_columns: list[str] = field(default_factory=list)
+    batch_rows: int = 65_536
+    engine: str = "auto"
+    since: dict | None = None
+    since_last_job: bool = False
+    filters: list = field(default_factory=list)
+    na_values: list[str] = field(default_factory=list)
+    log_uri: str = ""  # the prediction log; empty: not written
+    contract: dict | None = None
+    severity: dict = field(default_factory=dict)
+    null_rate_margin: float = 0.0
+    ray_address: str = ""
+    ray_num_cpus: int = 2
+    ray_timeout_s: float = 30.0
+
+
+def chosen_engine(job: BatchJob) -> str:
+    """ray when asked for, or with auto when a cluster address is configured; else local."""
+    if job.engine not in ENGINES:
+        raise PipelineInputError(
+            f"predict.engine '{job.engine}': expected one of {', '.join(ENGINES)}"
+        )
+    if job.engine == "auto":
+        return "ray" if cluster_address(job.ray_address) else "local"
+    return job.engine
+
+
+def input_dataset(source: Source, files: list[str] | None, na_values: list[str]) -> ds.Dataset:
+    """The source as a pyarrow dataset, scanned in batches: Parquet (a lake's `files`, or the
+    file) or a CSV file (`na_values` read as missing, as ingest reads it)."""
+    if source.format == "parquet":
+        return parquet_dataset(source, files)
+    import pyarrow.csv as pacsv
+
+    nulls = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", *na_values]
+    csv = ds.CsvFileFormat(
+        convert_options=pacsv.ConvertOptions(null_values=nulls, strings_can_be_null=True)
+    )
+    try:
+        return ds.dataset(source.path, filesystem=source.fs, format=csv)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise PipelineInputError(f"data source '{source.uri}': cannot read CSV: {error}") from None
+
+
+def predict_batch(
+    job: BatchJob, payload: ModelPayload, job_id: str | None = None, now: datetime | None = None
+) -> dict:
+    """Score `job.input_uri` with the version in `payload` into `job.output_uri`.
+
+    Returns:
+        The job's record: job id, partition URI, model (name, version, runtime), engine, rows,
+        files read, the watermark, and the contract's warnings ({rule: {column: rows}}).
+
+    Raises:
+        PipelineInputError: one line: the input, the output, a column, a contract rule set to
+            block, or the Ray cluster; nothing is left in the output.
+    """
+    now = now or datetime.now(UTC)
+    job_id = job_id or new_job_id(now)
+    engine = chosen_engine(job)
+    metadata = payload.metadata
+    model_name, version, schema = metadata["name"], metadata["version"], metadata["schema"]
+    where = f"input '{redact_url(job.input_uri)}' (model {model_name} {version})"
+    output = OutputLake(job.output_uri)
+    output.check(job_id)
+    source = resolve_source(job.input_uri)
+    since = job.since
+    if since is None and job.since_last_job:
+        since = output.last_watermark()
+    watermark, files = files_since(source, since)
+    dataset = input_dataset(source, files, job.na_values)
+    check_columns(dataset.schema, schema, job.key_columns, where)
+    columns = list(dict.fromkeys([*job.key_columns, *feature_names(schema)]))
+    counts = ContractCounts(
+        job.contract, job.severity, job.null_rate_margin, columns=feature_names(schema)
+    )
+    staging = output.staging(job_id)
+    try:
+        if engine == "ray":
+            from components.predict.ray_engine import score_with_ray
+
+            rows = score_with_ray(
+                job, source, files, columns, payload, output, staging, job_id, now, counts
+            )
+        else:
+            rows = _score_locally(
+                job, dataset, source, columns, payload, output, staging, job_id, now, counts
+            )
+        if rows == 0:
+            raise PipelineInputError(f"{where}: no rows to score (after data.filters)")
+        counts.check_blocking(where)
+        record = {
+            "job_id": job_id,
+            "time": now.isoformat(timespec="seconds"),
+            "input": redact_url(job.input_uri),
+            "files_read": len(files) if files is not None else 1,
+            "incremental": since is not None,
+            "model": {"name": model_name, "version": version, "runtime": payload.runtime},
+            "engine": engine,
+            "rows": rows,
+            "key_columns": job.key_columns,
+            "contract_warnings": counts.warnings(),
+            "watermark": watermark,
+        }
+        record["partition"] = output.commit(job_id, record, watermark)
+        if job.log_uri:
+            record["log_files"] = publish_log_files(
+                output, job_id, job.log_uri, model_name, now.date().isoformat()
+            )
+    finally:
+        output.discard(job_id)
+    return record
+
+
+def _score_locally(
+    job: BatchJob,
+    dataset: ds.Dataset,
+    source: Source,
+    columns: list[str],
+    payload: ModelPayload,
+    output: OutputLake,
+    staging: str,
+    job_id: str,
+    now: datetime,
+    counts: ContractCounts,
+) -> int:
+    """Stream the dataset in record batches; score and write each before reading the next."""
+    model = load_model(payload)
+    data = PartWriter(output.fs, f"{staging}/{DATA}", max_rows=OUTPUT_FILE_ROWS)
+    log = PartWriter(output.fs, f"{staging}/{LOG}", f"{job_id}-", max_rows=LOG_FILE_ROWS)
+    scanner = dataset.scanner(
+        columns=columns,
+        filter=filter_expression([list(f) for f in job.filters], source.uri),
+        batch_size=job.batch_rows,
+    )
+    try:
+        for index, batch in enumerate(_batches(scanner, source)):
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch])
+            scored, logged, received = score_table(
+                model, table, job.key_columns, f"batch-{job_id}-{index}", now
+            )
+            counts.add(received)
+            data.write(scored)
+            if job.log_uri:
+                log.write(logged)
+    finally:
+        data.close()
+        log.close()
+    return data.rows
+
+
+def _batches(scanner: ds.Scanner, source: Source):
+    try:
+        yield from scanner.to_batches()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+        raise PipelineInputError(f"data source '{source.uri}': cannot read it: {error}") from None
