@@ -41,12 +41,15 @@ STEP_RESOURCES = {
     "train": {"cpu": ("1", "2"), "memory": ("4Gi", "8Gi")},
     "prepare": {"cpu": ("500m", "1"), "memory": ("2Gi", "4Gi")},
     "monitor": {"cpu": ("500m", "1"), "memory": ("2Gi", "4Gi")},
+    "batch_predict": {"cpu": ("1", "2"), "memory": ("2Gi", "4Gi")},
 }
 
 # The steps that talk to the network (the lake or database, the registry, the model server):
 # a lost connection or an evicted pod is worth another try. The others compute from their
 # inputs, and retrying them would only repeat the same failure. A user error is retried too
 # (Kubeflow cannot tell them apart), so the backoff is short.
+# The steps that may join the KubeRay cluster (its token): tuning, and batch predictions' ray engine.
+RAY_STEPS = frozenset({"tune", "batch_predict"})
 RETRIED_STEPS = frozenset({"ingest", "register", "deploy", "promote"})
 RETRIES = 2
 RETRY_BACKOFF = "15s"
@@ -74,7 +77,7 @@ def for_the_cluster(task):
         secret_key_to_env={key: key for key in OBJECT_STORE_KEYS},
         optional=True,
     )
-    if step == "tune":
+    if step in RAY_STEPS:
         kubernetes.use_secret_as_env(
             task,
             secret_name=RAY_TOKEN_SECRET,

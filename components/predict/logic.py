@@ -210,3 +210,78 @@ def _batches(scanner: ds.Scanner, source: Source):
         yield from scanner.to_batches()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
         raise PipelineInputError(f"data source '{source.uri}': cannot read it: {error}") from None
+
+
+def run_job(
+    model_name: str,
+    model_store_uri: str,
+    model_ref: str,
+    input_uri: str,
+    output_uri: str,
+    data: dict,
+    since_watermark: str,
+    contract: dict,
+    reviewed_contract: str,
+    ray: dict,
+    serving: dict,
+    predict: dict,
+) -> dict:
+    """A batch job from the run config's sections, as the pipeline's parameters carry them (the
+    same arguments for `mlpipe predict` in process and for the pipeline's step).
+
+    Args:
+        model_ref: a version (v3) or an alias (champion, candidate).
+        input_uri: the source to score; empty: data.source.
+        output_uri: the scored lake; empty: predict.output.
+        data: the `data:` section (filters, na_values).
+        since_watermark: a watermark's JSON text (data.since_watermark), or empty.
+        contract, reviewed_contract: the `contract:` section and the reviewed contract's JSON.
+        ray, serving, predict: those sections (serving: the prediction log).
+
+    Returns:
+        The job's record (predict_batch).
+    """
+    import json
+
+    from components.common.registry import ModelRegistry
+    from components.common.settings.parse import parse_section
+    from components.common.settings.sections import (
+        ContractConfig,
+        DataConfig,
+        PredictConfig,
+        RayConfig,
+        ServingConfig,
+    )
+    from components.predict.scoring import read_payload
+
+    data_ = parse_section(DataConfig, data, "data")
+    contract_ = parse_section(ContractConfig, contract, "contract")
+    ray_ = parse_section(RayConfig, ray, "ray")
+    serving_ = parse_section(ServingConfig, serving, "serving")
+    predict_ = parse_section(PredictConfig, predict, "predict")
+    input_uri = input_uri or data_.source
+    output_uri = output_uri or predict_.output
+    if not input_uri:
+        raise PipelineInputError("predict: no input (give --input, or data.source)")
+    if not output_uri:
+        raise PipelineInputError("predict: no output (give --output, or predict.output)")
+    job = BatchJob(
+        input_uri=input_uri,
+        output_uri=output_uri,
+        key_columns=predict_.key_columns,
+        batch_rows=predict_.batch_rows,
+        engine=predict_.engine,
+        since=json.loads(since_watermark) if since_watermark else None,
+        since_last_job=predict_.since_last_job,
+        filters=[list(f) for f in data_.filters],
+        na_values=data_.na_values,
+        log_uri=serving_.prediction_log if predict_.log_predictions else "",
+        contract=json.loads(reviewed_contract) if reviewed_contract else None,
+        severity=contract_.severity,
+        null_rate_margin=contract_.null_rate_margin,
+        ray_address=ray_.address,
+        ray_num_cpus=ray_.num_cpus,
+        ray_timeout_s=ray_.connect_timeout_seconds,
+    )
+    payload = read_payload(ModelRegistry(model_store_uri, model_name), model_ref, predict_.runtime)
+    return predict_batch(job, payload)

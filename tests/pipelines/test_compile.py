@@ -131,7 +131,7 @@ def test_every_step_runs_through_the_step_runner_and_its_external_steps_match_th
     uncached = {name for name, task in tasks.items() if task.get("cachingOptions") == {}}
     # The monitor is the monitoring pipeline's (tests/pipelines/test_monitoring_pipeline.py).
     groups = {"condition-2", "condition-3", "exit-handler-1"}
-    assert uncached - groups == EXTERNAL_STEPS - {"monitor"}
+    assert uncached - groups == EXTERNAL_STEPS - {"monitor", "batch-predict"}
 
 
 def test_each_config_section_is_one_parameter_with_its_models_defaults():
