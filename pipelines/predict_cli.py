@@ -58,6 +58,8 @@ def batch_prediction_arguments(
 def describe(record: dict, seconds: float) -> list[str]:
     """What a job did, in a few lines for the terminal."""
     model = record["model"]
+    if record.get("nothing_new"):
+        return [f"Nothing to score, nothing written: {record['nothing_new']}"]
     lines = [
         f"Scored {record['rows']:,} rows of {record['input']} ({record['files_read']} files"
         f"{', new since the watermark' if record['incremental'] else ''}) with {model['name']} "

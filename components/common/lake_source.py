@@ -28,6 +28,10 @@ SUPPORTED_SCHEMES = ("file", "s3", "gs", "gcs")
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
 
 
+class NothingNew(PipelineInputError):
+    """A watermark's read of a lake finds no file new or changed since it."""
+
+
 @dataclass(frozen=True)
 class Source:
     """A resolved data source."""
@@ -201,7 +205,7 @@ def files_since(source: Source, since: dict | None) -> tuple[dict, list[str] | N
         for a single file (read whole).
 
     Raises:
-        PipelineInputError: nothing new since `since`.
+        NothingNew: nothing new since `since`.
     """
     try:
         files = lake_files(source) if source.format == "parquet" else {}
@@ -215,7 +219,7 @@ def files_since(source: Source, since: dict | None) -> tuple[dict, list[str] | N
         seen = since.get("files", {})
         selected = [name for name, mark in files.items() if seen.get(name) != mark]
         if not selected:
-            raise PipelineInputError(
+            raise NothingNew(
                 f"data source '{source.uri}': nothing new since the given watermark "
                 f"({len(files)} files, all read before)"
             )

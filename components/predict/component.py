@@ -49,7 +49,7 @@ def batch_predict(
         metrics: rows scored, and rows per contract warning.
 
     Returns:
-        The partition's URI.
+        The partition's URI; empty when the input had nothing new since the last job.
     """
     import os
 
@@ -79,6 +79,9 @@ def batch_predict(
         )
     write_json(job.path, record)
     metrics.log_metric("rows", record["rows"])
+    if record.get("nothing_new"):
+        step_summary("batch-predict", f"nothing to score, nothing written: {record['nothing_new']}")
+        return ""
     for rule, columns in record["contract_warnings"].items():
         metrics.log_metric(f"contract_{rule}_rows", sum(columns.values()))
     model = record["model"]

@@ -25,6 +25,7 @@ import pyarrow.dataset as ds
 
 from components.common.errors import PipelineInputError
 from components.common.lake_source import (
+    NothingNew,
     Source,
     files_since,
     filter_expression,
@@ -121,7 +122,20 @@ def predict_batch(
     since = job.since
     if since is None and job.since_last_job:
         since = output.last_watermark()
-    watermark, files = files_since(source, since)
+    try:
+        watermark, files = files_since(source, since)
+    except NothingNew as nothing:
+        # A scheduled job on a lake that did not grow: done, nothing written (not a failure).
+        return {
+            "job_id": job_id,
+            "time": now.isoformat(timespec="seconds"),
+            "input": redact_url(job.input_uri),
+            "model": {"name": model_name, "version": version, "runtime": payload.runtime},
+            "engine": engine,
+            "rows": 0,
+            "partition": "",
+            "nothing_new": str(nothing),
+        }
     dataset = input_dataset(source, files, job.na_values)
     check_columns(dataset.schema, schema, job.key_columns, where)
     columns = list(dict.fromkeys([*job.key_columns, *feature_names(schema)]))
