@@ -14,6 +14,7 @@ staging folder; the driver adds the counts up, and the commit publishes the log 
 """
 
 import json
+import re
 import uuid
 from datetime import datetime
 
@@ -82,15 +83,20 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _cause(error: BaseException) -> PipelineInputError | None:
-    """The PipelineInputError a Ray task raised, through Ray's wrappers, if that is what failed."""
+def _cause(error: BaseException) -> str | None:
+    """The message of the PipelineInputError a Ray task raised, if that is what failed: through
+    Ray's wrappers (their causes), else from the remote traceback Ray's message carries."""
     seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, PipelineInputError):
-            return error
-        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
-    return None
+    current = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PipelineInputError):
+            return str(current)
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    found = re.findall(
+        r"(?m)^\s*(?:[\w.]+\.)?(?:PipelineInputError|ModelIntegrityError): (.+)$", str(error)
+    )
+    return found[-1].strip() if found else None
 
 
 def score_with_ray(
@@ -162,7 +168,7 @@ def score_with_ray(
         except Exception as error:
             cause = _cause(error)
             if cause is not None:
-                raise PipelineInputError(str(cause)) from None
+                raise PipelineInputError(cause) from None
             raise
     rows = 0
     output.fs.invalidate_cache()
