@@ -18,8 +18,11 @@ MODEL = "loans"
 TARGET = "approved"
 
 
-def register_loans_model(store: Path, onnx: bool = True) -> tuple[ModelRegistry, object, dict]:
-    """v1 of `loans` in `store` (the champion): (registry, the fitted model, its schema)."""
+def register_loans_model(
+    store: Path, onnx: bool = True, promote: bool = True
+) -> tuple[ModelRegistry, object, dict]:
+    """The next version of `loans` in `store` (the champion, with promote): (registry, the
+    fitted model, its schema)."""
     frame = make_loans(600, seed=0)
     schema = validate_table(frame, TARGET, "classification", ["group"], {})
     train, test = split_table(frame, schema, 0.25, seed=1)
@@ -38,7 +41,8 @@ def register_loans_model(store: Path, onnx: bool = True) -> tuple[ModelRegistry,
         record = {"converted": True, "parity_passed": parity["passed"]}
     registry = ModelRegistry(str(store), MODEL)
     version = registry.register(model, {"schema": schema, "onnx": record}, extra)
-    registry.promote(version.version)
+    if promote:
+        registry.promote(version.version)
     return registry, model, schema
 
 
