@@ -29,6 +29,7 @@ from components.common.lake_source import (
     Source,
     files_since,
     filter_expression,
+    is_text,
     parquet_dataset,
     resolve_source,
 )
@@ -84,7 +85,11 @@ def input_dataset(source: Source, files: list[str] | None, na_values: list[str])
     """The source as a pyarrow dataset, scanned in batches: Parquet (a lake's `files`, or the
     file) or a CSV file (`na_values` read as missing, as ingest reads it)."""
     if source.format == "parquet":
-        return parquet_dataset(source, files)
+        dataset = parquet_dataset(source, files)
+        # Text read as dictionaries, as ingest reads it: a code per row, each string once (the
+        # model's input and the log are made from the codes).
+        text = [field.name for field in dataset.schema if is_text(field.type)]
+        return parquet_dataset(source, files, dictionary_columns=text) if text else dataset
     import pyarrow.csv as pacsv
 
     nulls = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", *na_values]

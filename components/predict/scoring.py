@@ -84,7 +84,8 @@ def read_payload(registry: ModelRegistry, ref: str, runtime: str = "auto") -> Mo
 @dataclass(frozen=True)
 class ScoringModel:
     """A loaded version: `predict(frame)` gives (labels, probabilities or None) for a frame of
-    the model's input (`model_input`)."""
+    the features as received (`received_features`: numbers as float64); each runtime makes the
+    model's input from it as training did (components.common.schema.as_model_input)."""
 
     name: str
     version: str
@@ -115,28 +116,54 @@ def load_model(payload: ModelPayload, threads: int = 0) -> ScoringModel:
     model = unpickle_model(payload.data, f"{where}: {MODEL_FILE}")
     probabilities = classification and hasattr(model, "predict_proba")
     classes = np.asarray(model.classes_).tolist() if probabilities else None
+    answer = both_answers(model, probabilities)
 
     def predict(frame):
-        labels = np.asarray(model.predict(frame))
-        if not probabilities:
-            return labels, None
-        return labels, np.asarray(model.predict_proba(frame), dtype=np.float64)
+        return answer(as_model_input(frame, schema))
 
     return ScoringModel(metadata["name"], metadata["version"], schema, SKLEARN, classes, predict)
 
 
-def model_input(table: pa.Table, schema: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The features of an Arrow table as received (numbers as float64) and as the model's input.
+def both_answers(model, probabilities: bool) -> Callable:
+    """A function of the model's input giving (model.predict, model.predict_proba or None).
+
+    For a scikit-learn Pipeline, its preprocessing runs once and the last step gives both: what
+    Pipeline.predict and predict_proba compute, each of which would run the preprocessing again
+    (on a wide one-hot input that is most of the time). Anything else: the two calls.
+    """
+    from sklearn.pipeline import Pipeline
+
+    if not probabilities:
+        return lambda frame: (np.asarray(model.predict(frame)), None)
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        head, final = model[:-1], model.steps[-1][1]
+
+        def once(frame):
+            features = head.transform(frame)
+            labels = np.asarray(final.predict(features))
+            return labels, np.asarray(final.predict_proba(features), dtype=np.float64)
+
+        return once
+
+    def separately(frame):
+        labels = np.asarray(model.predict(frame))
+        return labels, np.asarray(model.predict_proba(frame), dtype=np.float64)
+
+    return separately
+
+
+def received_features(table: pa.Table, schema: dict) -> pd.DataFrame:
+    """The features of an Arrow table as received: numbers as float64, text as read (text read
+    as dictionaries becomes pandas categoricals: a code per row, each string once).
 
     Raises:
         PipelineInputError: a numeric feature holds a value that is not a number (one line,
             naming the column and the value).
     """
-    names = feature_names(schema)
-    frame = table.select(names).to_pandas()
+    frame = table.select(feature_names(schema)).to_pandas()
     for name in feature_names(schema, NUMERIC):
         frame[name] = as_numbers(frame[name], name)
-    return frame, as_model_input(frame, schema)
+    return frame
 
 
 def as_numbers(values: pd.Series, name: str) -> pd.Series:
@@ -154,7 +181,7 @@ def as_numbers(values: pd.Series, name: str) -> pd.Series:
 
 
 def scored_columns(model: ScoringModel, frame: pd.DataFrame) -> dict[str, pa.Array]:
-    """The prediction and each class's probability for the model's input `frame`."""
+    """The prediction and each class's probability for the features as received."""
     labels, probabilities = model.predict(frame)
     columns = {PREDICTION: arrow_labels(labels)}
     if probabilities is not None and model.classes:
