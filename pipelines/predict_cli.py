@@ -5,6 +5,7 @@ process with the arguments the compiled pipeline (pipelines/batch_prediction_pip
 (`batch_prediction_arguments`, which `mlpipe submit --pipeline batch-prediction` sends too).
 """
 
+import signal
 import time
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def describe(record: dict, seconds: float) -> list[str]:
     return lines
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_predict(args) -> int:
     import os
 
@@ -90,7 +95,13 @@ def cmd_predict(args) -> int:
         config, args.input or "", args.output or "", args.version or args.alias
     )
     started = time.monotonic()
-    record = run_job(**arguments)
+    # SIGTERM as Ctrl-C: the job removes its staging folder (and stops an embedded Ray) on
+    # the way out, and the command exits 130 with one line.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        record = run_job(**arguments)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for line in describe(record, time.monotonic() - started):
         console.print(escape(line))
     return 0

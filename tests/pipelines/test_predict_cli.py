@@ -90,3 +90,44 @@ def test_bad_input_is_one_line_and_exit_2(setup, capsys, tmp_path, arguments, me
     assert message.format(base=base, lake=lake) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not output.exists() or list(output.iterdir()) == []
+
+
+@pytest.mark.faults
+def test_sigterm_mid_job_exits_130_and_leaves_no_partition_nor_staging(setup, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    base, config, _ = setup
+    big = write_lake(loans_to_score(200_000, seed=5), tmp_path / "big")
+    output = tmp_path / "scored"
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "pipelines.cli", "predict", "--config", str(config)]
+    command += ["--input", str(big), "--output", str(output), "--set", "predict.batch_rows=500"]
+    process = subprocess.Popen(
+        command,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # Stopped once it is writing: its staging folder holds a data file.
+        while not list(output.glob(".staging-*/data/*.parquet")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the job never started writing"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert err.strip() == "interrupted"
+    assert list(output.iterdir()) == []
