@@ -3,7 +3,8 @@ memory against the input's size, and Ray Data on two loopback nodes against one.
 
     .venv/bin/python -m benchmarks.batch_predict --data-dir /var/tmp/mlpipe-batch \\
         --output benchmarks/results/batch_predict.json
-    .venv/bin/python -m benchmarks.batch_predict --smoke          # CI: tiny sizes, no Ray
+    .venv/bin/python -m benchmarks.batch_predict --smoke          # CI: tiny sizes, no Ray,
+                                                                  # in one process
 
 The model: the project's preprocessor and a logistic regression (components.prepare,
 components.train) fitted on 20,000 rows of the synthetic table (components.ingest.synthetic:
@@ -49,6 +50,7 @@ SIZES = (500_000, 2_000_000, 5_000_000)
 SMOKE_SIZES = (5_000, 20_000)
 RAY_ROWS = 2_000_000
 TRAIN_ROWS = 20_000
+SMOKE_TRAIN_ROWS = 2_000
 TARGET_RATIO = 0.8
 KINDS = ("job_onnx", "raw_onnx", "job_sklearn", "raw_sklearn")
 MODEL = "synthetic-default"
@@ -66,7 +68,7 @@ def _lake(data_dir: Path, rows: int) -> Path:
     return lake
 
 
-def _register(store: Path) -> dict:
+def _register(store: Path, train_rows: int = TRAIN_ROWS) -> dict:
     """The model, fitted and registered with its ONNX graph; returns its schema."""
     from components.common.registry import ONNX_FILE, ModelRegistry
     from components.export.logic import check_parity, export_onnx
@@ -76,7 +78,7 @@ def _register(store: Path) -> dict:
     from components.train.logic import fit_model
     from components.validate.logic import validate_table
 
-    frame = text_as_categories(make_table(TRAIN_ROWS, seed=0).to_pandas())
+    frame = text_as_categories(make_table(train_rows, seed=0).to_pandas())
     frame = frame.drop(columns=list(EXCLUDED))
     frame[TARGET] = frame[TARGET].astype(str)
     schema = validate_table(frame, TARGET, "classification", [], {})
@@ -146,8 +148,14 @@ def _child(kind: str, lake: str, store: str, scratch: str, ray_address: str) -> 
     return {"seconds": round(seconds, 3), "rows": rows, "peak_rss_mb": round(peak_mb, 1)}
 
 
-def run_child(kind: str, lake: Path, store: Path, ray_address: str = "") -> dict:
+def run_child(
+    kind: str, lake: Path, store: Path, ray_address: str = "", in_process: bool = False
+) -> dict:
+    """One measurement in a fresh process (in this one for --smoke, whose figures are not
+    measurements: a fresh Python and its imports per call cost more than CI should pay)."""
     with tempfile.TemporaryDirectory(prefix="mlpipe-batch-bench-") as scratch:
+        if in_process:
+            return {"ok": True, **_child(kind, str(lake), str(store), scratch, ray_address)}
         command = [
             sys.executable,
             "-m",
@@ -169,8 +177,10 @@ def run_child(kind: str, lake: Path, store: Path, ray_address: str = "") -> dict
     return {"ok": True, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def _median_run(kind: str, lake: Path, store: Path, repeats: int, ray_address: str = "") -> dict:
-    runs = [run_child(kind, lake, store, ray_address) for _ in range(repeats)]
+def _median_run(
+    kind: str, lake: Path, store: Path, repeats: int, ray_address: str = "", in_process=False
+) -> dict:
+    runs = [run_child(kind, lake, store, ray_address, in_process) for _ in range(repeats)]
     failed = [run for run in runs if not run["ok"]]
     if failed:
         return failed[0]
@@ -230,13 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = data_dir / f"models-{os.getpid()}"
-    _register(store)
+    _register(store, SMOKE_TRAIN_ROWS if args.smoke else TRAIN_ROWS)
     runs = []
     try:
         for rows in sorted(sizes):
             lake = _lake(data_dir, rows)
             # Alternating kinds, repeat by repeat: other work on the machine falls on each.
-            measured = {kind: _median_run(kind, lake, store, repeats) for kind in KINDS}
+            measured = {
+                kind: _median_run(kind, lake, store, repeats, in_process=args.smoke)
+                for kind in KINDS
+            }
             run = {"rows": rows, **measured}
             for runtime in ("onnx", "sklearn"):
                 job, raw = measured[f"job_{runtime}"], measured[f"raw_{runtime}"]
