@@ -9,6 +9,7 @@ for missing, categories as text with the missing token: components.common.schema
 scored here gets the server's answer.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -105,7 +106,12 @@ def load_model(payload: ModelPayload, threads: int = 0) -> ScoringModel:
         from components.common.onnx_runtime import load_session, predict_onnx
 
         session = load_session(payload.data, threads)
-        classes = list(schema.get("classes") or []) if classification else None
+        # The probabilities' columns are the model's classes_ in its own order, which the export
+        # records in the graph (the schema's are sorted as text: 10 before 2).
+        recorded = session.get_modelmeta().custom_metadata_map.get("classes")
+        classes = None
+        if classification:
+            classes = json.loads(recorded) if recorded else list(schema.get("classes") or [])
 
         def predict(frame):
             return predict_onnx(session, frame, schema)

@@ -363,3 +363,43 @@ def test_arrow_labels_keep_numbers_and_make_anything_else_text():
 
     assert arrow_labels(np.array([0, 1])).type == pa.int64()
     assert arrow_labels(np.array(["no", "yes"], dtype=object)).to_pylist() == ["no", "yes"]
+
+
+def test_onnx_probabilities_are_named_by_the_models_classes_in_its_order(tmp_path):
+    """Integer classes sort differently as text (10 before 2): each probability column must be
+    its class's in both runtimes."""
+    from components.common.registry import ModelRegistry
+    from components.export.logic import check_parity, export_onnx
+    from components.prepare.logic import fit_preprocessor, split_table
+    from components.train.logic import fit_model
+    from components.validate.logic import validate_table
+    from tests.conftest import make_loans
+
+    frame = make_loans(600, seed=4)
+    frame["tier"] = np.select([frame["age"] < 35, frame["age"] < 55], [2, 10], 1)
+    frame = frame.drop(columns=["approved"])
+    schema = validate_table(frame, "tier", "classification", [], {})
+    train, test = split_table(frame, schema, 0.25, seed=1)
+    params = {"family": "logistic_regression", "params": {"C": 1.0}}
+    model = fit_model(train, schema, fit_preprocessor(train, schema), params, 0)
+    graph = export_onnx(model, schema)
+    assert check_parity(model, graph, test, schema)["passed"]
+    registry = ModelRegistry(str(tmp_path / "models"), "tiers")
+    registry.register(
+        model, {"schema": schema, "onnx": {"parity_passed": True}}, {ONNX_FILE: graph}
+    )
+    rows = frame.drop(columns=["tier"]).assign(loan_id=np.arange(len(frame)))
+    rows.to_parquet(tmp_path / "rows.parquet")
+    outputs = {}
+    for runtime in ("sklearn", "onnx"):
+        out = tmp_path / runtime
+        job = BatchJob(str(tmp_path / "rows.parquet"), str(out), key_columns=["loan_id"])
+        predict_batch(job, read_payload(registry, "v1", runtime))
+        outputs[runtime] = pd.read_parquet(out).sort_values("loan_id").reset_index(drop=True)
+    columns = [f"probability_{c}" for c in (1, 2, 10)]
+    for runtime, out in outputs.items():
+        assert [c for c in out.columns if c.startswith("probability_")] == columns, runtime
+    np.testing.assert_allclose(outputs["onnx"][columns], outputs["sklearn"][columns], atol=1e-5)
+    np.testing.assert_allclose(
+        outputs["sklearn"][columns], model.predict_proba(as_model_input(rows, schema)), atol=0
+    )
