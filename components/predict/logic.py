@@ -201,13 +201,11 @@ def _score_locally(
     model = load_model(payload)
     data = PartWriter(output.fs, f"{staging}/{DATA}", max_rows=OUTPUT_FILE_ROWS)
     log = PartWriter(output.fs, f"{staging}/{LOG}", f"{job_id}-", max_rows=LOG_FILE_ROWS)
-    scanner = dataset.scanner(
-        columns=columns,
-        filter=filter_expression([list(f) for f in job.filters], source.uri),
-        batch_size=job.batch_rows,
-    )
+    expression = filter_expression([list(f) for f in job.filters], source.uri)
     try:
-        for index, batch in enumerate(_batches(scanner, source)):
+        for index, batch in enumerate(
+            _batches(dataset, columns, expression, job.batch_rows, source)
+        ):
             if batch.num_rows == 0:
                 continue
             table = pa.Table.from_batches([batch])
@@ -224,9 +222,20 @@ def _score_locally(
     return data.rows
 
 
-def _batches(scanner: ds.Scanner, source: Source):
+def _batches(dataset: ds.Dataset, columns: list[str], expression, batch_rows: int, source: Source):
+    """The dataset's record batches, one file at a time: a scanner over the whole dataset reads
+    ahead across files as fast as it can (hundreds of MB while the first batches are scored), a
+    file's scanner holds that file's batches at most."""
     try:
-        yield from scanner.to_batches()
+        for fragment in dataset.get_fragments(filter=expression):
+            scanner = ds.Scanner.from_fragment(
+                fragment,
+                schema=dataset.schema,
+                columns=columns,
+                filter=expression,
+                batch_size=batch_rows,
+            )
+            yield from scanner.to_batches()
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
         raise PipelineInputError(f"data source '{source.uri}': cannot read it: {error}") from None
 

@@ -403,3 +403,15 @@ def test_onnx_probabilities_are_named_by_the_models_classes_in_its_order(tmp_pat
     np.testing.assert_allclose(
         outputs["sklearn"][columns], model.predict_proba(as_model_input(rows, schema)), atol=0
     )
+
+
+def test_filters_prune_partitions_and_a_partition_column_can_be_a_key(registered, lake, tmp_path):
+    registry, _, _ = registered
+    options = {"filters": [["month", "==", "2026-11"]], "key_columns": ["loan_id", "month"]}
+    record = predict_batch(job(lake, tmp_path, **options), read_payload(registry, "v1"))
+    rows = loans_to_score(600)
+    november = rows[rows["month"] == "2026-11"]
+    assert record["rows"] == len(november) == 300
+    out = scored(tmp_path)
+    assert out["loan_id"].tolist() == sorted(november["loan_id"])
+    assert set(out["month"]) == {"2026-11"}
