@@ -158,7 +158,8 @@ def score_with_ray(
             batch_format="pyarrow",
             batch_size=job.batch_rows,
             # From one actor up to one per CPU: a pool that starts at every CPU leaves none for
-            # listing and reading the files, and waits for ever.
+            # listing and reading the files, and waits for ever. A cluster needs two CPUs in all
+            # (a node of one CPU alone waits: its actor holds the CPU the reads need).
             compute=ray.data.ActorPoolStrategy(
                 min_size=1, max_size=max(1, int(ray.cluster_resources().get("CPU", 1)))
             ),
