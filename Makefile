@@ -87,6 +87,7 @@ run: $(STAMP) ## Run the demo: a model, the monitor on its logged smoke traffic,
 	$(BIN)/mlpipe demo-data --config $(CONFIG)
 	$(BIN)/mlpipe run --config $(CONFIG) --no-serve
 	$(BIN)/mlpipe monitor --config $(CONFIG) --window-days 1
+	@echo "Score the demo lake with the champion: $(BIN)/mlpipe predict --config $(CONFIG) --output mlpipe-output/batch-predictions"
 	$(BIN)/mlpipe run --config $(CONFIG) $(CHALLENGER) $(if $(filter 0,$(SERVE)),--no-serve,)
 
 loop: $(STAMP) ## The loop once: train on 2023, serve, shifted 2024 traffic and its labels, monitor -> incremental retraining -> gate -> promote -> reload, then ok
@@ -95,6 +96,7 @@ loop: $(STAMP) ## The loop once: train on 2023, serve, shifted 2024 traffic and 
 compile: $(STAMP) ## Re-compile the pipelines (training, monitoring) and the KFP resources in manifests/
 	$(BIN)/mlpipe compile --output pipelines/training_pipeline.yaml
 	$(BIN)/mlpipe compile --pipeline monitoring --output pipelines/monitoring_pipeline.yaml
+	$(BIN)/mlpipe compile --pipeline batch-prediction --output pipelines/batch_prediction_pipeline.yaml
 	$(BIN)/mlpipe pipeline-resources --output manifests/base/pipeline/pipeline.yaml
 
 lint: $(STAMP) ## ruff check and format check; the import layering (lint-imports)

@@ -21,12 +21,13 @@ import joblib
 
 from benchmarks.output import write_results
 from components.bias.assess import assess_data, assess_model
+from components.common.lake_source import resolve_source
 from components.common.metrics import evaluate_model
 from components.common.registry import ModelRegistry
 from components.common.settings.sections import BiasConfig
 from components.deploy.logic import smoke_test
 from components.evaluate.gate import decide
-from components.ingest.logic import content_hash, read_source, resolve_source
+from components.ingest.logic import content_hash, read_source
 from components.prepare.logic import build_preprocessor, fit_preprocessor, split_table
 from components.report.logic import render_run_report
 from components.train.logic import fit_model, fit_with_threshold

@@ -125,8 +125,9 @@ def measure_bare(lake: str, columns: list[str]) -> dict:
 def measure_ours(
     lake: str, columns: list[str], target: str, sensitive: list[str], progress=None
 ) -> dict:
+    from components.common.lake_source import resolve_source
     from components.common.schema import as_model_input
-    from components.ingest.logic import content_hash, read_source, resolve_source
+    from components.ingest.logic import content_hash, read_source
     from components.prepare.logic import fit_preprocessor, split_table
     from components.validate.contract import blocking, check_contract, infer_contract
     from components.validate.logic import validate_table

@@ -20,6 +20,7 @@ from pipelines.feedback_cli import add_feedback_parser
 from pipelines.loop_cli import add_loop_parser
 from pipelines.models_cli import add_models_parser
 from pipelines.monitor_cli import add_monitor_parser
+from pipelines.predict_cli import add_predict_parser
 
 # soft_wrap: paths and the curl line must stay copy-pasteable when the terminal is narrow.
 console = Console(highlight=False, soft_wrap=True)
@@ -32,7 +33,7 @@ DEFAULT_PREDICTION_LOG = "mlpipe-output/predictions"
 DEFAULT_LABELS = "mlpipe-output/labels"
 EXIT_BAD_INPUT = 2
 # What `mlpipe compile` and `mlpipe submit` take as --pipeline.
-PIPELINES = ("training", "monitoring")
+PIPELINES = ("training", "monitoring", "batch-prediction")
 
 
 def _load_checked_config(path: str, check_data: bool = True, overrides: list | None = None):
@@ -263,14 +264,19 @@ def cmd_serve(args) -> int:
 def cmd_compile(args) -> int:
     if args.pipeline == "monitoring":
         from pipelines.monitoring_pipeline import compile_pipeline
+    elif args.pipeline == "batch-prediction":
+        from pipelines.batch_prediction_pipeline import compile_pipeline
     else:
         from pipelines.training_pipeline import compile_pipeline
 
     resources = None
     if args.config:  # only its `resources:` reach the spec; the rest are run parameters
         resources = _load_checked_config(args.config, check_data=False).resources
-    output = compile_pipeline(args.output or f"{args.pipeline}_pipeline.yaml", resources=resources)
-    submit = "mlpipe submit" + (" --pipeline monitoring" if args.pipeline == "monitoring" else "")
+    module = args.pipeline.replace("-", "_")
+    output = compile_pipeline(args.output or f"{module}_pipeline.yaml", resources=resources)
+    submit = "mlpipe submit" + (
+        f" --pipeline {args.pipeline}" if args.pipeline != "training" else ""
+    )
     console.print(
         f"Compiled the {args.pipeline} pipeline to {output}; upload it in the Kubeflow dashboard "
         f"(Pipelines > Upload pipeline) or submit it with `{submit}`."
@@ -344,7 +350,8 @@ def cmd_contract(args) -> int:
     import yaml
 
     from components.common.io import write_text
-    from components.ingest.logic import read_source, resolve_source
+    from components.common.lake_source import resolve_source
+    from components.ingest.logic import read_source
     from components.validate.contract import infer_contract
     from pipelines.config import load_config
 
@@ -468,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PIPELINES,
         default="training",
         help="training, or monitoring: the monitor on a schedule (--schedule), retraining "
-        "when it says retrain",
+        "when it says retrain; or batch-prediction: data.source scored into predict.output",
     )
     submit.add_argument(
         "--mode",
@@ -534,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(commands)
     add_feedback_parser(commands)
     add_monitor_parser(commands)
+    add_predict_parser(commands)
     add_loop_parser(commands)
     return parser
 

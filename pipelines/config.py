@@ -30,6 +30,7 @@ from components.common.settings.sections import (
     DeployConfig,
     EvaluationConfig,
     MonitoringConfig,
+    PredictConfig,
     RayConfig,
     RetrainingConfig,
     ServingConfig,
@@ -59,6 +60,7 @@ class RunConfig(_Section):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     bias: BiasConfig = Field(default_factory=BiasConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -76,6 +78,10 @@ class RunConfig(_Section):
     @property
     def prediction_log_uri(self) -> str:
         return self.serving.prediction_log or str(Path(self.output_root) / "predictions")
+
+    @property
+    def batch_output_uri(self) -> str:
+        return self.predict.output or str(Path(self.output_root) / "batch-predictions")
 
     @property
     def labels_uri(self) -> str:
@@ -235,7 +241,7 @@ def check_config(config: RunConfig, path: str | Path, check_data: bool = True) -
         # An ETL's columns exist once it ran: the validate step checks them then.
         if check_data and config.data.etl is None:
             # Here, not at the top: reading the data's columns needs pyarrow, loading a config not.
-            from components.ingest.logic import resolve_source, source_columns
+            from components.common.lake_source import resolve_source, source_columns
 
             check_columns(config, source_columns(resolve_source(config.data.source)))
         # After the data's columns (a misspelt sensitive column is named as such), and without
@@ -312,6 +318,7 @@ def check_columns(config: RunConfig, source_columns: list[str]) -> None:
     named = [("target", config.target)]
     named += [("sensitive_columns", c) for c in config.sensitive_columns]
     named += [("columns", c) for c in config.columns]
+    named += [("predict.key_columns", c) for c in config.predict.key_columns]
     named += [
         (f"bias.intersections[{index}]", column)
         for index, pair in enumerate(config.bias.intersections)

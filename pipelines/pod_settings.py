@@ -38,6 +38,8 @@ ALERTING_STEPS = frozenset({"gate", "promote", "notify", "monitor"})
 # a lost connection or an evicted pod is worth another try. The others compute from their
 # inputs, and retrying them would only repeat the same failure. A user error is retried too
 # (Kubeflow cannot tell them apart), so the backoff is short.
+# The steps that may join the KubeRay cluster (its token): tuning, and batch predictions' ray engine.
+RAY_STEPS = frozenset({"tune", "batch_predict"})
 RETRIED_STEPS = frozenset({"ingest", "register", "deploy", "promote"})
 RETRIES = 2
 RETRY_BACKOFF = "15s"
@@ -62,7 +64,7 @@ def for_the_cluster(task, resources: ResourcesConfig | None = None):
         secret_key_to_env={key: key for key in OBJECT_STORE_KEYS},
         optional=True,
     )
-    if step == "tune":
+    if step in RAY_STEPS:
         kubernetes.use_secret_as_env(
             task,
             secret_name=RAY_TOKEN_SECRET,

@@ -58,9 +58,10 @@ from pipelines.config import RunConfig, pipeline_arguments
 from pipelines.kfp_resources import PACKAGE, package_version, read_spec, spec_digest, version_name
 from pipelines.training_pipeline import PIPELINE_NAME, compile_pipeline
 
-# What --pipeline names: training (pipelines/training_pipeline.py) or monitoring
-# (pipelines/monitoring_pipeline.py, imported when submitted).
-PIPELINES = ("training", "monitoring")
+# What --pipeline names: training (pipelines/training_pipeline.py), monitoring
+# (pipelines/monitoring_pipeline.py) or batch-prediction (pipelines/batch_prediction_pipeline.py;
+# those two imported when submitted).
+PIPELINES = ("training", "monitoring", "batch-prediction")
 
 HEALTH_ROUTE = "/apis/v2beta1/healthz"
 TOKEN_ENV = "KFP_TOKEN"
@@ -394,7 +395,9 @@ def submit_run(
             updates without the monitor); its trigger is `schedule` with a cron, else `manual`.
         pipeline: training, or monitoring: the monitoring pipeline's spec, with its own
             arguments (pipelines.monitor_cli.monitoring_arguments), usually on a
-            schedule.
+            schedule; or batch-prediction: the batch-prediction pipeline's spec
+            (pipelines.predict_cli.batch_prediction_arguments: data.source scored by the
+            champion into predict.output).
 
     Raises:
         PipelineInputError: bad schedule, wait with a schedule, or the host does not answer.
@@ -410,6 +413,15 @@ def submit_run(
         compile_spec = partial(monitoring_pipeline.compile_pipeline, resources=config.resources)
         pipeline_name = pipeline_name or monitoring_pipeline.PIPELINE_NAME
         arguments = monitoring_arguments(config, resolve_paths=False)
+    elif pipeline == "batch-prediction":
+        from pipelines import batch_prediction_pipeline
+        from pipelines.predict_cli import batch_prediction_arguments
+
+        compile_spec = partial(
+            batch_prediction_pipeline.compile_pipeline, resources=config.resources
+        )
+        pipeline_name = pipeline_name or batch_prediction_pipeline.PIPELINE_NAME
+        arguments = batch_prediction_arguments(config, resolve_paths=False)
     else:
         compile_spec = partial(compile_pipeline, resources=config.resources)
         pipeline_name = pipeline_name or PIPELINE_NAME

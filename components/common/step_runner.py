@@ -60,7 +60,18 @@ IMAGE_DIGEST_ENV = "MLPIPE_IMAGE_DIGEST"
 # server): never taken from the shared cache. The pipeline turns Kubeflow's cache off for the
 # same steps (a test holds the two lists together).
 EXTERNAL_STEPS = frozenset(
-    {"plan", "ingest", "gate", "register", "run-report", "deploy", "promote", "notify", "monitor"}
+    {
+        "plan",
+        "ingest",
+        "gate",
+        "register",
+        "run-report",
+        "deploy",
+        "promote",
+        "notify",
+        "monitor",
+        "batch-predict",
+    }
 )
 
 

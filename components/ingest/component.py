@@ -36,16 +36,12 @@ def ingest(
     import os
 
     from components.common.io import read_json, write_frame
+    from components.common.lake_source import resolve_source
     from components.common.secrets import redact_url
     from components.common.settings.parse import parse_section
     from components.common.settings.sections import DataConfig
     from components.common.step import step_summary, user_errors
-    from components.ingest.logic import (
-        content_hash,
-        parquet_schema,
-        read_planned,
-        resolve_source,
-    )
+    from components.ingest.logic import content_hash, parquet_schema, read_planned
     from components.ingest.snapshot import export_snapshot, run_etl, snapshot_metadata
 
     with user_errors("ingest"):

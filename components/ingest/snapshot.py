@@ -43,6 +43,7 @@ from components.common.binning import bin_values
 from components.common.errors import PipelineInputError
 from components.common.io import write_json
 from components.common.lake_files import parquet_files
+from components.common.lake_source import Source, lake_files, resolve_source
 from components.common.secrets import redact_url
 from components.common.settings.etl import (
     CsvOptions,
@@ -52,13 +53,7 @@ from components.common.settings.etl import (
     load_spec,
     step_kind,
 )
-from components.ingest.logic import (
-    Source,
-    content_hash,
-    lake_files,
-    read_source,
-    resolve_source,
-)
+from components.ingest.logic import content_hash, read_source
 
 # Part of the content address: bump it when the canonical form or the transforms' meaning changes.
 SNAPSHOT_FORMAT = 2  # 2: the table hash of columns' bytes (content_hash), not of pandas' row hashes

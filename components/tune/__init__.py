@@ -8,7 +8,6 @@ from `ray.address` before importing this package) and the cluster's own nodes ke
 networking, or the nodes could not reach each other. The images leave the variable unset.
 """
 
-import os
+from components.common.ray_cluster import pin_embedded_ray_to_loopback
 
-if os.environ.get("RAY_ADDRESS", "") in ("", "local"):
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+pin_embedded_ray_to_loopback()

@@ -26,14 +26,14 @@ from ray import tune
 from components.common.charts import figure_png_data_uri, pyplot
 from components.common.errors import PipelineInputError
 from components.common.families import check_metric, family_params
-from components.common.schema import as_model_input
-from components.tune.cluster import (
+from components.common.ray_cluster import (
     DEFAULT_CONNECT_TIMEOUT_S,
     LOOPBACK,
     cluster_address,
     local_ray,
     ray_session,
 )
+from components.common.schema import as_model_input
 from components.tune.search_space import resource_tops, search_space
 from components.tune.trainable import (
     ASHA_GRACE,

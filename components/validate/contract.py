@@ -16,21 +16,11 @@ import pandera.pandas as pa
 from components.common.categoricals import occurring_categories
 from components.common.columnwise import columnwise
 from components.common.schema import CATEGORICAL, NUMERIC
-from components.common.settings.contract import CONTRACT_VERSION
+from components.common.settings.contract import BLOCK, CONTRACT_VERSION, DEFAULT_SEVERITY
 from components.validate.logic import column_kind, missing_counts
 
 # A categorical column with more distinct values than this keeps no category set (an ID, free text).
 MAX_CATEGORIES = 200
-BLOCK, WARN = "block", "warn"
-DEFAULT_SEVERITY = {
-    "missing_column": BLOCK,
-    "new_column": WARN,
-    "type_change": BLOCK,
-    "out_of_range": WARN,
-    "unseen_category": WARN,
-    "null_rate": BLOCK,
-    "too_few_rows": BLOCK,
-}
 # How many offending values an anomaly quotes.
 EXAMPLES = 5
 

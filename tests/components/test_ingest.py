@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 
 from components.common.errors import PipelineInputError
-from components.ingest.logic import content_hash, read_source, resolve_source, source_columns
+from components.common.lake_source import resolve_source, source_columns
+from components.ingest.logic import content_hash, read_source
 
 
 def test_reads_a_hive_partitioned_lake_with_the_partition_column(demo_lake, arrests):

@@ -6,7 +6,8 @@ import pytest
 
 from components.common import retry
 from components.common.errors import PipelineInputError
-from components.ingest.logic import read_source, resolve_source
+from components.common.lake_source import resolve_source
+from components.ingest.logic import read_source
 
 pytestmark = pytest.mark.server
 

@@ -240,7 +240,8 @@ def test_no_champion_is_one_line(tmp_path):
 
 
 def test_lake_source_reads_files_added_since_training_and_scores_them(tmp_path):
-    from components.ingest.logic import read_source, resolve_source
+    from components.common.lake_source import resolve_source
+    from components.ingest.logic import read_source
 
     lake = tmp_path / "lake"
     (lake / "day=1").mkdir(parents=True)

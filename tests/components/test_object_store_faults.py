@@ -16,8 +16,9 @@ import pytest
 from sklearn.dummy import DummyClassifier
 
 from components.common import retry
+from components.common.lake_source import resolve_source
 from components.common.registry import ModelRegistry, StoreUnavailable
-from components.ingest.logic import read_source, resolve_source
+from components.ingest.logic import read_source
 
 pytestmark = pytest.mark.faults
 

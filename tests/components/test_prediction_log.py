@@ -13,8 +13,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from components.common.lake_source import resolve_source
 from components.common.prediction_log import PredictionLog, read_prediction_log, request_id
-from components.ingest.logic import read_source, resolve_source
+from components.ingest.logic import read_source
 
 MODEL = "parole"
 DAY_ONE = datetime(2026, 3, 1, 23, 59, 58, tzinfo=UTC)

@@ -63,7 +63,8 @@ def test_model_input_needs_every_feature(loans, loans_schema):
 
 
 def _read(path):
-    from components.ingest.logic import read_source, resolve_source
+    from components.common.lake_source import resolve_source
+    from components.ingest.logic import read_source
 
     frame, _ = read_source(resolve_source(str(path)))
     return frame

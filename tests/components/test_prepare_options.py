@@ -23,6 +23,7 @@ from sklearn.preprocessing import (
 )
 
 from components.common.errors import PipelineInputError
+from components.common.lake_source import resolve_source
 from components.common.schema import MISSING_CATEGORY, as_model_input, feature_names
 from components.common.settings.prepare import (
     PrepareOptions,
@@ -30,7 +31,7 @@ from components.common.settings.prepare import (
     parse_prepare_options,
 )
 from components.common.transformers import NumericImputer
-from components.ingest.logic import read_source, resolve_source
+from components.ingest.logic import read_source
 from components.prepare.logic import (
     build_preprocessor,
     drop_outlier_rows,

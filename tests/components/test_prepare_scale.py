@@ -15,10 +15,11 @@ import components.common.schema as schema
 import components.ingest.logic as ingest_logic
 import components.prepare.fitting as fitting
 from components.common.columnwise import take_rows
+from components.common.lake_source import resolve_source
 from components.common.schema import as_model_input
 from components.common.stable_split import hashed_is_test, row_hashes
 from components.common.transformers import NumericImputer
-from components.ingest.logic import content_hash, read_source, resolve_source
+from components.ingest.logic import content_hash, read_source
 from components.prepare.logic import build_preprocessor, fit_preprocessor, split_table
 from components.validate.contract import check_contract, infer_contract
 from components.validate.logic import validate_table

@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from components.common.errors import PipelineInputError
 from components.common.lake_files import fingerprints
+from components.common.lake_source import resolve_source
 from components.common.registry import ModelRegistry
 from components.common.retraining import (
     incrementals_in_a_row,
@@ -19,7 +20,7 @@ from components.common.retraining import (
     plan_training,
     training_lineage,
 )
-from components.ingest.logic import read_planned, resolve_source
+from components.ingest.logic import read_planned
 from tests.components.monitor_fixtures import MODEL, rows, write_labels, write_log
 
 SCHEMA = {

@@ -13,9 +13,10 @@ from sklearn.model_selection import train_test_split
 
 from components.common.drift import compare
 from components.common.errors import PipelineInputError
+from components.common.lake_source import resolve_source
 from components.common.profile import profile_frame
 from components.ingest import synthetic
-from components.ingest.logic import read_source, resolve_source
+from components.ingest.logic import read_source
 from components.ingest.synthetic import COLUMNS, PARTITION, SENSITIVE, TARGET, generate
 from components.validate.contract import check_contract, infer_contract
 

@@ -14,8 +14,8 @@ import pytest
 
 import components.tune  # noqa: F401  (keeps Ray on loopback: imported before ray)
 from components.common.errors import PipelineInputError
+from components.common.ray_cluster import probe_cluster
 from components.prepare.logic import build_preprocessor
-from components.tune.cluster import probe_cluster
 from components.tune.logic import tune_model
 from tests.components.conftest import descendant_pids, new_descendants, still_running
 
@@ -119,7 +119,7 @@ def test_only_an_embedded_ray_is_pinned_to_loopback(ray_address, pinned):
 
 
 def test_ray_address_from_the_environment_is_used(monkeypatch):
-    from components.tune.cluster import cluster_address
+    from components.common.ray_cluster import cluster_address
 
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert cluster_address("") == "10.0.0.5:6379"

@@ -131,7 +131,7 @@ def test_every_step_runs_through_the_step_runner_and_its_external_steps_match_th
     uncached = {name for name, task in tasks.items() if task.get("cachingOptions") == {}}
     # The monitor is the monitoring pipeline's (tests/pipelines/test_monitoring_pipeline.py).
     groups = {"condition-2", "condition-3", "exit-handler-1"}
-    assert uncached - groups == EXTERNAL_STEPS - {"monitor"}
+    assert uncached - groups == EXTERNAL_STEPS - {"monitor", "batch-predict"}
 
 
 def test_each_config_section_is_one_parameter_with_its_models_defaults():
@@ -330,10 +330,10 @@ def test_the_monitoring_spec_gives_its_own_steps_and_the_nested_training_the_sam
 
 
 def test_mlpipe_compile_with_a_config_gives_the_pods_its_resources(tmp_path):
-    """The training spec and the monitoring spec's nested training both carry the config's
-    requests and limits; steps it does not name keep theirs."""
+    """The training spec, the monitoring spec's nested training and the batch-prediction spec
+    carry the config's requests and limits; steps it does not name keep theirs."""
     from components.common.settings.resources import ResourcesConfig, resources_of
-    from pipelines import monitoring_pipeline
+    from pipelines import batch_prediction_pipeline, monitoring_pipeline
     from pipelines.kfp_resources import read_spec
 
     resources = ResourcesConfig.model_validate(
@@ -348,6 +348,10 @@ def test_mlpipe_compile_with_a_config_gives_the_pods_its_resources(tmp_path):
             tmp_path / "monitoring.yaml", resources=resources
         ),
     }
+    batch = batch_prediction_pipeline.compile_pipeline(tmp_path / "batch.yaml", resources=resources)
+    (batch_executor,) = read_spec(batch)[0]["deploymentSpec"]["executors"].values()
+    assert _pod_resources(batch_executor["container"]) == resources_of("batch_predict", resources)
+    assert _pod_resources(batch_executor["container"])["requests"]["memory"] == "1536Mi"
     for pipeline, path in compiled.items():
         executors = read_spec(path)[0]["deploymentSpec"]["executors"]
         assert _pod_resources(executors["exec-tune"]["container"]) == {

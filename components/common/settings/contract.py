@@ -5,6 +5,18 @@ from components.common.errors import PipelineInputError
 from components.common.vocabulary import CATEGORICAL, NUMERIC
 
 CONTRACT_VERSION = 1
+# What an anomaly of each kind does when contract.severity does not say: shared by the validate
+# step and batch predictions, which count the rows of a `warn` rule and stop on a `block` one.
+BLOCK, WARN = "block", "warn"
+DEFAULT_SEVERITY = {
+    "missing_column": BLOCK,
+    "new_column": WARN,
+    "type_change": BLOCK,
+    "out_of_range": WARN,
+    "unseen_category": WARN,
+    "null_rate": BLOCK,
+    "too_few_rows": BLOCK,
+}
 
 
 def check_contract_format(contract, where: str) -> None:

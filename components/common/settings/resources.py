@@ -18,7 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, RootModel, field_validator, model_validator
 
-# The steps of the training and monitoring pipelines, by their component's name.
+# The steps of the training, monitoring and batch-prediction pipelines, by their component's
+# name.
 STEPS = (
     "plan",
     "ingest",
@@ -38,6 +39,7 @@ STEPS = (
     "notify",
     "monitor",
     "retraining_mode",
+    "batch_predict",
 )
 KINDS = ("requests", "limits")
 
@@ -52,6 +54,10 @@ STEP_RESOURCES = {
     "train": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
     "prepare": {"requests": {"memory": "2Gi"}, "limits": {"memory": "4Gi"}},
     "monitor": {"requests": {"memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+    "batch_predict": {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    },
 }
 
 # Kubernetes' quantity syntax for the two resources (no exponent forms: nobody writes 1e3 CPUs).

@@ -174,6 +174,43 @@ class ServingConfig(_Section):
     )
 
 
+class PredictConfig(_Section):
+    """Batch predictions (`mlpipe predict`, the batch-prediction pipeline: components/predict)."""
+
+    key_columns: list[str] = Field(
+        default_factory=list,
+        description="The input's columns that identify a row, copied into the scored output "
+        "beside the prediction (e.g. [customer_id]); each must be in the input.",
+    )
+    output: str = Field(
+        "",
+        description="The scored lake (a folder, s3://, gs://); each job writes its own partition "
+        "job=<id>/. Empty: <output_root>/batch-predictions.",
+    )
+    since_last_job: bool = Field(
+        False,
+        description="Score only the input's files new or changed since the last job that "
+        "wrote to this output (its watermark is kept in the output's _watermark.json).",
+    )
+    engine: Literal["auto", "local", "ray"] = Field(
+        "auto",
+        description="local: Arrow record batches in this process; ray: Ray Data "
+        "(ray.address, else an embedded Ray on 127.0.0.1); auto: ray when ray.address is set.",
+    )
+    runtime: Literal["auto", "onnx", "sklearn"] = Field(
+        "auto",
+        description="auto: the ONNX graph when the version has one whose parity check passed, "
+        "else scikit-learn.",
+    )
+    batch_rows: int = Field(
+        65_536, ge=1, le=10_000_000, description="Rows per record batch: what memory holds."
+    )
+    log_predictions: bool = Field(
+        True,
+        description="Also write the scored rows to the prediction log (serving.prediction_log).",
+    )
+
+
 class DriftRule(_Section):
     """When a monitor result is `warn` or `retrain`: any one of these met is enough."""
 

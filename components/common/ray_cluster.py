@@ -1,4 +1,5 @@
-"""Where tuning runs: an embedded Ray on 127.0.0.1, or an existing Ray cluster.
+"""Where Ray work runs (the tune step's trials, batch predictions): an embedded Ray on 127.0.0.1,
+or an existing Ray cluster.
 
 Embedded (the default): a single-node Ray bound to loopback with the configured CPUs, started for
 the search and shut down after it.
@@ -21,6 +22,7 @@ from components.common.errors import PipelineInputError
 
 LOOPBACK = "127.0.0.1"
 ADDRESS_ENV = "RAY_ADDRESS"
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 DEFAULT_CONNECT_TIMEOUT_S = 30
 
 # Reads one key from the GCS: answers only if a Ray head (and its token auth, if on) accepts us.
@@ -29,6 +31,15 @@ _PROBE = (
     "from ray._raylet import GcsClient\n"
     "GcsClient(address=sys.argv[1]).internal_kv_keys(b'', namespace=None, timeout=5)\n"
 )
+
+
+def pin_embedded_ray_to_loopback() -> None:
+    """Keep an embedded Ray on 127.0.0.1: call it before Ray is first imported (Ray reads the
+    variable once). Unset on Linux, Ray advertises the machine's network address and listens on
+    every interface. A process that joins a cluster (RAY_ADDRESS set) and the cluster's own nodes
+    keep Ray's normal networking, or the nodes could not reach each other."""
+    if os.environ.get(ADDRESS_ENV, "") in ("", "local"):
+        os.environ.setdefault(LOOPBACK_ENV, "0")
 
 
 def cluster_address(address: str) -> str:
