@@ -7,14 +7,14 @@ kfp.local; `mlpipe predict` runs the same step in process."""
 
 from pathlib import Path
 
-from kfp import compiler, dsl
+from kfp import dsl
 
 from components.common.settings.resources import ResourcesConfig
 from components.common.settings.sections import PredictConfig, section_defaults
 from components.common.step_runner import use_step_runner
 from components.predict.component import batch_predict
 from pipelines.pod_settings import for_the_cluster
-from pipelines.training_pipeline import stable_header
+from pipelines.training_pipeline import write_spec
 
 use_step_runner(batch_predict)
 
@@ -93,13 +93,5 @@ def compile_pipeline(
 ) -> Path:
     """Write the batch-prediction pipeline's IR YAML; `resources`: the run config's section
     (None: the defaults)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = (
-        build_batch_prediction_pipeline(resources)
-        if resources and resources.root
-        else batch_prediction_pipeline
-    )
-    compiler.Compiler().compile(pipeline, package_path=str(output))
-    output.write_text(stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
-    return output
+    built = build_batch_prediction_pipeline(resources) if resources and resources.root else None
+    return write_spec(built or batch_prediction_pipeline, output)

@@ -8,7 +8,7 @@ under kfp.local; the monitor's decision is the pipeline's output."""
 
 from pathlib import Path
 
-from kfp import compiler, dsl
+from kfp import dsl
 
 from components.common.settings.resources import ResourcesConfig
 from components.common.settings.sections import section_defaults
@@ -18,8 +18,8 @@ from components.monitor.component import retraining_mode as retraining_mode_step
 from pipelines.pod_settings import for_the_cluster
 from pipelines.training_pipeline import (
     build_training_pipeline,
-    stable_header,
     training_pipeline,
+    write_spec,
 )
 
 use_step_runner(monitor_step)
@@ -144,13 +144,5 @@ def compile_pipeline(
 ) -> Path:
     """Write the monitoring pipeline's IR YAML; `resources`: the run config's section (None: the
     defaults)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = (
-        build_monitoring_pipeline(resources)
-        if resources and resources.root
-        else monitoring_pipeline
-    )
-    compiler.Compiler().compile(pipeline, package_path=str(output))
-    output.write_text(stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
-    return output
+    built = build_monitoring_pipeline(resources) if resources and resources.root else None
+    return write_spec(built or monitoring_pipeline, output)

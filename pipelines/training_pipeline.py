@@ -432,11 +432,15 @@ def compile_pipeline(
 ) -> Path:
     """Write the pipeline's IR YAML, the file to upload in the Kubeflow dashboard; `resources`:
     the run config's section (None: the defaults)."""
+    built = build_training_pipeline(resources) if resources and resources.root else None
+    return write_spec(built or training_pipeline, output)
+
+
+def write_spec(pipeline, output: str | Path) -> Path:
+    """Compile `pipeline` (a built pipeline) to `output`, its header made stable (stable_header);
+    every pipeline's compile_pipeline ends here."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = (
-        build_training_pipeline(resources) if resources and resources.root else training_pipeline
-    )
     compiler.Compiler().compile(pipeline, package_path=str(output))
     output.write_text(stable_header(output.read_text(encoding="utf-8")), encoding="utf-8")
     return output
