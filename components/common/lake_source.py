@@ -8,6 +8,7 @@ On an object store, the look at the source and the read are retried on transient
 that stays away fails with one line after the retries.
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -145,7 +146,7 @@ def parquet_dataset(
     # Hive partitioning turns folders such as year=1997/ back into a column; as a dictionary,
     # one value per folder, not a string per row (text_as_categories makes numbers of numbers).
     partitioning = ds.HivePartitioning.discover(infer_dictionary=True)
-    try:
+    with reading_parquet(source):
         if files is None:
             return ds.dataset(
                 source.path, filesystem=source.fs, format=format, partitioning=partitioning
@@ -158,6 +159,14 @@ def parquet_dataset(
             partitioning=partitioning,
             partition_base_dir=base,
         )
+
+
+@contextlib.contextmanager
+def reading_parquet(source: Source):
+    """Arrow's errors while reading a Parquet source, as one line naming it; a transient fault
+    (a lost connection) is raised as it is, for `retried` to try again."""
+    try:
+        yield
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
         if retry.is_transient(error):
             raise

@@ -20,7 +20,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.common import retry
 from components.common.categoricals import COUNT_ROWS, occurring_categories
 from components.common.columnwise import columnwise
 from components.common.errors import PipelineInputError
@@ -32,6 +31,7 @@ from components.common.lake_source import (
     filter_expression,
     is_text,
     parquet_dataset,
+    reading_parquet,
     retried,
 )
 
@@ -83,7 +83,7 @@ def _read_source(
         text = [f.name for f in dataset.schema if is_text(f.type)]
         if text:
             dataset = parquet_dataset(source, files_read, dictionary_columns=text)
-        try:
+        with reading_parquet(source):
             table = dataset.to_table(
                 columns=columns or None, filter=filter_expression(filters, source.uri)
             )
@@ -95,12 +95,6 @@ def _read_source(
             # never comes: handed back, it is memory for the next steps' numpy arrays. On 10
             # million rows, the benchmark's peak is 1.3 GB lower (benchmarks/ingest_scale.py).
             pa.default_memory_pool().release_unused()
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
-            if retry.is_transient(error):
-                raise
-            raise PipelineInputError(
-                f"data source '{source.uri}': cannot read Parquet: {error}"
-            ) from None
     else:
         try:
             with source.fs.open(source.path, "rb") as handle:
