@@ -165,8 +165,10 @@ def compare_answers(sklearn: Answers, onnx: Answers, task: str, atol: float = DE
 
     Returns:
         {"rows", "task", "atol", "tolerance", "label_mismatches" (None for regression),
-        "max_abs_diff", "differing", "differing_rows": the first 20 rows that differ, each with
-        its position and both runtimes' values, "passed"}.
+        "tied_label_mismatches" (classification: label mismatches on rows whose probabilities
+        agree and whose two likeliest classes are tied in scikit-learn), "max_abs_diff",
+        "differing", "differing_rows": the first 20 rows that differ, each with its position and
+        both runtimes' values, "passed"}.
     """
     rows = len(sklearn.first)
     result: dict = {"rows": rows, "task": task, "atol": atol}
@@ -186,6 +188,13 @@ def compare_answers(sklearn: Answers, onnx: Answers, task: str, atol: float = DE
                 diff = np.abs(np.asarray(sk_proba, dtype=np.float64) - onnx_proba.astype(float))
                 proba_diff = diff.max(axis=1)
         bad = ~label_ok | ~(proba_diff <= atol)  # NaN differences count as differing
+        # A tie: scikit-learn's two most probable classes within atol of each other (half of an
+        # even number of trees), so the label is rounding's pick in either runtime.
+        tied = np.zeros(rows, dtype=bool)
+        if sk_proba is not None and np.ndim(sk_proba) == 2 and np.shape(sk_proba)[1] >= 2:
+            top_two = np.sort(np.asarray(sk_proba, dtype=np.float64), axis=1)[:, -2:]
+            tied = (top_two[:, 1] - top_two[:, 0]) <= atol
+        result["tied_label_mismatches"] = int((~label_ok & (proba_diff <= atol) & tied).sum())
         for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
             entry = {
                 "row": int(row),

@@ -44,6 +44,7 @@ def export_onnx_model(
         check_parity,
         export_onnx,
         export_report_markdown,
+        refuse_tied_rows,
         refuse_unproven_threshold,
         write_bytes,
     )
@@ -56,6 +57,7 @@ def export_onnx_model(
             data = export_onnx(fitted, table_schema)
             result = check_parity(fitted, data, test_frame, table_schema)
             refuse_unproven_threshold(fitted, result)
+            refuse_tied_rows(result)
         except NotConvertible as error:
             result = {
                 "converted": False,

@@ -674,6 +674,28 @@ def refuse_unproven_threshold(model, result: dict) -> None:
     )
 
 
+def refuse_tied_rows(result: dict) -> None:
+    """A graph that differs from scikit-learn only on ties is not convertible, not a failed run.
+
+    A forest with an even number of trees gives some rows exactly half the votes; scikit-learn
+    takes the first class of a tie, the graph's float32 arithmetic may take the other. The
+    graph is right everywhere else, but an edge model that answers a row otherwise than the
+    server is not exported: the export is skipped with this reason, and the server answers with
+    scikit-learn. Any other difference still fails the run.
+
+    Raises:
+        NotConvertible: every differing row of `result` is such a tie.
+    """
+    ties = result.get("tied_label_mismatches") or 0
+    if result["passed"] or ties != result["differing"]:
+        return
+    raise NotConvertible(
+        "ONNX graph",
+        f"{ties} of {result['rows']} test rows are ties (two classes equally probable, such as "
+        "half of an even number of trees) that the graph decides otherwise than scikit-learn",
+    )
+
+
 def export_report_markdown(result: dict) -> str:
     """The export's section for the dashboard: skipped with its reason, or the parity check."""
     lines = ["## Edge export (ONNX)\n"]

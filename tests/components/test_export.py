@@ -556,6 +556,33 @@ def test_a_threshold_that_forest_probabilities_tie_is_skipped_not_failed(
     assert "export: skipped: not convertible: FixedThresholdClassifier" in capsys.readouterr().out
 
 
+def test_a_graph_that_differs_only_on_tied_rows_is_skipped_and_any_other_difference_fails():
+    """Half the votes each: scikit-learn takes the first class, float32 may take the other. Such
+    rows alone skip the export (the server answers with scikit-learn); a label that differs
+    where scikit-learn is sure still fails parity and the run."""
+    from components.common.onnx_runtime import Answers, compare_answers
+    from components.export.logic import refuse_tied_rows
+
+    sklearn_proba = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    sklearn = Answers(np.array(["no", "no", "yes"]), sklearn_proba)
+    graph_proba = sklearn_proba.astype(np.float32)
+    tie_flipped = compare_answers(
+        sklearn, Answers(np.array(["yes", "no", "yes"]), graph_proba), "classification"
+    )
+    assert not tie_flipped["passed"] and tie_flipped["tied_label_mismatches"] == 1
+    with pytest.raises(NotConvertible, match="1 of 3 test rows are ties"):
+        refuse_tied_rows(tie_flipped)
+
+    sure_flipped = compare_answers(
+        sklearn, Answers(np.array(["yes", "yes", "yes"]), graph_proba), "classification"
+    )
+    assert sure_flipped["differing"] == 2 and sure_flipped["tied_label_mismatches"] == 1
+    refuse_tied_rows(sure_flipped)  # not only ties: parity's failure stands
+    agreeing = compare_answers(sklearn, Answers(sklearn.first, graph_proba), "classification")
+    assert agreeing["passed"] and agreeing["tied_label_mismatches"] == 0
+    refuse_tied_rows(agreeing)
+
+
 def _artifacts(tmp_path: Path, model, test: pd.DataFrame, schema: dict) -> dict:
     joblib.dump(model, tmp_path / "model.joblib")
     write_frame(tmp_path / "test.parquet", test)
