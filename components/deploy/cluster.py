@@ -136,6 +136,7 @@ def inference_service(
         ),
         security_context=client.V1SecurityContext(
             run_as_non_root=True,
+            read_only_root_filesystem=True,
             allow_privilege_escalation=False,
             capabilities=client.V1Capabilities(drop=["ALL"]),
             seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
