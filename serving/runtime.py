@@ -37,6 +37,7 @@ from components.common.onnx_runtime import (
     compare_answers,
     parity_failure_message,
     threshold_rule,
+    top_two_within,
 )
 from components.common.registry import ONNX_FILE, PARITY_ROWS_FILE, read_verified
 from components.common.retry import one_line
@@ -160,8 +161,7 @@ class OnnxAnswers:
         elif probabilities.shape[1] == 2:
             close = np.abs(probabilities[:, 1] - probabilities[:, 0]) <= 2 * self.atol
         else:
-            top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
-            close = (top_two[:, 1] - top_two[:, 0]) <= 2 * self.atol
+            close = top_two_within(probabilities, 2 * self.atol)
         return close | (index < 0) | ~np.isfinite(probabilities).all(axis=1)
 
     def __call__(self, arrays: dict, rows: int, with_probabilities: bool):

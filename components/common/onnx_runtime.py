@@ -156,6 +156,13 @@ class Answers:
     probabilities: np.ndarray | None
 
 
+def top_two_within(probabilities: np.ndarray, tolerance: float) -> np.ndarray:
+    """Rows whose two likeliest classes are within `tolerance` of each other: a tie that
+    rounding decides (half of an even number of trees), in either runtime."""
+    top_two = np.partition(np.asarray(probabilities, dtype=np.float64), -2, axis=1)[:, -2:]
+    return (top_two[:, 1] - top_two[:, 0]) <= tolerance
+
+
 def compare_answers(sklearn: Answers, onnx: Answers, task: str, atol: float = DEFAULT_ATOL) -> dict:
     """Compare two runtimes' answers row by row.
 
@@ -192,8 +199,7 @@ def compare_answers(sklearn: Answers, onnx: Answers, task: str, atol: float = DE
         # even number of trees), so the label is rounding's pick in either runtime.
         tied = np.zeros(rows, dtype=bool)
         if sk_proba is not None and np.ndim(sk_proba) == 2 and np.shape(sk_proba)[1] >= 2:
-            top_two = np.sort(np.asarray(sk_proba, dtype=np.float64), axis=1)[:, -2:]
-            tied = (top_two[:, 1] - top_two[:, 0]) <= atol
+            tied = top_two_within(sk_proba, atol)
         result["tied_label_mismatches"] = int((~label_ok & (proba_diff <= atol) & tied).sum())
         for row in np.flatnonzero(bad)[:MAX_DIFFERING_ROWS]:
             entry = {
