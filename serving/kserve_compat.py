@@ -14,6 +14,8 @@ and `kserve.ModelServer` to register a model. What this module wraps, as of KSer
 - its TimingMiddleware, left out while the `kserve.trace` log it writes is off
   (`_drop_silent_timing`);
 - the data plane's `model_metadata`, whose "platform" KServe leaves empty (`describe_platform`);
+- `kserve.protocol.rest.v1_endpoints.V1Endpoints.predict`, KServe's own V1 predict handler,
+  which the fast route calls without FastAPI's router (`v1_predict_handler`);
 - the deprecation warning KServe 0.21's answers raise under this FastAPI (`ignore_kserve_warnings`).
 
 The stock `kserve.ModelServer.start()` is not used: its REST server binds 0.0.0.0 and it would
@@ -70,6 +72,17 @@ def describe_platform(model_server, name: str, platform) -> None:
         return metadata
 
     dataplane.model_metadata = model_metadata
+
+
+def v1_predict_handler(model_server):
+    """KServe's own V1 predict handler for the models of `model_server`,
+    `V1Endpoints.predict(model_name, request)`: decode the body (JSON or CloudEvent), check the
+    model is ready, run it through the data plane, encode the answer. It takes a Starlette
+    Request and returns a Starlette Response, so that `serving.fast_route` can call it for one
+    route without FastAPI's router in between."""
+    from kserve.protocol.rest.v1_endpoints import V1Endpoints
+
+    return V1Endpoints(model_server.dataplane).predict
 
 
 def _drop_silent_timing(app) -> None:

@@ -34,6 +34,7 @@ from serving.kserve_compat import (
     describe_platform,
     ignore_kserve_warnings,
     import_kserve,
+    v1_predict_handler,
 )
 from serving.model import DEFAULT_ALIAS, ReloadFailed, ReloadRefused, TabularModel, say
 from serving.protocol import DEFAULT_MAX_BATCH_ROWS, InvalidInput
@@ -106,11 +107,13 @@ class _ReloadOnHangup:
         threading.Thread(target=self._reload, name="mlpipe-reload", daemon=True).start()
 
 
-def _configure_app(app, model: TabularModel, max_body_bytes, admin_token, labels) -> None:
+def _configure_app(
+    app, model: TabularModel, max_body_bytes, admin_token, labels, v1_predict=None
+) -> None:
     """This server's additions to KServe's app; the labels route with a log and a labels lake."""
     from serving.labels_route import add_labels_route
 
-    harden_app(app, model, max_body_bytes, admin_token)
+    harden_app(app, model, max_body_bytes, admin_token, v1_predict)
     log = model.prediction_log
     if labels and log is not None:
         add_labels_route(app, model, labels, str(log.uri), prediction_log=log)
@@ -224,7 +227,9 @@ def serve(
         model_server,
         host,
         port,
-        configure_app=lambda app: _configure_app(app, model, max_body_bytes, admin_token, labels),
+        configure_app=lambda app: _configure_app(
+            app, model, max_body_bytes, admin_token, labels, v1_predict_handler(model_server)
+        ),
         rest_options=rest_options,
     )
     shutdown.server = rest_server.uvicorn_server
