@@ -33,7 +33,7 @@ given), every answered prediction is recorded, off the request path, in a Hive-p
 Parquet lake, URI/model=NAME/date=YYYY-MM-DD/part-*.parquet (URI: a folder, s3:// or gs://):
 the request id, the time, the version that answered, every feature as received, the
 prediction, and the class probabilities of a classifier (asked for or not). The request id is
-the `ce-id` header, else `X-Request-Id`, else (V2) the body's `id`, else a new UUID; it comes
+the `ce-id` header, else `X-Request-Id`, else (V2) the body's `id`, else a new random id; it comes
 back as the V2 answer's `id` and in every answer's `X-Request-Id` header, so that a label can
 be sent for it later. Writing never slows or fails a request: when the writer falls behind,
 records are dropped and counted. The counters (rows written, dropped, queued; files; write

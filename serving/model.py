@@ -16,7 +16,7 @@ the prediction log and reload behave alike on both.
 
 Every answer names the model version and carries the request's id: V2 in the response `id`,
 V1 in the header `X-Request-Id` (`components.common.prediction_log.request_id`: the `ce-id`
-header, else `X-Request-Id`, else, for V2, the body's `id`, else a new UUID).
+header, else `X-Request-Id`, else, for V2, the body's `id`, else a new random id).
 
 With a prediction log (`prediction_log`: a folder, s3:// or gs:// URI), every answered request is
 recorded after the model answered, off the request path (`PredictionLog.record` never blocks and

@@ -41,6 +41,7 @@ import io
 import logging
 import os
 import queue
+import random
 import threading
 import time
 import uuid
@@ -85,8 +86,8 @@ _ARROW_TYPES = {
 
 def request_id(headers: Mapping[str, str]) -> str:
     """The request's id: its `ce-id` header (CloudEvents, KServe's payload logger), else its
-    `X-Request-Id`, else a new UUID. Header names are matched case-insensitively; an id that is
-    empty, longer than 128 characters or holds a control character is replaced by a new UUID."""
+    `X-Request-Id`, else a new random id. Header names are matched case-insensitively; an id that is
+    empty, longer than 128 characters or holds a control character is replaced by a new one."""
     found = {str(key).lower(): value for key, value in headers.items()}
     for name in ("ce-id", "x-request-id"):
         value = found.get(name)
@@ -95,8 +96,19 @@ def request_id(headers: Mapping[str, str]) -> str:
         value = str(value).strip()
         if value and len(value) <= MAX_REQUEST_ID_CHARS and value.isprintable():
             return value
-        return uuid.uuid4().hex  # a header that was sent but absurd: not the next header's id
-    return uuid.uuid4().hex
+        return new_request_id()  # a header that was sent but absurd: not the next header's id
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """A new request id: 128 random bits as 32 hex digits, the length of a UUID's hex.
+
+    From Python's `random`, not `uuid.uuid4()`: an id names a request, it guards nothing, and
+    uuid4's read of the OS's random source (a system call) was about 3 % of the server's time
+    per single-row request, measured with py-spy under load. The generator is seeded from the OS at start and again in a forked child (the
+    random module does that itself), so two workers do not repeat each other's ids.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def _utc_now() -> datetime:

@@ -95,7 +95,7 @@ def test_request_id_takes_ce_id_then_x_request_id_whatever_the_case(headers, exp
 )
 def test_request_id_is_a_new_uuid_without_a_usable_header(headers):
     first, second = request_id(headers), request_id(headers)
-    assert len(first) == 32 and int(first, 16) >= 0  # uuid4().hex
+    assert len(first) == 32 and int(first, 16) >= 0  # 128 random bits in hex, as uuid4().hex
     assert first != second
     assert "fine" not in first  # an absurd ce-id is replaced, not passed over
 
