@@ -130,11 +130,12 @@ def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
         return np.flatnonzero((data | 0x20) == ord("{"))
 
     data = np.frombuffer(body, dtype=np.uint8)
-    if len(opening(data)) <= limit:
+    opens = opening(data)
+    if len(opens) <= limit:
         return 0
     if b"\\" in body:
         data = np.frombuffer(_JSON_STRING.sub(b"", body), dtype=np.uint8)
-    opens = opening(data)
+        opens = opening(data)
     closes = np.flatnonzero((data | 0x20) == ord("}"))
     quotes = np.flatnonzero(data == ord('"'))
     if len(quotes):

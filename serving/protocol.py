@@ -290,7 +290,7 @@ def _tensor_values(tensor, numeric: bool, nullable: bool = True) -> list:
     values = data if flat else _flatten(data, name)
     if len(values) != shape[0]:
         raise InvalidInput(f"input '{name}': shape {shape} but {len(values)} values in 'data'")
-    if any(type(value) is bytes for value in values):
+    if bytes in set(map(type, values)):  # at C speed: a generator here cost ~1 ms per 14k values
         values = list(values)
         for row, value in enumerate(values):
             if isinstance(value, bytes):
