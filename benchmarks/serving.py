@@ -288,6 +288,7 @@ def profile_request_path(folder: Path, rows: list[dict], calls: int) -> dict:
         "runtime": loaded.runtime.name,
         "ours_ms": ours,
         "ours_besides_predict_ms": round(sum(ours.values()) - ours["predict"], 4),
+        "app_in_process_ms": app_in_process(folder, body, calls),
         "sklearn_ms": sklearn,
         "v2_columnar": {
             "body_bytes": len(v2_body),
@@ -295,6 +296,81 @@ def profile_request_path(folder: Path, rows: list[dict], calls: int) -> dict:
             "orjson_decode_ms": _median_ms(orjson.loads, v2_body, calls),
         },
     }
+
+
+def _asgi_post_ms(app, path: str, body: bytes, calls: int) -> float:
+    """Median ms of one POST of `body` to `path` through an ASGI app called in process: the
+    app's own work, without a socket, uvicorn or a load client sharing the machine."""
+    import asyncio
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def one() -> None:
+        statuses = []
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(dict(scope), receive, send)
+        if statuses != [200]:
+            raise RuntimeError(f"{path}: HTTP {statuses} in process")
+
+    async def run() -> list[float]:
+        for _ in range(min(20, calls)):
+            await one()
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            await one()
+            times.append(time.perf_counter() - started)
+        return times
+
+    return round(float(np.median(asyncio.run(run()))) * 1000, 4)
+
+
+def app_in_process(folder: Path, body: bytes, calls: int) -> dict:
+    """A V1 request through each whole app, in process (median ms): ours as it serves
+    (`serving.server.in_process_app`, the fast route), ours with the predict route left to
+    FastAPI's router, and the floor's app. The floor's own figure is what every request costs
+    any app on this stack before uvicorn and the socket; ours minus it is what our server adds."""
+    from benchmarks.serving_peers.fastapi_app import create_floor_app
+    from serving.model import TabularModel
+    from serving.server import in_process_app
+
+    model = TabularModel("in-process", folder)
+    model.load()
+    path = f"/v1/models/{model.name}:predict"
+    try:
+        return {
+            "ours": _asgi_post_ms(in_process_app(model), path, body, calls),
+            "ours_via_fastapi_router": _asgi_post_ms(
+                in_process_app(model, fast_route=False), path, body, calls
+            ),
+            "floor": _asgi_post_ms(create_floor_app(model.name), path, body, calls),
+        }
+    finally:
+        model.stop()
 
 
 # --- Server processes ------------------------------------------------------------------------
@@ -925,10 +1001,17 @@ def _where_time_goes(entry: dict, key: str = "single_row") -> str:
     if "ours_ms" not in profile:
         return ""
     stages = ", ".join(f"{k} {v:.3f}" for k, v in profile["ours_ms"].items())
-    return (
+    text = (
         f" In-process per request ({profile['rows']} rows, runtime {profile['runtime']}): "
         f"{stages} ms."
     )
+    apps = profile.get("app_in_process_ms")
+    if apps:
+        text += (
+            f" The whole app in process: ours {apps['ours']:.3f} ms (through FastAPI's router "
+            f"{apps['ours_via_fastapi_router']:.3f}), the floor's {apps['floor']:.3f} ms."
+        )
+    return text
 
 
 def _peer_value(servers: dict, peer: str, path: tuple[str, str]):

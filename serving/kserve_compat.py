@@ -16,6 +16,8 @@ and `kserve.ModelServer` to register a model. What this module wraps, as of KSer
 - the data plane's `model_metadata`, whose "platform" KServe leaves empty (`describe_platform`);
 - `kserve.protocol.rest.v1_endpoints.V1Endpoints.predict`, KServe's own V1 predict handler,
   which the fast route calls without FastAPI's router (`v1_predict_handler`);
+- RESTServer's `_add_middlewares`, `_register_endpoints` and `_add_exception_handlers`, to
+  build the same app anew for use in process (`new_rest_app`);
 - the deprecation warning KServe 0.21's answers raise under this FastAPI (`ignore_kserve_warnings`).
 
 The stock `kserve.ModelServer.start()` is not used: its REST server binds 0.0.0.0 and it would
@@ -101,6 +103,35 @@ def _drop_silent_timing(app) -> None:
     if logging.getLogger("kserve.trace").isEnabledFor(logging.INFO):
         return
     app.user_middleware = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+
+
+def new_rest_app(model_server, configure_app):
+    """KServe's REST app for the models of `model_server`, built as `RestServer` builds the one
+    it serves (KServe's middlewares, endpoints and exception handlers, then `configure_app`),
+    on a new FastAPI app: to call in process, without a socket (tests, benchmarks). KServe's own
+    app is one module-level object, which can be built only once per process."""
+    from fastapi import FastAPI
+    from fastapi.responses import ORJSONResponse
+    from kserve.protocol.rest.server import RESTServer
+
+    rest = RESTServer(
+        "kserve.model_server:app",
+        model_server.dataplane,
+        model_server.model_repository_extension,
+        0,
+    )
+    app = FastAPI(
+        title="KServe ModelServer",
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=ORJSONResponse,
+    )
+    rest._add_middlewares(app)
+    _drop_silent_timing(app)
+    rest._register_endpoints(app)
+    rest._add_exception_handlers(app)
+    configure_app(app)
+    return app
 
 
 class RestServer:

@@ -34,6 +34,7 @@ from serving.kserve_compat import (
     describe_platform,
     ignore_kserve_warnings,
     import_kserve,
+    new_rest_app,
     v1_predict_handler,
 )
 from serving.model import DEFAULT_ALIAS, ReloadFailed, ReloadRefused, TabularModel, say
@@ -60,7 +61,9 @@ class _RejectedRequestFilter(logging.Filter):
 
 def _quiet_logging() -> None:
     """Warnings and errors only, unless KSERVE_LOGLEVEL asks for more; no access log."""
-    logging.getLogger("kserve").addFilter(_RejectedRequestFilter())
+    kserve_log = logging.getLogger("kserve")
+    if not any(isinstance(f, _RejectedRequestFilter) for f in kserve_log.filters):
+        kserve_log.addFilter(_RejectedRequestFilter())
     ignore_kserve_warnings()
     if "KSERVE_LOGLEVEL" in os.environ:
         return
@@ -117,6 +120,32 @@ def _configure_app(
     log = model.prediction_log
     if labels and log is not None:
         add_labels_route(app, model, labels, str(log.uri), prediction_log=log)
+
+
+def in_process_app(
+    model: TabularModel,
+    *,
+    max_body_bytes: int | None = DEFAULT_MAX_BODY_BYTES,
+    admin_token: str | None = None,
+    labels: str | None = None,
+    fast_route: bool = True,
+):
+    """The ASGI app `serve` serves for a loaded `model`, to call in process without a socket
+    (tests, benchmarks): KServe's app with this server's additions.
+
+    Args:
+        fast_route: False: the model's V1 predict route too is answered through FastAPI's
+            router (`serving.fast_route`), to compare the two.
+    """
+    model_server = kserve.ModelServer(http_port=0, enable_grpc=False, workers=1)
+    _quiet_logging()  # as serve(): before the app is built, which looks at the trace log's level
+    model_server.register_model(model)
+    describe_platform(model_server, model.name, lambda: model.answering_runtime.platform)
+    predict = v1_predict_handler(model_server) if fast_route else None
+    return new_rest_app(
+        model_server,
+        lambda app: _configure_app(app, model, max_body_bytes, admin_token, labels, predict),
+    )
 
 
 def _display_url(scheme: str, host: str, port: int) -> str:

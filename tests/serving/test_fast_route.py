@@ -1,8 +1,7 @@
 """The fast V1 route (`serving.fast_route`) answers exactly as KServe's own route does.
 
-Two copies of KServe's app, built as the server builds it (its endpoints, exception handlers
-and middlewares, then `harden_app`), serve the same model in process: one with the fast route,
-one without. Every request, good and bad, goes to both, and the status, body and headers must
+Two copies of the server's app (`serving.server.in_process_app`: KServe's app with this
+server's additions) serve the same model in process: one with the fast route, one without. Every request, good and bad, goes to both, and the status, body and headers must
 be the same. The real server runs with the fast route, so every HTTP test of the server in
 tests/serving covers it as well.
 """
@@ -11,17 +10,13 @@ import json
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 from sklearn.linear_model import LogisticRegression
 
 from components.deploy.logic import to_json_rows
-from serving.http_app import harden_app
-from serving.kserve_compat import import_kserve, v1_predict_handler
 from serving.model import TabularModel
+from serving.server import in_process_app
 from tests.serving.test_server_features import FEATURES, SCHEMA, _fit, _registry
 
-kserve = import_kserve()
 NAME = "parole"
 MAX_BYTES = 20_000
 MAX_ROWS = 50
@@ -37,29 +32,26 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def _app(model: TabularModel, fast: bool, calls: list | None = None) -> FastAPI:
-    """KServe's REST app for `model`, as `kserve_compat.RestServer` builds it, on a new
-    FastAPI app (KServe's own is one module-level object). With `fast`, each call of the fast
-    route's handler is appended to `calls` (so a test knows the fast route answered)."""
-    from kserve.protocol.rest.server import RESTServer
+def _app(model: TabularModel, fast: bool, calls: list | None = None):
+    """The server's app for `model` (`in_process_app`), with or without the fast route. With
+    `fast`, each call of the fast route's handler is appended to `calls` (so that a test knows
+    the fast route answered)."""
+    import serving.server
 
-    server = kserve.ModelServer(http_port=0, enable_grpc=False, workers=1)
-    server.register_model(model)
-    rest = RESTServer(
-        "kserve.model_server:app", server.dataplane, server.model_repository_extension, 0
-    )
-    app = FastAPI(default_response_class=ORJSONResponse)
-    rest._add_middlewares(app)
-    rest._register_endpoints(app)
-    rest._add_exception_handlers(app)
-    handler = v1_predict_handler(server)
+    handler_of = serving.server.v1_predict_handler
 
-    async def counted(model_name, request):
-        calls.append(model_name)
-        return await handler(model_name, request)
+    def counting_handler(model_server):
+        handler = handler_of(model_server)
 
-    harden_app(app, model, max_body_bytes=MAX_BYTES, v1_predict=counted if fast else None)
-    return app
+        async def counted(model_name, request):
+            calls.append(model_name)
+            return await handler(model_name, request)
+
+        return counted
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serving.server, "v1_predict_handler", counting_handler)
+        return in_process_app(model, max_body_bytes=MAX_BYTES, fast_route=fast)
 
 
 @pytest.fixture(scope="module")
