@@ -37,6 +37,7 @@ at most `flush_seconds` of records (or `batch_rows` rows), plus whatever waited 
 in progress.
 """
 
+import functools
 import io
 import logging
 import os
@@ -47,6 +48,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import chain, repeat
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -131,6 +133,7 @@ def lake_filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str, bool]:
     return fs, path.rstrip("/"), scheme in LOCAL_SCHEMES
 
 
+@functools.lru_cache(maxsize=4096)
 def _column_name(feature: str) -> str:
     feature = str(feature)
     if feature in RESERVED or feature.startswith(PROBABILITY_PREFIX):
@@ -156,7 +159,11 @@ def _row_count(features, predictions) -> int:
     """The number of rows of a record, or ValueError saying why it is malformed."""
     rows = len(predictions)
     if isinstance(features, Mapping):
-        lengths = {len(v) if _is_sequence(v) else None for v in features.values()}
+        columns = features.values()
+        if set(map(type, columns)) == {list}:  # the server's columns, checked at C speed
+            lengths = set(map(len, columns))
+        else:
+            lengths = {len(v) if _is_sequence(v) else None for v in columns}
         if lengths == {None} and rows == 1:
             return rows  # one row as {feature: value}
         if lengths - {rows}:
@@ -185,6 +192,9 @@ def _record_columns(record: _Record) -> dict[str, list]:
     features = record.features
     if isinstance(features, Mapping):
         for name, values in features.items():
+            if type(values) is list:  # the server's columns: taken as they are (not changed)
+                columns[_column_name(name)] = values
+                continue
             sequence = _is_sequence(values)
             columns[_column_name(name)] = _as_list(values) if sequence else [values]
     else:
@@ -193,8 +203,14 @@ def _record_columns(record: _Record) -> dict[str, list]:
                 columns.setdefault(_column_name(name), [None] * rows)[index] = value
     columns[PREDICTION] = _as_list(record.predictions)
     if record.probabilities is not None:
-        probabilities = _as_list(record.probabilities)
         classes = _as_list(record.classes)
+        matrix = record.probabilities
+        if getattr(matrix, "ndim", None) == 2 and matrix.shape == (rows, len(classes)):
+            # A numpy matrix (the server's): a column at a time.
+            for position, label in enumerate(classes):
+                columns[f"{PROBABILITY_PREFIX}{label}"] = matrix[:, position].tolist()
+            return columns
+        probabilities = _as_list(matrix)
         if len(probabilities) != rows or any(len(p) != len(classes) for p in probabilities):
             raise ValueError(f"probabilities: expected {rows} rows of {len(classes)} classes")
         for position, label in enumerate(classes):
@@ -202,23 +218,30 @@ def _record_columns(record: _Record) -> dict[str, list]:
     return columns
 
 
-def _value_kind(value) -> str | None:
-    if value is None:
+@functools.cache
+def _kind_of_type(kind: type) -> str | None:
+    """The kind of every value of a type (numpy's scalars by their names)."""
+    if kind is type(None):
         return None
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if issubclass(kind, bool) or kind.__name__ == "bool_":
         return _BOOL
-    if isinstance(value, int) or type(value).__name__.startswith(("int", "uint")):
+    if issubclass(kind, int) or kind.__name__.startswith(("int", "uint")):
         return _INT
-    if isinstance(value, float) or type(value).__name__.startswith("float"):
+    if issubclass(kind, float) or kind.__name__.startswith("float"):
         return _FLOAT
-    if isinstance(value, str):
+    if issubclass(kind, str):
         return _TEXT
     return "other"
 
 
+def _value_kind(value) -> str | None:
+    return _kind_of_type(type(value))
+
+
 def _column_kind(values: list, numbers_as_float: bool) -> str | None:
     """The one kind a column's values are written as (see the module docstring)."""
-    kinds = {_value_kind(value) for value in values} - {None}
+    # By the values' types, collected at C speed: a kind depends on the type alone.
+    kinds = {_kind_of_type(kind) for kind in set(map(type, values))} - {None}
     if not kinds:
         return None
     if kinds <= {_INT, _FLOAT}:
@@ -234,7 +257,10 @@ def _arrow_column(values: list, kind: str | None) -> pa.Array:
     if kind != _TEXT:
         try:
             if kind in (_NUMBER, _FLOAT):
-                values = [None if value is None else float(value) for value in values]
+                try:  # Python's ints and floats convert at C speed
+                    return pa.array(values, type=pa.float64())
+                except (TypeError, ValueError, OverflowError, pa.ArrowException):
+                    values = [None if value is None else float(value) for value in values]
             return pa.array(values, type=_ARROW_TYPES[kind])
         except (TypeError, ValueError, OverflowError, pa.ArrowException):
             pass  # an int beyond int64, a numpy oddity: written as text rather than lost
@@ -472,9 +498,13 @@ class PredictionLog:
                 self._write_file(day, chunk)
 
     def _table(self, records: list[_Record]) -> pa.Table:
-        """The records as one table; a malformed record is dropped (counted) and logged."""
-        columns: dict[str, list] = {name: [] for name in FIXED_COLUMNS}
-        total = 0
+        """The records as one table; a malformed record is dropped (counted) and logged.
+
+        Built column by column (`itertools.chain` over the records' own lists), not row by row:
+        a server's records are mostly one row each, and this runs in the server's process."""
+        kept: list[tuple[_Record, dict[str, list]]] = []
+        names: dict[str, None] = dict.fromkeys(FIXED_COLUMNS)  # every column, in first-seen order
+        layouts: set[tuple] = set()
         for record in records:
             try:
                 values = _record_columns(record)
@@ -484,17 +514,29 @@ class PredictionLog:
                 )
                 self._count(dropped=record.rows, queued=-record.rows)
                 continue
-            rows = record.rows
-            values["request_id"] = [record.request_id] * rows
-            values["row"] = list(range(rows))
-            values["time"] = [record.time] * rows
-            values["model_version"] = [record.model_version] * rows
-            for name, column in values.items():
-                columns.setdefault(name, [None] * total).extend(column)
-            total += rows
-            for column in columns.values():
-                if len(column) < total:
-                    column.extend([None] * (total - len(column)))
+            kept.append((record, values))
+            layout = tuple(values)
+            if layout not in layouts:  # records of one model version share one layout
+                layouts.add(layout)
+                names.update(dict.fromkeys(layout))
+        total = sum(record.rows for record, _ in kept)
+
+        def column(values_of) -> list:
+            return list(chain.from_iterable(values_of(record, values) for record, values in kept))
+
+        columns: dict[str, list] = {
+            "request_id": column(lambda record, _: repeat(record.request_id, record.rows)),
+            "row": column(lambda record, _: range(record.rows)),
+            "time": column(lambda record, _: repeat(record.time, record.rows)),
+            "model_version": column(lambda record, _: repeat(record.model_version, record.rows)),
+        }
+        for name in names:
+            if name not in columns:
+                columns[name] = column(
+                    lambda record, values, name=name: (
+                        values[name] if name in values else repeat(None, record.rows)
+                    )
+                )
         probabilities = sorted(n for n in columns if n.startswith(PROBABILITY_PREFIX))
         features = [n for n in columns if n not in (*FIXED_COLUMNS, PREDICTION, *probabilities)]
         arrays = {

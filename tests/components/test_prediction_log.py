@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -153,6 +154,40 @@ def test_records_round_trip_with_types_probabilities_and_date_partitions(tmp_pat
 
     later, _ = read_prediction_log(str(tmp_path / "lake"), MODEL, since=DAY_TWO)
     assert list(later["request_id"]) == ["req-2"]
+
+
+def test_records_of_different_layouts_in_one_file_keep_each_value_in_its_row(tmp_path, make_log):
+    """One batch of records with different features (a reload to a version with another
+    schema), probabilities as a numpy matrix, as lists, and none: every value in its row."""
+    log = make_log(tmp_path / "lake", clock=Clock(DAY_ONE), flush_seconds=600)
+    classes = ["No", "Yes"]
+    assert log.record(
+        "a",
+        "v1",
+        {"age": [30, 40], "sex": ["F", "M"]},
+        np.array(["No", "Yes"]),
+        np.array([[0.8, 0.2], [0.3, 0.7]]),
+        classes,
+    )
+    assert log.record("b", "v2", {"age": [50], "income": [1.5]}, ["Yes"])
+    assert log.record("c", "v2", {"income": [2.5], "age": [60]}, ["No"], [[0.6, 0.4]], classes)
+    assert log.flush(timeout=PATIENCE)
+    assert len(parquet_files(tmp_path / "lake")) == 1
+    frame, _ = read_prediction_log(str(tmp_path / "lake"), MODEL)
+    assert frame["request_id"].tolist() == ["a", "a", "b", "c"]
+    assert frame["row"].tolist() == [0, 1, 0, 0]
+    assert frame["model_version"].tolist() == ["v1", "v1", "v2", "v2"]
+    assert frame["age"].tolist() == [30.0, 40.0, 50.0, 60.0]
+    assert (
+        frame["sex"].tolist()[:2] == ["F", "M"] and frame["sex"].isna().tolist()[2:] == [True] * 2
+    )
+    assert frame["income"].isna().tolist()[:2] == [True] * 2
+    assert frame["income"].tolist()[2:] == [1.5, 2.5]
+    assert frame["prediction"].tolist() == ["No", "Yes", "Yes", "No"]
+    assert frame["probability_Yes"].tolist()[:2] == [0.2, 0.7]
+    assert (
+        frame["probability_Yes"].isna().tolist()[2] and frame["probability_Yes"].tolist()[3] == 0.4
+    )
 
 
 def test_a_feature_whose_type_changes_does_not_stop_the_writer_and_ingest_reads_the_lake(
