@@ -24,10 +24,13 @@ the positive class where probabilities[:, positive] >= threshold (`_apply_thresh
 graph's metadata `decision_threshold` records the rule.
 
 The project's own OutlierClipper, log transform (a FunctionTransformer of log1p_nonnegative)
-and MissingIndicator on the categories convert with converters here. Not everything converts
-(bias-mitigated models with their per-row random draws, DerivedFeatures, one-hot rare grouping,
-other custom transformers): export_onnx raises NotConvertible naming the step and its class, and the
-pipeline reports the export as skipped.
+and MissingIndicator on the categories convert with converters here; derived ratios and bins
+(DerivedFeatures) and one-hot encoding with rare categories grouped (OneHotEncoder with
+min_frequency, unseen categories to the infrequent column) with those of
+components.export.converters. Not everything converts: bias-mitigated models (their per-row
+random draws), a derived date part (dates are parsed from text, which no opset 17 operator does)
+and other custom transformers. For those export_onnx raises NotConvertible, one line naming the
+step and its class (and the derived feature), and the pipeline reports the export as skipped.
 """
 
 import json
