@@ -51,10 +51,13 @@ def _derived_type(feature: dict, rows):
 
 
 def _derived_inputs(feature: dict) -> list[str]:
+    """The raw columns a derived feature reads."""
     source = derived_source(feature)
-    if source == BINS:
-        return [feature[BINS]["column"]]
-    return list(feature[source])[:1] if source == DATE_PART else list(feature[source])
+    if source == RATIO:
+        return list(feature[RATIO])
+    if source == DATE_PART:
+        return [feature[DATE_PART][0]]
+    return [feature[BINS]["column"]]
 
 
 def parse_derived_features(scope, model, inputs, custom_parsers=None):
@@ -63,6 +66,8 @@ def parse_derived_features(scope, model, inputs, custom_parsers=None):
     features = model.features or []
     if not features:
         return list(inputs)
+    # Declared first, so that an error below is reported at this step (its raw_operator).
+    operator = scope.declare_local_operator("MlpipeDerivedFeatures", model)
     by_name = {variable.raw_name: variable for variable in inputs}
     used = []
     for feature in features:
@@ -73,7 +78,6 @@ def parse_derived_features(scope, model, inputs, custom_parsers=None):
                 )
             if by_name[column] not in used:
                 used.append(by_name[column])
-    operator = scope.declare_local_operator("MlpipeDerivedFeatures", model)
     operator.inputs = used
     rows = inputs[0].get_first_dimension()
     for feature in features:
@@ -218,10 +222,10 @@ def convert_one_hot_encoder(scope, operator, container) -> None:
     # hands a one-hot encoder its columns as separate inputs, not concatenated.
     sources = []
     for variable in operator.inputs:
-        width = variable.type.shape[1]
-        if not isinstance(width, int):
+        columns = variable.type.shape[1]
+        if not isinstance(columns, int):
             raise NotImplementedError(f"OneHotEncoder input '{variable.raw_name}' of unknown width")
-        sources += [(variable.full_name, position) for position in range(width)]
+        sources += [(variable.full_name, position) for position in range(columns)]
     if len(sources) != len(encoder.categories_):
         raise NotImplementedError(
             f"OneHotEncoder fitted on {len(encoder.categories_)} columns, given {len(sources)}"

@@ -306,13 +306,25 @@ def _impute_encode(imputer):
             "ClipOutliers",
         ),
         (
+            # An unseen category is an error in scikit-learn, which the graph cannot raise.
+            _impute_scale(),
+            _one_hot(handle_unknown="error", min_frequency=0.2),
+            "prep/categorical",
+            "OneHotEncoder",
+        ),
+        (
             _impute_scale(),
             _impute_encode(SimpleImputer(strategy="most_frequent")),  # NaN as the missing value
             "prep/categorical/impute",
             "SimpleImputer",
         ),
     ],
-    ids=["log transform", "outlier clipping", "string imputer on NaN"],
+    ids=[
+        "log transform",
+        "outlier clipping",
+        "rare grouping, unseen an error",
+        "string imputer on NaN",
+    ],
 )
 def test_a_step_that_cannot_be_converted_is_refused_by_name(
     numeric, categorical, step, class_name, loans_split
