@@ -188,6 +188,23 @@ def test_rare_grouping_encodes_unseen_infrequent_and_missing_as_scikit_learn(enc
         assert not encoded[3, kind_columns].any()  # "q", unseen, no infrequent kind: zeros
 
 
+def test_rare_grouping_reads_its_columns_from_one_input_as_after_an_imputer():
+    """After a most_frequent imputer the encoder gets one [N, 2] input, not one per column."""
+    encoder = OneHotEncoder(
+        handle_unknown="infrequent_if_exist", min_frequency=20, sparse_output=False
+    ).fit(_skewed_categories(300, seed=0))
+    graph = convert_sklearn(
+        encoder,
+        initial_types=[("both", StringTensorType([None, 2]))],
+        target_opset=TARGET_OPSET,
+        custom_conversion_functions={OneHotEncoder: convert_one_hot_encoder},
+        custom_shape_calculators={OneHotEncoder: one_hot_shape},
+    )
+    feed = {"both": PROBE.to_numpy(dtype=object)}
+    (encoded,) = load_session(graph.SerializeToString()).run(None, feed)
+    np.testing.assert_array_equal(encoded, encoder.transform(PROBE))
+
+
 @pytest.mark.parametrize("encode", ["onehot", "ordinal"])
 def test_prepare_rare_grouping_exports_with_parity_on_unseen_and_infrequent_rows(
     encode, loans_split
