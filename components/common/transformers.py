@@ -4,10 +4,11 @@ a plain estimator that pickles with joblib and runs inside the served Pipeline, 
 server applies exactly what training applied.
 
 NumericImputer converts to ONNX as a SimpleImputer, and the clipper and log(1 + x) with the
-project's own converters (components.export.logic registers them all): a Clip node with two
-constant vectors, and Max then Log(Add) nodes. Derived features have no converter yet, so a model
-that uses them is served and exported without an edge graph (the export report says why); ratios
-and bins would be Div and comparisons, and date parts from strings have no ONNX equivalent.
+project's own converters (components.export.logic registers them all): Min and Max with two
+constant vectors, and Max then Log(Add) nodes. Derived ratios and bins convert too (Div, and
+comparisons with the edges: components.export.converters); date parts do not (they are parsed
+from text, which ONNX cannot do), so a model that uses one is served without an edge graph and
+the export report says why.
 """
 
 import numpy as np

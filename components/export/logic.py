@@ -24,10 +24,13 @@ the positive class where probabilities[:, positive] >= threshold (`_apply_thresh
 graph's metadata `decision_threshold` records the rule.
 
 The project's own OutlierClipper, log transform (a FunctionTransformer of log1p_nonnegative)
-and MissingIndicator on the categories convert with converters here. Not everything converts
-(bias-mitigated models with their per-row random draws, DerivedFeatures, one-hot rare grouping,
-other custom transformers): export_onnx raises NotConvertible naming the step and its class, and the
-pipeline reports the export as skipped.
+and MissingIndicator on the categories convert with converters here; derived ratios and bins
+(DerivedFeatures) and one-hot encoding with rare categories grouped (OneHotEncoder with
+min_frequency, unseen categories to the infrequent column) with those of
+components.export.converters. Not everything converts: bias-mitigated models (their per-row
+random draws), a derived date part (dates are parsed from text, which no opset 17 operator does)
+and other custom transformers. For those export_onnx raises NotConvertible, one line naming the
+step and its class (and the derived feature), and the pipeline reports the export as skipped.
 """
 
 import json
@@ -129,7 +132,8 @@ def _check_steps(model) -> None:
     """Refuse what has no converter, or converts to a graph that would answer differently."""
     from skl2onnx._supported_operators import sklearn_operator_name_map
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder
+
+    from components.common.transformers import DerivedFeatures
 
     name = type(model).__name__
     if name in MITIGATED_MODELS:
@@ -142,18 +146,21 @@ def _check_steps(model) -> None:
             raise NotConvertible(step_class, MITIGATED_MODELS[step_class], path)
         if type(step) not in sklearn_operator_name_map:
             raise NotConvertible(step_class, "skl2onnx has no converter for this class", path)
-        if (
-            isinstance(step, OneHotEncoder)
-            and step.handle_unknown == "infrequent_if_exist"
-            and getattr(step, "_infrequent_enabled", False)
-        ):
-            # Checked: the converted graph fails on an unseen category (onnxruntime: "Unknown
-            # Category and zeros = 0"), whether or not any category was infrequent, where
-            # scikit-learn maps it to the infrequent column or to zeros.
+        if isinstance(step, DerivedFeatures):
+            _check_derived(step, path)
+
+
+def _check_derived(step, path: str) -> None:
+    """Refuse a date part: the one derived feature no ONNX operator of opset 17 computes."""
+    from components.export.converters import DATE_PART, derived_source
+
+    for feature in step.features or []:
+        if derived_source(feature) == DATE_PART:
+            column, part = feature[DATE_PART]
             raise NotConvertible(
-                step_class,
-                "handle_unknown='infrequent_if_exist' with min_frequency or max_categories: the "
-                "ONNX encoder fails on a category unseen in training instead of encoding it",
+                type(step).__name__,
+                f"derived feature '{feature['name']}' (date_part {part} of '{column}'): dates "
+                "are parsed from text, and opset 17 has no operator that parses text",
                 path,
             )
 
@@ -200,18 +207,31 @@ def _register_numeric_imputer() -> None:
 def _register_project_transformers() -> None:
     """Make the project's own transformers known to skl2onnx, each with a converter below:
     OutlierClipper (clip to learnt bounds), MissingIndicator on the categories (the missing
-    token's flags) and the log transform (a FunctionTransformer of
-    log1p_nonnegative; any other function keeps skl2onnx's identity-only converter, which
-    refuses it)."""
+    token's flags), DerivedFeatures (components.export.converters: ratios and bins) and the log
+    transform (a FunctionTransformer of log1p_nonnegative; any other function keeps skl2onnx's
+    identity-only converter, which refuses it)."""
     from skl2onnx import update_registered_converter
     from skl2onnx._supported_operators import sklearn_operator_name_map
     from sklearn.impute import MissingIndicator
 
-    from components.common.transformers import OutlierClipper
+    from components.common.transformers import DerivedFeatures, OutlierClipper
+    from components.export.converters import (
+        convert_derived_features,
+        derived_features_shape,
+        parse_derived_features,
+    )
 
     if OutlierClipper not in sklearn_operator_name_map:
         update_registered_converter(
             OutlierClipper, "MlpipeOutlierClipper", _same_width_shape, _clipper_converter
+        )
+    if DerivedFeatures not in sklearn_operator_name_map:
+        update_registered_converter(
+            DerivedFeatures,
+            "MlpipeDerivedFeatures",
+            derived_features_shape,
+            convert_derived_features,
+            parser=parse_derived_features,
         )
     if MissingIndicator not in sklearn_operator_name_map:
         update_registered_converter(
@@ -462,9 +482,10 @@ def export_onnx(model, schema: dict) -> bytes:
     from sklearn.base import is_classifier
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
     from components.common.transformers import NumericImputer
+    from components.export.converters import convert_one_hot_encoder, one_hot_shape
 
     _register_numeric_imputer()
     _register_project_transformers()
@@ -486,11 +507,13 @@ def export_onnx(model, schema: dict) -> bytes:
                 SimpleImputer: _imputer_converter,
                 NumericImputer: _imputer_converter,
                 FunctionTransformer: _log_converter,
+                OneHotEncoder: convert_one_hot_encoder,
             },
             custom_shape_calculators={
                 SimpleImputer: _imputer_shape,
                 NumericImputer: _imputer_shape,
                 FunctionTransformer: _same_width_shape,
+                OneHotEncoder: one_hot_shape,
             },
         )
     except Exception as error:  # any converter failure: say which step

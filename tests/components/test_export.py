@@ -306,8 +306,9 @@ def _impute_encode(imputer):
             "ClipOutliers",
         ),
         (
+            # An unseen category is an error in scikit-learn, which the graph cannot raise.
             _impute_scale(),
-            _one_hot(handle_unknown="infrequent_if_exist", min_frequency=0.2),
+            _one_hot(handle_unknown="error", min_frequency=0.2),
             "prep/categorical",
             "OneHotEncoder",
         ),
@@ -318,7 +319,12 @@ def _impute_encode(imputer):
             "SimpleImputer",
         ),
     ],
-    ids=["log transform", "outlier clipping", "infrequent if exist", "string imputer on NaN"],
+    ids=[
+        "log transform",
+        "outlier clipping",
+        "rare grouping, unseen an error",
+        "string imputer on NaN",
+    ],
 )
 def test_a_step_that_cannot_be_converted_is_refused_by_name(
     numeric, categorical, step, class_name, loans_split
@@ -343,13 +349,20 @@ def test_a_step_that_cannot_be_converted_is_refused_by_name(
             _impute_scale(SimpleImputer(strategy="constant", fill_value=0.0), RobustScaler()),
             _one_hot(min_frequency=0.2),
         ),
+        (_impute_scale(), _one_hot(handle_unknown="infrequent_if_exist", min_frequency=0.2)),
         (_impute_scale(), OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)),
         (
             _impute_scale(),
             _impute_encode(SimpleImputer(strategy="most_frequent", missing_values="__missing__")),
         ),
     ],
-    ids=["indicator+minmax", "constant+robust+min_frequency", "ordinal", "string imputer"],
+    ids=[
+        "indicator+minmax",
+        "constant+robust+min_frequency",
+        "infrequent if exist",
+        "ordinal",
+        "string imputer",
+    ],
 )
 def test_other_preprocessing_options_convert_with_parity(numeric, categorical, loans_split):
     schema, train, test, _ = loans_split
@@ -370,10 +383,25 @@ def test_other_preprocessing_options_convert_with_parity(numeric, categorical, l
         ({"outliers": {"method": "iqr", "action": "clip"}}, None),
         ({"outliers": {"method": "quantile", "action": "clip"}, "log_transform": ["income"]}, None),
         ({"log_transform": ["income"]}, None),
-        ({"categorical": {"rare_min_frequency": 0.35}}, ("prep/categorical", "OneHotEncoder")),
+        ({"categorical": {"rare_min_frequency": 0.35}}, None),
         ({"categorical": {"missing_indicator": True}}, None),
+        ({"derived": [{"name": "per_year", "ratio": ["income", "age"]}]}, None),
         (
-            {"derived": [{"name": "per_year", "ratio": ["income", "age"]}]},
+            {
+                "derived": [
+                    {"name": "age_band", "bins": {"column": "age", "edges": [30, 50]}},
+                    {
+                        "name": "age_code",
+                        "bins": {"column": "age", "edges": [30, 50]},
+                        "kind": "numeric",
+                    },
+                ]
+            },
+            None,
+        ),
+        (
+            # region is no date: every month is missing, but the step is refused all the same.
+            {"derived": [{"name": "m", "date_part": ["region", "month"], "kind": "categorical"}]},
             ("prep/derive", "DerivedFeatures"),
         ),
     ],
@@ -389,6 +417,8 @@ def test_other_preprocessing_options_convert_with_parity(numeric, categorical, l
         "one-hot rare",
         "categorical indicator",
         "derived ratio",
+        "derived bins",
+        "derived date part",
     ],
 )
 def test_the_prepare_options_either_export_with_parity_or_are_refused_by_step(

@@ -30,11 +30,10 @@ The defaults are exactly the transform prepare always fitted: median imputation 
 scaling for numbers, missing categories as their own category and one-hot encoding that ignores
 categories it did not see.
 
-ONNX (components.export): imputation, scaling, one-hot and ordinal encoding, numeric missing
-indicators, per-column overrides and ordinal rare grouping convert. These do not, and the export
-says which step: categorical missing indicators (MissingIndicator), one-hot rare grouping
-(unseen categories go to the infrequent column, which the ONNX encoder cannot do), outlier
-clipping, log_transform and derived features (see components.common.transformers).
+ONNX (components.export): every option converts (imputation, scaling, one-hot and ordinal
+encoding with or without rare grouping, missing indicators, outlier clipping, log_transform,
+per-column overrides, derived ratios and bins) except a derived date_part, which the export
+refuses naming the derived feature (dates are parsed from text, which ONNX cannot do).
 """
 
 from typing import Any, Literal
