@@ -28,12 +28,16 @@ MAX_DIFFERING_ROWS = 20
 THRESHOLD_KEY = "decision_threshold"
 
 
-def load_session(onnx_bytes: bytes, threads: int = 0):
-    """An onnxruntime session on the CPU; threads 0 lets onnxruntime choose."""
+def load_session(onnx_bytes: bytes, threads: int = 0, spin: bool = True):
+    """An onnxruntime session on the CPU; threads 0 lets onnxruntime choose. spin=False: the
+    session's threads sleep between runs instead of spinning, leaving the cores to the rest of
+    the process (onnxruntime spins by default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
@@ -104,8 +108,8 @@ class OnnxGraph:
         self.threshold = json.loads(rule) if rule else None  # applied in the graph already
 
     @classmethod
-    def from_bytes(cls, onnx_bytes: bytes, threads: int = 0) -> "OnnxGraph":
-        return cls(load_session(onnx_bytes, threads))
+    def from_bytes(cls, onnx_bytes: bytes, threads: int = 0, spin: bool = True) -> "OnnxGraph":
+        return cls(load_session(onnx_bytes, threads, spin))
 
     def run(self, columns: dict[str, np.ndarray], rows: int):
         """The graph's (first output as 1-d, second output or None) for per-feature 1-d arrays

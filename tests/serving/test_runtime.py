@@ -5,6 +5,7 @@ step's edge_files); the servers are TabularModel objects in process, and one rea
 127.0.0.1 shows the runtime in its start-up line and its V2 metadata.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +378,66 @@ def test_sklearn_answers_without_probabilities_call_predict_only(loans):
     predictions, probabilities = answers(arrays, 20, False)
     assert probabilities is None
     assert predictions.tolist() == model.predict(as_model_input(rows, schema)).tolist()
+
+
+def test_a_large_request_runs_on_the_parallel_session_with_the_same_answers(store, loans):
+    """PARALLEL_ROWS rows or more go to the session on every core, fewer to the one-thread
+    session; both give the same labels, and probabilities within float32 rounding."""
+    from serving.protocol import arrays_from_columns, columns_from_instances
+    from serving.runtime import PARALLEL_ROWS
+
+    registry, versions = store
+    schema, _, test, _ = loans
+    answers: OnnxAnswers = _served(
+        registry, versions["random_forest"], "onnx"
+    ).answering_runtime.answer
+    assert answers.parallel_graph is not None and answers.parallel_graph is not answers.graph
+    rows = test[feature_names(schema)].iloc[:PARALLEL_ROWS]
+    arrays = arrays_from_columns(
+        columns_from_instances({"instances": to_json_rows(rows)}, schema), schema
+    )
+    ran = []
+    for graph in answers.graphs():
+        run = graph.run
+        graph.run = lambda columns, count, run=run, graph=graph: (
+            ran.append(graph) or run(columns, count)
+        )
+    answers(arrays, PARALLEL_ROWS, True)
+    one = {name: values[:1] for name, values in arrays.items()}
+    answers(one, 1, True)
+    assert ran == [answers.parallel_graph, answers.graph]
+    labels, probabilities, _ = answers.raw(arrays, PARALLEL_ROWS, answers.graph)
+    parallel_labels, parallel_probabilities, _ = answers.raw(
+        arrays, PARALLEL_ROWS, answers.parallel_graph
+    )
+    assert labels.tolist() == parallel_labels.tolist()
+    np.testing.assert_allclose(probabilities, parallel_probabilities, atol=1e-6)
+
+
+def test_the_load_time_parity_check_covers_the_parallel_session(store, loans):
+    """A parallel session that answered differently would fail the version's parity check."""
+    import io
+
+    from components.common.registry import PARITY_ROWS_FILE, read_verified
+    from serving.runtime import parity_on_rows
+
+    registry, versions = store
+    schema = loans[0]
+    answers: OnnxAnswers = _served(
+        registry, versions["random_forest"], "onnx"
+    ).answering_runtime.answer
+    folder = registry.uri(versions["random_forest"])
+    metadata = json.loads((Path(folder) / "metadata.json").read_text())
+    sample = pd.read_parquet(
+        io.BytesIO(read_verified(folder, metadata, only=(PARITY_ROWS_FILE,))[PARITY_ROWS_FILE])
+    )
+    assert parity_on_rows(answers, answers.sklearn, sample, schema)["passed"]
+    run = answers.parallel_graph.run
+
+    def shifted(columns, count):
+        labels, probabilities = run(columns, count)
+        return labels, np.asarray(probabilities) + 1e-3  # off by more than the tolerance
+
+    answers.parallel_graph.run = shifted
+    result = parity_on_rows(answers, answers.sklearn, sample, schema)
+    assert not result["passed"] and result["max_abs_diff"] >= 1e-3
