@@ -1080,7 +1080,7 @@ def evaluate_targets(
             if ratio < need:
                 whys.append(
                     f"{family}: ours {ours:.0f} req/s is {ratio:.2f}x {peer}'s {theirs:.0f} "
-                    f"(target {need:g}x)."
+                    f"(target {need:g}x)." + (_where_time_goes(entry) if peer == "floor" else "")
                 )
         row["ours_sklearn_rps"] = _peer_value(servers, "ours_sklearn", ("throughput_rps", "median"))
         row["met"] = None if None in checks else all(checks)
