@@ -168,17 +168,11 @@ def check_export(model, schema: dict, rows) -> dict:
     """The export step's verdict on `model` (components/export/component.py, without files)."""
     from components.export.logic import (
         NotConvertible,
-        check_parity,
-        export_onnx,
-        refuse_tied_rows,
-        refuse_unproven_threshold,
+        export_checked,
     )
 
     try:
-        data = export_onnx(model, schema)
-        result = check_parity(model, data, rows, schema)
-        refuse_unproven_threshold(model, result)
-        refuse_tied_rows(result)
+        _, result = export_checked(model, schema, rows)
     except NotConvertible as error:
         return {"outcome": "refused", "reason": error.reason}
     if not result["passed"]:

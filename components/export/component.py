@@ -41,11 +41,8 @@ def export_onnx_model(
     from components.export.logic import (
         TARGET_OPSET,
         NotConvertible,
-        check_parity,
-        export_onnx,
+        export_checked,
         export_report_markdown,
-        refuse_tied_rows,
-        refuse_unproven_threshold,
         write_bytes,
     )
 
@@ -54,10 +51,7 @@ def export_onnx_model(
     test_frame = read_frame(test.path)
     with user_errors("export"):
         try:
-            data = export_onnx(fitted, table_schema)
-            result = check_parity(fitted, data, test_frame, table_schema)
-            refuse_unproven_threshold(fitted, result)
-            refuse_tied_rows(result)
+            data, result = export_checked(fitted, table_schema, test_frame)
         except NotConvertible as error:
             result = {
                 "converted": False,

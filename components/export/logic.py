@@ -719,6 +719,24 @@ def refuse_tied_rows(result: dict) -> None:
     )
 
 
+def export_checked(model, schema: dict, test_frame: pd.DataFrame) -> tuple[bytes, dict]:
+    """What the export step does with a fitted model: convert it, check the graph on every row of
+    `test_frame`, and refuse a graph whose only differences are a tuned threshold's rounding or
+    tied rows (`refuse_unproven_threshold`, `refuse_tied_rows`).
+
+    Returns:
+        (the graph, the parity check), which may have failed.
+
+    Raises:
+        NotConvertible: the model cannot be converted, or its graph is refused.
+    """
+    data = export_onnx(model, schema)
+    result = check_parity(model, data, test_frame, schema)
+    refuse_unproven_threshold(model, result)
+    refuse_tied_rows(result)
+    return data, result
+
+
 def export_report_markdown(result: dict) -> str:
     """The export's section for the dashboard: skipped with its reason, or the parity check."""
     lines = ["## Edge export (ONNX)\n"]
