@@ -480,18 +480,28 @@ def harden_app(
             off.
         v1_predict: KServe's V1 predict handler (`kserve_compat.v1_predict_handler`): the
             model's V1 predict route is then answered by it without FastAPI's router
-            (`serving.fast_route`); None: by the app's own route.
+            (`serving.fast_route`), unless the app has middlewares of KServe's (a timing or
+            access log) that the route would pass by; None: by the app's own route.
     """
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
+    # Middlewares the app already has are KServe's own (its timing log when KSERVE_LOGLEVEL
+    # turns the kserve.trace log on, an access log with --access_log_format): the fast route
+    # would pass them by, so with any of them the predict route stays the app's.
+    kserve_middlewares = [m.cls.__name__ for m in app.user_middleware]
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     # Added last, so it runs first: no body is read for a request without the token.
     app.add_middleware(AdminGuard, token=admin_token)
     # Outermost: also the answers the middlewares above give carry the request's id.
     app.add_middleware(RequestIdHeader)
-    if v1_predict is not None:
+    if v1_predict is not None and kserve_middlewares:
+        logging.getLogger("kserve").info(
+            "V1 predict through FastAPI's router: KServe's %s would be passed by",
+            ", ".join(kserve_middlewares),
+        )
+    elif v1_predict is not None:
         from serving.fast_route import FastV1Predict
 
         # Outermost of all: it has its own RequestIdHeader and BodyLimit around KServe's handler.

@@ -194,3 +194,27 @@ def test_a_model_fault_is_the_same_500_on_both(clients, monkeypatch):
     )
     assert fast == slow
     assert fast[0] == 500 and b"the model broke" in fast[1]
+
+
+def test_with_kserves_timing_log_on_the_route_stays_fastapis(clients, monkeypatch):
+    """KSERVE_LOGLEVEL=INFO keeps KServe's TimingMiddleware, which logs every request's time:
+    the fast route would pass it by, so the predict route stays the app's, and is timed."""
+    import logging
+
+    from starlette.testclient import TestClient
+
+    model, rows, _, _, _ = clients
+    monkeypatch.setenv("KSERVE_LOGLEVEL", "INFO")
+    trace = logging.getLogger("kserve.trace")
+    level = trace.level
+    trace.setLevel(logging.INFO)  # as KServe sets it from KSERVE_LOGLEVEL
+    calls: list = []
+    try:
+        app = _app(model, fast=True, calls=calls)
+    finally:
+        trace.setLevel(level)
+    assert "TimingMiddleware" in [m.cls.__name__ for m in app.user_middleware]
+    with TestClient(app, client=("127.0.0.1", 40000)) as client:
+        response = client.post(PREDICT, json={"instances": rows})
+    assert response.status_code == 200
+    assert calls == []  # not the fast route
