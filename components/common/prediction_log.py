@@ -449,7 +449,16 @@ class PredictionLog:
         pending_rows = 0
         deadline = None  # when the oldest pending row has waited flush_seconds
         while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with self._lock:
+                # Records handed over while this thread was writing did not wake it (rows were
+                # still queued): they are taken now, and their flush_seconds start now.
+                handed_over = bool(self._items)
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+            else:
+                # Idle, it sleeps until a record wakes it; and looks again every flush_seconds
+                # anyway, so that no record waits much longer than that, whatever happened.
+                timeout = 0.0 if handed_over else self.flush_seconds
             self._wake.wait(timeout)
             with self._lock:
                 self._wake.clear()

@@ -237,6 +237,28 @@ def test_a_batch_is_written_when_flush_seconds_pass_or_batch_rows_wait(tmp_path,
     assert len(parquet_files(tmp_path / "by_rows")) == 1
 
 
+def test_a_record_that_arrives_during_a_write_is_written_within_flush_seconds(
+    tmp_path, make_log, monkeypatch
+):
+    """A record handed over while the writer is busy does not wake it (rows are still
+    queued); it must still be written once flush_seconds pass, with no later record."""
+    log = make_log(tmp_path / "lake", clock=Clock(), batch_rows=100, flush_seconds=0.3)
+    writing = threading.Event()
+    put = log._put
+
+    def slow_put(*args):
+        writing.set()
+        time.sleep(0.5)
+        put(*args)
+
+    monkeypatch.setattr(log, "_put", slow_put)
+    assert log.record("first", "v1", {"age": [1]}, [0])
+    assert writing.wait(PATIENCE)  # the writer is writing "first"
+    assert log.record("during", "v1", {"age": [2]}, [1])
+    wait_until(lambda: log.stats()["written"] == 2, "the record handed over during a write")
+    assert log.stats()["files"] == 2
+
+
 def test_max_file_rows_bounds_the_rows_of_each_file(tmp_path, make_log):
     log = make_log(tmp_path / "lake", clock=Clock(), max_file_rows=4, flush_seconds=600)
     assert log.record("big", "v1", {"age": list(range(7))}, [0] * 7)
