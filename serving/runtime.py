@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from components.common.columnwise import thread_count
 from components.common.errors import PipelineInputError
 from components.common.onnx_runtime import (
     DEFAULT_ATOL,
@@ -59,8 +60,9 @@ FLOAT64_ROUND_OFF = 1e-9
 # onnxruntime's threads per request: one for a request of a few rows, which gains nothing from
 # more (a forest's single row: 0.038 ms on one thread, 0.05 on two), while the server's event
 # loop and the other requests need the cores. A request of at least PARALLEL_ROWS rows goes to a
-# second session of the same graph with a thread per core, which sleep between runs rather than
-# spin: a 100-tree forest's 1,000 rows took 6.2 ms on one thread and 3.6 ms on two cores.
+# second session of the same graph with a thread per core (`columnwise.thread_count`: within the
+# pod's CPU limit, at most 4; none with one core), which sleep between runs rather than spin: a
+# 100-tree forest's 1,000 rows took 6.2 ms on one thread and 3.6 ms on two cores.
 ONNX_THREADS = 1
 PARALLEL_ROWS = 100
 
@@ -317,7 +319,12 @@ def choose_runtime(
         files = read_verified(str(folder), metadata, only=(ONNX_FILE, PARITY_ROWS_FILE))
         try:
             graph = OnnxGraph.from_bytes(files[ONNX_FILE], threads=ONNX_THREADS)
-            parallel = OnnxGraph.from_bytes(files[ONNX_FILE], threads=0, spin=False)
+            cores = thread_count()  # within the pod's CPU limit
+            parallel = (
+                OnnxGraph.from_bytes(files[ONNX_FILE], threads=cores, spin=False)
+                if cores > 1
+                else None
+            )
             onnx = OnnxAnswers(graph, model, schema, sklearn, atol, parallel)
             rows = pd.read_parquet(io.BytesIO(files[PARITY_ROWS_FILE]))
             parity = parity_on_rows(onnx, sklearn, rows, schema)

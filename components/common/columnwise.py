@@ -7,9 +7,11 @@ of the step's container, where one call on the whole table uses one. On 10 milli
 (benchmarks/ingest_scale.py).
 """
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -22,14 +24,38 @@ Result = TypeVar("Result")
 MAX_THREADS = 4
 
 
+# The CPU limit of this process's container: cgroup v2's "<quota> <period>" (or "max <period>"),
+# else cgroup v1's quota (-1: none) and period, in microseconds.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPUs this process's cgroup may use (a pod's CPU limit), or None: no limit, or no
+    cgroup file to read."""
+    try:
+        if (root / "cpu.max").exists():
+            quota, period = (root / "cpu.max").read_text(encoding="ascii").split()[:2]
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text(encoding="ascii").strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text(encoding="ascii").strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
 def thread_count() -> int:
-    """How many threads columnwise uses: the cores this process may run on, at most MAX_THREADS
-    (a container's CPU limit, a quota, is not visible here: the cap keeps a pod on a large node
-    from starting a thread per node core)."""
+    """How many threads columnwise uses: the cores this process may run on, within its
+    container's CPU limit (rounded up), at most MAX_THREADS (the cap keeps a pod on a large node
+    from starting a thread per node core where the limit cannot be read)."""
     try:
         cores = len(os.sched_getaffinity(0))  # the cores this process may run on (cpusets)
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, math.ceil(limit))
     return max(1, min(cores, MAX_THREADS))
 
 

@@ -87,8 +87,9 @@ _ARROW_TYPES = {
 
 def request_id(headers: Mapping[str, str]) -> str:
     """The request's id: its `ce-id` header (CloudEvents, KServe's payload logger), else its
-    `X-Request-Id`, else a new random id. Header names are matched case-insensitively; an id that is
-    empty, longer than 128 characters or holds a control character is replaced by a new one."""
+    `X-Request-Id`, else a new random id (`new_request_id`). Header names are matched
+    case-insensitively; an id that is empty, longer than 128 characters or holds a control
+    character is replaced by a new one."""
     found = {str(key).lower(): value for key, value in headers.items()}
     for name in ("ce-id", "x-request-id"):
         value = found.get(name)
@@ -106,8 +107,9 @@ def new_request_id() -> str:
 
     From Python's `random`, not `uuid.uuid4()`: an id names a request, it guards nothing, and
     uuid4's read of the OS's random source (a system call) was about 3 % of the server's time
-    per single-row request, measured with py-spy under load. The generator is seeded from the OS at start and again in a forked child (the
-    random module does that itself), so two workers do not repeat each other's ids.
+    per single-row request, measured with py-spy under load. The generator is seeded from the
+    OS at start and again in a forked child (the random module does that itself), so two
+    workers do not repeat each other's ids.
     """
     return f"{random.getrandbits(128):032x}"
 
@@ -309,8 +311,8 @@ class PredictionLog:
         # What waits for the writer: records, and the markers of flush (an Event) and close
         # (None), in order. The writer is woken (`_wake`) only when it has something to do: the
         # first record after it wrote (to start the flush_seconds clock), batch_rows waiting, a
-        # flush or a close; not by every record. A writer woken by every record took the GIL
-        # from the event loop once per request: measured, a fifth of a server's throughput.
+        # flush or a close; not by every record. A writer woken by every record competed with
+        # the server's event loop for the GIL once per request.
         self._items: list = []
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards _items, the counters and _closed

@@ -380,11 +380,16 @@ def test_sklearn_answers_without_probabilities_call_predict_only(loans):
     assert predictions.tolist() == model.predict(as_model_input(rows, schema)).tolist()
 
 
-def test_a_large_request_runs_on_the_parallel_session_with_the_same_answers(store, loans):
+def test_a_large_request_runs_on_the_parallel_session_with_the_same_answers(
+    store, loans, monkeypatch
+):
     """PARALLEL_ROWS rows or more go to the session on every core, fewer to the one-thread
     session; both give the same labels, and probabilities within float32 rounding."""
+    import serving.runtime
     from serving.protocol import arrays_from_columns, columns_from_instances
     from serving.runtime import PARALLEL_ROWS
+
+    monkeypatch.setattr(serving.runtime, "thread_count", lambda: 2)  # whatever this machine has
 
     registry, versions = store
     schema, _, test, _ = loans
@@ -414,9 +419,13 @@ def test_a_large_request_runs_on_the_parallel_session_with_the_same_answers(stor
     np.testing.assert_allclose(probabilities, parallel_probabilities, atol=1e-6)
 
 
-def test_the_load_time_parity_check_covers_the_parallel_session(store, loans):
+def test_the_load_time_parity_check_covers_the_parallel_session(store, loans, monkeypatch):
     """A parallel session that answered differently would fail the version's parity check."""
     import io
+
+    import serving.runtime
+
+    monkeypatch.setattr(serving.runtime, "thread_count", lambda: 2)  # whatever this machine has
 
     from components.common.registry import PARITY_ROWS_FILE, read_verified
     from serving.runtime import parity_on_rows
@@ -441,3 +450,13 @@ def test_the_load_time_parity_check_covers_the_parallel_session(store, loans):
     answers.parallel_graph.run = shifted
     result = parity_on_rows(answers, answers.sklearn, sample, schema)
     assert not result["passed"] and result["max_abs_diff"] >= 1e-3
+
+
+def test_with_one_core_there_is_no_parallel_session(store, monkeypatch):
+    """A pod limited to one CPU gets no second session: every request runs on one thread."""
+    import serving.runtime
+
+    registry, versions = store
+    monkeypatch.setattr(serving.runtime, "thread_count", lambda: 1)
+    answers = _served(registry, versions["random_forest"], "onnx").answering_runtime.answer
+    assert answers.parallel_graph is None and answers.graphs() == [answers.graph]
