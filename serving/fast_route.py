@@ -17,6 +17,8 @@ to the app unchanged. tests/serving/test_fast_route.py sends the same requests, 
 through this route and through KServe's, and compares status, body and headers.
 """
 
+from starlette.requests import Request
+
 from serving.http_app import BodyLimit, RequestIdHeader
 
 # The keys under which Starlette keeps the handlers that ServerErrorMiddleware, not the
@@ -62,8 +64,6 @@ class FastV1Predict:
             await self.app(scope, receive, send)
 
     async def _v1_predict(self, scope, receive, send) -> None:
-        from starlette.requests import Request
-
         request = Request(scope, receive)
         try:
             response = await self._predict(self.model_name, request)

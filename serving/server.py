@@ -122,6 +122,17 @@ def _configure_app(
         add_labels_route(app, model, labels, str(log.uri), prediction_log=log)
 
 
+def _model_server(model: TabularModel, port: int):
+    """The kserve.ModelServer holding the loaded `model` (its model registry and data plane),
+    with this server's logging and the V2 metadata's platform. Logging is set first: building
+    the app looks at the trace log's level."""
+    model_server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
+    _quiet_logging()
+    model_server.register_model(model)
+    describe_platform(model_server, model.name, lambda: model.answering_runtime.platform)
+    return model_server
+
+
 def in_process_app(
     model: TabularModel,
     *,
@@ -137,10 +148,7 @@ def in_process_app(
         fast_route: False: the model's V1 predict route too is answered through FastAPI's
             router (`serving.fast_route`), to compare the two.
     """
-    model_server = kserve.ModelServer(http_port=0, enable_grpc=False, workers=1)
-    _quiet_logging()  # as serve(): before the app is built, which looks at the trace log's level
-    model_server.register_model(model)
-    describe_platform(model_server, model.name, lambda: model.answering_runtime.platform)
+    model_server = _model_server(model, port=0)
     predict = v1_predict_handler(model_server) if fast_route else None
     return new_rest_app(
         model_server,
@@ -248,10 +256,7 @@ def serve(
 
     # The ModelServer supplies the model registry and data plane; its own start() is not used,
     # because its REST server binds 0.0.0.0 and it would start gRPC on [::].
-    model_server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1)
-    _quiet_logging()
-    model_server.register_model(model)
-    describe_platform(model_server, model.name, lambda: model.answering_runtime.platform)
+    model_server = _model_server(model, port)
     rest_server = RestServer(
         model_server,
         host,
